@@ -1,0 +1,5 @@
+import sys
+
+from netspec.cli import main
+
+sys.exit(main())

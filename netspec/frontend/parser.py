@@ -1,0 +1,407 @@
+"""Text -> syntax tree. Loads `grammars/netspec.lark` once and maps Lark's errors to ours."""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from netspec.errors import NetspecError, Span, register_source
+from netspec.frontend import ast
+
+GRAMMAR_FILE = "netspec.lark"
+
+# How the grammar's terminals read in an error message.
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": 'a "string"',
+    "LSQB": "`[`",
+    "RSQB": "`]`",
+    "LPAR": "`(`",
+    "RPAR": "`)`",
+    "LBRACE": "`{`",
+    "RBRACE": "`}`",
+    "COMMA": "`,`",
+    "COLON": "`:`",
+    "EQUAL": "`=`",
+    "STAR": "`*`",
+    "QMARK": "`?`",
+    "MINUS": "`-`",
+    "CMP": "a comparison",
+    "ADDOP": "`+`",
+    "MULOP": "`*`",
+    "POW": "`**`",
+    "$END": "the end of the file",
+}
+
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+_CLOSERS = {v: k for k, v in _OPENERS.items()}
+
+
+def _grammar_text() -> str:
+    # Source tree (and editable installs) keep grammars/ beside the package; wheels map it in.
+    here = Path(__file__).resolve().parents[2] / "grammars" / GRAMMAR_FILE
+    if here.is_file():
+        return here.read_text()
+    return importlib.resources.files("netspec._grammars").joinpath(GRAMMAR_FILE).read_text()
+
+
+@functools.cache
+def _parser() -> Lark:
+    # cache=True stores the built LALR tables in the temp dir: check starts faster.
+    return Lark(
+        _grammar_text(),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        cache=True,
+    )
+
+
+def read_spec_file(path: str | Path) -> str:
+    """Read a spec file as text, refusing missing, unreadable, binary or non-UTF-8 files."""
+    p = Path(path)
+    if not p.exists():
+        raise NetspecError(f"no such file: {path}", hint="check the path, or list specs/ for the bundled specs")
+    if p.is_dir():
+        raise NetspecError(f"{path} is a directory, not a spec file")
+    data = p.read_bytes()
+    if b"\x00" in data:
+        raise NetspecError(
+            f"{path} is a binary file, not a netspec spec (NUL byte at offset {data.index(0)})",
+            hint="a spec is a text file such as specs/vgg16.ns",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NetspecError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from None
+
+
+def parse_file(path: str | Path) -> ast.Module:
+    return parse_text(read_spec_file(path), str(path))
+
+
+def parse_text(text: str, path: str = "<spec>") -> ast.Module:
+    """Parse spec text into a syntax tree; errors point at the offending text."""
+    register_source(path, text)
+    _check_brackets(text, path)
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as e:
+        raise _syntax_error(e, text, path) from None
+    module = _ToAst(path).transform(tree)
+    module.text = text
+    if not module.statements:
+        raise NetspecError(
+            "empty spec: nothing to compile",
+            Span(file=path, line=1, col=1, end_line=1, end_col=2),
+            hint="a minimal spec: `input [1, 28, 28]`, `classes 10`, `INPUT -> CONV(16) -> RELU -> FC(10) -> SOFTMAX`",
+        )
+    return module
+
+
+def _span(path: str, line: int, col: int, end_line: int | None = None, end_col: int | None = None) -> Span:
+    return Span(file=path, line=line, col=col, end_line=end_line or line, end_col=end_col or col + 1)
+
+
+def _check_brackets(text: str, path: str) -> None:
+    """Match brackets first: "unclosed `[` opened here" beats any LALR message."""
+    stack: list[tuple[str, int, int]] = []
+    line, col = 1, 0
+    in_comment = in_string = False
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col = line + 1, 0
+            in_comment = False
+            continue
+        if in_comment:
+            continue
+        if in_string:
+            in_string = ch != '"'
+            continue
+        if ch == "#":
+            in_comment = True
+        elif ch == '"':
+            in_string = True
+        elif ch in _OPENERS:
+            stack.append((ch, line, col))
+        elif ch in _CLOSERS:
+            if not stack:
+                raise NetspecError(f"`{ch}` closes nothing", _span(path, line, col), hint="remove it, or add the matching `" + _CLOSERS[ch] + "` before it")
+            opener, oline, ocol = stack.pop()
+            if _OPENERS[opener] != ch:
+                raise NetspecError(
+                    f"`{ch}` does not match `{opener}` opened at {oline}:{ocol}",
+                    _span(path, line, col),
+                    hint=f"close `{opener}` with `{_OPENERS[opener]}` first",
+                )
+    if stack:
+        opener, oline, ocol = stack[-1]
+        raise NetspecError(
+            f"unclosed `{opener}`",
+            _span(path, oline, ocol),
+            hint=f"add the matching `{_OPENERS[opener]}`",
+        )
+
+
+@functools.cache
+def _terminal_text() -> dict[str, str]:
+    """Terminal name -> how it reads: `->` for the anonymous arrow, `a name` for NAME."""
+    out = {}
+    for term in _parser().terminals:
+        pattern = term.pattern
+        literal = pattern.value if pattern.type == "str" else None
+        out[term.name] = _TERMINAL_WORDS.get(term.name) or (f"`{literal}`" if literal else term.name.lower())
+    return out
+
+
+def _expected(names: set[str] | frozenset[str]) -> str:
+    text = _terminal_text()
+    words = sorted({text.get(n, n.lower()) for n in names}, key=lambda w: (w != "`->`", w))
+    if not words:
+        return ""
+    if len(words) > 8:
+        words = words[:8] + ["..."]
+    return "expected " + ", ".join(words)
+
+
+def _syntax_error(e: UnexpectedInput, text: str, path: str) -> NetspecError:
+    if isinstance(e, UnexpectedCharacters):
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
+        return NetspecError(
+            f"unexpected character `{ch}`",
+            _span(path, e.line, e.column),
+            hint=_expected(e.allowed) or None,
+        )
+    if isinstance(e, UnexpectedToken) and e.token.type != "$END":
+        tok: Token = e.token
+        end_col = (tok.end_column or tok.column + len(tok)) if tok.end_line == tok.line else None
+        hint = _expected(getattr(e, "accepts", None) or e.expected)
+        if hint.startswith("expected `->`") and tok.type == "NAME":
+            hint = "join layers with `->`; " + hint
+        return NetspecError(f"unexpected `{tok}`", _span(path, tok.line, tok.column, tok.end_line, end_col), hint=hint or None)
+    # The file ended too soon.
+    lines = text.rstrip().splitlines() or [""]
+    line = len(lines)
+    col = len(lines[-1]) + 1
+    expected = e.expected if isinstance(e, UnexpectedToken | UnexpectedEOF) else set()
+    return NetspecError("unexpected end of file", _span(path, line, max(col - 1, 1), line, col), hint=_expected(expected) or None)
+
+
+def _meta_span(path: str, meta) -> Span:
+    return Span(file=path, line=meta.line, col=meta.column, end_line=meta.end_line, end_col=meta.end_column)
+
+
+def _tok_span(path: str, tok: Token) -> Span:
+    return Span(file=path, line=tok.line, col=tok.column, end_line=tok.end_line, end_col=tok.end_column)
+
+
+def _number(text: str) -> int | float:
+    """`140M` -> 140_000_000, `2GiB` -> 2*2**30, `1e-3` -> 0.001; a trailing B (bytes) is dropped."""
+    body = text
+    scale = 1
+    if body.endswith("B"):
+        body = body[:-1]
+    for suffix, factor in (("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30), ("Ti", 2**40),
+                           ("k", 10**3), ("K", 10**3), ("M", 10**6), ("G", 10**9), ("T", 10**12)):
+        if body.endswith(suffix):
+            body, scale = body[: -len(suffix)], factor
+            break
+    if any(c in body for c in ".eE"):
+        value = float(body) * scale
+        return int(value) if scale != 1 and value.is_integer() else value
+    return int(body) * scale
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """Tree -> dataclasses. Aliases in the grammar map one-to-one onto these methods."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def _s(self, meta) -> Span:
+        return _meta_span(self.path, meta)
+
+    # ---- statements
+    def start(self, meta, items):
+        stmts = [ast.ChainStmt(i.span, i) if isinstance(i, ast.Chain) else i for i in items]
+        return ast.Module(path=self.path, text="", statements=stmts)
+
+    def network(self, meta, items):
+        name, desc = items
+        return ast.NetworkDecl(self._s(meta), str(name), _unquote(desc) if desc is not None else None)
+
+    def input_tensor(self, meta, items):
+        return ast.InputDecl(self._s(meta), shape=items[0][0], tokens=None)
+
+    def input_tokens(self, meta, items):
+        return ast.InputDecl(self._s(meta), shape=None, tokens=[a for a in items if a is not None])
+
+    def classes_decl(self, meta, items):
+        return ast.ClassesDecl(self._s(meta), items[0])
+
+    def budget_item(self, meta, items):
+        metric, op, limit = items
+        return ast.BudgetItem(str(metric), str(op), limit, self._s(meta), _tok_span(self.path, metric))
+
+    def budget_decl(self, meta, items):
+        return ast.BudgetDecl(self._s(meta), list(items))
+
+    def dtype_decl(self, meta, items):
+        return ast.DtypeDecl(self._s(meta), str(items[0]))
+
+    def defaults_decl(self, meta, items):
+        return ast.DefaultsDecl(self._s(meta), list(items))
+
+    def const_def(self, meta, items):
+        return ast.ConstDef(self._s(meta), str(items[0]), items[1])
+
+    def free_range(self, meta, items):
+        return ast.FreeParam(self._s(meta), str(items[0]), low=items[1], high=items[2])
+
+    def free_set(self, meta, items):
+        return ast.FreeParam(self._s(meta), str(items[0]), choices=list(items[1:]))
+
+    def block_param(self, meta, items):
+        return ast.BlockParam(str(items[0]), items[1], self._s(meta))
+
+    def block_def(self, meta, items):
+        name, *params, body = items
+        return ast.BlockDef(self._s(meta), str(name), [p for p in params if p is not None], body)
+
+    def train_decl(self, meta, items):
+        return ast.TrainDecl(self._s(meta), list(items))
+
+    def setting(self, meta, items):
+        return ast.Setting(str(items[0]), items[1], self._s(meta))
+
+    def value_call(self, meta, items):
+        name, *args = items
+        return ast.ValueCall(str(name), [_as_arg(a) for a in args if a is not None], self._s(meta))
+
+    def value_list(self, meta, items):
+        return ast.ValueList([i for i in items if i is not None], self._s(meta))
+
+    # ---- chains
+    def chain(self, meta, items):
+        return ast.Chain(list(items), self._s(meta))
+
+    def element(self, meta, items):
+        primary, *posts = items
+        el = ast.Element(primary, self._s(meta))
+        for post in posts:
+            if post is None:
+                continue
+            kind, payload = post
+            if kind == "repeat":
+                el.repeat, el.index_var = payload
+            elif kind == "optional":
+                el.optional, el.condition = True, payload
+            elif kind == "assertion":
+                if el.assertion is not None:
+                    raise NetspecError("a second shape assertion on one element", payload[1])
+                el.assertion, el.assertion_span = payload
+            elif kind == "label":
+                if el.label is not None:
+                    raise NetspecError("a second `as` name on one element", el.span)
+                el.label = payload
+        return el
+
+    def repeat(self, meta, items):
+        count, var = items
+        return ("repeat", (count, str(var) if var is not None else None))
+
+    def optional(self, meta, items):
+        return ("optional", items[0])
+
+    def assertion(self, meta, items):
+        return ("assertion", (items[0][0], self._s(meta)))
+
+    def label(self, meta, items):
+        return ("label", str(items[0]))
+
+    def shape_list(self, meta, items):
+        return (list(items), self._s(meta))
+
+    def call(self, meta, items):
+        name, *args = items
+        return ast.Call(str(name), [_as_arg(a) for a in args if a is not None], self._s(meta), _tok_span(self.path, name))
+
+    def kwarg(self, meta, items):
+        return ast.Arg(str(items[0]), items[1], self._s(meta))
+
+    def group(self, meta, items):
+        return ast.Group(items[0], self._s(meta))
+
+    def branch_args(self, meta, items):
+        return list(items)
+
+    def _branches(self, op, meta, items):
+        args = items[0]
+        chains = [a for a in args if isinstance(a, ast.Chain)]
+        kwargs = [a for a in args if isinstance(a, ast.Arg)]
+        return ast.Branches(op, chains, kwargs, self._s(meta))
+
+    def concat(self, meta, items):
+        return self._branches("concat", meta, items)
+
+    def add(self, meta, items):
+        return self._branches("add", meta, items)
+
+    def residual(self, meta, items):
+        return self._branches("residual", meta, items)
+
+    # ---- expressions
+    def number(self, meta, items):
+        tok = items[0]
+        return ast.Num(self._s(meta), _number(str(tok)), str(tok))
+
+    def string(self, meta, items):
+        return ast.Str(self._s(meta), _unquote(items[0]))
+
+    def name(self, meta, items):
+        return ast.Name(self._s(meta), str(items[0]))
+
+    def tuple(self, meta, items):
+        return ast.TupleExpr(self._s(meta), [i for i in items if i is not None])
+
+    def binop(self, meta, items):
+        left, op, right = items
+        return ast.BinOp(self._s(meta), str(op), left, right)
+
+    def neg(self, meta, items):
+        return ast.Neg(self._s(meta), items[0])
+
+    def not_(self, meta, items):
+        return ast.Not(self._s(meta), items[0])
+
+    def and_(self, meta, items):
+        return ast.BoolOp(self._s(meta), "and", items[0], items[1])
+
+    def or_(self, meta, items):
+        return ast.BoolOp(self._s(meta), "or", items[0], items[1])
+
+    def compare(self, meta, items):
+        left, op, right = items
+        return ast.Compare(self._s(meta), str(op), left, right)
+
+
+def _as_arg(item) -> ast.Arg:
+    if isinstance(item, ast.Arg):
+        return item
+    return ast.Arg(None, item, item.span)
+
+
+def _unquote(tok) -> str:
+    s = str(tok)[1:-1]
+    return s.encode("utf-8").decode("unicode_escape") if "\\" in s else s
+
+
+__all__ = ["parse_file", "parse_text", "read_spec_file", "Tree"]

@@ -1,0 +1,881 @@
+"""Syntax tree -> IR. A `Spec` is a template (free parameters allowed); `Spec.instantiate`
+binds them and expands repetitions, blocks and branches into a `Graph`, computing every
+node's shape, parameters, MACs and memory on the way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from netspec.errors import NetspecError, Span, SpecErrors, did_you_mean
+from netspec.frontend import ast
+from netspec.frontend.parser import parse_file, parse_text
+from netspec.ir.expr import BOOL_WORDS, Symbol, eval_int, evaluate, undefined
+from netspec.ir.graph import DTYPE_BYTES, BudgetCheck, Graph, InputSpec, Node, Scalar, compute_totals
+from netspec.layers import KINDS, SPELLINGS, Layer, ShapeError, fmt_shape, numel
+from netspec.layers.conv import Conv
+from netspec.layers.linear import Dense, Flatten
+from netspec.layers.norm import BatchNorm
+from netspec.layers.activation import Softmax
+from netspec.layers.structure import Add, Concat, Input
+
+MAX_NODES = 100_000  # a spec expanding past this is refused before it is expanded
+SHORT = {"batchnorm": "bn", "global_pool": "gpool", "adaptive_avg_pool": "apool", "leaky_relu": "lrelu"}
+BUDGET_METRICS = ("params", "trainable", "macs", "flops", "memory")
+_CMP = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b,
+        ">": lambda a, b: a > b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """The values a free parameter may take: `N in 1..3` or `w in {16, 32}` or a switch."""
+
+    name: str
+    values: tuple[Scalar, ...]
+    span: Span | None
+    switch: bool = False  # an `X?` choice point
+
+    def describe(self) -> str:
+        if self.switch:
+            return "on|off"
+        vals = self.values
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in vals) and len(vals) > 2 and list(vals) == list(range(vals[0], vals[-1] + 1)):
+            return f"{vals[0]}..{vals[-1]}"
+        return "{" + ", ".join(str(v) for v in vals) + "}"
+
+
+@dataclass(slots=True)
+class Value:
+    node: str
+    shape: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class Scope:
+    prefix: str
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def next_name(self, base: str) -> str:
+        n = self.counters.get(base, 0) + 1
+        self.counters[base] = n
+        return f"{base}{n}"
+
+    def child(self, name: str) -> Scope:
+        return Scope(f"{self.prefix}{name}.")
+
+
+class Spec:
+    """A parsed spec: its header, constants, blocks, free parameters and the main chain."""
+
+    def __init__(self, module: ast.Module) -> None:
+        self.module = module
+        self.path = module.path
+        self.text = module.text
+        self.name = Path(module.path).stem if module.path and not module.path.startswith("<") else "network"
+        self.description: str | None = None
+        self.input: ast.InputDecl | None = None
+        self.classes: ast.ClassesDecl | None = None
+        self.budgets: list[ast.BudgetItem] = []
+        self.dtype: ast.DtypeDecl | None = None
+        self.defaults: list[ast.Call] = []
+        self.consts: list[ast.ConstDef] = []
+        self.free_decls: dict[str, ast.FreeParam] = {}
+        self.blocks: dict[str, ast.BlockDef] = {}
+        self.train: ast.TrainDecl | None = None
+        self.chain: ast.Chain | None = None
+        errors: list[NetspecError] = []
+        self._collect(errors)
+        self.free: dict[str, Domain] = {}
+        if not errors:
+            self._domains(errors)
+        if errors:
+            raise SpecErrors(errors)
+
+    # ---- reading the statements
+    def _collect(self, errors: list[NetspecError]) -> None:
+        seen: dict[str, ast.Statement] = {}
+        names: dict[str, Span] = {}
+
+        def once(key: str, stmt: ast.Statement, what: str) -> bool:
+            if key in seen:
+                errors.append(NetspecError(f"{what} is declared twice", stmt.span, notes=[f"first declared at {seen[key].span}"]))
+                return False
+            seen[key] = stmt
+            return True
+
+        def define(name: str, span: Span) -> None:
+            if name in names:
+                errors.append(NetspecError(f"`{name}` is defined twice", span, notes=[f"first defined at {names[name]}"]))
+            names[name] = span
+
+        for stmt in self.module.statements:
+            if isinstance(stmt, ast.NetworkDecl):
+                if once("network", stmt, "the network name"):
+                    self.name, self.description = stmt.name, stmt.description
+            elif isinstance(stmt, ast.InputDecl):
+                if once("input", stmt, "the input"):
+                    self.input = stmt
+            elif isinstance(stmt, ast.ClassesDecl):
+                if once("classes", stmt, "the number of classes"):
+                    self.classes = stmt
+            elif isinstance(stmt, ast.BudgetDecl):
+                self.budgets.extend(stmt.items)
+            elif isinstance(stmt, ast.DtypeDecl):
+                if once("dtype", stmt, "the dtype"):
+                    self.dtype = stmt
+            elif isinstance(stmt, ast.DefaultsDecl):
+                self.defaults.extend(stmt.calls)
+            elif isinstance(stmt, ast.ConstDef):
+                define(stmt.name, stmt.span)
+                self.consts.append(stmt)
+            elif isinstance(stmt, ast.FreeParam):
+                define(stmt.name, stmt.span)
+                self.free_decls[stmt.name] = stmt
+            elif isinstance(stmt, ast.BlockDef):
+                if stmt.name.upper() in SPELLINGS:
+                    errors.append(NetspecError(f"block `{stmt.name}` has the name of a built-in layer", stmt.span, hint="rename the block"))
+                define(stmt.name, stmt.span)
+                self.blocks[stmt.name] = stmt
+            elif isinstance(stmt, ast.TrainDecl):
+                if once("train", stmt, "the train section"):
+                    self.train = stmt
+            elif isinstance(stmt, ast.ChainStmt):
+                if self.chain is not None:
+                    errors.append(NetspecError(
+                        "a second chain starts here; a spec has one main chain",
+                        stmt.chain.elements[0].span,
+                        hint="join it to the chain before with `->`",
+                    ))
+                else:
+                    self.chain = stmt.chain
+        end = Span(file=self.path, line=1, col=1, end_line=1, end_col=2)
+        if self.input is None and not errors:
+            errors.append(NetspecError("the spec declares no input", end, hint="add e.g. `input [3, 32, 32]` (channels, height, width)"))
+        if self.chain is None and not errors:
+            errors.append(NetspecError("the spec has no chain of layers", end, hint="add e.g. `INPUT -> CONV(16) -> RELU -> FC(10) -> SOFTMAX`"))
+        for item in self.budgets:
+            if item.metric not in BUDGET_METRICS:
+                errors.append(NetspecError(
+                    f"unknown budget `{item.metric}`", item.metric_span,
+                    hint=did_you_mean(item.metric, BUDGET_METRICS) or "budgets: " + ", ".join(BUDGET_METRICS),
+                ))
+            elif item.op not in ("<=", "<"):
+                errors.append(NetspecError(f"a budget is an upper bound: write `{item.metric} <= ...`", item.span))
+
+    def _domains(self, errors: list[NetspecError]) -> None:
+        env: dict[str, Any] = {}
+        for name, decl in self.free_decls.items():
+            try:
+                if decl.choices is not None:
+                    values = tuple(evaluate(c, env, symbols=True) for c in decl.choices)
+                    values = tuple(str(v) if isinstance(v, Symbol) else v for v in values)
+                else:
+                    lo = eval_int(decl.low, env, f"the low end of {name}'s range")
+                    hi = eval_int(decl.high, env, f"the high end of {name}'s range")
+                    if hi < lo:
+                        raise NetspecError(f"the range {lo}..{hi} of `{name}` is empty", decl.span, hint=f"write {hi}..{lo}")
+                    values = tuple(range(lo, hi + 1))
+                self.free[name] = Domain(name, values, decl.span)
+            except NetspecError as e:
+                errors.append(e)
+        const_names = {c.name for c in self.consts}
+        for name, span in self._switches(errors):
+            if name not in self.free and name not in const_names and name not in self.blocks:
+                self.free[name] = Domain(name, (True, False), span, switch=True)
+
+    def _switches(self, errors: list[NetspecError]) -> list[tuple[str, Span]]:
+        """Every `X?` without a condition names a switch: its label, or X's name in lower case."""
+        out: list[tuple[str, Span]] = []
+        chains = [self.chain] + [b.body for b in self.blocks.values()]
+        while chains:
+            chain = chains.pop()
+            if chain is None:
+                continue
+            for el in chain.elements:
+                p = el.primary
+                if isinstance(p, ast.Group):
+                    chains.append(p.chain)
+                elif isinstance(p, ast.Branches):
+                    chains.extend(p.chains)
+                if el.optional and el.condition is None:
+                    name = switch_name(el)
+                    if name is None:
+                        errors.append(NetspecError(
+                            "an optional group needs a switch name or a condition",
+                            el.span, hint="write `[...]? as name` or `[...]?(condition)`",
+                        ))
+                    else:
+                        out.append((name, el.span))
+        return out
+
+    # ---- instances
+    @property
+    def is_family(self) -> bool:
+        return bool(self.free)
+
+    def instantiate(self, bindings: Mapping[str, Scalar] | None = None, *, collect: bool = False):
+        """Bind the free parameters and build the graph.
+
+        Returns the `Graph`; with `collect=True`, returns `(graph, errors)` so a caller can show
+        the table even when a shape assertion or budget failed (graph is None on fatal errors).
+        """
+        builder = Builder(self, dict(bindings or {}))
+        try:
+            graph = builder.build()
+        except NetspecError as e:
+            if collect:
+                return None, builder.errors + [e]
+            raise SpecErrors(builder.errors + [e]) from None
+        if collect:
+            return graph, builder.errors
+        if builder.errors:
+            raise SpecErrors(builder.errors)
+        return graph
+
+
+def switch_name(el: ast.Element) -> str | None:
+    if el.label:
+        return el.label
+    if isinstance(el.primary, ast.Call):
+        return el.primary.name.lower()
+    return None
+
+
+def load_spec(path: str | Path) -> Spec:
+    return Spec(parse_file(path))
+
+
+def load_spec_text(text: str, path: str = "<spec>") -> Spec:
+    return Spec(parse_text(text, path))
+
+
+def compile_spec(path: str | Path, bindings: Mapping[str, Scalar] | None = None) -> Graph:
+    """Parse, validate and build a spec file into its IR graph (raises SpecErrors)."""
+    return load_spec(path).instantiate(bindings)
+
+
+def _coerce_binding(raw: Scalar) -> Scalar:
+    if isinstance(raw, str):
+        low = raw.lower()
+        if low in BOOL_WORDS:
+            return BOOL_WORDS[low]
+        try:
+            return int(raw)
+        except ValueError:
+            try:
+                return float(raw)
+            except ValueError:
+                return raw
+    return raw
+
+
+class Builder:
+    """Expands one instance of a spec into IR nodes."""
+
+    def __init__(self, spec: Spec, bindings: dict[str, Scalar]) -> None:
+        self.spec = spec
+        self.bindings = {k: _coerce_binding(v) for k, v in bindings.items()}
+        self.errors: list[NetspecError] = []
+        self.nodes: list[Node] = []
+        self.ids: dict[str, Node] = {}
+        self.memo: dict[tuple, tuple] = {}
+        self.layers: dict[tuple, Layer] = {}
+        self.dumps: dict[int, dict[str, Any]] = {}
+        self.defaults: dict[type[Layer], dict[str, Any]] = {}
+        self.context: dict[str, Any] = {}
+        self.block_stack: list[str] = []
+        self.budget_nodes = MAX_NODES
+        self.classes: int | None = None
+
+    # ---- entry
+    def build(self) -> Graph:
+        spec = self.spec
+        env = self._globals()
+        self.globals = env
+        self.classes = eval_int(spec.classes.value, env, "classes", 1) if spec.classes else None
+        dtype = spec.dtype.dtype.lower() if spec.dtype else "fp32"
+        if dtype not in DTYPE_BYTES:
+            raise NetspecError(f"unknown dtype `{dtype}`", spec.dtype.span, hint=did_you_mean(dtype, DTYPE_BYTES) or "one of " + ", ".join(DTYPE_BYTES))
+        self._read_defaults(env)
+        inp = self._input(env)
+        chain = spec.chain
+        elements = chain.elements
+        start = 0
+        if elements and isinstance(elements[0].primary, ast.Call) and elements[0].primary.name.upper() == "INPUT":
+            first = elements[0]
+            if first.primary.args or first.repeat or first.optional or first.label:
+                raise NetspecError("INPUT takes no arguments; declare the input with `input [C, H, W]`", first.span)
+            start = 1
+            if first.assertion:
+                self._assert(first, inp, env)
+        self.final_softmax = elements[-1] if elements and _is_softmax(elements[-1]) else None
+        scope = Scope("")
+        out = inp
+        for el in elements[start:]:
+            out = self.element(el, out, env, scope)
+        if self.classes is not None and len(out.shape) == 1 and out.shape[0] != self.classes and self.spec.input is not None:
+            self.errors.append(NetspecError(
+                f"the network outputs [{fmt_shape(out.shape)}] but the spec declares {self.classes} classes",
+                elements[-1].span,
+                hint=f"end with FC({self.classes}) -> SOFTMAX, or declare `classes {out.shape[0]}`",
+            ))
+        totals = compute_totals(self.nodes, dtype)
+        graph = Graph.model_construct(
+            name=spec.name,
+            description=spec.description,
+            source=spec.path,
+            source_hash=hashlib.sha256(spec.text.encode()).hexdigest()[:16] if spec.text else None,
+            input=InputSpec(shape=inp.shape, vocab=self.context.get("vocab")),
+            classes=self.classes,
+            dtype=dtype,
+            bindings={k: v for k, v in self.bindings.items()},
+            nodes=self.nodes,
+            output=out.node,
+            budgets=[],
+            train=self._train(env),
+            totals=totals,
+        )
+        graph.budgets = self._budgets(graph, env)
+        return graph
+
+    def _globals(self) -> dict[str, Any]:
+        spec = self.spec
+        env: dict[str, Any] = {}
+        known = set(spec.free) | {c.name for c in spec.consts}
+        for name, value in self.bindings.items():
+            if name not in known:
+                raise NetspecError(
+                    f"--set {name}: the spec has no parameter `{name}`",
+                    hint=did_you_mean(name, known) or ("its parameters: " + ", ".join(sorted(known)) if known else "the spec has no free parameters"),
+                )
+        for name, domain in spec.free.items():
+            if name in self.bindings:
+                value = self.bindings[name]
+                if value not in domain.values:
+                    raise NetspecError(
+                        f"{name}={_show(value)} is outside its domain {domain.describe()}",
+                        domain.span,
+                        hint=f"pick one of {domain.describe()}",
+                    )
+                env[name] = value
+        for c in spec.consts:
+            if c.name in self.bindings:
+                env[c.name] = self.bindings[c.name]
+            else:
+                env[c.name] = evaluate(c.value, env, symbols=True)
+        unbound = [d for n, d in spec.free.items() if n not in env]
+        if unbound:
+            names = " ".join(f"{d.name}={d.values[0] if not d.switch else 'on'}" for d in unbound)
+            raise NetspecError(
+                "free parameters are not bound: " + ", ".join(f"`{d.name}` ({d.describe()})" for d in unbound),
+                unbound[0].span,
+                hint=f"bind them: netspec check {spec.path} --set {names}  (or explore the family: netspec explore {spec.path})",
+            )
+        return env
+
+    def _read_defaults(self, env: dict[str, Any]) -> None:
+        for call in self.spec.defaults:
+            entry = SPELLINGS.get(call.name.upper())
+            if entry is None:
+                raise NetspecError(f"unknown layer `{call.name}` in defaults", call.name_span, hint=did_you_mean(call.name.upper(), SPELLINGS))
+            cls, presets = entry
+            args = self._args(cls, call, env)
+            merged = self.defaults.setdefault(cls, {})
+            merged.update(args)
+            self._validate(cls, {**presets, **merged}, call, partial=True)
+
+    def _input(self, env: dict[str, Any]) -> Value:
+        decl = self.spec.input
+        if decl.shape is not None:
+            dims = tuple(eval_int(e, env, "an input dimension", 1) for e in decl.shape)
+            if len(dims) > 3:
+                raise NetspecError(f"input [{', '.join(map(str, dims))}] has {len(dims)} dims; netspec takes [C, H, W], [C, L] or [N]", decl.span)
+            layer = Input(shape=dims)
+        else:
+            kw = {}
+            for arg in decl.tokens:
+                if arg.name not in ("length", "vocab"):
+                    raise NetspecError(f"tokens() takes length and vocab; received `{arg.name or 'a positional value'}`", arg.span, hint=did_you_mean(arg.name or "", ["length", "vocab"]))
+                kw[arg.name] = eval_int(arg.value, env, f"tokens {arg.name}", 1)
+            for need in ("length", "vocab"):
+                if need not in kw:
+                    raise NetspecError(f"tokens() needs `{need}`", decl.span, hint="e.g. `input tokens(length=21, vocab=10000)`")
+            layer = Input(shape=(kw["length"],), vocab=kw["vocab"])
+            self.context["vocab"] = kw["vocab"]
+        return self.add_node(layer, [], decl.span, Scope(""), label="input")
+
+    # ---- the chain
+    def chain(self, ch: ast.Chain, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
+        for el in ch.elements:
+            cur = self.element(el, cur, env, scope)
+        return cur
+
+    def element(self, el: ast.Element, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
+        if el.optional and not self._switch_on(el, env):
+            return cur
+        p = el.primary
+        if isinstance(p, ast.Call) and p.name.upper() == "INPUT":
+            raise NetspecError("INPUT can only start the main chain", p.name_span)
+        if el.repeat is not None:
+            count = eval_int(el.repeat, env, "a repetition count")
+            self._check_size(el, count, env)
+            inner = scope.child(el.label) if el.label else scope
+            for i in range(count):
+                body_env = {**env, el.index_var: i} if el.index_var else env
+                cur = self.primary(p, cur, body_env, inner, None)
+        elif el.label and isinstance(p, ast.Group):
+            cur = self.primary(p, cur, env, scope.child(el.label), None)
+        else:
+            cur = self.primary(p, cur, env, scope, el.label)
+        if el.assertion:
+            self._assert(el, cur, env)
+        return cur
+
+    def primary(self, p: ast.Primary, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None) -> Value:
+        if isinstance(p, ast.Call):
+            return self.call(p, cur, env, scope, label)
+        if isinstance(p, ast.Group):
+            return self.chain(p.chain, cur, env, scope)
+        return self.branches(p, cur, env, scope, label)
+
+    def call(self, call: ast.Call, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None) -> Value:
+        block = self.spec.blocks.get(call.name)
+        if block is not None:
+            return self.block(block, call, cur, env, scope, label)
+        entry = SPELLINGS.get(call.name.upper())
+        if entry is None:
+            choices = list(SPELLINGS) + list(self.spec.blocks)
+            hint = did_you_mean(call.name, choices)
+            raise NetspecError(f"unknown layer `{call.name}`", call.name_span, hint=hint or "see `netspec layers` for the layer kinds")
+        cls, presets = entry
+        args = {**presets, **self.defaults.get(cls, {}), **self._args(cls, call, env)}
+        for arg, key in cls.contextual.items():
+            if arg not in args and key in self.context:
+                args[arg] = self.context[key]
+        layer = self._validate(cls, args, call)
+        if cls is Dense and len(cur.shape) > 1:
+            cur = self.add_node(Flatten(), [cur], call.span, scope, implicit=True)
+        if cls is Softmax and self.final_softmax is not None and self.final_softmax.primary is call:
+            cur = self._classifier(cur, call, scope)
+        return self.add_node(layer, [cur], call.span, scope, label=label)
+
+    def _classifier(self, cur: Value, call: ast.Call, scope: Scope) -> Value:
+        """The final SOFTMAX needs [classes] scores: add a flatten and an FC where missing."""
+        if self.classes is None or cur.shape == (self.classes,):
+            return cur
+        if len(cur.shape) > 1:
+            cur = self.add_node(Flatten(), [cur], call.span, scope, implicit=True)
+        if cur.shape != (self.classes,):
+            cur = self.add_node(Dense(units=self.classes), [cur], call.span, scope, implicit=True)
+        return cur
+
+    def block(self, block: ast.BlockDef, call: ast.Call, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None) -> Value:
+        if block.name in self.block_stack:
+            cycle = " -> ".join(self.block_stack[self.block_stack.index(block.name):] + [block.name])
+            raise NetspecError(f"block `{block.name}` calls itself ({cycle})", call.span, hint="a block cannot contain itself; use a repetition [...]*N instead")
+        params = [p.name for p in block.params]
+        bound: dict[str, Any] = {}
+        positional = [a for a in call.args if a.name is None]
+        if len(positional) > len(params):
+            raise NetspecError(
+                f"block `{block.name}` takes {len(params)} argument(s) ({', '.join(params)}); received {len(positional)}",
+                positional[len(params)].span,
+            )
+        for p, a in zip(params, positional, strict=False):
+            bound[p] = evaluate(a.value, env, symbols=True)
+        for a in call.args:
+            if a.name is None:
+                continue
+            if a.name not in params:
+                raise NetspecError(f"block `{block.name}` has no argument `{a.name}`", a.span, hint=did_you_mean(a.name, params) or f"its arguments: {', '.join(params)}")
+            if a.name in bound:
+                raise NetspecError(f"argument `{a.name}` given twice", a.span)
+            bound[a.name] = evaluate(a.value, env, symbols=True)
+        body_env = dict(self.globals)
+        for p in block.params:
+            if p.name in bound:
+                body_env[p.name] = bound[p.name]
+            elif p.default is not None:
+                body_env[p.name] = evaluate(p.default, body_env, symbols=True)
+            else:
+                raise NetspecError(f"block `{block.name}` needs argument `{p.name}`", call.span, hint=f"call it as {block.name}({', '.join(params)})")
+        inner = scope.child(label or scope.next_name(block.name))
+        self.block_stack.append(block.name)
+        try:
+            return self.chain(block.body, cur, body_env, inner)
+        finally:
+            self.block_stack.pop()
+
+    def branches(self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None) -> Value:
+        if br.op == "residual":
+            return self.residual(br, cur, env, scope, label)
+        for kw in br.kwargs:
+            raise NetspecError(f"{br.op}(...) takes no argument `{kw.name}`", kw.span)
+        if len(br.chains) < 2:
+            raise NetspecError(f"{br.op}(...) needs at least two branches", br.span, hint="separate branches with `,`")
+        outs = [self.chain(ch, cur, env, scope.child(f"branch{i + 1}")) for i, ch in enumerate(br.chains)]
+        layer = Concat() if br.op == "concat" else Add()
+        return self.add_node(layer, outs, br.span, scope, label=label)
+
+    def residual(self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None) -> Value:
+        project = False
+        for kw in br.kwargs:
+            if kw.name != "project":
+                raise NetspecError(f"residual(...) has no argument `{kw.name}`", kw.span, hint=did_you_mean(kw.name, ["project"]) or "its argument: project=auto|on|off")
+            value = evaluate(kw.value, env, symbols=True)
+            if value not in (True, False, "auto"):
+                raise NetspecError(f"project must be auto, on or off; received {value!r}", kw.value.span)
+            project = value
+        if len(br.chains) != 1:
+            raise NetspecError("residual(...) takes one chain (the residual branch); use add(a, b) for two", br.span)
+        main = self.chain(br.chains[0], cur, env, scope)
+        shortcut = cur
+        if project is True or (project == "auto" and main.shape != cur.shape):
+            shortcut = self._projection(cur, main, br, scope.child("shortcut"))
+        return self.add_node(Add(), [main, shortcut], br.span, scope, label=label)
+
+    def _projection(self, cur: Value, main: Value, br: ast.Branches, scope: Scope) -> Value:
+        """1x1 conv (no bias) + BN from cur's shape to main's, as torchvision's downsample."""
+        if len(cur.shape) != len(main.shape) or len(cur.shape) < 2:
+            raise NetspecError(f"cannot project [{fmt_shape(cur.shape)}] onto [{fmt_shape(main.shape)}]", br.span)
+        strides = []
+        for a, b in zip(cur.shape[1:], main.shape[1:], strict=True):
+            if a % b:
+                raise NetspecError(f"cannot project [{fmt_shape(cur.shape)}] onto [{fmt_shape(main.shape)}]: {a} is not a multiple of {b}", br.span)
+            strides.append(a // b)
+        stride = strides[0] if len(set(strides)) == 1 else tuple(strides)
+        conv = Conv(channels=main.shape[0], kernel=1, stride=stride, padding=0, bias=False)
+        out = self.add_node(conv, [cur], br.span, scope)
+        return self.add_node(BatchNorm(), [out], br.span, scope)
+
+    # ---- helpers
+    def _switch_on(self, el: ast.Element, env: Mapping[str, Any]) -> bool:
+        if el.condition is not None:
+            value = evaluate(el.condition, env)
+            if not isinstance(value, bool | int):
+                raise NetspecError(f"the condition of `?` must be true or false; received {value!r}", el.condition.span)
+            return bool(value)
+        name = switch_name(el)
+        value = env.get(name)
+        if not isinstance(value, bool):
+            raise NetspecError(f"switch `{name}` must be on or off; received {value!r}", el.span)
+        return value
+
+    def _args(self, cls: type[Layer], call: ast.Call, env: Mapping[str, Any]) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        fields = cls.model_fields
+        spelled = call.name.upper()
+        npos = 0
+        for arg in call.args:
+            value = evaluate(arg.value, env, symbols=True)
+            if isinstance(value, Symbol):
+                value.span = arg.value.span  # type: ignore[attr-defined]
+            if arg.name is None:
+                if npos >= len(cls.positional):
+                    listing = ", ".join(cls.positional) or "none"
+                    raise NetspecError(
+                        f"{spelled} takes {len(cls.positional)} positional argument(s) ({listing}); received more",
+                        arg.span,
+                        hint=f"name the others, e.g. {spelled}(..., stride=2)" if cls.positional else f"{spelled} takes no arguments",
+                    )
+                name = cls.positional[npos]
+                npos += 1
+            else:
+                name = arg.name
+                if name not in fields or name == "dims":
+                    raise NetspecError(
+                        f"{spelled} has no argument `{name}`",
+                        arg.span,
+                        hint=did_you_mean(name, [f for f in fields if f != "dims"]) or f"its arguments: {', '.join(f for f in fields if f != 'dims')}",
+                    )
+            if name in args:
+                raise NetspecError(f"argument `{name}` of {spelled} is given twice", arg.span)
+            args[name] = value
+        return args
+
+    def _validate(self, cls: type[Layer], args: dict[str, Any], call: ast.Call, partial: bool = False) -> Layer:
+        key = (cls, tuple(sorted(args.items(), key=lambda kv: kv[0])))
+        layer = self.layers.get(key)
+        if layer is not None:
+            return layer
+        clean = {k: (str(v) if isinstance(v, Symbol) else v) for k, v in args.items()}
+        try:
+            layer = cls.model_validate(clean)
+        except ValidationError as e:
+            err = e.errors()[0]
+            name = str(err["loc"][0]) if err["loc"] else ""
+            if partial and err["type"] == "missing":
+                return None  # type: ignore[return-value]
+            raise self._arg_error(cls, call, name, args.get(name), err) from None
+        self.layers[key] = layer
+        return layer
+
+    def _arg_error(self, cls: type[Layer], call: ast.Call, name: str, value: Any, err: dict) -> NetspecError:
+        spelled = call.name.upper()
+        span = call.span
+        for arg in call.args:
+            if arg.name == name or (arg.name is None and name in cls.positional and call.args.index(arg) == cls.positional.index(name)):
+                span = arg.value.span
+        if err["type"] == "missing":
+            return NetspecError(f"{spelled} needs argument `{name}`", call.span, hint=f"e.g. {spelled}({name}=...)")
+        if isinstance(value, Symbol):
+            known = [k for k in self.globals if not k.startswith("_")]
+            hint = did_you_mean(str(value), known)
+            if hint or not _is_symbolic_field(cls, name):
+                return NetspecError(f"undefined name `{value}`", getattr(value, "span", span), hint=hint)
+        expected = _expectation(cls, name)
+        return NetspecError(
+            f"argument `{name}` of {spelled}: expected {expected}; received {_show(value)}",
+            span,
+        )
+
+    def add_node(self, layer: Layer, inputs: list[Value], span: Span | None, scope: Scope, label: str | None = None, implicit: bool = False) -> Value:
+        shapes = tuple(v.shape for v in inputs)
+        key = (layer, shapes)
+        result = self.memo.get(key)
+        if result is None:
+            try:
+                out = layer.output_shape(shapes)
+                result = (out, layer.params(shapes, out), layer.buffers(shapes, out), layer.macs(shapes, out), layer.ops(shapes, out))
+            except ShapeError as e:
+                raise NetspecError(
+                    f"{layer.kind} at {scope.prefix}{label or '...'}: {e.message}" if False else e.message,
+                    span,
+                    hint=e.hint,
+                    notes=self._trace(inputs),
+                ) from None
+            self.memo[key] = result
+        out, params, buffers, macs, ops = result
+        name = label or scope.next_name(SHORT.get(layer.kind, layer.kind))
+        node_id = scope.prefix + name
+        if node_id in self.ids:
+            other = self.ids[node_id]
+            raise NetspecError(f"the name `{node_id}` is used twice", span, notes=[f"first used at {other.span}"] if other.span else [], hint="give it another name with `as`")
+        args = self.dumps.get(id(layer))
+        if args is None:
+            args = layer.model_dump(mode="json")
+            self.dumps[id(layer)] = args
+        node = Node.model_construct(
+            id=node_id,
+            kind=layer.kind,
+            args=args,
+            inputs=[v.node for v in inputs],
+            span=span,
+            implicit=implicit,
+            shape=out,
+            params=params,
+            buffers=buffers,
+            macs=macs,
+            ops=ops,
+            memory=0 if layer.inplace else numel(out),
+        )
+        self.nodes.append(node)
+        self.ids[node_id] = node
+        return Value(node_id, out)
+
+    def _trace(self, inputs: list[Value]) -> list[str]:
+        """How the spatial size got here: `32x32 (input) -> 14x14 (pool1) -> ...`."""
+        if not inputs or len(inputs[0].shape) < 2:
+            return []
+        steps: list[str] = []
+        last = None
+        for node in self.nodes:
+            if len(node.shape) >= 2 and node.shape[1:] != last:
+                steps.append(f"{fmt_shape(node.shape[1:])} ({node.id})")
+                last = node.shape[1:]
+        if len(steps) > 12:
+            steps = steps[:4] + ["..."] + steps[-7:]
+        return ["spatial size so far: " + " -> ".join(steps)] if steps else []
+
+    def _assert(self, el: ast.Element, cur: Value, env: Mapping[str, Any]) -> None:
+        declared = tuple(eval_int(e, env, "an asserted dimension", 0) for e in el.assertion)
+        if declared == cur.shape:
+            return
+        node = self.ids[cur.node]
+        notes = [f"declared [{', '.join(map(str, declared))}], computed [{', '.join(map(str, cur.shape))}]"]
+        hint = None
+        if node.kind == "conv" and len(declared) == len(cur.shape):
+            notes_hint = _conv_assert_help(node, self.ids[node.inputs[0]].shape, declared)
+            if notes_hint:
+                notes.extend(notes_hint[0])
+                hint = notes_hint[1]
+        self.errors.append(NetspecError(
+            f"shape assertion failed at `{cur.node}`",
+            el.assertion_span,
+            hint=hint,
+            notes=notes,
+        ))
+
+    def _check_size(self, el: ast.Element, count: int, env: Mapping[str, Any]) -> None:
+        if count == 0:
+            return
+        size = count * max(self._estimate_primary(el.primary, env, 0), 1)
+        if len(self.nodes) + size > MAX_NODES:
+            raise NetspecError(
+                f"this repetition would expand to {size:,} layers, over netspec's limit of {MAX_NODES:,}",
+                el.repeat.span,
+                hint="a network this deep is almost certainly a typo in the repetition count",
+            )
+
+    def _estimate_primary(self, p: ast.Primary, env: Mapping[str, Any], depth: int) -> int:
+        """Layers a primary expands to, without expanding it (for the size limit)."""
+        if depth > 50:
+            return 1
+        if isinstance(p, ast.Call):
+            block = self.spec.blocks.get(p.name)
+            if block is None or p.name in self.block_stack:
+                return 2  # a layer, and maybe an implicit one
+            return self._estimate_chain(block.body, {**self.globals}, depth + 1)
+        if isinstance(p, ast.Group):
+            return self._estimate_chain(p.chain, env, depth + 1)
+        return 3 + sum(self._estimate_chain(c, env, depth + 1) for c in p.chains)
+
+    def _estimate_chain(self, ch: ast.Chain, env: Mapping[str, Any], depth: int) -> int:
+        total = 0
+        for el in ch.elements:
+            n = 1
+            if el.repeat is not None:
+                try:
+                    n = eval_int(el.repeat, {**env, **({el.index_var: 0} if el.index_var else {})}, "count")
+                except NetspecError:
+                    n = 1
+            total += n * self._estimate_primary(el.primary, env, depth)
+            if total > MAX_NODES:
+                return total
+        return total
+
+    def _budgets(self, graph: Graph, env: Mapping[str, Any]) -> list[BudgetCheck]:
+        t = graph.totals
+        values = {"params": t.params, "trainable": t.trainable_params, "macs": t.macs, "flops": t.flops, "memory": t.memory_bytes}
+        checks = []
+        for item in self.spec.budgets:
+            limit = evaluate(item.limit, env)
+            value = values[item.metric]
+            ok = _CMP[item.op](value, limit)
+            checks.append(BudgetCheck(metric=item.metric, op=item.op, limit=limit, value=value, ok=ok, span=item.span))
+            if not ok:
+                unit = " bytes" if item.metric == "memory" else ""
+                self.errors.append(NetspecError(
+                    f"budget exceeded: {item.metric} = {value:,}{unit}, over the limit {item.op} {_show(limit)}",
+                    item.span,
+                    hint=f"over by {value / limit - 1:.1%}" if limit else None,
+                ))
+        return checks
+
+    def _train(self, env: Mapping[str, Any]) -> dict[str, Any]:
+        if self.spec.train is None:
+            return {}
+        return {s.name: _value(s.value, env) for s in self.spec.train.settings}
+
+
+def _value(v: ast.Value, env: Mapping[str, Any]) -> Any:
+    if isinstance(v, ast.ValueCall):
+        out: dict[str, Any] = {"name": v.name, "args": [], "kwargs": {}}
+        for a in v.args:
+            val = _plain(evaluate(a.value, env, symbols=True))
+            if a.name is None:
+                out["args"].append(val)
+            else:
+                out["kwargs"][a.name] = val
+        return out
+    if isinstance(v, ast.ValueList):
+        return [_value(i, env) for i in v.items]
+    return _plain(evaluate(v, env, symbols=True))
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Symbol):
+        return str(v)
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _is_softmax(el: ast.Element) -> bool:
+    return isinstance(el.primary, ast.Call) and SPELLINGS.get(el.primary.name.upper(), (None,))[0] is Softmax and el.repeat is None
+
+
+def _is_symbolic_field(cls: type[Layer], name: str) -> bool:
+    ann = str(cls.model_fields[name].annotation) if name in cls.model_fields else ""
+    return "Literal" in ann
+
+
+def _expectation(cls: type[Layer], name: str) -> str:
+    field = cls.model_fields.get(name)
+    if field is None:
+        return "a valid value"
+    ann = str(field.annotation)
+    meta = " ".join(str(m) for m in field.metadata)
+    parts = []
+    if "Literal" in ann:
+        import re
+
+        choices = re.findall(r"Literal\[([^\]]*)\]", ann)
+        words = ", ".join(c.strip() for ch in choices for c in ch.split(","))
+        parts.append(f"one of {words.replace(chr(39), '')}")
+    if "int" in ann:
+        if "Gt(gt=0)" in ann or "gt=0" in ann:
+            parts.append("a positive integer")
+        elif "ge=0" in ann:
+            parts.append("a non-negative integer")
+        else:
+            parts.append("an integer")
+        if "tuple" in ann:
+            parts.append("a tuple such as (3, 5)")
+    if "float" in ann:
+        bound = "in [0, 1)" if "lt=1" in ann else ("positive" if "gt=0" in ann else "non-negative" if "ge=0" in ann else "")
+        parts.append(f"a number {bound}".strip())
+    if "bool" in ann:
+        parts.append("on/off (true/false)")
+    del meta
+    return " or ".join(dict.fromkeys(parts)) or "a valid value"
+
+
+def _conv_assert_help(node: Node, in_shape: tuple[int, ...], declared: tuple[int, ...]) -> tuple[list[str], str] | None:
+    """Explain a conv's computed size and suggest the fix (AlexNet's 224 vs 227 puzzle)."""
+    args = node.args
+    conv = KINDS["conv"].model_validate(args, strict=False)
+    k, s, d, pads = conv.geometry(in_shape)
+    notes = []
+    for axis, (n, kk, ss, dd, (b, a), got) in enumerate(zip(in_shape[1:], k, s, d, pads, node.shape[1:], strict=True)):
+        if args["padding"] == "same":
+            notes.append(f"padding=same with stride {ss}: ceil({n} / {ss}) = {got}")
+        else:
+            notes.append(f"floor(({n} + {b + a} - {dd * (kk - 1) + 1}) / {ss}) + 1 = {got}")
+        if axis == 0:
+            break
+    want = declared[1]
+    kk, ss, dd = k[0], s[0], d[0]
+    need_valid = (want - 1) * ss + dd * (kk - 1) + 1
+    valid_here = (in_shape[1] - dd * (kk - 1) - 1) // ss + 1
+    options = []
+    if need_valid != in_shape[1]:
+        options.append(f"a {need_valid}x{need_valid} input with padding=valid gives {want}x{want}")
+    if valid_here == want:
+        options.append(f"padding=valid on this input gives {want}x{want}")
+    else:
+        options.append(f"padding=valid on this input gives {valid_here}x{valid_here}")
+    return notes, "; ".join(options) if options else None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int) and abs(value) >= 10_000:
+        for div, suf in ((10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "K")):
+            if value % div == 0:
+                return f"{value // div}{suf}"
+        return f"{value:,}"
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 10_000:
+        return _show(int(value))
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+__all__ = ["Spec", "Domain", "Builder", "load_spec", "load_spec_text", "compile_spec", "MAX_NODES", "math", "undefined"]

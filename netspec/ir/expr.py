@@ -1,0 +1,136 @@
+"""Evaluating the integer/boolean expressions of a spec (`2*c`, `c // 4`, `i < 2 and pool`)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Any
+
+from netspec.errors import NetspecError, did_you_mean
+from netspec.frontend import ast
+
+BOOL_WORDS = {"true": True, "on": True, "yes": True, "false": False, "off": False, "no": False}
+
+_ARITH = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+    "%": operator.mod,
+    "**": operator.pow,
+}
+_CMP = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+class Symbol(str):
+    """A bare word that names no constant (`same`, `max`): a symbolic argument value."""
+
+    __slots__ = ("span",)
+
+
+def evaluate(e: ast.Expr, env: Mapping[str, Any], symbols: bool = False) -> Any:
+    """Evaluate an expression. With `symbols`, unknown bare names become `Symbol` strings
+    (argument values such as `padding=same`); otherwise they are errors."""
+    if isinstance(e, ast.Num):
+        return e.value
+    if isinstance(e, ast.Name):
+        if e.id in env:
+            return env[e.id]
+        low = e.id.lower()
+        if low in BOOL_WORDS:
+            return BOOL_WORDS[low]
+        if symbols:
+            sym = Symbol(e.id)
+            return sym
+        raise undefined(e, env)
+    if isinstance(e, ast.BinOp):
+        left = _number(evaluate(e.left, env), e.left)
+        right = _number(evaluate(e.right, env), e.right)
+        if e.op in ("/", "//", "%") and right == 0:
+            raise NetspecError("division by zero", e.right.span)
+        if e.op == "**" and abs(right) > 64:
+            raise NetspecError(f"exponent {right} is too large", e.right.span)
+        return _ARITH[e.op](left, right)
+    if isinstance(e, ast.Neg):
+        return -_number(evaluate(e.operand, env), e.operand)
+    if isinstance(e, ast.Not):
+        return not _truth(evaluate(e.operand, env), e.operand)
+    if isinstance(e, ast.BoolOp):
+        left = _truth(evaluate(e.left, env), e.left)
+        if e.op == "and":
+            return left and _truth(evaluate(e.right, env), e.right)
+        return left or _truth(evaluate(e.right, env), e.right)
+    if isinstance(e, ast.Compare):
+        return _CMP[e.op](evaluate(e.left, env), evaluate(e.right, env))
+    if isinstance(e, ast.TupleExpr):
+        return tuple(evaluate(i, env, symbols) for i in e.items)
+    if isinstance(e, ast.Str):
+        return e.value
+    raise TypeError(f"not an expression: {e!r}")
+
+
+def undefined(e: ast.Name, env: Mapping[str, Any]) -> NetspecError:
+    return NetspecError(
+        f"undefined name `{e.id}`",
+        e.span,
+        hint=did_you_mean(e.id, [k for k in env if not k.startswith("_")]) or "define it first, e.g. `" + e.id + " = 2`",
+    )
+
+
+def _number(value: Any, e: ast.Expr) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise NetspecError(f"expected a number, received {value!r}", e.span)
+    return value
+
+
+def _truth(value: Any, e: ast.Expr) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value != 0
+    raise NetspecError(f"expected a condition (true/false), received {value!r}", e.span)
+
+
+def eval_int(e: ast.Expr, env: Mapping[str, Any], what: str, minimum: int = 0) -> int:
+    """Evaluate to an int >= minimum, or fail saying what the value was for."""
+    value = evaluate(e, env)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise NetspecError(f"{what} must be an integer; received {value!r}", e.span, hint="use // for integer division")
+    if value < minimum:
+        raise NetspecError(f"{what} must be at least {minimum}; received {value}", e.span)
+    return value
+
+
+def free_names(e: Any) -> set[str]:
+    """Names an expression (or any AST node) refers to, for memoizing on the relevant bindings."""
+    out: set[str] = set()
+    stack = [e]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Name):
+            out.add(node.id)
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+        elif hasattr(node, "__slots__") and not isinstance(node, str):
+            for slot in _slots(type(node)):
+                value = getattr(node, slot, None)
+                if value is not None and not isinstance(value, str | int | float | bool):
+                    stack.append(value)
+    return out
+
+
+def _slots(cls: type) -> list[str]:
+    names: list[str] = []
+    for klass in cls.__mro__:
+        names.extend(getattr(klass, "__slots__", ()))
+    return [n for n in names if n != "span"]

@@ -1,0 +1,61 @@
+"""Element-wise activations, softmax and dropout: shape-preserving and in place."""
+
+from __future__ import annotations
+
+from netspec.layers.base import Layer, NonNegFloat, Rate, Shape, numel
+
+
+class _Elementwise(Layer):
+    inplace = True
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return numel(out)
+
+
+class ReLU(_Elementwise):
+    """max(0, x)."""
+
+    kind = "relu"
+    spellings = {"RELU": {}}
+
+
+class LeakyReLU(_Elementwise):
+    """x for x > 0, slope * x otherwise. Args: slope (0.01, PyTorch's default)."""
+
+    kind = "leaky_relu"
+    spellings = {"LEAKYRELU": {}, "LRELU": {}}
+    positional = ("slope",)
+
+    slope: NonNegFloat = 0.01
+
+
+class Tanh(_Elementwise):
+    """Hyperbolic tangent."""
+
+    kind = "tanh"
+    spellings = {"TANH": {}}
+
+
+class Sigmoid(_Elementwise):
+    """Logistic sigmoid."""
+
+    kind = "sigmoid"
+    spellings = {"SIGMOID": {}}
+
+
+class Softmax(_Elementwise):
+    """Softmax over channels (the class scores). Training folds it into the loss."""
+
+    kind = "softmax"
+    spellings = {"SOFTMAX": {}}
+
+
+class Dropout(Layer):
+    """Zeroes a fraction `p` of activations in training; the identity at inference. Args: p (0.5)."""
+
+    kind = "dropout"
+    spellings = {"DROPOUT": {}}
+    positional = ("p",)
+    inplace = True
+
+    p: Rate = 0.5

@@ -1,0 +1,122 @@
+"""What a layer kind is: a frozen pydantic model of its arguments plus pure counting rules.
+
+Counting conventions (written down once; the README repeats them):
+
+- Shapes are channels-first without the batch dimension: ``[C, H, W]`` for images,
+  ``[C, L]`` for 1-D signals, ``[L]`` for token ids, ``[N]`` for flat vectors.
+- ``params`` counts trainable parameters exactly as PyTorch does (bias on by default; batch
+  norm has 2 per channel). ``buffers`` counts non-trainable state (batch norm's running mean
+  and variance, 2 per channel; PyTorch's scalar ``num_batches_tracked`` is not counted).
+- ``macs`` counts the multiply-adds of convolutions and fully connected layers only, as
+  torchvision's published "GFLOPS" figures do (they are multiply-adds). FLOPs = 2 x MACs.
+- ``ops`` counts the cheap operations the MAC figure leaves out (bias adds, batch norm,
+  pooling, activations, additions), one per element touched, for ``--all-ops``.
+- Activation memory counts the elements of every layer output, forward only, per example.
+  Layers that may overwrite their input (ReLU and the other activations, softmax), dropout
+  (the identity at inference), flatten (a view) and identity add nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+
+Shape = tuple[int, ...]
+
+PosInt = Annotated[StrictInt, Field(gt=0)]
+NonNegInt = Annotated[StrictInt, Field(ge=0)]
+Rate = Annotated[StrictFloat | StrictInt, Field(ge=0, lt=1)]
+NonNegFloat = Annotated[StrictFloat | StrictInt, Field(ge=0)]
+PosFloat = Annotated[StrictFloat | StrictInt, Field(gt=0)]
+IntOrTuple = PosInt | tuple[PosInt, ...]
+Bool = StrictBool
+
+
+class ShapeError(Exception):
+    """A layer cannot take its input; the IR builder attaches the span and context."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class Layer(BaseModel):
+    """Base of every layer kind. Subclasses declare arguments as fields and override the rules."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    kind: ClassVar[str] = ""
+    # How specs spell it, upper case, with argument presets: {"MAXPOOL": {"mode": "max"}}.
+    spellings: ClassVar[dict[str, dict[str, Any]]] = {}
+    positional: ClassVar[tuple[str, ...]] = ()
+    # None: any number of inputs (concat, add); otherwise exactly this many.
+    arity: ClassVar[int | None] = 1
+    # True when the output may overwrite the input: it adds no activation memory.
+    inplace: ClassVar[bool] = False
+    # Arguments filled from the spec's context when not given: {"vocab": "vocab"}.
+    contextual: ClassVar[dict[str, str]] = {}
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        return ins[0]
+
+    def params(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return 0
+
+    def buffers(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return 0
+
+    def macs(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return 0
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return 0
+
+    def describe(self) -> str:
+        """A short reading of the non-default arguments, for the summary table."""
+        parts = []
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value != field.default:
+                parts.append(f"{name}={_fmt(value)}" if name not in self.positional[:1] else _fmt(value))
+        return ", ".join(parts)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "x".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def numel(shape: Shape) -> int:
+    return math.prod(shape)
+
+
+def fmt_shape(shape: Shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def expand(value: int | tuple[int, ...], dims: int, what: str) -> tuple[int, ...]:
+    """Broadcast an int to one value per spatial dim; check a tuple's length."""
+    if isinstance(value, int):
+        return (value,) * dims
+    if len(value) != dims:
+        raise ShapeError(f"{what} has {len(value)} values but the input has {dims} spatial dims")
+    return tuple(value)
+
+
+def spatial_dims(layer: str, shape: Shape, dims: int | None) -> int:
+    """The number of spatial dims of a [C, H, W] / [C, L] input; refuses flat vectors."""
+    rank = len(shape) - 1
+    if rank not in (1, 2):
+        raise ShapeError(
+            f"{layer} needs a [C, H, W] or [C, L] input; received [{fmt_shape(shape)}]",
+            hint="it follows a layer that flattened its input; move it before FC/FLATTEN" if rank == 0 else None,
+        )
+    if dims is not None and dims != rank:
+        raise ShapeError(f"{layer}{dims}D needs a {dims + 1}-D input; received [{fmt_shape(shape)}]")
+    return rank

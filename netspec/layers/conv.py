@@ -1,0 +1,119 @@
+"""Convolution, 1-D and 2-D (the dimensionality follows the input)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from netspec.layers.base import (
+    Bool,
+    IntOrTuple,
+    Layer,
+    NonNegFloat,
+    NonNegInt,
+    PosInt,
+    Shape,
+    ShapeError,
+    expand,
+    fmt_shape,
+    numel,
+    spatial_dims,
+)
+
+Padding = Literal["same", "valid"] | NonNegInt | tuple[NonNegInt, ...]
+
+
+def conv_padding(
+    padding: Padding, size: Shape, kernel: Shape, stride: Shape, dilation: Shape
+) -> tuple[tuple[int, int], ...]:
+    """(before, after) padding per spatial dim. SAME follows TensorFlow: out = ceil(in / stride),
+    the extra pixel (when the total is odd) goes after."""
+    dims = len(size)
+    if padding == "valid":
+        return ((0, 0),) * dims
+    if padding == "same":
+        pads = []
+        for n, k, s, d in zip(size, kernel, stride, dilation, strict=True):
+            out = -(-n // s)
+            total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
+    return tuple((p, p) for p in expand(padding, dims, "padding"))
+
+
+def window_out(n: int, k: int, s: int, d: int, before: int, after: int, ceil: bool = False) -> int:
+    """Output length of a sliding window (PyTorch's formula, ceil mode included)."""
+    span = n + before + after - d * (k - 1) - 1
+    if span < 0:
+        return 0
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= n + before:
+        out -= 1  # the last window must start inside the input or its left padding
+    return out
+
+
+class Conv(Layer):
+    """Convolution: `CONV(channels, kernel=3, stride=1, padding=same)`.
+
+    Args:
+        channels: output channels (feature maps).
+        kernel, stride, dilation: an int, or one value per spatial dim.
+        padding: `same` (output = ceil(input / stride)), `valid` (none), or explicit pixels.
+        groups: grouped convolution; input and output channels must divide by it.
+        bias: a learned bias per output channel.
+        l1, l2: weight penalties applied in training (Keras' kernel_regularizer).
+
+    Input shape: [C, H, W] or [C, L]. Output shape: [channels, H', W'] or [channels, L'].
+    """
+
+    kind = "conv"
+    spellings = {"CONV": {}, "CONV2D": {"dims": 2}, "CONV1D": {"dims": 1}}
+    positional = ("channels", "kernel", "stride", "padding")
+
+    channels: PosInt = 32
+    kernel: IntOrTuple = 3
+    stride: IntOrTuple = 1
+    padding: Padding = "same"
+    dilation: IntOrTuple = 1
+    groups: PosInt = 1
+    bias: Bool = True
+    dims: Literal[1, 2] | None = None
+    l1: NonNegFloat = 0.0
+    l2: NonNegFloat = 0.0
+
+    def geometry(self, shape: Shape):
+        dims = spatial_dims("CONV", shape, self.dims)
+        k = expand(self.kernel, dims, "kernel")
+        s = expand(self.stride, dims, "stride")
+        d = expand(self.dilation, dims, "dilation")
+        pads = conv_padding(self.padding, shape[1:], k, s, d)
+        return k, s, d, pads
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        (shape,) = ins
+        c_in = shape[0]
+        if c_in % self.groups or self.channels % self.groups:
+            raise ShapeError(
+                f"groups={self.groups} must divide both the {c_in} input and {self.channels} output channels"
+            )
+        k, s, d, pads = self.geometry(shape)
+        out = tuple(window_out(n, kk, ss, dd, b, a) for n, kk, ss, dd, (b, a) in zip(shape[1:], k, s, d, pads, strict=True))
+        if min(out) <= 0:
+            reach = "x".join(str(dd * (kk - 1) + 1) for kk, dd in zip(k, d, strict=True))
+            raise ShapeError(
+                f"the {fmt_shape(k)} kernel (reach {reach}) does not fit the {fmt_shape(shape[1:])} input: "
+                "the spatial size collapses to 0",
+                hint="use a smaller kernel, padding=same, or fewer downsampling layers before this one",
+            )
+        return (self.channels, *out)
+
+    def params(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        k = expand(self.kernel, len(out) - 1, "kernel")
+        weights = self.channels * (ins[0][0] // self.groups) * numel(k)
+        return weights + (self.channels if self.bias else 0)
+
+    def macs(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        k = expand(self.kernel, len(out) - 1, "kernel")
+        return numel(out) * (ins[0][0] // self.groups) * numel(k)
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return numel(out) if self.bias else 0

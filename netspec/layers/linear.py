@@ -1,0 +1,82 @@
+"""Fully connected layers, flatten, and token embedding."""
+
+from __future__ import annotations
+
+from netspec.layers.base import Bool, Layer, NonNegFloat, PosInt, Shape, ShapeError, fmt_shape, numel
+
+
+class Flatten(Layer):
+    """[C, H, W] -> [C*H*W]. The compiler adds one (marked implicit) before an FC on a map."""
+
+    kind = "flatten"
+    spellings = {"FLATTEN": {}}
+    inplace = True  # a view
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        return (numel(ins[0]),)
+
+
+class Dense(Layer):
+    """Fully connected: `FC(units)`, also spelled DENSE and LINEAR.
+
+    Args:
+        units: output features.
+        bias: a learned bias per unit.
+        l1, l2: weight penalties applied in training.
+
+    Input shape: [N] (a map is flattened first, implicitly). Output shape: [units].
+    """
+
+    kind = "fc"
+    spellings = {"FC": {}, "DENSE": {}, "LINEAR": {}}
+    positional = ("units",)
+
+    units: PosInt = 128
+    bias: Bool = True
+    l1: NonNegFloat = 0.0
+    l2: NonNegFloat = 0.0
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        if len(ins[0]) != 1:
+            raise ShapeError(f"FC needs a flat [N] input; received [{fmt_shape(ins[0])}]", hint="add FLATTEN before it")
+        return (self.units,)
+
+    def params(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return ins[0][0] * self.units + (self.units if self.bias else 0)
+
+    def macs(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return ins[0][0] * self.units
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return self.units if self.bias else 0
+
+
+class Embedding(Layer):
+    """Token embedding: [L] token ids -> [dim, L] (channels-first, ready for CONV1D).
+
+    Args:
+        dim: the embedding size.
+        vocab: the vocabulary size; defaults to the input's `tokens(vocab=...)`.
+        l1, l2: weight penalties applied in training.
+    """
+
+    kind = "embedding"
+    spellings = {"EMBEDDING": {}, "EMBED": {}}
+    positional = ("dim", "vocab")
+    contextual = {"vocab": "vocab"}
+
+    dim: PosInt
+    vocab: PosInt
+    l1: NonNegFloat = 0.0
+    l2: NonNegFloat = 0.0
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        if len(ins[0]) != 1:
+            raise ShapeError(
+                f"EMBEDDING needs a [L] sequence of token ids; received [{fmt_shape(ins[0])}]",
+                hint="declare the input as `input tokens(length=L, vocab=V)`",
+            )
+        return (self.dim, ins[0][0])
+
+    def params(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return self.vocab * self.dim

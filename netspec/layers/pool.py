@@ -1,0 +1,133 @@
+"""Pooling: windowed max/avg (1-D and 2-D), global, and adaptive."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from netspec.layers.base import (
+    Bool,
+    IntOrTuple,
+    Layer,
+    NonNegInt,
+    PosInt,
+    Shape,
+    ShapeError,
+    expand,
+    fmt_shape,
+    numel,
+    spatial_dims,
+)
+from netspec.layers.conv import window_out
+
+
+class Pool(Layer):
+    """Max or average pooling: `POOL(kernel=2, stride=kernel, padding=0)`; bare POOL is 2x2 max, stride 2.
+
+    Args:
+        kernel, stride: an int or one per spatial dim; stride defaults to the kernel.
+        padding: pixels added on each side (at most half the kernel, as in PyTorch), or `valid`.
+        mode: `max` or `avg` (MAXPOOL and AVGPOOL preset it).
+        ceil: round the output size up (PyTorch's ceil_mode; GoogLeNet uses it).
+
+    Input shape: [C, H, W] or [C, L]. Output shape: [C, H', W'] or [C, L'].
+    """
+
+    kind = "pool"
+    spellings = {
+        "POOL": {},
+        "MAXPOOL": {"mode": "max"},
+        "AVGPOOL": {"mode": "avg"},
+        "MAXPOOL2D": {"mode": "max", "dims": 2},
+        "AVGPOOL2D": {"mode": "avg", "dims": 2},
+        "MAXPOOL1D": {"mode": "max", "dims": 1},
+        "AVGPOOL1D": {"mode": "avg", "dims": 1},
+        "POOL1D": {"dims": 1},
+    }
+    positional = ("kernel", "stride", "padding")
+
+    kernel: IntOrTuple = 2
+    stride: IntOrTuple | None = None
+    padding: Literal["valid"] | NonNegInt | tuple[NonNegInt, ...] = 0
+    mode: Literal["max", "avg"] = "max"
+    ceil: Bool = False
+    dims: Literal[1, 2] | None = None
+
+    def geometry(self, shape: Shape):
+        dims = spatial_dims("POOL", shape, self.dims)
+        k = expand(self.kernel, dims, "kernel")
+        s = expand(self.stride if self.stride is not None else self.kernel, dims, "stride")
+        p = (0,) * dims if self.padding == "valid" else expand(self.padding, dims, "padding")
+        return k, s, p
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        (shape,) = ins
+        k, s, p = self.geometry(shape)
+        if any(pp * 2 > kk for pp, kk in zip(p, k, strict=True)):
+            raise ShapeError(f"padding {fmt_shape(p)} is more than half the {fmt_shape(k)} pooling window")
+        out = tuple(window_out(n, kk, ss, 1, pp, pp, self.ceil) for n, kk, ss, pp in zip(shape[1:], k, s, p, strict=True))
+        if min(out) <= 0:
+            raise ShapeError(
+                f"the {fmt_shape(k)} pooling window does not fit the {fmt_shape(shape[1:])} input: "
+                "the spatial size collapses to 0",
+                hint="remove this pool, or pool less often before it",
+            )
+        return (shape[0], *out)
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        k, _, _ = self.geometry(ins[0])
+        return numel(out) * numel(k)
+
+
+class GlobalPool(Layer):
+    """Global average or max pooling over all spatial positions: [C, H, W] -> [C].
+
+    Args:
+        mode: `avg` (GAP, GLOBALAVGPOOL) or `max` (GMP, GLOBALMAXPOOL).
+    """
+
+    kind = "global_pool"
+    spellings = {
+        "GLOBALPOOL": {},
+        "GAP": {"mode": "avg"},
+        "GLOBALAVGPOOL": {"mode": "avg"},
+        "GLOBALAVGPOOL1D": {"mode": "avg"},
+        "GLOBALAVGPOOL2D": {"mode": "avg"},
+        "GMP": {"mode": "max"},
+        "GLOBALMAXPOOL": {"mode": "max"},
+        "GLOBALMAXPOOL1D": {"mode": "max"},
+        "GLOBALMAXPOOL2D": {"mode": "max"},
+    }
+    positional = ("mode",)
+
+    mode: Literal["avg", "max"] = "avg"
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        spatial_dims("GLOBALPOOL", ins[0], None)
+        return (ins[0][0],)
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return numel(ins[0])
+
+
+class AdaptiveAvgPool(Layer):
+    """Average pooling to a fixed output size, whatever the input size (torchvision's heads).
+
+    Args:
+        size: the output size, an int or one per spatial dim.
+    """
+
+    kind = "adaptive_avg_pool"
+    spellings = {"ADAPTIVEAVGPOOL": {}, "ADAPTIVEPOOL": {}}
+    positional = ("size",)
+
+    size: IntOrTuple = 1
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        dims = spatial_dims("ADAPTIVEAVGPOOL", ins[0], None)
+        return (ins[0][0], *expand(self.size, dims, "size"))
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return numel(ins[0])
+
+
+__all__ = ["Pool", "GlobalPool", "AdaptiveAvgPool", "PosInt"]

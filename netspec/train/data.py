@@ -1,0 +1,670 @@
+"""Training data: read a user's data source into in-memory tensors shaped for the spec's input.
+
+A source is the string a user types after ``--data``:
+
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits, resized to fit the spec's input.
+- ``synthetic`` or ``synthetic:N``: seeded random data of the right shape (N=256 by default).
+- ``npz:PATH``: a NumPy archive with ``x``/``y`` (or ``x_train``/``y_train``/``x_test``/``y_test``).
+- ``idx:PATH``: MNIST's raw IDX files, a directory or the images file itself, ``.gz`` or not.
+- ``folder:PATH``: one sub-folder of images per class.
+
+Data that does not fit the spec's input is refused here, before any training starts, with
+a `NetspecError` naming both shapes. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from netspec.errors import NetspecError, did_you_mean
+
+SOURCES = ("digits", "synthetic", "npz", "idx", "folder")
+_USAGE = "known sources: digits, synthetic[:N], npz:PATH, idx:PATH, folder:PATH"
+_NEEDS_PATH = ("npz", "idx", "folder")
+_SYNTHETIC_SIZE = 256
+_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# IDX type codes (third byte of the magic number) to big-endian numpy dtypes.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Examples held in memory.
+
+    Attributes:
+        x: float32 ``(N, *input_shape)`` channels-first with values roughly in [0, 1], or
+            int64 token ids ``(N, L)`` for text specs.
+        y: int64 class ids ``(N,)``.
+        class_names: one name per class, indexed by class id.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """The training set and the validation set, sharing class names."""
+
+    train: Dataset
+    val: Dataset
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What the spec expects: its input shape (channels-first), class count and vocabulary."""
+
+    shape: tuple[int, ...]
+    classes: int
+    vocab: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return {1: "tokens", 2: "signal", 3: "image"}[len(self.shape)]
+
+    @property
+    def noun(self) -> str:
+        return {"tokens": "sequences", "signal": "signals", "image": "images"}[self.kind]
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Examples in a source's own layout, before conversion to tensors."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+def _as_tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """A source as read: its training part, an optional held-out part, and the conversion.
+
+    `fit` turns a subset of `x` into the final tensor; it is applied after the split so that
+    an expensive conversion (digits resized to 224x224) only touches the examples kept.
+    """
+
+    train: _Part
+    test: _Part | None
+    class_names: list[str]
+    fit: Callable[[np.ndarray], torch.Tensor] = field(default=_as_tensor)
+
+    def take(self, part: _Part, index: np.ndarray | None = None) -> Dataset:
+        x, y = (part.x, part.y) if index is None else (part.x[index], part.y[index])
+        return Dataset(self.fit(x), torch.from_numpy(y.astype(np.int64)), self.class_names)
+
+
+def load_data(
+    source: str,
+    input_shape: tuple[int, ...],
+    classes: int,
+    *,
+    val_split: float = 0.2,
+    seed: int = 0,
+    val_source: str | None = None,
+    limit: int | None = None,
+    vocab: int | None = None,
+) -> DataSplit:
+    """Load a data source and split it into training and validation sets.
+
+    The validation set is, in order of preference: all of `val_source` (its own held-out part
+    when it has one, e.g. ``x_test`` or ``t10k``), the source's own held-out part, or a seeded
+    stratified `val_split` fraction of each class.
+
+    Args:
+        source: what the user typed after ``--data``, e.g. ``digits`` or ``npz:data.npz``.
+        input_shape: the spec's input shape, channels-first: ``(C, H, W)`` for images,
+            ``(C, L)`` for 1-D signals, ``(L,)`` for token sequences.
+        classes: the number of classes the spec declares.
+        val_split: fraction of each class held out for validation, in [0, 1).
+        seed: seed for the split, the training order and synthetic data.
+        val_source: a second source used as the validation set instead of a split.
+        limit: keep at most this many training examples (after the split).
+        vocab: vocabulary size of a token input; token ids must lie in [0, vocab).
+
+    Returns:
+        The training and validation sets; the training set is in a seeded shuffled order.
+
+    Raises:
+        NetspecError: for an unknown source, a missing or malformed file, data that does not
+            fit `input_shape`, or labels outside [0, classes).
+    """
+    target = _make_target(input_shape, classes, vocab)
+    _check_options(val_split, limit)
+    raw = _read_source(source, target, seed)
+    rng = np.random.default_rng(seed)
+    if val_source is not None:
+        held = _read_source(val_source, target, seed + 1)
+        _check_same_classes(raw.class_names, held.class_names, source, val_source)
+        val = held.take(held.test or held.train)
+        train_index = rng.permutation(len(raw.train.y))
+    elif raw.test is not None:
+        val = raw.take(raw.test)
+        train_index = rng.permutation(len(raw.train.y))
+    else:
+        train_index, val_index = stratified_split(raw.train.y, val_split, rng)
+        val = raw.take(raw.train, val_index)
+    if limit is not None:
+        train_index = train_index[:limit]
+    return DataSplit(train=raw.take(raw.train, train_index), val=val)
+
+
+def stratified_split(
+    y: np.ndarray, val_split: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out `val_split` of each class, rounded, keeping at least one training example.
+
+    Args:
+        y: class ids, shape ``(N,)``.
+        val_split: fraction of each class to hold out, in [0, 1).
+        rng: the source of randomness; the same seed gives the same split.
+
+    Returns:
+        ``(train_index, val_index)``: training indices shuffled, validation indices sorted.
+    """
+    train: list[np.ndarray] = []
+    val: list[np.ndarray] = []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        n_val = min(round(len(members) * val_split), len(members) - 1)
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    empty = np.zeros(0, dtype=np.int64)
+    train_index = rng.permutation(np.concatenate(train or [empty]))
+    return train_index, np.sort(np.concatenate(val or [empty]))
+
+
+def _make_target(input_shape: tuple[int, ...], classes: int, vocab: int | None) -> _Target:
+    shape = tuple(int(d) for d in input_shape)
+    if not 1 <= len(shape) <= 3 or min(shape) < 1:
+        raise NetspecError(
+            f"cannot load data for the input shape {list(shape)}",
+            hint="expected [C, H, W] for images, [C, L] for 1-D signals or [L] for token ids",
+        )
+    if classes < 1:
+        raise NetspecError(f"expected a positive number of classes. Received: classes={classes}")
+    return _Target(shape, classes, vocab)
+
+
+def _check_options(val_split: float, limit: int | None) -> None:
+    if not 0.0 <= val_split < 1.0:
+        raise NetspecError(
+            f"expected a validation fraction in [0, 1). Received: val_split={val_split}"
+        )
+    if limit is not None and limit < 1:
+        raise NetspecError(f"expected a positive example limit. Received: limit={limit}")
+
+
+def _check_same_classes(names: list[str], val_names: list[str], source: str, val: str) -> None:
+    if names != val_names:
+        raise NetspecError(
+            f"the validation data {val} has different classes from the training data {source}",
+            notes=[f"training classes: {names}", f"validation classes: {val_names}"],
+        )
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+
+def _read_source(source: str, target: _Target, seed: int) -> _Raw:
+    prefix, arg = _parse_source(source)
+    if prefix == "digits":
+        return _read_digits(source, target)
+    if prefix == "synthetic":
+        return _read_synthetic(source, arg, target, seed)
+    if prefix == "npz":
+        return _read_npz(source, _existing(arg, source), target)
+    if prefix == "idx":
+        return _read_idx_source(source, _existing(arg, source), target)
+    return _read_folder(source, _existing(arg, source), target)
+
+
+def _parse_source(source: str) -> tuple[str, str]:
+    """Split ``prefix:arg``, refusing unknown prefixes with a "did you mean"."""
+    head, _, arg = source.strip().partition(":")
+    prefix = head.strip().lower()
+    if prefix not in SOURCES:
+        raise NetspecError(
+            f"unknown data source `{head}` in {source!r}",
+            hint=_prefix_hint(source) or did_you_mean(prefix, SOURCES) or _mnist_hint(prefix),
+            notes=[_USAGE],
+        )
+    if prefix in _NEEDS_PATH and not arg.strip():
+        raise NetspecError(f"the data source `{prefix}` needs a path: {prefix}:PATH")
+    if prefix == "digits" and arg.strip():
+        raise NetspecError(f"the data source `digits` takes no argument. Received: {source!r}")
+    return prefix, arg.strip()
+
+
+def _prefix_hint(source: str) -> str | None:
+    """For a bare path that exists, suggest the prefix it probably needs."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        return None
+    if path.suffix == ".npz":
+        prefix = "npz"
+    elif "idx" in path.name or (path.is_dir() and any("idx" in p.name for p in path.iterdir())):
+        prefix = "idx"
+    elif path.is_dir():
+        prefix = "folder"
+    else:
+        return None
+    return f"name the format of the data: `{prefix}:{source}`"
+
+
+def _mnist_hint(prefix: str) -> str | None:
+    if "mnist" not in prefix:
+        return None
+    return "netspec never downloads data: for MNIST, point idx:DIR at its IDX files"
+
+
+def _existing(text: str, origin: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise NetspecError(
+            f"data file not found: {text}",
+            hint=f"check the path in `{origin}` (relative paths start from {Path.cwd()})",
+        )
+    return path
+
+
+def _read_digits(origin: str, target: _Target) -> _Raw:
+    from sklearn.datasets import load_digits
+
+    if target.kind != "image":
+        raise NetspecError(
+            f"the `digits` data set holds images but the spec's input {list(target.shape)} "
+            f"is not an image",
+            hint="digits fits an input of shape [C, H, W], e.g. [1, 28, 28]",
+        )
+    if target.classes != 10:
+        raise NetspecError(
+            f"the spec declares {target.classes} classes but digits has 10",
+            hint="give the network's last layer 10 outputs",
+        )
+    bunch = load_digits()
+    part = _Part(bunch.images.astype(np.float32) / 16.0, bunch.target.astype(np.int64))
+    names = [str(i) for i in range(10)]
+    return _Raw(part, None, names, fit=lambda x: fit_image(_as_tensor(x), target.shape))
+
+
+def fit_image(images: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Resize single-channel images to fit ``(C, H, W)``: scale, center-pad, repeat channels.
+
+    The image is scaled by ``min(H, W) / side`` with bilinear interpolation (aspect kept),
+    then padded with zeros to exactly ``H x W`` and its channel repeated ``C`` times.
+
+    Args:
+        images: float tensor ``(N, S, S)`` of square images.
+        shape: the target ``(C, H, W)``.
+
+    Returns:
+        A contiguous float32 tensor ``(N, C, H, W)``.
+    """
+    channels, height, width = shape
+    x = images.float().unsqueeze(1)
+    side = min(height, width)
+    if side != x.shape[-1]:
+        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+    top, left = (height - side) // 2, (width - side) // 2
+    x = F.pad(x, (left, width - side - left, top, height - side - top))
+    return x.repeat(1, channels, 1, 1).contiguous()
+
+
+def _read_synthetic(origin: str, arg: str, target: _Target, seed: int) -> _Raw:
+    n = _synthetic_size(arg, origin)
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(n) % target.classes)
+    if target.kind == "tokens":
+        x = _synthetic_tokens(y, target, rng)
+    else:
+        # A per-class template under noise, so that a smoke-test run can actually learn.
+        templates = rng.random((target.classes, *target.shape), dtype=np.float32)
+        noise = rng.random((n, *target.shape), dtype=np.float32)
+        x = 0.5 * noise + 0.5 * templates[y]
+    names = [str(i) for i in range(target.classes)]
+    return _Raw(_Part(x, y), None, names)
+
+
+def _synthetic_size(arg: str, origin: str) -> int:
+    if not arg:
+        return _SYNTHETIC_SIZE
+    if not arg.isdigit() or int(arg) < 1:
+        raise NetspecError(
+            f"expected a positive example count in `synthetic:N`. Received: {origin!r}"
+        )
+    return int(arg)
+
+
+def _synthetic_tokens(y: np.ndarray, target: _Target, rng: np.random.Generator) -> np.ndarray:
+    if target.vocab is None or target.vocab < 1:
+        raise NetspecError(
+            "synthetic token data needs the vocabulary size of the spec's input",
+            hint="pass vocab=... (the embedding's vocabulary size) to load_data",
+        )
+    x = rng.integers(0, target.vocab, size=(len(y), *target.shape), dtype=np.int64)
+    # Plant a class marker token in about a third of the positions: learnable, still random.
+    markers = np.arange(target.classes) % target.vocab
+    planted = rng.random(x.shape) < 0.3
+    return np.where(planted, markers[y][:, None], x)
+
+
+# --- npz -----------------------------------------------------------------------------------
+
+
+def _read_npz(origin: str, path: Path, target: _Target) -> _Raw:
+    arrays = _load_npz_arrays(origin, path)
+    if "x_train" in arrays and "y_train" in arrays:
+        train = _checked_part(origin, arrays["x_train"], arrays["y_train"], target)
+        test = None
+        if "x_test" in arrays and "y_test" in arrays:
+            test = _checked_part(origin, arrays["x_test"], arrays["y_test"], target)
+    elif "x" in arrays and "y" in arrays:
+        train, test = _checked_part(origin, arrays["x"], arrays["y"], target), None
+    else:
+        raise NetspecError(
+            f"{path} has no arrays named `x` and `y`. Found: {sorted(arrays) or 'none'}",
+            hint="save with np.savez(path, x=images, y=labels) "
+            "(or x_train, y_train, x_test, y_test)",
+        )
+    return _Raw(train, test, _class_names(arrays.get("class_names"), target.classes))
+
+
+def _load_npz_arrays(origin: str, path: Path) -> dict[str, np.ndarray]:
+    if path.is_dir():
+        raise NetspecError(f"`{origin}` names a directory, not an .npz file")
+    try:
+        with np.load(path, allow_pickle=False) as loaded:
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise NetspecError(
+                    f"{path} holds a single array, not an .npz archive",
+                    hint="save with np.savez(path, x=images, y=labels)",
+                )
+            return {name: loaded[name] for name in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise NetspecError(f"cannot read {path} as an .npz archive: {err}") from None
+
+
+def _class_names(names: np.ndarray | None, classes: int) -> list[str]:
+    if names is not None and names.ndim == 1 and len(names) == classes:
+        return [str(n) for n in names.tolist()]
+    return [str(i) for i in range(classes)]
+
+
+# --- idx -----------------------------------------------------------------------------------
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (MNIST's raw format), gzipped when its name ends in ``.gz``.
+
+    The header is two zero bytes, a type code, the number of dimensions, then each
+    dimension as a big-endian 32-bit integer; the data follows, big-endian.
+
+    Args:
+        path: the IDX file.
+
+    Returns:
+        The array in native byte order, shaped by the header's dimensions.
+
+    Raises:
+        NetspecError: when the file is not a well-formed IDX file.
+    """
+    data = _read_bytes(path)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise NetspecError(
+            f"{path} is not an IDX file (bad magic number {data[:4].hex() or 'none'})"
+        )
+    ndim, header = data[3], 4 + 4 * data[3]
+    if len(data) < header:
+        raise NetspecError(f"{path} is truncated: its IDX header is incomplete")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    count = math.prod(dims)
+    if len(data) - header != count * dtype.itemsize:
+        raise NetspecError(
+            f"{path} holds {len(data) - header} data bytes but its header {list(dims)} "
+            f"needs {count * dtype.itemsize}"
+        )
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        return path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise NetspecError(f"cannot read {path}: {err}") from None
+
+
+def _read_idx_source(origin: str, path: Path, target: _Target) -> _Raw:
+    if path.is_dir():
+        pairs = [_idx_pair(origin, path, "train", required=True)]
+        pairs += [_idx_pair(origin, path, "t10k", required=False)]
+    else:
+        pairs = [(path, _labels_beside(origin, path))]
+    parts = [_checked_part(origin, read_idx(x), read_idx(y), target) for x, y in pairs if x and y]
+    names = [str(i) for i in range(target.classes)]
+    return _Raw(parts[0], parts[1] if len(parts) > 1 else None, names)
+
+
+def _idx_file(directory: Path, stem: str, what: str) -> Path | None:
+    dims = 3 if what == "images" else 1
+    for name in (f"{stem}-{what}-idx{dims}-ubyte", f"{stem}-{what}.idx{dims}-ubyte"):
+        for candidate in (directory / name, directory / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _idx_pair(
+    origin: str, directory: Path, stem: str, *, required: bool
+) -> tuple[Path, Path] | tuple[None, None]:
+    images = _idx_file(directory, stem, "images")
+    labels = _idx_file(directory, stem, "labels")
+    if images and labels:
+        return images, labels
+    if required or images or labels:
+        missing = f"{stem}-images-idx3-ubyte" if not images else f"{stem}-labels-idx1-ubyte"
+        found = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))[:8]
+        raise NetspecError(
+            f"`{origin}` has no {missing} (or {missing}.gz) in {directory}",
+            hint="point idx: at a directory holding MNIST's train-images-idx3-ubyte and "
+            "train-labels-idx1-ubyte",
+            notes=[f"found: {', '.join(found) or 'nothing'}"],
+        )
+    return None, None
+
+
+def _labels_beside(origin: str, images: Path) -> Path:
+    """The labels file next to an images file: ``images`` -> ``labels``, ``idx3`` -> ``idx1``."""
+    name = images.name.removesuffix(".gz").replace("images", "labels").replace("idx3", "idx1")
+    for candidate in (images.with_name(name), images.with_name(name + ".gz")):
+        if candidate != images and candidate.is_file():
+            return candidate
+    raise NetspecError(
+        f"`{origin}` names an images file but no labels file {name} lies beside it",
+        hint="point idx: at the directory holding both files",
+    )
+
+
+# --- folder --------------------------------------------------------------------------------
+
+
+def _read_folder(origin: str, path: Path, target: _Target) -> _Raw:
+    if not path.is_dir():
+        raise NetspecError(f"`{origin}` is not a directory", hint=_USAGE)
+    if target.kind != "image" or target.shape[0] not in (1, 3):
+        raise NetspecError(
+            f"a folder of images needs an image input with 1 or 3 channels, "
+            f"but the spec's input is {list(target.shape)}"
+        )
+    splits = {d.name: d for d in _subfolders(path)}
+    held_name = "val" if "val" in splits else "test"
+    if set(splits) == {"train", held_name} and _subfolders(splits["train"]):
+        train, names = _read_class_folders(origin, splits["train"], target)
+        test, test_names = _read_class_folders(origin, splits[held_name], target)
+        _check_same_classes(names, test_names, str(splits["train"]), str(splits[held_name]))
+        return _Raw(train, test, names)
+    train, names = _read_class_folders(origin, path, target)
+    return _Raw(train, None, names)
+
+
+def _subfolders(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+def _read_class_folders(origin: str, root: Path, target: _Target) -> tuple[_Part, list[str]]:
+    folders = _subfolders(root)
+    if not folders:
+        loose = " (its images lie directly in it)" if _image_files(root) else ""
+        raise NetspecError(
+            f"the folder {root} has no class sub-folders{loose}",
+            hint="put the images of each class in their own sub-folder, e.g. cats/, dogs/",
+        )
+    if len(folders) != target.classes:
+        raise NetspecError(
+            f"the spec declares {target.classes} classes but {root} has {len(folders)} "
+            f"class folders",
+            notes=[f"class folders: {', '.join(f.name for f in folders)}"],
+        )
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, folder in enumerate(folders):
+        files = _image_files(folder)
+        if not files:
+            raise NetspecError(f"the class folder {folder} has no images")
+        images.extend(_read_image(f, target.shape) for f in files)
+        labels.extend([label] * len(files))
+    x = np.stack(images).astype(np.float32) / 255.0
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    return _Part(x, np.asarray(labels, dtype=np.int64)), [f.name for f in folders]
+
+
+def _read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    channels, height, width = shape
+    try:
+        with Image.open(path) as image:
+            converted = image.convert("L" if channels == 1 else "RGB")
+            resized = converted.resize((width, height), Image.Resampling.BILINEAR)
+            return np.asarray(resized)
+    except (UnidentifiedImageError, OSError) as err:
+        raise NetspecError(f"cannot read the image {path}: {err}") from None
+
+
+# --- fitting arrays to the spec ------------------------------------------------------------
+
+
+def _checked_part(origin: str, x: np.ndarray, y: np.ndarray, target: _Target) -> _Part:
+    """Check labels and layout, and convert `x` to the spec's channels-first layout."""
+    labels = _checked_labels(origin, y, len(x), target.classes)
+    if target.kind == "tokens":
+        return _Part(_fit_tokens(origin, x, target), labels)
+    return _Part(_scaled(origin, _fit_layout(origin, x, target)), labels)
+
+
+def _checked_labels(origin: str, y: np.ndarray, n: int, classes: int) -> np.ndarray:
+    labels = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+    if labels.ndim != 1:
+        raise NetspecError(
+            f"data from {origin} has labels of shape {list(y.shape)}; expected one class id "
+            f"per example, shape [{n}]"
+        )
+    if len(labels) != n:
+        raise NetspecError(f"data from {origin} has {n} examples but {len(labels)} labels")
+    if not (np.issubdtype(labels.dtype, np.integer) or _integral(labels)):
+        raise NetspecError(f"data from {origin} has labels that are not integer class ids")
+    if n and (labels.min() < 0 or labels.max() >= classes):
+        raise NetspecError(
+            f"data from {origin} has labels in [{labels.min()}, {labels.max()}] but the spec "
+            f"declares {classes} classes, so labels must lie in [0, {classes - 1}]",
+            hint="check the spec's number of classes, or relabel the data from 0",
+        )
+    return labels.astype(np.int64)
+
+
+def _integral(values: np.ndarray) -> bool:
+    return bool(
+        np.issubdtype(values.dtype, np.floating)
+        and np.isfinite(values).all()
+        and (values == np.round(values)).all()
+    )
+
+
+def _fit_tokens(origin: str, x: np.ndarray, target: _Target) -> np.ndarray:
+    if x.shape[1:] != target.shape:
+        _refuse_shape(origin, x.shape[1:], target)
+    if not (np.issubdtype(x.dtype, np.integer) or _integral(x)):
+        raise NetspecError(f"data from {origin} has token ids that are not integers")
+    if x.size and (x.min() < 0 or (target.vocab is not None and x.max() >= target.vocab)):
+        raise NetspecError(
+            f"data from {origin} has token ids in [{x.min()}, {x.max()}] but the spec's "
+            f"vocabulary is [0, {target.vocab})"
+        )
+    return x.astype(np.int64)
+
+
+def _fit_layout(origin: str, x: np.ndarray, target: _Target) -> np.ndarray:
+    """Accept channels-first, channels-last, or no channel axis when the spec has one channel."""
+    shape, example = target.shape, x.shape[1:]
+    if example == shape:
+        return x
+    channels_last = (*shape[1:], shape[0])
+    if example == channels_last:
+        return np.moveaxis(x, -1, 1)
+    if shape[0] == 1 and example == shape[1:]:
+        return x[:, None]
+    _refuse_shape(origin, example, target)
+
+
+def _scaled(origin: str, x: np.ndarray) -> np.ndarray:
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    values = x.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise NetspecError(f"data from {origin} holds NaN or infinite values")
+    return values
+
+
+def _refuse_shape(origin: str, example: tuple[int, ...], target: _Target) -> NoReturn:
+    shown = list(example)
+    looks_channels_last = len(example) == 3 and example[-1] in (1, 3, 4) and example[0] > 4
+    if target.kind == "image" and looks_channels_last:
+        shown = [example[-1], *example[:-1]]  # show channels-last data channels-first
+    layouts = {
+        "image": "[C, H, W] or [H, W, C]",
+        "signal": "[C, L] or [L, C]",
+        "tokens": "[L]",
+    }[target.kind]
+    raise NetspecError(
+        f"data from {origin} has {target.noun} of shape {shown} but the spec's input is "
+        f"{list(target.shape)}",
+        hint=f"convert the data to {list(target.shape)} (accepted layouts: {layouts}), "
+        f"or change the spec's input to {shown}",
+    )
