@@ -1,0 +1,1 @@
+"""Lowerings of the IR: lower_torch (training), lower_onnx (inference)."""
