@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from netspec.errors import NetspecError, Span, SpecErrors, did_you_mean
 from netspec.frontend import ast
 from netspec.frontend.parser import parse_file, parse_text
-from netspec.ir.expr import BOOL_WORDS, Symbol, eval_int, evaluate, undefined
-from netspec.ir.graph import DTYPE_BYTES, BudgetCheck, Graph, InputSpec, Node, Scalar, compute_totals
+from netspec.ir.expr import BOOL_WORDS, Symbol, eval_int, evaluate, free_names, undefined
+from netspec.ir.graph import DTYPE_BYTES, BudgetCheck, Graph, InputSpec, Node, Scalar, Totals, compute_totals
 from netspec.layers import KINDS, SPELLINGS, Layer, ShapeError, fmt_shape, numel
 from netspec.layers.conv import Conv
 from netspec.layers.linear import Dense, Flatten
@@ -26,7 +26,8 @@ from netspec.layers.norm import BatchNorm
 from netspec.layers.activation import Softmax
 from netspec.layers.structure import Add, Concat, Input
 
-MAX_NODES = 100_000  # a spec expanding past this is refused before it is expanded
+MAX_NODES = 100_000
+_MISSING = object()  # a spec expanding past this is refused before it is expanded
 SHORT = {"batchnorm": "bn", "global_pool": "gpool", "adaptive_avg_pool": "apool", "leaky_relu": "lrelu"}
 BUDGET_METRICS = ("params", "trainable", "macs", "flops", "memory")
 _CMP = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b,
@@ -93,6 +94,12 @@ class Spec:
         errors: list[NetspecError] = []
         self._collect(errors)
         self.free: dict[str, Domain] = {}
+        # Validated layers and their computed figures, shared by every instance of the spec:
+        # exploring a family re-uses them across members.
+        self.layer_cache: dict[tuple, Layer] = {}
+        self.figure_cache: dict[tuple, tuple] = {}
+        self.element_cache: dict[tuple, tuple] = {}  # light mode: an element's whole effect
+        self.element_names: dict[int, tuple[str, ...]] = {}
         if not errors:
             self._domains(errors)
         if errors:
@@ -220,13 +227,15 @@ class Spec:
     def is_family(self) -> bool:
         return bool(self.free)
 
-    def instantiate(self, bindings: Mapping[str, Scalar] | None = None, *, collect: bool = False):
+    def instantiate(self, bindings: Mapping[str, Scalar] | None = None, *, collect: bool = False, light: bool = False):
         """Bind the free parameters and build the graph.
 
         Returns the `Graph`; with `collect=True`, returns `(graph, errors)` so a caller can show
         the table even when a shape assertion or budget failed (graph is None on fatal errors).
+        With `light=True` the graph has totals and budgets but no nodes: the same rules and
+        checks, several times faster, for exploring design spaces.
         """
-        builder = Builder(self, dict(bindings or {}))
+        builder = Builder(self, dict(bindings or {}), light=light)
         try:
             graph = builder.build()
         except NetspecError as e:
@@ -279,14 +288,16 @@ def _coerce_binding(raw: Scalar) -> Scalar:
 class Builder:
     """Expands one instance of a spec into IR nodes."""
 
-    def __init__(self, spec: Spec, bindings: dict[str, Scalar]) -> None:
+    def __init__(self, spec: Spec, bindings: dict[str, Scalar], light: bool = False) -> None:
         self.spec = spec
         self.bindings = {k: _coerce_binding(v) for k, v in bindings.items()}
+        self.light = light
         self.errors: list[NetspecError] = []
         self.nodes: list[Node] = []
-        self.ids: dict[str, Node] = {}
-        self.memo: dict[tuple, tuple] = {}
-        self.layers: dict[tuple, Layer] = {}
+        self.ids: dict[str, Node | None] = {}
+        self.sums = [0, 0, 0, 0, 0, 0]  # light mode: params, buffers, macs, ops, memory, nodes
+        self.memo = spec.figure_cache
+        self.layers = spec.layer_cache
         self.dumps: dict[int, dict[str, Any]] = {}
         self.defaults: dict[type[Layer], dict[str, Any]] = {}
         self.context: dict[str, Any] = {}
@@ -326,7 +337,7 @@ class Builder:
                 elements[-1].span,
                 hint=f"end with FC({self.classes}) -> SOFTMAX, or declare `classes {out.shape[0]}`",
             ))
-        totals = compute_totals(self.nodes, dtype)
+        totals = self._light_totals(dtype) if self.light else compute_totals(self.nodes, dtype)
         graph = Graph.model_construct(
             name=spec.name,
             description=spec.description,
@@ -344,6 +355,13 @@ class Builder:
         )
         graph.budgets = self._budgets(graph, env)
         return graph
+
+    def _light_totals(self, dtype: str) -> Totals:
+        params, buffers, macs, ops, memory, _ = self.sums
+        return Totals(
+            params=params, trainable_params=params, buffers=buffers, macs=macs, flops=2 * macs,
+            ops=ops, memory_elements=memory, memory_bytes=memory * DTYPE_BYTES[dtype], dtype=dtype,
+        )
 
     def _globals(self) -> dict[str, Any]:
         spec = self.spec
@@ -418,6 +436,63 @@ class Builder:
         return cur
 
     def element(self, el: ast.Element, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
+        if not self.light:
+            return self._element(el, cur, env, scope)
+        # Light mode: an element's effect (output shape, figures, soft errors) depends only on
+        # its input shape and the values of the names it uses, so members of a family share it.
+        names = self.spec.element_names.get(id(el))
+        if names is None:
+            names = tuple(sorted(self._names_used(el, set())))
+            self.spec.element_names[id(el)] = names
+        key = (id(el), cur.shape, self.classes, *(env.get(n, _MISSING) for n in names))
+        hit = self.spec.element_cache.get(key)
+        if hit is not None:
+            if isinstance(hit, NetspecError):
+                raise hit
+            shape, deltas, errors = hit
+            sums = self.sums
+            for i, d in enumerate(deltas):
+                sums[i] += d
+            self.errors.extend(errors)
+            return Value("", shape)
+        before = list(self.sums)
+        nerr = len(self.errors)
+        try:
+            out = self._element(el, cur, env, scope)
+        except NetspecError as e:
+            self.spec.element_cache[key] = e
+            raise
+        deltas = tuple(a - b for a, b in zip(self.sums, before, strict=True))
+        self.spec.element_cache[key] = (out.shape, deltas, tuple(self.errors[nerr:]))
+        return out
+
+    def _names_used(self, node: Any, seen_blocks: set[str]) -> set[str]:
+        """Every name an element may read: its own expressions and those of blocks it calls."""
+        names = free_names(node)
+        stack = [node]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, ast.Element):
+                stack.append(item.primary)
+                if item.optional and item.condition is None:
+                    names.add(switch_name(item) or "")
+            elif isinstance(item, ast.Group):
+                stack.extend(item.chain.elements)
+            elif isinstance(item, ast.Branches):
+                for ch in item.chains:
+                    stack.extend(ch.elements)
+            elif isinstance(item, ast.Call):
+                block = self.spec.blocks.get(item.name)
+                if block is not None and block.name not in seen_blocks:
+                    seen_blocks.add(block.name)
+                    inner = self._names_used(block.body, seen_blocks)
+                    for p in block.params:
+                        if p.default is not None:
+                            inner |= free_names(p.default)
+                    names |= inner - {p.name for p in block.params}
+        return names
+
+    def _element(self, el: ast.Element, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
         if el.optional and not self._switch_on(el, env):
             return cur
         p = el.primary
@@ -645,8 +720,12 @@ class Builder:
                 out = layer.output_shape(shapes)
                 result = (out, layer.params(shapes, out), layer.buffers(shapes, out), layer.macs(shapes, out), layer.ops(shapes, out))
             except ShapeError as e:
+                where = ""
+                if not self.light:
+                    base = SHORT.get(layer.kind, layer.kind)
+                    where = f"at `{scope.prefix}{label or base + str(scope.counters.get(base, 0) + 1)}`: "
                 raise NetspecError(
-                    f"{layer.kind} at {scope.prefix}{label or '...'}: {e.message}" if False else e.message,
+                    where + e.message,
                     span,
                     hint=e.hint,
                     notes=self._trace(inputs),
@@ -657,7 +736,17 @@ class Builder:
         node_id = scope.prefix + name
         if node_id in self.ids:
             other = self.ids[node_id]
-            raise NetspecError(f"the name `{node_id}` is used twice", span, notes=[f"first used at {other.span}"] if other.span else [], hint="give it another name with `as`")
+            where = [f"first used at {other.span}"] if other is not None and other.span else []
+            raise NetspecError(f"the name `{node_id}` is used twice", span, notes=where, hint="give it another name with `as`")
+        if self.light:
+            sums = self.sums
+            sums[0] += params
+            sums[1] += buffers
+            sums[2] += macs
+            sums[3] += ops
+            sums[4] += 0 if layer.inplace else numel(out)
+            sums[5] += 1
+            return Value(node_id, out)
         args = self.dumps.get(id(layer))
         if args is None:
             args = layer.model_dump(mode="json")
@@ -698,16 +787,16 @@ class Builder:
         declared = tuple(eval_int(e, env, "an asserted dimension", 0) for e in el.assertion)
         if declared == cur.shape:
             return
-        node = self.ids[cur.node]
+        node = self.ids.get(cur.node)
         notes = [f"declared [{', '.join(map(str, declared))}], computed [{', '.join(map(str, cur.shape))}]"]
         hint = None
-        if node.kind == "conv" and len(declared) == len(cur.shape):
+        if node is not None and node.kind == "conv" and len(declared) == len(cur.shape):
             notes_hint = _conv_assert_help(node, self.ids[node.inputs[0]].shape, declared)
             if notes_hint:
                 notes.extend(notes_hint[0])
                 hint = notes_hint[1]
         self.errors.append(NetspecError(
-            f"shape assertion failed at `{cur.node}`",
+            f"shape assertion failed at `{cur.node}`" if cur.node else "shape assertion failed",
             el.assertion_span,
             hint=hint,
             notes=notes,
@@ -717,7 +806,7 @@ class Builder:
         if count == 0:
             return
         size = count * max(self._estimate_primary(el.primary, env, 0), 1)
-        if len(self.nodes) + size > MAX_NODES:
+        if max(len(self.ids), self.sums[5]) + size > MAX_NODES:
             raise NetspecError(
                 f"this repetition would expand to {size:,} layers, over netspec's limit of {MAX_NODES:,}",
                 el.repeat.span,
