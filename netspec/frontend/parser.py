@@ -7,7 +7,7 @@ import importlib.resources
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from netspec.errors import NetspecError, Span, register_source
 from netspec.frontend import ast
@@ -93,7 +93,12 @@ def parse_text(text: str, path: str = "<spec>") -> ast.Module:
         tree = _parser().parse(text)
     except UnexpectedInput as e:
         raise _syntax_error(e, text, path) from None
-    module = _ToAst(path).transform(tree)
+    try:
+        module = _ToAst(path).transform(tree)
+    except VisitError as e:  # Lark wraps what a transformer raises
+        if isinstance(e.orig_exc, NetspecError):
+            raise e.orig_exc from None
+        raise
     module.text = text
     if not module.statements:
         raise NetspecError(

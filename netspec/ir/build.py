@@ -645,7 +645,7 @@ class Builder:
 
     def _args(self, cls: type[Layer], call: ast.Call, env: Mapping[str, Any]) -> dict[str, Any]:
         args: dict[str, Any] = {}
-        fields = cls.model_fields
+        fields = _fields(cls)
         spelled = call.name.upper()
         npos = 0
         for arg in call.args:
@@ -706,9 +706,11 @@ class Builder:
             if hint or not _is_symbolic_field(cls, name):
                 return NetspecError(f"undefined name `{value}`", getattr(value, "span", span), hint=hint)
         expected = _expectation(cls, name)
+        hint = "use // for integer division" if isinstance(value, float) and "integer" in expected else None
         return NetspecError(
             f"argument `{name}` of {spelled}: expected {expected}; received {_show(value)}",
             span,
+            hint=hint,
         )
 
     def add_node(self, layer: Layer, inputs: list[Value], span: Span | None, scope: Scope, label: str | None = None, implicit: bool = False) -> Value:
@@ -751,7 +753,7 @@ class Builder:
         if args is None:
             args = layer.model_dump(mode="json")
             self.dumps[id(layer)] = args
-        node = Node.model_construct(
+        node = _new_node(
             id=node_id,
             kind=layer.kind,
             args=args,
@@ -808,7 +810,7 @@ class Builder:
         size = count * max(self._estimate_primary(el.primary, env, 0), 1)
         if max(len(self.ids), self.sums[5]) + size > MAX_NODES:
             raise NetspecError(
-                f"this repetition would expand to {size:,} layers, over netspec's limit of {MAX_NODES:,}",
+                f"this repetition would expand to at least {size:,} layers, over netspec's limit of {MAX_NODES:,}",
                 el.repeat.span,
                 hint="a network this deep is almost certainly a typo in the repetition count",
             )
@@ -820,7 +822,7 @@ class Builder:
         if isinstance(p, ast.Call):
             block = self.spec.blocks.get(p.name)
             if block is None or p.name in self.block_stack:
-                return 2  # a layer, and maybe an implicit one
+                return 1
             return self._estimate_chain(block.body, {**self.globals}, depth + 1)
         if isinstance(p, ast.Group):
             return self._estimate_chain(p.chain, env, depth + 1)
@@ -864,6 +866,30 @@ class Builder:
         return {s.name: _value(s.value, env) for s in self.spec.train.settings}
 
 
+_FIELDS: dict[type, dict[str, Any]] = {}
+
+
+def _fields(cls: type[Layer]) -> dict[str, Any]:
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = dict(cls.model_fields)
+    return fields
+
+
+def _new_node(**values: Any) -> Node:
+    """Node.model_construct without its per-call overhead: the builder computed and checked
+    every field itself, and this runs once per layer of a 4,000-layer network."""
+    node = Node.__new__(Node)
+    object.__setattr__(node, "__dict__", values)
+    object.__setattr__(node, "__pydantic_fields_set__", _NODE_FIELDS)
+    object.__setattr__(node, "__pydantic_extra__", None)
+    object.__setattr__(node, "__pydantic_private__", None)
+    return node
+
+
+_NODE_FIELDS = set(Node.model_fields)
+
+
 def _value(v: ast.Value, env: Mapping[str, Any]) -> Any:
     if isinstance(v, ast.ValueCall):
         out: dict[str, Any] = {"name": v.name, "args": [], "kwargs": {}}
@@ -900,8 +926,7 @@ def _expectation(cls: type[Layer], name: str) -> str:
     field = cls.model_fields.get(name)
     if field is None:
         return "a valid value"
-    ann = str(field.annotation)
-    meta = " ".join(str(m) for m in field.metadata)
+    ann = str(field.annotation) + " " + " ".join(str(m) for m in field.metadata)
     parts = []
     if "Literal" in ann:
         import re
@@ -923,7 +948,6 @@ def _expectation(cls: type[Layer], name: str) -> str:
         parts.append(f"a number {bound}".strip())
     if "bool" in ann:
         parts.append("on/off (true/false)")
-    del meta
     return " or ".join(dict.fromkeys(parts)) or "a valid value"
 
 

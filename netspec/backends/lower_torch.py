@@ -1,0 +1,429 @@
+"""Lower an IR graph to a trainable PyTorch module.
+
+    model = build(graph, seed=0)     # a NetspecModule: nn.Module, channels-first, batch first
+    probs = model(x)                 # the graph's output (probabilities when it ends in SOFTMAX)
+    scores = model.logits(x)         # the output before a final SOFTMAX (for a cross-entropy loss)
+
+Each layer kind has one lowering function in `LOWERINGS`, found by the kind's name; it takes the
+validated layer and its input shapes (without the batch) and returns an `nn.Module`. `build`
+fails naming the kind when one is missing.
+
+Module tree: submodules nest by the dots of the node ids, so node `layer2.basic1.conv1` is the
+module at path `layer2.basic1.conv1`, a torch `Conv2d` (`Conv1d`, `BatchNorm2d`, `Linear`,
+`Embedding`, ...), and `state_dict()` keys are torch's own (`layer2.basic1.conv1.weight`,
+`.running_mean`, ...). Two lowerings subclass a torch module without changing its state:
+a convolution whose `same` padding is asymmetric (TensorFlow's rule puts the odd pixel after)
+zero-pads with `F.pad` before convolving, and an embedding transposes its output to
+channels-first `[B, dim, L]`. Parameter-free nodes are parameter-free modules.
+
+Initialization: every module keeps PyTorch's default initialization (`reset_parameters`),
+drawn on the CPU, in node order, from torch's CPU generator seeded with `seed` inside
+`torch.random.fork_rng`: the same graph and seed give identical weights, and the caller's
+global RNG state is left as it was.
+
+Forward: `build` precomputes an execution plan, a list of (module, input slots, output slot,
+slots to free) over the nodes needed for the output, so `forward` is a tight loop with no
+lookups by name; each tensor is dropped after its last use. ReLU (and a residual addition)
+overwrite their input only where that is safe: the input is a fresh tensor from a
+convolution, FC, batch norm, addition or concatenation, and no other node reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from netspec.ir.graph import Graph, Node
+from netspec.layers import KINDS, Layer, Shape, layer_from_node
+from netspec.layers.activation import Dropout, LeakyReLU
+from netspec.layers.conv import Conv, conv_padding
+from netspec.layers.linear import Dense, Embedding
+from netspec.layers.norm import BatchNorm, LocalResponseNorm
+from netspec.layers.pool import AdaptiveAvgPool, GlobalPool, Pool
+from netspec.layers.base import expand
+
+Lowering = Callable[[Any, tuple[Shape, ...]], nn.Module]
+
+# Kinds whose output is a fresh tensor that their backward pass does not need: the one node
+# reading it may overwrite it (in-place ReLU, in-place residual addition).
+_FRESH = frozenset({"conv", "fc", "batchnorm", "add", "concat"})
+# Kinds whose module takes an `inplace` flag, set by `build` where it is safe.
+_INPLACE = frozenset({"relu", "add"})
+
+
+class LoweringError(Exception):
+    """The graph cannot be lowered to torch (a kind without a lowering, a clashing name)."""
+
+
+# ---- modules the torch library lacks ---------------------------------------------------------
+
+
+class PaddedConv1d(nn.Conv1d):
+    """A Conv1d with asymmetric zero padding (TensorFlow's `same`); torch's state, torch's names."""
+
+    def __init__(self, *args: Any, pad: tuple[int, ...], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pad = pad  # F.pad order: last dim first, (before, after) each
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, self.pad))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pad={self.pad}"
+
+
+class PaddedConv2d(nn.Conv2d):
+    """A Conv2d with asymmetric zero padding (TensorFlow's `same`); torch's state, torch's names."""
+
+    def __init__(self, *args: Any, pad: tuple[int, ...], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pad = pad
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, self.pad))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pad={self.pad}"
+
+
+class ChannelsFirstEmbedding(nn.Embedding):
+    """nn.Embedding whose output is channels-first: token ids [B, L] -> [B, dim, L]."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x).transpose(1, 2)
+
+
+class GlobalPool2d(nn.Module):
+    """Global average or max pooling over all spatial positions, flattened: [B, C, ...] -> [B, C]."""
+
+    def __init__(self, mode: str, dims: int) -> None:
+        super().__init__()
+        self.mode = mode
+        self.pool = {
+            ("avg", 1): F.adaptive_avg_pool1d,
+            ("avg", 2): F.adaptive_avg_pool2d,
+            ("max", 1): F.adaptive_max_pool1d,
+            ("max", 2): F.adaptive_max_pool2d,
+        }[mode, dims]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.flatten(self.pool(x, 1), 1)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"
+
+
+class Add(nn.Module):
+    """Sums its inputs; with `inplace`, accumulates into the first (which nothing else reads)."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, first: Tensor, *rest: Tensor) -> Tensor:
+        out = first
+        for i, x in enumerate(rest):
+            out = out.add_(x) if (self.inplace or i) else out + x
+        return out
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+
+class Concat(nn.Module):
+    """Concatenates its inputs along channels (dim 1)."""
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return torch.cat(xs, 1)
+
+
+# ---- one lowering per kind -------------------------------------------------------------------
+
+
+def lower_input(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.Identity()
+
+
+def lower_conv(layer: Conv, ins: tuple[Shape, ...]) -> nn.Module:
+    (shape,) = ins
+    k, s, d, pads = layer.geometry(shape)
+    dims = len(k)
+    kwargs = dict(kernel_size=k, stride=s, dilation=d, groups=layer.groups, bias=layer.bias)
+    if all(before == after for before, after in pads):
+        cls = nn.Conv2d if dims == 2 else nn.Conv1d
+        return cls(shape[0], layer.channels, padding=tuple(b for b, _ in pads), **kwargs)
+    flat = tuple(p for pair in reversed(pads) for p in pair)
+    padded = PaddedConv2d if dims == 2 else PaddedConv1d
+    return padded(shape[0], layer.channels, padding=0, pad=flat, **kwargs)
+
+
+def lower_pool(layer: Pool, ins: tuple[Shape, ...]) -> nn.Module:
+    k, s, p = layer.geometry(ins[0])
+    if layer.mode == "max":
+        cls = nn.MaxPool2d if len(k) == 2 else nn.MaxPool1d
+        return cls(k, s, p, ceil_mode=layer.ceil)
+    cls = nn.AvgPool2d if len(k) == 2 else nn.AvgPool1d
+    return cls(k, s, p, ceil_mode=layer.ceil, count_include_pad=True)
+
+
+def lower_global_pool(layer: GlobalPool, ins: tuple[Shape, ...]) -> nn.Module:
+    return GlobalPool2d(layer.mode, len(ins[0]) - 1)
+
+
+def lower_adaptive_avg_pool(layer: AdaptiveAvgPool, ins: tuple[Shape, ...]) -> nn.Module:
+    dims = len(ins[0]) - 1
+    size = expand(layer.size, dims, "size")
+    return nn.AdaptiveAvgPool2d(size) if dims == 2 else nn.AdaptiveAvgPool1d(size)
+
+
+def lower_flatten(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.Flatten(1)
+
+
+def lower_fc(layer: Dense, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.Linear(ins[0][0], layer.units, bias=layer.bias)
+
+
+def lower_embedding(layer: Embedding, ins: tuple[Shape, ...]) -> nn.Module:
+    return ChannelsFirstEmbedding(layer.vocab, layer.dim)
+
+
+def lower_batchnorm(layer: BatchNorm, ins: tuple[Shape, ...]) -> nn.Module:
+    cls = nn.BatchNorm2d if len(ins[0]) == 3 else nn.BatchNorm1d
+    return cls(ins[0][0], eps=layer.eps, momentum=layer.momentum)
+
+
+def lower_lrn(layer: LocalResponseNorm, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.LocalResponseNorm(layer.size, alpha=layer.alpha, beta=layer.beta, k=layer.k)
+
+
+def lower_relu(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.ReLU()
+
+
+def lower_leaky_relu(layer: LeakyReLU, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.LeakyReLU(layer.slope)
+
+
+def lower_tanh(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.Tanh()
+
+
+def lower_sigmoid(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.Sigmoid()
+
+
+def lower_softmax(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.Softmax(dim=1)
+
+
+def lower_dropout(layer: Dropout, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.Dropout(layer.p)
+
+
+def lower_concat(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return Concat()
+
+
+def lower_add(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return Add()
+
+
+def lower_identity(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.Identity()
+
+
+LOWERINGS: dict[str, Lowering] = {
+    "input": lower_input,
+    "conv": lower_conv,
+    "pool": lower_pool,
+    "global_pool": lower_global_pool,
+    "adaptive_avg_pool": lower_adaptive_avg_pool,
+    "flatten": lower_flatten,
+    "fc": lower_fc,
+    "embedding": lower_embedding,
+    "batchnorm": lower_batchnorm,
+    "lrn": lower_lrn,
+    "relu": lower_relu,
+    "leaky_relu": lower_leaky_relu,
+    "tanh": lower_tanh,
+    "sigmoid": lower_sigmoid,
+    "softmax": lower_softmax,
+    "dropout": lower_dropout,
+    "concat": lower_concat,
+    "add": lower_add,
+    "identity": lower_identity,
+}
+
+
+# ---- the module ------------------------------------------------------------------------------
+
+Step = tuple[nn.Module, tuple[int, ...], int, tuple[int, ...]]
+
+
+class NetspecModule(nn.Module):
+    """A network lowered from an IR graph; submodules at the node ids' dotted paths.
+
+    Attributes:
+        graph: the IR graph it was built from.
+    """
+
+    graph: Graph
+
+    def __init__(self, graph: Graph, modules: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.graph = graph
+        for node in graph.nodes:
+            self._place(node.id, modules[node.id])
+        self._slots, self._plan = _plan(graph, modules, graph.output)
+        head = graph.node(graph.output)
+        if head.kind == "softmax":
+            self._logit_slots, self._logit_plan = _plan(graph, modules, head.inputs[0])
+        else:
+            self._logit_slots, self._logit_plan = self._slots, self._plan
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The graph's output for a batch `x` (probabilities when the spec ends in SOFTMAX)."""
+        return _run(x, self._plan, self._slots)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """The output before a final SOFTMAX (a cross-entropy loss's input); else as `forward`."""
+        return _run(x, self._logit_plan, self._logit_slots)
+
+    def _place(self, node_id: str, module: nn.Module) -> None:
+        *scopes, name = node_id.split(".")
+        parent: nn.Module = self
+        for i, scope in enumerate(scopes):
+            child = parent._modules.get(scope)
+            if child is None:
+                child = _Scope()
+                _add(parent, scope, child, ".".join(scopes[: i + 1]))
+            elif not isinstance(child, _Scope):
+                raise LoweringError(
+                    f"node `{node_id}` nests under node `{'.'.join(scopes[: i + 1])}`, "
+                    "which is a layer, not a scope; rename one of them with `as`"
+                )
+            parent = child
+        if name in parent._modules:
+            raise LoweringError(f"node `{node_id}` has the name of a scope; rename it with `as`")
+        _add(parent, name, module, node_id)
+
+
+class _Scope(nn.Module):
+    """A container for the nodes of one scope (`layer2`, `layer2.basic1`); not callable."""
+
+
+def _add(parent: nn.Module, name: str, module: nn.Module, path: str) -> None:
+    try:
+        parent.add_module(name, module)
+    except (KeyError, TypeError) as e:
+        raise LoweringError(f"cannot name a torch module `{path}`: {e}; rename it with `as`") from None
+
+
+def _run(x: Tensor, plan: Sequence[Step], nslots: int) -> Tensor:
+    slots: list[Any] = [None] * nslots
+    for module, ins, out, free in plan:
+        x = module(*[slots[i] for i in ins]) if ins else module(x)
+        if out >= 0:
+            slots[out] = x
+        for i in free:
+            slots[i] = None
+    return x
+
+
+def _plan(graph: Graph, modules: dict[str, nn.Module], target: str) -> tuple[int, list[Step]]:
+    """The steps computing `target`: a step with no input slots reads the previous step's output
+    (the batch, for the first); other values are kept in slots and freed after their last read."""
+    by_id = {n.id: n for n in graph.nodes}
+    needed = {target}
+    for node in reversed(graph.nodes):
+        if node.id in needed:
+            needed.update(node.inputs)
+    nodes = [n for n in graph.nodes if n.id in needed]
+    prev: dict[str, str | None] = {}
+    last = None
+    for node in nodes:
+        prev[node.id] = last
+        last = node.id
+    # Which reads go through a slot: all but a single input produced by the step just before.
+    via_slot = {n.id: not (len(n.inputs) == 1 and n.inputs[0] == prev[n.id]) for n in nodes}
+    slot: dict[str, int] = {}
+    for node in nodes:
+        if via_slot[node.id]:
+            for src in node.inputs:
+                slot.setdefault(src, len(slot))
+    last_read: dict[str, str] = {}
+    for node in nodes:
+        if via_slot[node.id]:
+            for src in node.inputs:
+                last_read[src] = node.id
+    steps: list[Step] = []
+    for node in nodes:
+        if node.kind == "input" and prev[node.id] is None:
+            ins: tuple[int, ...] = ()
+        elif via_slot[node.id]:
+            if not node.inputs:
+                raise LoweringError(f"node `{node.id}` has no input and is not the first node")
+            ins = tuple(slot[src] for src in node.inputs)
+        else:
+            ins = ()
+        free = tuple(sorted({slot[src] for src in node.inputs if via_slot[node.id] and last_read[src] == node.id}))
+        steps.append((modules[node.id], ins, slot.get(node.id, -1), free))
+    del by_id
+    return len(slot), steps
+
+
+def _inplace(graph: Graph, modules: dict[str, nn.Module]) -> None:
+    """Let ReLU and addition overwrite an input that is fresh and read by no other node."""
+    readers: dict[str, int] = {}
+    for node in graph.nodes:
+        for src in node.inputs:
+            readers[src] = readers.get(src, 0) + 1
+    kinds = {n.id: n.kind for n in graph.nodes}
+    for node in graph.nodes:
+        if node.kind not in _INPLACE:
+            continue
+        owned = [i for i, src in enumerate(node.inputs) if kinds[src] in _FRESH and readers[src] == 1]
+        if not owned:
+            continue
+        if node.kind == "add":
+            first = owned[0]
+            # The accumulator goes first (a + b == b + a exactly).
+            node.inputs.insert(0, node.inputs.pop(first))
+        modules[node.id].inplace = True
+
+
+def build(graph: Graph, seed: int = 0) -> NetspecModule:
+    """Lower an IR graph to a `NetspecModule`, initialized deterministically from `seed`.
+
+    Args:
+        graph: a concrete IR graph (every free parameter bound).
+        seed: seeds PyTorch's default initialization; the global RNG state is not disturbed.
+
+    Raises:
+        LoweringError: a layer kind has no torch lowering, or a node id cannot name a module.
+    """
+    missing = sorted({n.kind for n in graph.nodes} - LOWERINGS.keys())
+    if missing:
+        raise LoweringError(f"no torch lowering for layer kind(s): {', '.join(missing)} (add one to LOWERINGS)")
+    shapes = {n.id: n.shape for n in graph.nodes}
+    graph = graph.model_copy(update={"nodes": [n.model_copy(update={"inputs": list(n.inputs)}) for n in graph.nodes]})
+    modules: dict[str, nn.Module] = {}
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.default_generator.manual_seed(seed)
+        for node in graph.nodes:
+            modules[node.id] = _lower(node, tuple(shapes[i] for i in node.inputs))
+    _inplace(graph, modules)
+    return NetspecModule(graph, modules)
+
+
+def _lower(node: Node, ins: tuple[Shape, ...]) -> nn.Module:
+    layer = layer_from_node(node.kind, node.args)
+    return LOWERINGS[node.kind](layer, ins)
+
+
+__all__ = ["LOWERINGS", "KINDS", "LoweringError", "NetspecModule", "build"]
