@@ -27,7 +27,8 @@ from netspec.layers.activation import Softmax
 from netspec.layers.structure import Add, Concat, Input
 
 MAX_NODES = 100_000
-_MISSING = object()  # a spec expanding past this is refused before it is expanded
+_MISSING = object()
+_Deferred = object()  # `classes` before the class count is evaluated  # a spec expanding past this is refused before it is expanded
 SHORT = {"batchnorm": "bn", "global_pool": "gpool", "adaptive_avg_pool": "apool", "leaky_relu": "lrelu"}
 BUDGET_METRICS = ("params", "trainable", "macs", "flops", "memory")
 _CMP = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b,
@@ -311,6 +312,8 @@ class Builder:
         env = self._globals()
         self.globals = env
         self.classes = eval_int(spec.classes.value, env, "classes", 1) if spec.classes else None
+        if env.get("classes") is _Deferred:
+            env["classes"] = self.classes
         dtype = spec.dtype.dtype.lower() if spec.dtype else "fp32"
         if dtype not in DTYPE_BYTES:
             raise NetspecError(f"unknown dtype `{dtype}`", spec.dtype.span, hint=did_you_mean(dtype, DTYPE_BYTES) or "one of " + ", ".join(DTYPE_BYTES))
@@ -383,6 +386,9 @@ class Builder:
                         hint=f"pick one of {domain.describe()}",
                     )
                 env[name] = value
+        if spec.classes is not None and "classes" not in known:
+            # `FC(classes)`: the declared class count is a name too (it may use constants).
+            env["classes"] = _Deferred
         for c in spec.consts:
             if c.name in self.bindings:
                 env[c.name] = self.bindings[c.name]
@@ -790,8 +796,13 @@ class Builder:
         if declared == cur.shape:
             return
         node = self.ids.get(cur.node)
+        # The size was set by the last layer that is not shape-preserving in place (CONV -> RELU).
+        while node is not None and KINDS[node.kind].inplace and node.inputs and node.kind != "flatten":
+            node = self.ids.get(node.inputs[0])
         notes = [f"declared [{', '.join(map(str, declared))}], computed [{', '.join(map(str, cur.shape))}]"]
         hint = None
+        if node is not None and node.id != cur.node:
+            notes.append(f"the size is set by `{node.id}`")
         if node is not None and node.kind == "conv" and len(declared) == len(cur.shape):
             notes_hint = _conv_assert_help(node, self.ids[node.inputs[0]].shape, declared)
             if notes_hint:

@@ -79,8 +79,10 @@ class Layer(BaseModel):
         parts = []
         for name, field in type(self).model_fields.items():
             value = getattr(self, name)
-            if value != field.default:
-                parts.append(f"{name}={_fmt(value)}" if name not in self.positional[:1] else _fmt(value))
+            if name in self.positional[:1]:
+                parts.append(_fmt(value))  # the main argument (channels, units) always shows
+            elif value != field.default and name != "dims":
+                parts.append(f"{name}={_fmt(value)}")
         return ", ".join(parts)
 
 
