@@ -56,6 +56,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user mistakes print as compiler errors (exit 2), never as tracebacks."""
+    set_exit_code(0)
     try:
         cli.main(args=argv, prog_name="netspec", standalone_mode=False)
     except NetspecError as e:

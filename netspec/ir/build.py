@@ -101,6 +101,7 @@ class Spec:
         self.figure_cache: dict[tuple, tuple] = {}
         self.element_cache: dict[tuple, tuple] = {}  # light mode: an element's whole effect
         self.element_names: dict[int, tuple[str, ...]] = {}
+        self.source_hash = hashlib.sha256(self.text.encode()).hexdigest()[:16] if self.text else None
         if not errors:
             self._domains(errors)
         if errors:
@@ -345,7 +346,7 @@ class Builder:
             name=spec.name,
             description=spec.description,
             source=spec.path,
-            source_hash=hashlib.sha256(spec.text.encode()).hexdigest()[:16] if spec.text else None,
+            source_hash=spec.source_hash,
             input=InputSpec(shape=inp.shape, vocab=self.context.get("vocab")),
             classes=self.classes,
             dtype=dtype,
@@ -353,7 +354,7 @@ class Builder:
             nodes=self.nodes,
             output=out.node,
             budgets=[],
-            train=self._train(env),
+            train={} if self.light else self._train(env),
             totals=totals,
         )
         graph.budgets = self._budgets(graph, env)
@@ -421,7 +422,9 @@ class Builder:
             dims = tuple(eval_int(e, env, "an input dimension", 1) for e in decl.shape)
             if len(dims) > 3:
                 raise NetspecError(f"input [{', '.join(map(str, dims))}] has {len(dims)} dims; netspec takes [C, H, W], [C, L] or [N]", decl.span)
-            layer = Input(shape=dims)
+            layer = self.layers.get((Input, dims))
+            if layer is None:
+                layer = self.layers[(Input, dims)] = Input(shape=dims)
         else:
             kw = {}
             for arg in decl.tokens:
@@ -861,7 +864,7 @@ class Builder:
             limit = evaluate(item.limit, env)
             value = values[item.metric]
             ok = _CMP[item.op](value, limit)
-            checks.append(BudgetCheck(metric=item.metric, op=item.op, limit=limit, value=value, ok=ok, span=item.span))
+            checks.append(BudgetCheck.model_construct(metric=item.metric, op=item.op, limit=limit, value=value, ok=ok, span=item.span))
             if not ok:
                 unit = " bytes" if item.metric == "memory" else ""
                 self.errors.append(NetspecError(

@@ -1,0 +1,269 @@
+"""`netspec explore`: every member of a family through the IR, the Pareto front, and a member
+written out as a concrete spec. Never imports torch (matplotlib only for --plot)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from netspec.errors import NetspecError
+
+SORTS = ("params", "macs", "memory")
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("extra", nargs=-1, metavar="[NAME=VALUES]...")
+@click.option(
+    "--grid",
+    "grids",
+    multiple=True,
+    metavar="NAME=VALUES",
+    help="explore only these values: N=1,2  M=2..4  pool=on (repeatable; bare NAME=VALUES words after SPEC also count)",
+)
+@click.option(
+    "--sample",
+    type=int,
+    metavar="K",
+    help="evaluate K random members (for spaces too large to enumerate)",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed for --sample")
+@click.option(
+    "--sort",
+    "sort_by",
+    type=click.Choice(SORTS),
+    default="params",
+    show_default=True,
+    help="order the front by this figure",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE.png",
+    help="params vs MACs scatter, front highlighted",
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="every explored member as CSV",
+)
+@click.option(
+    "--pick", type=int, metavar="ROW", help="write member ROW (the # column) as a concrete spec"
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="where --pick writes (default: stdout)",
+)
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="list every member that fits the budgets, not only the front",
+)
+@click.option("--limit", type=int, default=None, metavar="ROWS", help="show at most ROWS rows")
+def explore(
+    spec: str,
+    extra: tuple[str, ...],
+    grids: tuple[str, ...],
+    sample: int | None,
+    seed: int,
+    sort_by: str,
+    plot_path: str | None,
+    csv_path: str | None,
+    pick: int | None,
+    output: str | None,
+    show_all: bool,
+    limit: int | None,
+) -> None:
+    """Explore the family SPEC: how many members are valid and why the others are not, which fit
+    the budgets, and the Pareto front over (params, MACs, activation memory). Members are
+    numbered in the whole declared space, so `--pick ROW -o member.ns` needs only the spec.
+
+    Exit status 0 when some member fits the budgets, 2 otherwise (and on errors)."""
+    from netspec import explore as ex
+    from netspec.ir.build import load_spec
+
+    family = load_spec(spec)
+    if pick is not None:
+        _pick(ex, family, pick, output)
+        return
+    if output is not None:
+        raise NetspecError(
+            "-o/--output goes with --pick",
+            hint=f"e.g. netspec explore {spec} --pick 3 -o member.ns",
+        )
+    grid = ex.parse_grid(family, grids + extra) if grids or extra else None
+    result = ex.explore(family, grid=grid, sample=sample, seed=seed)
+    if csv_path:
+        ex.atomic_write(csv_path, ex.to_csv(result))
+    if plot_path:
+        ex.plot(result, plot_path)
+    _report(ex, result, sort_by, show_all, limit, spec, csv_path, plot_path)
+    if not result.front_fits:
+        from netspec.cli import set_exit_code
+
+        set_exit_code(2)
+
+
+def _pick(ex, family, number: int, output: str | None) -> None:
+    text, member, graph = ex.pick(family, number, output)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True, highlight=False)
+    t = graph.totals
+    console.print(
+        f"wrote [bold]{escape(output)}[/]: member #{member.number} ({escape(member.label())}): "
+        f"{t.params:,} params, {t.macs:,} MACs, {ex.human_bytes(t.memory_bytes)} activations"
+    )
+    if member.over:
+        console.print(
+            f"[yellow]note[/]: it exceeds the budget ({', '.join(member.over)}); `netspec check {escape(output)}` will say so"
+        )
+    else:
+        console.print(f"check it: netspec check {escape(output)}")
+
+
+def _report(
+    ex,
+    r,
+    sort_by: str,
+    show_all: bool,
+    limit: int | None,
+    path: str,
+    csv_path: str | None,
+    plot_path: str | None,
+) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    n = len(r.members)
+    scope = f"{n:,} random members of {r.space.size:,}" if r.sampled else f"{n:,} members"
+    speed = f" ({n / r.seconds:,.0f}/s)" if n >= 1000 and r.seconds > 0 else ""
+    console.print(
+        f"[bold]{escape(r.spec.name)}[/]: {scope} ({escape(r.space.describe())}), explored in {r.seconds * 1000:.0f} ms{speed}"
+    )
+
+    valid, fitting = len(r.valid), len(r.fitting)
+    summary = Table(box=None, show_header=False, pad_edge=False)
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    summary.add_column()
+    summary.add_row("valid", f"{valid:,}", f"{valid / n:.0%}")
+    summary.add_row(
+        "invalid", f"{n - valid:,}", f"{len(r.failures)} reason(s)" if r.failures else ""
+    )
+    if r.budgets:
+        summary.add_row(
+            "fit the budgets", f"{fitting:,}", ", ".join(f"{k} {v}" for k, v in r.budgets.items())
+        )
+        for metric, count in r.over_counts().items():
+            if count:
+                summary.add_row(f"  over {metric}", f"{count:,}", f"{metric} {r.budgets[metric]}")
+    else:
+        summary.add_row("fit the budgets", f"{fitting:,}", "the spec declares no budget")
+    console.print(summary)
+
+    if r.failures:
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            title="invalid members, by reason",
+            title_justify="left",
+            pad_edge=False,
+        )
+        table.add_column("members", justify="right")
+        table.add_column("reason")
+        table.add_column("where", no_wrap=True)
+        table.add_column("e.g.")
+        for g in r.failures:
+            where = f"{g.span.line}:{g.span.col}" if g.span else "-"
+            snippet = ex.source_snippet(r.spec, g.span)
+            if snippet:
+                where += f" `{snippet}`"
+            if g.detail:
+                where += f"\n{g.detail}"
+            first = g.members[0]
+            table.add_row(
+                f"{g.count:,}",
+                escape(g.message),
+                escape(where),
+                escape(f"#{first.number} {first.label()}"),
+            )
+        console.print(table)
+
+    rows = (r.fitting or r.valid) if show_all else r.front
+    rows = sorted(rows, key=lambda m: (m.figure(sort_by), m.number))
+    if show_all:
+        title = (
+            "members that fit the budgets"
+            if r.fitting
+            else "[yellow]no member fits the budgets[/]; the valid members"
+        )
+        title += " (* on the Pareto front over params, MACs, memory)"
+    else:
+        title = "Pareto front over (params, MACs, memory)"
+        title += (
+            " among the members that fit the budgets"
+            if r.front_fits
+            else ": [yellow]no member fits the budgets[/]; front of the valid members"
+        )
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"{title}: {len(rows)} member(s), by {sort_by}",
+        title_justify="left",
+        pad_edge=False,
+    )
+    table.add_column("#", justify="right", style="bold")
+    for name in r.space.names:
+        table.add_column(name, justify="right")
+    heads = {"params": "params", "macs": "MACs", "memory": "memory"}
+    for metric in SORTS:
+        table.add_column(heads[metric] + (" ▲" if metric == sort_by else ""), justify="right")
+    if show_all:
+        table.add_column("front")
+    shown = rows if limit is None else rows[:limit]
+    for m in shown:
+        cells = [
+            str(m.number),
+            *(escape(ex.literal(v)) for v in m.bindings.values()),
+            f"{m.params:,}",
+            f"{m.macs:,}",
+            ex.human_bytes(m.memory),
+        ]
+        if show_all:
+            cells.append("*" if m.on_front else "")
+        table.add_row(*cells, style="bold" if show_all and m.on_front else None)
+    _print_wide(console, table)
+    if len(shown) < len(rows):
+        console.print(f"  ... {len(rows) - len(shown)} more (drop --limit to see them)")
+    if rows:
+        console.print(
+            f"write one as a spec: netspec explore {escape(path)} --pick {rows[0].number} -o member.ns"
+        )
+    for what, p in (("CSV", csv_path), ("plot", plot_path)):
+        if p:
+            console.print(f"{what}: {escape(p)}")
+
+
+def _print_wide(console, table) -> None:
+    """Print a table uncut: into a pipe or a file, widen the console to the table's natural
+    width (rich assumes 80 columns there and would cut numbers short)."""
+    if not console.is_terminal:
+        from rich.measure import Measurement
+
+        need = Measurement.get(console, console.options.update_width(1000), table).maximum
+        console.width = max(console.width, need)
+    console.print(table)

@@ -1,0 +1,226 @@
+"""Benchmark: how many family members per second `netspec explore` evaluates, through the IR.
+
+    python tools/bench_explore.py [--repeat 5]
+
+Prints, measured in one run:
+  1. the card's family (specs/cs231n_family.ns, 32x32x3, 324 members): members/s evaluated with
+     cold caches (a freshly parsed Spec) and warm ones (the same Spec again), the whole
+     `explore()` (front, full checks of the front, reasons located), and full instantiation
+     (light=False) side by side for the ratio. Target: >= 10,000 members/s.
+  2. scaling with depth: the same pattern with M up to 3, 5, 8 and N up to 3, 5.
+  3. whole-process wall time of `netspec explore specs/cs231n_family.ns` beside bare start-ups.
+     Target: well under a second.
+Each figure is the median of --repeat runs. Rates are judged on CPU time (time.process_time):
+on a shared machine wall time mostly measures the neighbours; wall rates are shown beside, and
+the machine's load average is the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILY = ROOT / "specs" / "cs231n_family.ns"
+TARGET = 10_000  # members per second
+
+PATTERN = """\
+input [3, 32, 32]
+classes 10
+budget params <= 2M, macs <= 200M, memory <= 4MB
+N in 1..{n}
+M in 1..{m}
+K in 0..2
+width in {{16, 32, 64}}
+INPUT -> [[CONV(width * 2**i) -> RELU]*N -> POOL?]*M for i -> [FC(256) -> RELU]*K -> SOFTMAX
+"""
+
+
+class Clock:
+    """Wall and CPU seconds of a block: on a shared machine CPU time is the fair figure."""
+
+    def __enter__(self) -> Clock:
+        self.w0, self.c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.w0, time.process_time() - self.c0
+
+
+def evaluate_rate(make_spec, repeat: int) -> dict[str, float]:
+    """Seconds (wall, cpu) to evaluate every member: cold (a new Spec), warm (the same Spec
+    again), the whole explore() on a new Spec, and full instantiation for scale."""
+    from netspec import explore as ex
+
+    runs: dict[str, list[tuple[float, float]]] = {"cold": [], "warm": [], "explore": [], "full": []}
+    members: list = []
+    for _ in range(repeat):
+        spec = make_spec()
+        space = ex.Space.of(spec)
+        with Clock() as cold:
+            members = ex._evaluate_all(spec, space, None, 0)
+        with Clock() as warm:
+            ex._evaluate_all(spec, space, None, 0)
+        spec = make_spec()
+        with Clock() as whole:
+            ex.explore(spec)
+        for key, c in (("cold", cold), ("warm", warm), ("explore", whole)):
+            runs[key].append((c.wall, c.cpu))
+    n = len(members)
+    valid = [m for m in members if m.valid]
+    sample = valid[:: max(1, len(valid) // 100)]
+    spec = make_spec()
+    layers = 0
+    with Clock() as full:
+        for m in sample:
+            graph, _ = spec.instantiate(m.bindings, collect=True)
+            layers += len(graph.nodes)
+    runs["full"].append((full.wall / len(sample) * n, full.cpu / len(sample) * n))
+    out: dict[str, float] = {"members": n, "valid": len(valid), "layers": layers / len(sample)}
+    for key, pairs in runs.items():
+        out[key] = statistics.median(w for w, _ in pairs)
+        out[key + "_cpu"] = statistics.median(c for _, c in pairs)
+    return out
+
+
+def wall(cmd: list[str], repeat: int) -> tuple[float, float]:
+    """Median wall and CPU (user + system) seconds of a whole process."""
+    import resource
+
+    times, cpus = [], []
+    for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        subprocess.run(
+            cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+        )
+        times.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(times), statistics.median(cpus)
+
+
+def rate(n: float, seconds: float) -> str:
+    return f"{n / seconds:,.0f}" if seconds > 0 else "inf"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--wall-repeat", type=int, default=5)
+    args = ap.parse_args()
+    console = Console(width=120)
+    from netspec.ir.build import load_spec, load_spec_text
+
+    r = evaluate_rate(lambda: load_spec(FAMILY), args.repeat)
+    n = r["members"]
+    t = Table(
+        title=f"card family {FAMILY.relative_to(ROOT)}: {n} members ({r['valid']} valid), 32x32x3, median of {args.repeat}"
+    )
+    for col in (
+        "measure",
+        "CPU ms",
+        "members/s (CPU)",
+        "members/s (wall)",
+        "vs warm light",
+        "target >= 10k/s (CPU)",
+    ):
+        t.add_column(col, justify="left" if col == "measure" else "right")
+    rows = [
+        ("light, cold caches (fresh Spec)", "cold"),
+        ("light, warm caches (same Spec)", "warm"),
+        ("explore(): cold + front + full checks + reasons", "explore"),
+        ("full instantiation (light=False), for scale", "full"),
+    ]
+    for label, key in rows:
+        cpu = r[key + "_cpu"]
+        ok = "" if key == "full" else ("yes" if n / cpu >= TARGET else "NO")
+        t.add_row(
+            label,
+            f"{cpu * 1e3:.1f}",
+            rate(n, cpu),
+            rate(n, r[key]),
+            f"{cpu / r['warm_cpu']:.2f}x",
+            ok,
+        )
+    console.print(t)
+
+    s = Table(
+        title=f"scaling with depth: [[CONV -> RELU]*N -> POOL?]*M -> [FC -> RELU]*K (K 0..2, width x3, pool x2), CPU time, median of {args.repeat}"
+    )
+    for col in (
+        "N",
+        "M",
+        "members",
+        "valid",
+        "avg layers",
+        "cold members/s",
+        "warm members/s",
+        "us/member warm",
+        "us/layer warm",
+        "explore() ms",
+    ):
+        s.add_column(col, justify="right")
+    for nmax, mmax in ((3, 3), (3, 5), (3, 8), (5, 3), (5, 5), (5, 8)):
+        text = PATTERN.format(n=nmax, m=mmax)
+        q = evaluate_rate(lambda text=text: load_spec_text(text, "<bench>"), args.repeat)
+        us = q["warm_cpu"] / q["members"] * 1e6
+        s.add_row(
+            f"1..{nmax}",
+            f"1..{mmax}",
+            f"{q['members']:,}",
+            f"{q['valid']:,}",
+            f"{q['layers']:.0f}",
+            rate(q["members"], q["cold_cpu"]),
+            rate(q["members"], q["warm_cpu"]),
+            f"{us:.0f}",
+            f"{us / max(q['layers'], 1):.2f}",
+            f"{q['explore_cpu'] * 1e3:.0f}",
+        )
+    console.print(s)
+
+    explore_wall, explore_cpu = wall(
+        [sys.executable, "-m", "netspec", "explore", str(FAMILY)], args.wall_repeat
+    )
+    import_wall, import_cpu = wall(
+        [sys.executable, "-c", "import netspec.cli, netspec.ir.build, rich.table"], args.wall_repeat
+    )
+    bare, bare_cpu = wall([sys.executable, "-c", "pass"], args.wall_repeat)
+    w = Table(title=f"whole process, median of {args.wall_repeat}")
+    for col in ("command", "wall s", "CPU s", "wall vs explore"):
+        w.add_column(col, justify="left" if col == "command" else "right")
+    w.add_row("python -c pass", f"{bare:.3f}", f"{bare_cpu:.3f}", f"{bare / explore_wall:.2f}x")
+    w.add_row(
+        "python -c 'import netspec.cli, netspec.ir.build, rich.table'",
+        f"{import_wall:.3f}",
+        f"{import_cpu:.3f}",
+        f"{import_wall / explore_wall:.2f}x",
+    )
+    w.add_row(
+        "netspec explore specs/cs231n_family.ns",
+        f"{explore_wall:.3f}",
+        f"{explore_cpu:.3f}",
+        "1.00x",
+    )
+    console.print(w)
+    console.print(
+        f"target: explore end to end well under 1 s: {'yes' if explore_wall < 1.0 else 'NO'}"
+    )
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    console.print(
+        f"machine: {os.cpu_count()} CPUs, load average {load:.2f} (timings scale with contention)"
+    )
+
+
+if __name__ == "__main__":
+    main()
