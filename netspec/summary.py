@@ -83,7 +83,7 @@ def totals_table(graph: Graph, all_ops: bool = False) -> Table:
     if all_ops:
         table.add_row("other ops", f"{t.ops:,}", "bias, batch norm, pooling, activations, additions")
         table.add_row("FLOPs, all ops", f"{t.flops + t.ops:,}", compact(t.flops + t.ops))
-    table.add_row("activation memory", f"{t.memory_elements:,}", f"elements, forward, per example (input included)")
+    table.add_row("activation memory", f"{t.memory_elements:,}", "elements, forward, per example (input included)")
     table.add_row(f"  at {t.dtype}", f"{t.memory_bytes:,}", f"bytes ({t.memory_bytes / 2**20:.1f} MiB)")
     table.add_row("output", fmt_shape(graph.output_shape), f"{graph.classes} classes" if graph.classes else "")
     for b in graph.budgets:

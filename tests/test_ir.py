@@ -172,10 +172,7 @@ def test_light_instances_agree_with_full_ones() -> None:
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_json_round_trip(path: Path) -> None:
     spec = load_spec(path)
-    if spec.is_family:
-        bindings = {name: d.values[0] for name, d in spec.free.items()}
-    else:
-        bindings = {}
+    bindings = {name: d.values[0] for name, d in spec.free.items()} if spec.is_family else {}
     graph, _ = spec.instantiate(bindings, collect=True)
     assert graph is not None
     text = graph.model_dump_json()

@@ -18,12 +18,21 @@ from netspec.errors import NetspecError, Span, SpecErrors, did_you_mean
 from netspec.frontend import ast
 from netspec.frontend.parser import parse_file, parse_text
 from netspec.ir.expr import BOOL_WORDS, Symbol, eval_int, evaluate, free_names, undefined
-from netspec.ir.graph import DTYPE_BYTES, BudgetCheck, Graph, InputSpec, Node, Scalar, Totals, compute_totals
+from netspec.ir.graph import (
+    DTYPE_BYTES,
+    BudgetCheck,
+    Graph,
+    InputSpec,
+    Node,
+    Scalar,
+    Totals,
+    compute_totals,
+)
 from netspec.layers import KINDS, SPELLINGS, Layer, ShapeError, fmt_shape, numel
+from netspec.layers.activation import Softmax
 from netspec.layers.conv import Conv
 from netspec.layers.linear import Dense, Flatten
 from netspec.layers.norm import BatchNorm
-from netspec.layers.activation import Softmax
 from netspec.layers.structure import Add, Concat, Input
 
 MAX_NODES = 100_000
@@ -371,7 +380,7 @@ class Builder:
         spec = self.spec
         env: dict[str, Any] = {}
         known = set(spec.free) | {c.name for c in spec.consts}
-        for name, value in self.bindings.items():
+        for name in self.bindings:
             if name not in known:
                 raise NetspecError(
                     f"--set {name}: the spec has no parameter `{name}`",

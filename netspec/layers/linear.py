@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from netspec.layers.base import Bool, Layer, NonNegFloat, PosInt, Shape, ShapeError, fmt_shape, numel
+from netspec.layers.base import (
+    Bool,
+    Layer,
+    NonNegFloat,
+    PosInt,
+    Shape,
+    ShapeError,
+    fmt_shape,
+    numel,
+)
 
 
 class Flatten(Layer):
