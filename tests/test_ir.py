@@ -83,6 +83,12 @@ def test_constants_expressions_and_si_suffixes() -> None:
     assert g.budgets[1].limit == 2 * 2**20
 
 
+def test_conditional_expression() -> None:
+    spec = load_spec_text(HEAD + "v1 = off\nINPUT -> CONV(8, 1, stride=(2 if v1 else 1)) -> CONV(8, stride=(1 if v1 else 2)) -> GAP -> FC(10) -> SOFTMAX", "t.ns")
+    assert spec.instantiate().node("conv2").shape == (8, 16, 16)
+    assert spec.instantiate({"v1": "on"}).node("conv1").shape == (8, 16, 16)
+
+
 def test_blocks_scopes_and_labels() -> None:
     text = HEAD + (
         "block unit(c, s=1) = CONV(c, stride=s) -> BN -> RELU\n"

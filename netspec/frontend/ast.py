@@ -66,6 +66,15 @@ class Compare(Expr):
 
 
 @dataclass(eq=False, slots=True)
+class IfExp(Expr):
+    """`a if cond else b`."""
+
+    then: Expr
+    cond: Expr
+    other: Expr
+
+
+@dataclass(eq=False, slots=True)
 class TupleExpr(Expr):
     items: list[Expr]
 

@@ -399,6 +399,10 @@ class _ToAst(Transformer):
     def or_(self, meta, items):
         return ast.BoolOp(self._s(meta), "or", items[0], items[1])
 
+    def ifexp(self, meta, items):
+        then, cond, other = items
+        return ast.IfExp(self._s(meta), then, cond, other)
+
     def compare(self, meta, items):
         left, op, right = items
         return ast.Compare(self._s(meta), str(op), left, right)

@@ -70,6 +70,9 @@ def evaluate(e: ast.Expr, env: Mapping[str, Any], symbols: bool = False) -> Any:
         return left or _truth(evaluate(e.right, env), e.right)
     if isinstance(e, ast.Compare):
         return _CMP[e.op](evaluate(e.left, env), evaluate(e.right, env))
+    if isinstance(e, ast.IfExp):
+        chosen = e.then if _truth(evaluate(e.cond, env), e.cond) else e.other
+        return evaluate(chosen, env, symbols)
     if isinstance(e, ast.TupleExpr):
         return tuple(evaluate(i, env, symbols) for i in e.items)
     if isinstance(e, ast.Str):
