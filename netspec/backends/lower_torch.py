@@ -35,16 +35,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch import Tensor, nn
 
 from netspec.ir.graph import Graph, Node
-from netspec.layers import KINDS, Layer, Shape, layer_from_node
+from netspec.layers import Layer, Shape, layer_from_node
 from netspec.layers.activation import Dropout, LeakyReLU
-from netspec.layers.conv import Conv, conv_padding
+from netspec.layers.base import expand
+from netspec.layers.conv import Conv
 from netspec.layers.linear import Dense, Embedding
 from netspec.layers.norm import BatchNorm, LocalResponseNorm
 from netspec.layers.pool import AdaptiveAvgPool, GlobalPool, Pool
-from netspec.layers.base import expand
 
 Lowering = Callable[[Any, tuple[Shape, ...]], nn.Module]
 
@@ -97,24 +98,23 @@ class ChannelsFirstEmbedding(nn.Embedding):
         return super().forward(x).transpose(1, 2)
 
 
-class GlobalPool2d(nn.Module):
-    """Global average or max pooling over all spatial positions, flattened: [B, C, ...] -> [B, C]."""
+class GlobalPooling(nn.Module):
+    """Global average or max pooling over all positions, flattened: [B, C, *spatial] -> [B, C]."""
 
     def __init__(self, mode: str, dims: int) -> None:
         super().__init__()
         self.mode = mode
-        self.pool = {
-            ("avg", 1): F.adaptive_avg_pool1d,
-            ("avg", 2): F.adaptive_avg_pool2d,
-            ("max", 1): F.adaptive_max_pool1d,
-            ("max", 2): F.adaptive_max_pool2d,
-        }[mode, dims]
+        self.dims = dims
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.flatten(self.pool(x, 1), 1)
+        if self.dims == 2:
+            x = F.adaptive_avg_pool2d(x, 1) if self.mode == "avg" else F.adaptive_max_pool2d(x, 1)
+        else:
+            x = F.adaptive_avg_pool1d(x, 1) if self.mode == "avg" else F.adaptive_max_pool1d(x, 1)
+        return torch.flatten(x, 1)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode}"
+        return f"mode={self.mode}, dims={self.dims}"
 
 
 class Add(nn.Module):
@@ -171,7 +171,7 @@ def lower_pool(layer: Pool, ins: tuple[Shape, ...]) -> nn.Module:
 
 
 def lower_global_pool(layer: GlobalPool, ins: tuple[Shape, ...]) -> nn.Module:
-    return GlobalPool2d(layer.mode, len(ins[0]) - 1)
+    return GlobalPooling(layer.mode, len(ins[0]) - 1)
 
 
 def lower_adaptive_avg_pool(layer: AdaptiveAvgPool, ins: tuple[Shape, ...]) -> nn.Module:
@@ -274,15 +274,19 @@ class NetspecModule(nn.Module):
 
     graph: Graph
 
-    def __init__(self, graph: Graph, modules: dict[str, nn.Module]) -> None:
+    def __init__(
+        self, graph: Graph, modules: dict[str, nn.Module], inputs: dict[str, list[str]]
+    ) -> None:
         super().__init__()
         self.graph = graph
         for node in graph.nodes:
             self._place(node.id, modules[node.id])
-        self._slots, self._plan = _plan(graph, modules, graph.output)
+        self._slots, self._plan = _plan(graph.nodes, modules, inputs, graph.output)
         head = graph.node(graph.output)
         if head.kind == "softmax":
-            self._logit_slots, self._logit_plan = _plan(graph, modules, head.inputs[0])
+            self._logit_slots, self._logit_plan = _plan(
+                graph.nodes, modules, inputs, head.inputs[0]
+            )
         else:
             self._logit_slots, self._logit_plan = self._slots, self._plan
 
@@ -300,9 +304,9 @@ class NetspecModule(nn.Module):
         for i, scope in enumerate(scopes):
             child = parent._modules.get(scope)
             if child is None:
-                child = _Scope()
+                child = Scope()
                 _add(parent, scope, child, ".".join(scopes[: i + 1]))
-            elif not isinstance(child, _Scope):
+            elif not isinstance(child, Scope):
                 raise LoweringError(
                     f"node `{node_id}` nests under node `{'.'.join(scopes[: i + 1])}`, "
                     "which is a layer, not a scope; rename one of them with `as`"
@@ -313,7 +317,7 @@ class NetspecModule(nn.Module):
         _add(parent, name, module, node_id)
 
 
-class _Scope(nn.Module):
+class Scope(nn.Module):
     """A container for the nodes of one scope (`layer2`, `layer2.basic1`); not callable."""
 
 
@@ -321,7 +325,9 @@ def _add(parent: nn.Module, name: str, module: nn.Module, path: str) -> None:
     try:
         parent.add_module(name, module)
     except (KeyError, TypeError) as e:
-        raise LoweringError(f"cannot name a torch module `{path}`: {e}; rename it with `as`") from None
+        raise LoweringError(
+            f"cannot name a torch module `{path}`: {e}; rename it with `as`"
+        ) from None
 
 
 def _run(x: Tensor, plan: Sequence[Step], nslots: int) -> Tensor:
@@ -335,66 +341,66 @@ def _run(x: Tensor, plan: Sequence[Step], nslots: int) -> Tensor:
     return x
 
 
-def _plan(graph: Graph, modules: dict[str, nn.Module], target: str) -> tuple[int, list[Step]]:
-    """The steps computing `target`: a step with no input slots reads the previous step's output
-    (the batch, for the first); other values are kept in slots and freed after their last read."""
-    by_id = {n.id: n for n in graph.nodes}
+def _plan(
+    nodes: list[Node], modules: dict[str, nn.Module], inputs: dict[str, list[str]], target: str
+) -> tuple[int, list[Step]]:
+    """The steps computing `target`, and the number of slots they use.
+
+    A step with no input slots reads the previous step's output (the batch, for the first
+    step); any other read goes through a slot, freed after its last read.
+    """
     needed = {target}
-    for node in reversed(graph.nodes):
+    for node in reversed(nodes):
         if node.id in needed:
-            needed.update(node.inputs)
-    nodes = [n for n in graph.nodes if n.id in needed]
-    prev: dict[str, str | None] = {}
-    last = None
-    for node in nodes:
-        prev[node.id] = last
-        last = node.id
-    # Which reads go through a slot: all but a single input produced by the step just before.
-    via_slot = {n.id: not (len(n.inputs) == 1 and n.inputs[0] == prev[n.id]) for n in nodes}
+            needed.update(inputs[node.id])
+    order = [n.id for n in nodes if n.id in needed]
+    chained = {  # reads only the output of the step just before
+        nid: len(inputs[nid]) == 1 and i > 0 and inputs[nid][0] == order[i - 1]
+        for i, nid in enumerate(order)
+    }
     slot: dict[str, int] = {}
-    for node in nodes:
-        if via_slot[node.id]:
-            for src in node.inputs:
-                slot.setdefault(src, len(slot))
     last_read: dict[str, str] = {}
-    for node in nodes:
-        if via_slot[node.id]:
-            for src in node.inputs:
-                last_read[src] = node.id
+    for nid in order:
+        if not chained[nid]:
+            for src in inputs[nid]:
+                slot.setdefault(src, len(slot))
+                last_read[src] = nid
     steps: list[Step] = []
-    for node in nodes:
-        if node.kind == "input" and prev[node.id] is None:
-            ins: tuple[int, ...] = ()
-        elif via_slot[node.id]:
-            if not node.inputs:
-                raise LoweringError(f"node `{node.id}` has no input and is not the first node")
-            ins = tuple(slot[src] for src in node.inputs)
-        else:
-            ins = ()
-        free = tuple(sorted({slot[src] for src in node.inputs if via_slot[node.id] and last_read[src] == node.id}))
-        steps.append((modules[node.id], ins, slot.get(node.id, -1), free))
-    del by_id
+    for i, nid in enumerate(order):
+        srcs = inputs[nid]
+        if i > 0 and not srcs:
+            raise LoweringError(f"node `{nid}` has no input but is not the first node")
+        reads = () if chained[nid] else tuple(slot[src] for src in srcs)
+        free = tuple(
+            sorted({slot[src] for src in srcs if not chained[nid] and last_read[src] == nid})
+        )
+        steps.append((modules[nid], reads, slot.get(nid, -1), free))
     return len(slot), steps
 
 
-def _inplace(graph: Graph, modules: dict[str, nn.Module]) -> None:
-    """Let ReLU and addition overwrite an input that is fresh and read by no other node."""
+def _inplace(nodes: list[Node], modules: dict[str, nn.Module]) -> dict[str, list[str]]:
+    """Let ReLU and addition overwrite an input that is fresh and read by no other node.
+
+    Returns each node's inputs in the order its module takes them: an in-place addition's
+    accumulator first (a + b == b + a exactly, so the sum is unchanged).
+    """
     readers: dict[str, int] = {}
-    for node in graph.nodes:
+    for node in nodes:
         for src in node.inputs:
             readers[src] = readers.get(src, 0) + 1
-    kinds = {n.id: n.kind for n in graph.nodes}
-    for node in graph.nodes:
+    # (An addition of one input returns that input itself: not fresh.)
+    fresh = {n.id for n in nodes if n.kind in _FRESH and (n.kind != "add" or len(n.inputs) > 1)}
+    inputs = {n.id: list(n.inputs) for n in nodes}
+    for node in nodes:
         if node.kind not in _INPLACE:
             continue
-        owned = [i for i, src in enumerate(node.inputs) if kinds[src] in _FRESH and readers[src] == 1]
-        if not owned:
+        owned = [i for i, src in enumerate(node.inputs) if src in fresh and readers[src] == 1]
+        if not owned or (node.kind == "add" and len(node.inputs) > 2):
             continue
-        if node.kind == "add":
-            first = owned[0]
-            # The accumulator goes first (a + b == b + a exactly).
-            node.inputs.insert(0, node.inputs.pop(first))
+        srcs = inputs[node.id]
+        srcs.insert(0, srcs.pop(owned[0]))
         modules[node.id].inplace = True
+    return inputs
 
 
 def build(graph: Graph, seed: int = 0) -> NetspecModule:
@@ -409,21 +415,28 @@ def build(graph: Graph, seed: int = 0) -> NetspecModule:
     """
     missing = sorted({n.kind for n in graph.nodes} - LOWERINGS.keys())
     if missing:
-        raise LoweringError(f"no torch lowering for layer kind(s): {', '.join(missing)} (add one to LOWERINGS)")
+        raise LoweringError(
+            f"no torch lowering for layer kind(s): {', '.join(missing)} (add one to LOWERINGS)"
+        )
     shapes = {n.id: n.shape for n in graph.nodes}
-    graph = graph.model_copy(update={"nodes": [n.model_copy(update={"inputs": list(n.inputs)}) for n in graph.nodes]})
     modules: dict[str, nn.Module] = {}
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.default_generator.manual_seed(seed)
         for node in graph.nodes:
-            modules[node.id] = _lower(node, tuple(shapes[i] for i in node.inputs))
-    _inplace(graph, modules)
-    return NetspecModule(graph, modules)
+            modules[node.id] = LOWERINGS[node.kind](
+                _layer(node), tuple(shapes[i] for i in node.inputs)
+            )
+    inputs = _inplace(graph.nodes, modules)
+    return NetspecModule(graph, modules, inputs)
 
 
-def _lower(node: Node, ins: tuple[Shape, ...]) -> nn.Module:
-    layer = layer_from_node(node.kind, node.args)
-    return LOWERINGS[node.kind](layer, ins)
+def _layer(node: Node) -> Layer:
+    try:
+        return layer_from_node(node.kind, node.args)
+    except ValidationError as e:
+        raise LoweringError(
+            f"node `{node.id}`: its arguments {node.args} are not those of a {node.kind} layer: {e}"
+        ) from None
 
 
-__all__ = ["LOWERINGS", "KINDS", "LoweringError", "NetspecModule", "build"]
+__all__ = ["LOWERINGS", "LoweringError", "NetspecModule", "build"]

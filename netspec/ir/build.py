@@ -31,12 +31,23 @@ from netspec.ir.graph import (
 from netspec.layers import KINDS, SPELLINGS, Layer, ShapeError, fmt_shape, numel
 from netspec.layers.activation import Softmax
 from netspec.layers.conv import Conv
-from netspec.layers.linear import Dense, Flatten
+from netspec.layers.linear import Dense, Embedding, Flatten
 from netspec.layers.norm import BatchNorm
 from netspec.layers.structure import Add, Concat, Input
 
 MAX_NODES = 100_000
 _MISSING = object()
+# Attributes of torch.nn.Module: a layer named so could not be a submodule.
+RESERVED_NAMES = frozenset(
+    "T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda double "
+    "dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule "
+    "half ipu load_state_dict modules mtia named_buffers named_children named_modules named_parameters "
+    "parameters register_backward_hook register_buffer register_forward_hook register_forward_pre_hook "
+    "register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook "
+    "register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook "
+    "register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory state_dict to "
+    "to_empty train training type xpu zero_grad graph logits plan".split()
+)
 _Deferred = object()  # `classes` before the class count is evaluated  # a spec expanding past this is refused before it is expanded
 SHORT = {"batchnorm": "bn", "global_pool": "gpool", "adaptive_avg_pool": "apool", "leaky_relu": "lrelu"}
 BUDGET_METRICS = ("params", "trainable", "macs", "flops", "memory")
@@ -306,10 +317,11 @@ class Builder:
         self.errors: list[NetspecError] = []
         self.nodes: list[Node] = []
         self.ids: dict[str, Node | None] = {}
+        self.scopes: set[str] = set()
         self.sums = [0, 0, 0, 0, 0, 0]  # light mode: params, buffers, macs, ops, memory, nodes
         self.memo = spec.figure_cache
         self.layers = spec.layer_cache
-        self.dumps: dict[int, dict[str, Any]] = {}
+        self.dumps: dict[Layer, dict[str, Any]] = {}
         self.defaults: dict[type[Layer], dict[str, Any]] = {}
         self.context: dict[str, Any] = {}
         self.block_stack: list[str] = []
@@ -553,6 +565,14 @@ class Builder:
             if arg not in args and key in self.context:
                 args[arg] = self.context[key]
         layer = self._validate(cls, args, call)
+        from_tokens = cur.node == "input" and "vocab" in self.context
+        if from_tokens != (cls is Embedding):
+            raise NetspecError(
+                f"{call.name.upper()} cannot take token ids; they go through EMBEDDING first" if from_tokens
+                else "EMBEDDING takes the token input (`input tokens(length=..., vocab=...)`) directly",
+                call.span,
+                hint="INPUT -> EMBEDDING(128) -> CONV1D(...)" if from_tokens else None,
+            )
         if cls is Dense and len(cur.shape) > 1:
             cur = self.add_node(Flatten(), [cur], call.span, scope, implicit=True)
         if cls is Softmax and self.final_softmax is not None and self.final_softmax.primary is call:
@@ -613,7 +633,8 @@ class Builder:
             raise NetspecError(f"{br.op}(...) takes no argument `{kw.name}`", kw.span)
         if len(br.chains) < 2:
             raise NetspecError(f"{br.op}(...) needs at least two branches", br.span, hint="separate branches with `,`")
-        outs = [self.chain(ch, cur, env, scope.child(f"branch{i + 1}")) for i, ch in enumerate(br.chains)]
+        # Branch scopes number on within the scope: a second concat gets branch3, branch4...
+        outs = [self.chain(ch, cur, env, scope.child(scope.next_name("branch"))) for ch in br.chains]
         layer = Concat() if br.op == "concat" else Add()
         return self.add_node(layer, outs, br.span, scope, label=label)
 
@@ -631,7 +652,9 @@ class Builder:
         main = self.chain(br.chains[0], cur, env, scope)
         shortcut = cur
         if project is True or (project == "auto" and main.shape != cur.shape):
-            shortcut = self._projection(cur, main, br, scope.child("shortcut"))
+            n = scope.counters.get("shortcut", 0) + 1
+            scope.counters["shortcut"] = n
+            shortcut = self._projection(cur, main, br, scope.child("shortcut" if n == 1 else f"shortcut{n}"))
         return self.add_node(Add(), [main, shortcut], br.span, scope, label=label)
 
     def _projection(self, cur: Value, main: Value, br: ast.Branches, scope: Scope) -> Value:
@@ -754,6 +777,8 @@ class Builder:
         out, params, buffers, macs, ops = result
         name = label or scope.next_name(SHORT.get(layer.kind, layer.kind))
         node_id = scope.prefix + name
+        if not self.light:
+            self._check_name(node_id, name, label, span)
         if node_id in self.ids:
             other = self.ids[node_id]
             where = [f"first used at {other.span}"] if other is not None and other.span else []
@@ -767,10 +792,10 @@ class Builder:
             sums[4] += 0 if layer.inplace else numel(out)
             sums[5] += 1
             return Value(node_id, out)
-        args = self.dumps.get(id(layer))
+        args = self.dumps.get(layer)
         if args is None:
             args = layer.model_dump(mode="json")
-            self.dumps[id(layer)] = args
+            self.dumps[layer] = args
         node = _new_node(
             id=node_id,
             kind=layer.kind,
@@ -788,6 +813,20 @@ class Builder:
         self.nodes.append(node)
         self.ids[node_id] = node
         return Value(node_id, out)
+
+    def _check_name(self, node_id: str, name: str, label: str | None, span: Span | None) -> None:
+        """A node id is a module path in PyTorch and a name in ONNX: a name cannot be both a
+        layer and a scope, nor shadow an attribute every torch module has."""
+        if label is not None and label in RESERVED_NAMES:
+            raise NetspecError(f"`{label}` is reserved (every PyTorch module has an attribute of that name)", span, hint="pick another name with `as`")
+        parts = node_id.split(".")
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i])
+            if prefix in self.ids:
+                raise NetspecError(f"`{prefix}` names both a layer and a group", span, hint="rename one of them with `as`")
+            self.scopes.add(prefix)
+        if node_id in self.scopes:
+            raise NetspecError(f"`{node_id}` names both a layer and a group", span, hint="rename one of them with `as`")
 
     def _trace(self, inputs: list[Value]) -> list[str]:
         """How the spatial size got here: `32x32 (input) -> 14x14 (pool1) -> ...`."""

@@ -43,12 +43,12 @@ def conv_padding(
 def window_out(n: int, k: int, s: int, d: int, before: int, after: int, ceil: bool = False) -> int:
     """Output length of a sliding window (PyTorch's formula, ceil mode included)."""
     span = n + before + after - d * (k - 1) - 1
-    if span < 0:
+    if span < 0 and not ceil:
         return 0
     out = (-(-span // s) if ceil else span // s) + 1
     if ceil and (out - 1) * s >= n + before:
         out -= 1  # the last window must start inside the input or its left padding
-    return out
+    return max(out, 0)
 
 
 class Conv(Layer):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netspec.layers.base import Layer, NonNegFloat, PosFloat, PosInt, Rate, Shape, numel
+from netspec.layers.base import Layer, NonNegFloat, PosFloat, PosInt, Rate, Shape, numel, spatial_dims
 
 
 class BatchNorm(Layer):
@@ -46,6 +46,10 @@ class LocalResponseNorm(Layer):
     alpha: NonNegFloat = 1e-4
     beta: NonNegFloat = 0.75
     k: NonNegFloat = 2.0
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        spatial_dims("LRN", ins[0], None)  # normalizes across channels at each position
+        return ins[0]
 
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return numel(out) * (self.size + 3)
