@@ -35,20 +35,13 @@ from netspec.layers.linear import Dense, Embedding, Flatten
 from netspec.layers.norm import BatchNorm
 from netspec.layers.structure import Add, Concat, Input
 
-MAX_NODES = 100_000
+MAX_NODES = 100_000  # a spec expanding past this is refused before it is expanded
 _MISSING = object()
+_Deferred = object()  # `classes` before the class count is evaluated
 # Attributes of torch.nn.Module: a layer named so could not be a submodule.
-RESERVED_NAMES = frozenset(
-    "T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda double "
-    "dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule "
-    "half ipu load_state_dict modules mtia named_buffers named_children named_modules named_parameters "
-    "parameters register_backward_hook register_buffer register_forward_hook register_forward_pre_hook "
-    "register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook "
-    "register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook "
-    "register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory state_dict to "
-    "to_empty train training type xpu zero_grad graph logits plan".split()
+RESERVED_NAMES = frozenset(  # noqa: SIM905 (one word list, easier to read and diff)
+    ["T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers", "named_children", "named_modules", "named_parameters", "parameters", "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook", "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu", "zero_grad", "graph", "logits", "plan"]
 )
-_Deferred = object()  # `classes` before the class count is evaluated  # a spec expanding past this is refused before it is expanded
 SHORT = {"batchnorm": "bn", "global_pool": "gpool", "adaptive_avg_pool": "apool", "leaky_relu": "lrelu"}
 BUDGET_METRICS = ("params", "trainable", "macs", "flops", "memory")
 _CMP = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b,

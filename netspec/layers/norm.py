@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from netspec.layers.base import Layer, NonNegFloat, PosFloat, PosInt, Rate, Shape, numel, spatial_dims
+from netspec.layers.base import (
+    Layer,
+    NonNegFloat,
+    PosFloat,
+    PosInt,
+    Rate,
+    Shape,
+    numel,
+    spatial_dims,
+)
 
 
 class BatchNorm(Layer):
