@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import Tensor, nn
 
+from netspec.errors import NetspecError
 from netspec.ir.graph import Graph, Node
 from netspec.layers import Layer, Shape, layer_from_node
 from netspec.layers.activation import Dropout, LeakyReLU
@@ -56,8 +57,9 @@ _FRESH = frozenset({"conv", "fc", "batchnorm", "add", "concat"})
 _INPLACE = frozenset({"relu", "add"})
 
 
-class LoweringError(Exception):
-    """The graph cannot be lowered to torch (a kind without a lowering, a clashing name)."""
+class LoweringError(NetspecError):
+    """The graph cannot be lowered to torch (a kind without a lowering, a clashing name in a
+    graph built outside the IR). A NetspecError, so the CLI reports it without a traceback."""
 
 
 # ---- modules the torch library lacks ---------------------------------------------------------
