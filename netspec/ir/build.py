@@ -76,6 +76,7 @@ class Value:
 class Scope:
     prefix: str
     counters: dict[str, int] = field(default_factory=dict)
+    checked: bool = False  # its prefixes were checked against layer names
 
     def next_name(self, base: str) -> str:
         n = self.counters.get(base, 0) + 1
@@ -766,12 +767,21 @@ class Builder:
                     hint=e.hint,
                     notes=self._trace(inputs),
                 ) from None
+            args = self.dumps.get(layer)
+            if args is None:
+                args = self.dumps[layer] = layer.model_dump(mode="json")
+            result += (0 if layer.inplace else numel(out), args)
             self.memo[key] = result
-        out, params, buffers, macs, ops = result
+        out, params, buffers, macs, ops, memory, args = result
         name = label or scope.next_name(SHORT.get(layer.kind, layer.kind))
         node_id = scope.prefix + name
         if not self.light:
-            self._check_name(node_id, name, label, span)
+            if label is not None and label in RESERVED_NAMES:
+                raise NetspecError(f"`{label}` is reserved (every PyTorch module has an attribute of that name)", span, hint="pick another name with `as`")
+            if not scope.checked:
+                self._check_scope(scope, span)
+            if node_id in self.scopes:
+                raise NetspecError(f"`{node_id}` names both a layer and a group", span, hint="rename one of them with `as`")
         if node_id in self.ids:
             other = self.ids[node_id]
             where = [f"first used at {other.span}"] if other is not None and other.span else []
@@ -782,13 +792,9 @@ class Builder:
             sums[1] += buffers
             sums[2] += macs
             sums[3] += ops
-            sums[4] += 0 if layer.inplace else numel(out)
+            sums[4] += memory
             sums[5] += 1
             return Value(node_id, out)
-        args = self.dumps.get(layer)
-        if args is None:
-            args = layer.model_dump(mode="json")
-            self.dumps[layer] = args
         node = _new_node(
             id=node_id,
             kind=layer.kind,
@@ -801,25 +807,22 @@ class Builder:
             buffers=buffers,
             macs=macs,
             ops=ops,
-            memory=0 if layer.inplace else numel(out),
+            memory=memory,
         )
         self.nodes.append(node)
         self.ids[node_id] = node
         return Value(node_id, out)
 
-    def _check_name(self, node_id: str, name: str, label: str | None, span: Span | None) -> None:
-        """A node id is a module path in PyTorch and a name in ONNX: a name cannot be both a
-        layer and a scope, nor shadow an attribute every torch module has."""
-        if label is not None and label in RESERVED_NAMES:
-            raise NetspecError(f"`{label}` is reserved (every PyTorch module has an attribute of that name)", span, hint="pick another name with `as`")
-        parts = node_id.split(".")
-        for i in range(1, len(parts)):
+    def _check_scope(self, scope: Scope, span: Span | None) -> None:
+        """A node id is a module path in PyTorch and a name in ONNX: no name may be both a
+        layer and a scope (checked once per scope, on its first layer)."""
+        parts = scope.prefix.rstrip(".").split(".") if scope.prefix else []
+        for i in range(1, len(parts) + 1):
             prefix = ".".join(parts[:i])
             if prefix in self.ids:
                 raise NetspecError(f"`{prefix}` names both a layer and a group", span, hint="rename one of them with `as`")
             self.scopes.add(prefix)
-        if node_id in self.scopes:
-            raise NetspecError(f"`{node_id}` names both a layer and a group", span, hint="rename one of them with `as`")
+        scope.checked = True
 
     def _trace(self, inputs: list[Value]) -> list[str]:
         """How the spatial size got here: `32x32 (input) -> 14x14 (pool1) -> ...`."""
