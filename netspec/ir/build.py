@@ -357,7 +357,7 @@ class Builder:
                 hint=f"end with FC({self.classes}) -> SOFTMAX, or declare `classes {out.shape[0]}`",
             ))
         totals = self._light_totals(dtype) if self.light else compute_totals(self.nodes, dtype)
-        graph = Graph.model_construct(
+        graph = _construct(Graph, dict(
             name=spec.name,
             description=spec.description,
             source=spec.path,
@@ -371,16 +371,16 @@ class Builder:
             budgets=[],
             train={} if self.light else self._train(env),
             totals=totals,
-        )
+        ))
         graph.budgets = self._budgets(graph, env)
         return graph
 
     def _light_totals(self, dtype: str) -> Totals:
         params, buffers, macs, ops, memory, _ = self.sums
-        return Totals(
+        return _construct(Totals, dict(
             params=params, trainable_params=params, buffers=buffers, macs=macs, flops=2 * macs,
             ops=ops, memory_elements=memory, memory_bytes=memory * DTYPE_BYTES[dtype], dtype=dtype,
-        )
+        ))
 
     def _globals(self) -> dict[str, Any]:
         spec = self.spec
@@ -908,7 +908,7 @@ class Builder:
             limit = evaluate(item.limit, env)
             value = values[item.metric]
             ok = _CMP[item.op](value, limit)
-            checks.append(BudgetCheck.model_construct(metric=item.metric, op=item.op, limit=limit, value=value, ok=ok, span=item.span))
+            checks.append(_construct(BudgetCheck, dict(metric=item.metric, op=item.op, limit=limit, value=value, ok=ok, span=item.span)))
             if not ok:
                 unit = " bytes" if item.metric == "memory" else ""
                 self.errors.append(NetspecError(
@@ -934,18 +934,20 @@ def _fields(cls: type[Layer]) -> dict[str, Any]:
     return fields
 
 
+def _construct(cls: type, values: dict[str, Any]) -> Any:
+    """`cls.model_construct` without its per-call overhead, for IR models whose every field
+    the builder computed and checked itself: this runs once per layer of a 4,000-layer
+    network, and a few times per member of a design space."""
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
 def _new_node(**values: Any) -> Node:
-    """Node.model_construct without its per-call overhead: the builder computed and checked
-    every field itself, and this runs once per layer of a 4,000-layer network."""
-    node = Node.__new__(Node)
-    object.__setattr__(node, "__dict__", values)
-    object.__setattr__(node, "__pydantic_fields_set__", _NODE_FIELDS)
-    object.__setattr__(node, "__pydantic_extra__", None)
-    object.__setattr__(node, "__pydantic_private__", None)
-    return node
-
-
-_NODE_FIELDS = set(Node.model_fields)
+    return _construct(Node, values)
 
 
 def _value(v: ast.Value, env: Mapping[str, Any]) -> Any:
