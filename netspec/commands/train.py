@@ -1,0 +1,443 @@
+"""`netspec train` and `netspec eval`: train a spec on data into a run folder; evaluate weights.
+
+torch is imported inside the commands, so listing the CLI's commands stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from netspec.commands.options import load_graph, parse_bindings, set_option
+from netspec.errors import NetspecError
+from netspec.train.settings import KEYS, TrainSettings, describe_keys, resolve_settings
+
+SPEC_COPY, SETTINGS = "spec.ns", "settings.json"
+# Flags a resumed run may change: the rest would make it a different run.
+_RESUMABLE = {"epochs", "device", "nproc", "threads", "quiet"}
+_NO_DATA = 'no training data: pass --data SOURCE or set `data = "..."` in the spec\'s train section'
+_DATA_HINT = "sources: digits, synthetic[:N], npz:PATH, idx:PATH, folder:PATH"
+
+_EPILOG = (
+    "\b\nSettings (the spec's `train { key = value, ... }` section; flags override it):\n"
+    + "\n".join(f"  {line}" for line in describe_keys().splitlines())
+    + "\n\n\b\nRun folder: spec.ns, settings.json, metrics.csv, curves.png, result.json,\n"
+    "  last.safetensors, best.safetensors, last.state.pt (what --resume reads).\n"
+    "\n\b\nExit status: 0 done (early stopping included); 2 for bad input, or when the loss\n"
+    "  became NaN/inf (the last good checkpoint is kept); 130 when interrupted."
+)
+
+
+def _setting_options(f):
+    """One flag per setting key: --epochs, --batch-size, --lr, ... (None when not given)."""
+    flags = [
+        ("--data", str, "SOURCE"),
+        ("--val-data", str, "SOURCE"),
+        ("--val-split", float, "F"),
+        ("--limit", int, "N"),
+        ("--epochs", int, "N"),
+        ("--batch-size", int, "N"),
+        ("--optimizer", str, "NAME|CALL"),
+        ("--lr", float, "F"),
+        ("--momentum", float, "F"),
+        ("--nesterov/--no-nesterov", None, None),
+        ("--weight-decay", float, "F"),
+        ("--schedule", str, "NAME|CALL"),
+        ("--patience", int, "N"),
+        ("--l1", float, "F"),
+        ("--l2", float, "F"),
+        ("--augment", str, "SPEC"),
+        ("--freeze", str, "PATTERN"),
+        ("--seed", int, "N"),
+    ]
+    for flag, kind, metavar in reversed(flags):
+        key = flag[2:].split("/")[0].replace("-", "_")
+        if kind is None:  # an on/off flag
+            f = click.option(flag, key, default=None, help=KEYS[key].help)(f)
+        elif key == "freeze":
+            f = click.option(flag, key, multiple=True, metavar=metavar, help=KEYS[key].help)(f)
+        else:
+            f = click.option(flag, key, type=kind, metavar=metavar, help=KEYS[key].help)(f)
+    return f
+
+
+@click.command(epilog=_EPILOG)
+@click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@set_option
+@_setting_options
+@click.option(
+    "--init",
+    "init",
+    metavar="CKPT",
+    help="start from these weights (a .safetensors or a run folder), matched by layer name and shape",
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto, cpu, cuda or cuda:N (CUDA: bf16 autocast, channels-last)",
+)
+@click.option(
+    "--nproc",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="data-parallel processes (DDP: gloo on CPU, NCCL on CUDA)",
+)
+@click.option(
+    "--out", "out", metavar="DIR", help="the run folder [default: runs/<network>-<timestamp>]"
+)
+@click.option(
+    "--resume",
+    "resume",
+    metavar="RUN_DIR",
+    type=click.Path(file_okay=False),
+    help="continue an interrupted run from its last checkpoint",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    help="CPU threads per process [default: the idle cores, by the load average]",
+)
+@click.option("--quiet", "-q", is_flag=True, help="print nothing but errors")
+@click.pass_context
+def train(
+    ctx: click.Context,
+    spec: str | None,
+    sets: tuple[str, ...],
+    extra: tuple[str, ...],
+    **options: Any,
+) -> None:
+    """Train SPEC on data, writing checkpoints, metrics and learning curves to a run folder.
+
+    \b
+    netspec train specs/mnist_cnn.ns --data digits
+    netspec train specs/resnet18.ns --data folder:photos --init runs/r18/best.safetensors --freeze 'layer1.*'
+    netspec train --resume runs/mnist_cnn-20250101-120000
+    """
+    from rich.console import Console
+
+    from netspec.train.device import pick_runtime
+    from netspec.train.trainer import Job, cpu_threads, frozen_layers
+    from netspec.train.trainer import train as run_training
+
+    given = {
+        k for k in options if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
+    }
+    flags = {k: options[k] for k in KEYS if k in given}
+    console = Console(quiet=options["quiet"])
+    if options["resume"]:
+        graph, settings, out, threads = _resume(options["resume"], spec, sets, extra, flags, given)
+        init, threads = None, options["threads"] or threads
+    else:
+        if spec is None:
+            raise click.UsageError("missing SPEC (or --resume RUN_DIR)")
+        graph = load_graph(spec, sets, extra)
+        settings = resolve_settings(graph.train, flags, spec_file=graph.source)
+        init = options["init"]
+        # refused before any data is read: a missing --init file, a --freeze matching nothing
+        if init is not None:
+            from netspec.train.checkpoint import weights_file
+
+            weights_file(init)
+        frozen_layers(graph, settings.freeze)
+        out = _new_run_folder(options["out"], graph.name)
+        threads = options["threads"]
+    runtime = pick_runtime(options["device"], rank=options["nproc"] - 1)  # refused now if bad
+    threads = cpu_threads(threads, options["nproc"])  # recorded: it sways float sums
+    data = _load(graph, settings)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no folder behind
+    job = Job(
+        graph,
+        settings,
+        data,
+        out,
+        options["device"],
+        options["nproc"],
+        init,
+        bool(options["resume"]),
+        options["quiet"],
+        threads,
+    )
+    if not options["resume"]:
+        _write_run_files(job, spec)
+    console.print(_headline(job, runtime.device.type), highlight=False, soft_wrap=True)
+    try:
+        result = run_training(job, console)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: continue with `netspec train --resume {out}`", err=True)
+        raise
+    best = next((r for r in result.history if r.epoch == result.best_epoch), None)
+    if best is not None:
+        console.print(
+            f"best: epoch {best.epoch}, val_loss {best.val_loss:.4f}, val_acc {best.val_acc:.2%} "
+            f"({out / 'best.safetensors'})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"run folder: {out}", highlight=False, soft_wrap=True)
+
+
+def _resume(
+    run_dir: str,
+    spec: str | None,
+    sets: tuple[str, ...],
+    extra: tuple[str, ...],
+    flags: dict[str, Any],
+    given: set[str],
+) -> tuple[Any, TrainSettings, Path, int | None]:
+    """The graph, settings and CPU threads of the run in `run_dir`, from its own spec copy
+    and settings.json."""
+    from netspec.ir.build import load_spec
+
+    changed = sorted(given - _RESUMABLE - {"resume"})
+    if changed or sets or extra:
+        shown = ", ".join("--" + k.replace("_", "-") for k in changed) or "--set"
+        raise NetspecError(
+            f"a resumed run keeps its settings; {shown} cannot change",
+            hint="only --epochs (to train further), --device, --nproc, --threads and --quiet "
+            "may be given with --resume",
+        )
+    out = Path(run_dir)
+    if not (out / SETTINGS).is_file() or not (out / SPEC_COPY).is_file():
+        raise NetspecError(f"{run_dir} is not a run folder: it has no {SETTINGS} or {SPEC_COPY}")
+    saved = json.loads((out / SETTINGS).read_text(encoding="utf-8"))
+    copy = (out / SPEC_COPY).read_text(encoding="utf-8")
+    if spec is not None and Path(spec).read_text(encoding="utf-8") != copy:
+        raise NetspecError(
+            f"{spec} differs from the spec the run in {run_dir} was trained with",
+            hint=f"leave SPEC out to resume with the run's own copy ({out / SPEC_COPY})",
+        )
+    graph = load_spec(out / SPEC_COPY).instantiate(saved["bindings"])
+    settings = TrainSettings.from_json(saved["settings"])
+    if "epochs" in flags:
+        settings = dataclasses.replace(
+            settings, epochs=KEYS["epochs"].check("epochs", flags["epochs"])
+        )
+        saved["settings"] = settings.to_json()
+    saved.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S"))
+    from netspec.train.checkpoint import remove_partial_files, write_text
+
+    remove_partial_files(out)
+    write_text(out / SETTINGS, json.dumps(saved, indent=2) + "\n")
+    return graph, settings, out, saved.get("threads")
+
+
+def _new_run_folder(out: str | None, name: str) -> Path:
+    """The folder for a new run (not created yet): --out, which must be new or empty, or
+    runs/<network>-<timestamp>."""
+    if out is not None:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise NetspecError(
+                f"the run folder {out} already exists and is not empty",
+                hint=f"pick another --out, or continue that run with --resume {out}",
+            )
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path("runs") / f"{name}-{stamp}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path("runs") / f"{name}-{stamp}-{n}"
+    return path
+
+
+def _load(graph: Any, settings: TrainSettings) -> Any:
+    from netspec.train.data import load_data
+
+    if settings.data is None:
+        raise NetspecError(_NO_DATA, hint=_DATA_HINT)
+    return load_data(
+        settings.data,
+        graph.input.shape,
+        _classes(graph),
+        val_split=settings.val_split,
+        seed=settings.seed,
+        val_source=settings.val_data,
+        limit=settings.limit,
+        vocab=graph.input.vocab,
+    )
+
+
+def _classes(graph: Any) -> int:
+    if graph.classes is not None:
+        return graph.classes
+    if len(graph.output_shape) == 1:
+        return graph.output_shape[0]
+    raise NetspecError(
+        f"{graph.name} outputs [{', '.join(map(str, graph.output_shape))}], not class scores",
+        hint="training needs a classifier: declare `classes N` and end with FC(N) -> SOFTMAX",
+    )
+
+
+def _write_run_files(job: Any, spec: str | None) -> None:
+    import torch
+
+    from netspec import __version__
+    from netspec.errors import source_text
+    from netspec.train.checkpoint import write_text
+
+    text = source_text(job.graph.source) if job.graph.source else None
+    if text is None and spec is not None:
+        text = Path(spec).read_text(encoding="utf-8")
+    write_text(job.out / SPEC_COPY, text or "")
+    info = {
+        "spec": spec,
+        "network": job.graph.name,
+        "bindings": job.graph.bindings,
+        "settings": job.settings.to_json(),
+        "init": job.init,
+        "device": job.device,
+        "nproc": job.nproc,
+        "threads": job.threads,
+        "data": {
+            "train": len(job.data.train),
+            "val": len(job.data.val),
+            "classes": job.data.train.class_names,
+        },
+        "params": job.graph.totals.params,
+        "netspec": __version__,
+        "torch": torch.__version__,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": sys.argv,
+    }
+    write_text(job.out / SETTINGS, json.dumps(info, indent=2) + "\n")
+
+
+def _headline(job: Any, device: str) -> str:
+    s = job.settings
+    optimizer = f"{s.optimizer} lr={s.lr:g}" + (
+        f" momentum={s.momentum:g}" if s.optimizer == "sgd" else ""
+    )
+    where = f"{job.threads} CPU thread(s)" if device == "cpu" else device
+    return (
+        f"training {job.graph.name} ({job.graph.totals.params:,} params) on {s.data}: "
+        f"{len(job.data.train)} train / {len(job.data.val)} val examples; {optimizer}, "
+        f"schedule {s.schedule}, {s.epochs} epochs of batch {s.batch_size}"
+        + (f"; {job.nproc} processes x {where}" if job.nproc > 1 else f"; {where}")
+        + f" -> {job.out}"
+    )
+
+
+@click.command("eval")
+@click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@set_option
+@click.option(
+    "--weights",
+    "weights",
+    required=True,
+    metavar="CKPT",
+    help="a .safetensors file, or a run folder (its best.safetensors)",
+)
+@click.option(
+    "--data", default=None, metavar="SOURCE", help="data source [default: the run folder's]"
+)
+@click.option(
+    "--val-data",
+    default=None,
+    metavar="SOURCE",
+    help="evaluate this source's held-out part instead",
+)
+@click.option(
+    "--val-split",
+    default=None,
+    type=float,
+    help="validation fraction of --data [default: the run's, else 0.2]",
+)
+@click.option(
+    "--seed", default=None, type=int, help="seed of the split [default: the run's, else 0]"
+)
+@click.option(
+    "--split",
+    type=click.Choice(["val", "train"]),
+    default="val",
+    show_default=True,
+    help="which part to evaluate",
+)
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
+def eval_cmd(
+    spec: str | None,
+    sets: tuple[str, ...],
+    extra: tuple[str, ...],
+    weights: str,
+    data: str | None,
+    val_data: str | None,
+    val_split: float | None,
+    seed: int | None,
+    split: str,
+    batch_size: int,
+    device: str,
+) -> None:
+    """Evaluate weights on data: accuracy, per-class accuracy and the confusion matrix.
+
+    \b
+    netspec eval specs/mnist_cnn.ns --weights runs/mnist_cnn-20250101-120000 --data digits
+    netspec eval --weights runs/mnist_cnn-20250101-120000      (the run's spec and data)
+    """
+    from rich.console import Console
+
+    from netspec.backends.lower_torch import build
+    from netspec.ir.build import load_spec
+    from netspec.train.checkpoint import load_exact, load_weights, weights_file
+    from netspec.train.device import pick_runtime
+    from netspec.train.evaluate import evaluate
+    from netspec.train.report import eval_tables
+
+    run = Path(weights) if Path(weights).is_dir() else None
+    saved = (
+        json.loads((run / SETTINGS).read_text(encoding="utf-8"))
+        if run and (run / SETTINGS).is_file()
+        else {}
+    )
+    if spec is not None:
+        graph = load_graph(spec, sets, extra)
+    elif run is not None and (run / SPEC_COPY).is_file():
+        graph = load_spec(run / SPEC_COPY).instantiate(
+            saved.get("bindings", {}) | parse_bindings(tuple(sets) + tuple(extra))
+        )
+    else:
+        raise click.UsageError(
+            "missing SPEC (it may be left out only when --weights is a run folder)"
+        )
+    run_settings = saved.get("settings", {})
+    source = data or run_settings.get("data")
+    if source is None:
+        raise NetspecError("no data to evaluate on: pass --data SOURCE", hint=_DATA_HINT)
+    file = weights_file(weights)
+    model = build(graph, seed=0)
+    load_exact(model, load_weights(file), str(file))
+    from netspec.train.data import load_data
+
+    split_data = load_data(
+        source,
+        graph.input.shape,
+        _classes(graph),
+        val_split=val_split if val_split is not None else run_settings.get("val_split", 0.2),
+        seed=seed if seed is not None else run_settings.get("seed", 0),
+        val_source=val_data if val_data is not None or data else run_settings.get("val_data"),
+        vocab=graph.input.vocab,
+    )
+    dataset = split_data.val if split == "val" else split_data.train
+    if len(dataset) == 0:
+        raise NetspecError(
+            f"the {split} part of {source} is empty", hint="use --val-split above 0, or --val-data"
+        )
+    runtime = pick_runtime(device, image_input=len(graph.input.shape) == 3)
+    model.to(runtime.device).eval()
+    result = evaluate(model.logits, dataset.x, dataset.y, dataset.class_names, runtime, batch_size)
+    console = Console()
+    for table in eval_tables(result, f"{graph.name} on {source} ({split})"):
+        console.print(table)
+    console.print(
+        f"accuracy: {result.accuracy:.2%} ({int(result.confusion.diagonal().sum())}/{result.count})",
+        highlight=False,
+        soft_wrap=True,
+    )

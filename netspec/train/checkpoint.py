@@ -1,0 +1,192 @@
+"""Checkpoints: model weights as safetensors, the resumable training state via torch.save.
+
+Every file is written atomically: into a temporary file beside the target, flushed to disk,
+then moved over the target with `os.replace`. A run killed at any instant (even `kill -9`)
+leaves each file either whole and old or whole and new, never partial.
+
+Weights files hold the model's `state_dict` with its keys as is (`layer2.basic1.conv1.weight`),
+so any safetensors reader can use them. The training state (`last.state.pt`) holds the
+optimizer, the scheduler, the history and a copy of the weights of the same epoch: resuming
+reads that one file, so a kill between writing two files can never pair the weights of one
+epoch with the optimizer state of another.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from netspec.errors import NetspecError
+
+WEIGHTS = "last.safetensors"
+BEST = "best.safetensors"
+STATE = "last.state.pt"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write `path` through `write(tmp)` so that it appears whole or not at all.
+
+    Args:
+        path: the file to create or replace.
+        write: writes the complete contents to the temporary path it is given.
+
+    Raises:
+        Whatever `write` raises; the temporary file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomically write a text file (UTF-8)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def remove_partial_files(folder: Path) -> None:
+    """Delete temporary files a killed run left behind (they were never moved into place)."""
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state_dict as standalone, contiguous CPU tensors (safetensors wants that)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def save_weights(path: Path, tensors: Mapping[str, torch.Tensor], epoch: int | None = None) -> None:
+    """Atomically write a state_dict as safetensors, recording the epoch in its metadata."""
+    from safetensors.torch import save
+
+    metadata = {"format": "pt", "epoch": str(epoch)} if epoch is not None else {"format": "pt"}
+    blob = save(dict(tensors), metadata=metadata)
+    atomic_write(path, lambda tmp: tmp.write_bytes(blob))
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, or a run folder's best (else last) weights.
+
+    Raises:
+        NetspecError: when the file is missing or is not a safetensors file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = weights_file(path)
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise NetspecError(f"cannot read {file} as safetensors weights: {err}") from None
+
+
+def weights_file(path: str | Path) -> Path:
+    """`path` itself, or for a run folder its best.safetensors (last.safetensors otherwise)."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        for name in (BEST, WEIGHTS):
+            if (file / name).is_file():
+                return file / name
+        raise NetspecError(f"the folder {file} holds no {BEST} or {WEIGHTS}")
+    if not file.is_file():
+        raise NetspecError(f"weights file not found: {path}")
+    return file
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Atomically write the resumable training state."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Read what `save_state` wrote (tensors only, no arbitrary objects)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as err:
+        raise NetspecError(f"cannot read the training state {path}: {err}") from None
+
+
+@dataclass
+class InitReport:
+    """What `load_matching` did with each tensor, by state_dict key."""
+
+    loaded: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)  # in the model, not in the checkpoint
+    skipped: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)  # in the checkpoint, not in the model
+
+
+def load_matching(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> InitReport:
+    """Copy every checkpoint tensor whose key and shape match the model's (transfer learning).
+
+    Args:
+        model: the freshly built model; tensors without a match keep their initialization.
+        weights: a state_dict, e.g. from `load_weights`.
+
+    Returns:
+        Which keys were loaded, which are new, which were skipped for a shape mismatch
+        (with the checkpoint's and the model's shapes), and which went unused.
+    """
+    report = InitReport()
+    own = model.state_dict()
+    matched = {}
+    for key, tensor in own.items():
+        if key not in weights:
+            report.new.append(key)
+        elif tuple(weights[key].shape) != tuple(tensor.shape):
+            report.skipped.append((key, tuple(weights[key].shape), tuple(tensor.shape)))
+        else:
+            matched[key] = weights[key]
+            report.loaded.append(key)
+    report.unused = [k for k in weights if k not in own]
+    model.load_state_dict(matched, strict=False)
+    return report
+
+
+def load_exact(model: nn.Module, weights: Mapping[str, torch.Tensor], origin: str) -> None:
+    """Load weights that must fit the model exactly (evaluation), naming every mismatch.
+
+    Raises:
+        NetspecError: when a key is missing, unexpected, or of another shape.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    extra = [k for k in weights if k not in own]
+    shapes = [
+        f"{k}: checkpoint {list(weights[k].shape)}, model {list(v.shape)}"
+        for k, v in own.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    if missing or extra or shapes:
+        notes = (
+            [f"missing: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"]
+            if missing
+            else []
+        )
+        notes += (
+            [f"unexpected: {', '.join(extra[:8])}{' ...' if len(extra) > 8 else ''}"]
+            if extra
+            else []
+        )
+        notes += shapes[:8]
+        raise NetspecError(
+            f"the weights in {origin} do not fit this network",
+            notes=notes,
+            hint="evaluate with the spec (and --set values) the weights were trained with",
+        )
+    model.load_state_dict(dict(weights))

@@ -1,0 +1,596 @@
+"""The training loop: a spec's graph, settings and data in; a run folder out.
+
+One epoch at a time: shuffle, augment, forward through the logits (the spec's final SOFTMAX
+stays in the inference graph, the loss is `F.cross_entropy` on the scores before it), add the
+L1/L2 penalties, step the optimizer; then validate, step the learning-rate schedule, and write
+the checkpoints and metrics atomically. Randomness is derived from ``(seed, epoch, rank)``
+at the start of every epoch, so a resumed run repeats exactly what the uninterrupted run would
+have done.
+
+With ``nproc > 1`` the same loop runs in every process of a data-parallel group
+(`netspec.train.distributed`); with one process there is no process group and no wrapper.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
+
+from netspec.errors import NetspecError, did_you_mean
+from netspec.ir.graph import Graph
+from netspec.train import checkpoint as ckpt
+from netspec.train.augment import augment_batch, parse_augment
+from netspec.train.data import Dataset, DataSplit
+from netspec.train.device import Runtime, pick_runtime
+from netspec.train.evaluate import evaluation_sums
+from netspec.train.report import (
+    EpochProgress,
+    EpochRecord,
+    epoch_table,
+    init_table,
+    plot_curves,
+    write_metrics,
+)
+from netspec.train.settings import TrainSettings
+
+PENALIZED_KINDS = ("conv", "fc", "embedding")
+METRICS, CURVES, RESULT = "metrics.csv", "curves.png", "result.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything one training run needs; picklable, so spawned processes receive it whole.
+
+    Attributes:
+        graph: the network.
+        settings: the resolved training settings.
+        data: the training and validation sets, already shaped for the graph's input.
+        out: the run folder (created by the caller, with the spec copy and settings.json).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        nproc: data-parallel processes; 1 trains in this process.
+        init: weights to start from, matched by name and shape (transfer learning).
+        resume: continue the run in `out` from its last checkpoint.
+        quiet: print nothing.
+        threads: CPU threads per process; None picks by the load (see `cpu_threads`).
+    """
+
+    graph: Graph
+    settings: TrainSettings
+    data: DataSplit
+    out: Path
+    device: str = "auto"
+    nproc: int = 1
+    init: str | None = None
+    resume: bool = False
+    quiet: bool = False
+    threads: int | None = None
+
+
+@dataclass
+class RunResult:
+    """How a run ended, as written to the run folder's result.json."""
+
+    out: Path
+    history: list[EpochRecord]
+    best_epoch: int | None
+    stopped: str  # "completed", "early stopping" or "diverged"
+    ranks_max_diff: float | None = None  # data-parallel: largest weight difference between ranks
+
+    def to_json(self) -> dict[str, Any]:
+        best = next((r for r in self.history if r.epoch == self.best_epoch), None)
+        last = self.history[-1] if self.history else None
+        return {
+            "stopped": self.stopped,
+            "epochs_run": len(self.history),
+            "best_epoch": self.best_epoch,
+            "best_val_loss": _json_float(best.val_loss) if best else None,
+            "best_val_acc": _json_float(best.val_acc) if best else None,
+            "final_val_acc": _json_float(last.val_acc) if last else None,
+            "ranks_max_diff": self.ranks_max_diff,
+        }
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+class TrainingDiverged(NetspecError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+@dataclass
+class _State:
+    """The part of a run that a resume must restore, besides model and optimizer."""
+
+    epoch: int = 0
+    history: list[EpochRecord] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    stopped: str | None = None
+
+
+# --- pieces of the loop ------------------------------------------------------------------
+
+
+def objective(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy on the scores before the softmax (log-softmax inside: stable)."""
+    return F.cross_entropy(logits.float(), y)
+
+
+class Penalty:
+    """The L1/L2 weight penalties of conv, fc and embedding layers (Keras' kernel_regularizer).
+
+    A layer's own ``l1=``/``l2=`` argument, when nonzero, replaces the global value for that
+    layer. Only weights are penalized (not biases or batch norm), and frozen weights are not.
+    """
+
+    def __init__(self, terms: list[tuple[torch.Tensor, float, float]]) -> None:
+        self.terms = terms
+
+    @classmethod
+    def build(cls, graph: Graph, model: nn.Module, l1: float, l2: float) -> Penalty:
+        terms = []
+        for node in graph.nodes:
+            if node.kind not in PENALIZED_KINDS:
+                continue
+            weight = model.get_parameter(f"{node.id}.weight")
+            a = float(node.args.get("l1") or l1)
+            b = float(node.args.get("l2") or l2)
+            if (a or b) and weight.requires_grad:
+                terms.append((weight, a, b))
+        return cls(terms)
+
+    def __bool__(self) -> bool:
+        return bool(self.terms)
+
+    def __call__(self) -> torch.Tensor:
+        total = torch.zeros((), device=self.terms[0][0].device)
+        for weight, a, b in self.terms:
+            w = weight.float()
+            if a:
+                total = total + a * w.abs().sum()
+            if b:
+                total = total + b * w.square().sum()
+        return total
+
+
+def frozen_layers(graph: Graph, patterns: tuple[str, ...]) -> list[str]:
+    """The ids of the layers that match any pattern (fnmatch on node ids, ``layer1.*``).
+
+    Raises:
+        NetspecError: for a pattern that matches no layer.
+    """
+    ids = [n.id for n in graph.nodes]
+    matched: list[str] = []
+    for pattern in patterns:
+        hits = [i for i in ids if fnmatch.fnmatchcase(i, pattern)]
+        if not hits:
+            scope = any(i.startswith(f"{pattern}.") for i in ids)
+            raise NetspecError(
+                f"--freeze {pattern!r} matches no layer of {graph.name}",
+                hint=(
+                    f"`{pattern}` is a scope: '{pattern}.*' freezes its layers" if scope else None
+                )
+                or did_you_mean(pattern, ids)
+                or "patterns match layer ids (see `netspec check`), e.g. 'conv*' or 'layer1.*'",
+            )
+        matched += [i for i in hits if i not in matched]
+    return matched
+
+
+def freeze(model: nn.Module, graph: Graph, patterns: tuple[str, ...]) -> list[str]:
+    """Stop the gradients of every layer whose id matches a pattern.
+
+    Returns:
+        The ids of the frozen layers that hold weights.
+    """
+    frozen = []
+    for layer in frozen_layers(graph, patterns):
+        module = _submodule(model, layer)
+        params = list(module.parameters()) if module is not None else []
+        for p in params:
+            p.requires_grad_(False)
+        if params:
+            frozen.append(layer)
+    return frozen
+
+
+def _submodule(model: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return None  # a layer without weights (relu, pool) has no module
+
+
+def make_optimizer(s: TrainSettings, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam or AdamW over the trainable parameters."""
+    if not params:
+        raise NetspecError(
+            "nothing to train: every layer with weights is frozen", hint="freeze fewer layers"
+        )
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay
+        )
+    cls = torch.optim.Adam if s.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
+
+
+def make_scheduler(s: TrainSettings, optimizer: torch.optim.Optimizer) -> Any:
+    """The per-epoch learning-rate schedule, or None for a constant rate."""
+    if s.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    if s.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=s.epochs, eta_min=s.min_lr
+        )
+    return None
+
+
+def epoch_seed(*parts: int) -> int:
+    """A seed derived from ``(seed, epoch, rank, stream)``: every epoch restartable on its own."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def batches(
+    n: int, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1
+) -> list[torch.Tensor]:
+    """This process's batches of one epoch: a seeded shuffle shared by all ranks, each rank
+    taking every world-th example of an equal share. A last batch of one example is dropped
+    (batch norm cannot train on it)."""
+    order = torch.randperm(n, generator=generator)
+    share = order[: n // world * world][rank::world]
+    size = batch_size // world
+    out = list(share.split(size))
+    if len(out) > 1 and len(out[-1]) == 1:
+        out.pop()
+    return out
+
+
+class _Logits(nn.Module):
+    """`forward` = the model's logits, so a DDP wrapper sees (and synchronizes) the call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.logits(x)
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def train(job: Job, console: Console | None = None) -> RunResult:
+    """Train as the job says, in this process or in `job.nproc` data-parallel processes.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite (the last good checkpoint is kept).
+        NetspecError: for settings that do not fit the network or the data.
+    """
+    if job.nproc > 1:
+        from netspec.train.distributed import spawn
+
+        return spawn(job)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads(job.threads))
+    try:
+        return run(job, console=console)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def cpu_threads(threads: int | None, nproc: int = 1) -> int:
+    """Intra-op threads for each of `nproc` processes on CPU: `threads` when given, else the
+    cores that other processes leave idle (by the 1-minute load average), shared out.
+
+    torch's OpenMP threads meet at the end of every op, and a thread whose core another
+    process holds stalls them all: on this project's 2-core machine a training step of
+    cifar_vgg_bn (mnist_cnn) is 1.7x (1.2x) faster on two threads than on one when the machine
+    is idle, and 2.2x (1.7x) slower beside one busy process. The count changes the order of
+    floating-point sums, so a run records it (settings.json) and its resume reuses it.
+    """
+    if threads:
+        return threads
+    cores = max(1, torch.get_num_threads() // nproc)
+    try:
+        idle = round((os.cpu_count() or 1) - os.getloadavg()[0])
+    except (AttributeError, OSError):  # no load average on this platform
+        return cores
+    return max(1, min(cores, idle // nproc))
+
+
+def run(job: Job, rank: int = 0, world: int = 1, console: Console | None = None) -> RunResult:
+    """The training loop of one process (rank `rank` of `world`)."""
+    return _Run(job, rank, world, console or Console()).loop()
+
+
+class _Run:
+    """One process's share of a run: the model, its optimizer and schedule, epoch by epoch."""
+
+    def __init__(self, job: Job, rank: int, world: int, console: Console) -> None:
+        from netspec.backends.lower_torch import build
+
+        s, graph = job.settings, job.graph
+        if world > 1 and s.batch_size % world:
+            raise NetspecError(f"batch_size {s.batch_size} does not divide among {world} processes")
+        self.job, self.s, self.rank, self.world, self.console = job, s, rank, world, console
+        self.out = Path(job.out)
+        self.lead = rank == 0
+        self.show = self.lead and not job.quiet
+        self.runtime = pick_runtime(job.device, rank, image_input=len(graph.input.shape) == 3)
+        model = build(graph, seed=s.seed)
+        if job.init and not job.resume:
+            report = ckpt.load_matching(model, ckpt.load_weights(job.init))
+            if self.show:
+                console.print(init_table(report, job.init))
+        frozen = freeze(model, graph, s.freeze)
+        if self.show and frozen:
+            console.print(f"frozen: {', '.join(frozen)}", highlight=False, soft_wrap=True)
+        self.frozen_bn = [  # frozen batch norm keeps its running statistics too
+            m
+            for layer in frozen
+            for m in model.get_submodule(layer).modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
+        model.to(self.runtime.device)
+        if self.runtime.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.penalty = Penalty.build(graph, model, s.l1, s.l2)
+        self.optimizer = make_optimizer(s, [p for p in model.parameters() if p.requires_grad])
+        self.scheduler = make_scheduler(s, self.optimizer)
+        self.state = (
+            _restore(self.out, model, self.optimizer, self.scheduler, s) if job.resume else _State()
+        )
+        self.net: nn.Module = _Logits(model)
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            cuda = self.runtime.device.type == "cuda"
+            self.net = DistributedDataParallel(
+                self.net, device_ids=[self.runtime.device.index] if cuda else None
+            )
+        self.augment = parse_augment(s.augment)
+
+    def loop(self) -> RunResult:
+        s, state = self.s, self.state
+        with EpochProgress(self.console, s.epochs, enabled=self.show) as progress:
+            for epoch in range(state.epoch + 1, s.epochs + 1):
+                record = self.epoch(epoch, progress)
+                progress.finish(record)
+                if state.stopped:
+                    progress.note(
+                        f"early stopping: the validation loss has not improved for "
+                        f"{s.patience} epochs (best: epoch {state.best_epoch})"
+                    )
+                    break
+        result = RunResult(self.out, state.history, state.best_epoch, state.stopped or "completed")
+        if self.world > 1:
+            result.ranks_max_diff = _ranks_max_diff(self.model)
+        if self.lead:
+            _finish(result, self.job.graph.name, self.console, self.show)
+        return result
+
+    def epoch(self, epoch: int, progress: EpochProgress) -> EpochRecord:
+        """Train one epoch, validate, step the schedule, checkpoint; return the metrics."""
+        s, state = self.s, self.state
+        started = time.perf_counter()
+        train_loss, train_acc = self.train_epoch(epoch, progress)
+        if not math.isfinite(train_loss):
+            raise _diverged(self.job, state, epoch, train_loss, self.console, self.show, self.lead)
+        if self.world > 1:
+            _broadcast_buffers(self.model)  # every rank validates with rank 0's statistics
+        val_loss, val_acc = _validate(
+            self.model, self.job.data.val, self.runtime, s.batch_size, self.rank, self.world
+        )
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self.scheduler is not None:
+            self.scheduler.step()
+        seconds = time.perf_counter() - started
+        record = EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds)
+        state.epoch, state.history = epoch, [*state.history, record]
+        improved = val_loss < state.best_val_loss
+        if improved:
+            state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
+        else:
+            state.bad_epochs += 1
+        if s.patience and state.bad_epochs >= s.patience and not math.isnan(val_loss):
+            state.stopped = "early stopping"
+        if self.lead:
+            _checkpoint(self.out, self.model, self.optimizer, self.scheduler, state, improved)
+        return record
+
+    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, float]:
+        """One pass over this process's share of the training set: (mean loss, accuracy)."""
+        s, runtime, data = self.s, self.runtime, self.job.data.train
+        torch.manual_seed(epoch_seed(s.seed, epoch, self.rank, 2))  # dropout
+        order = torch.Generator().manual_seed(epoch_seed(s.seed, epoch))
+        aug = torch.Generator(device=runtime.device).manual_seed(
+            epoch_seed(s.seed, epoch, self.rank, 1)
+        )
+        steps = batches(len(data), s.batch_size, order, self.rank, self.world)
+        progress.start(epoch, len(steps))
+        self.net.train()
+        for m in self.frozen_bn:
+            m.eval()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
+        correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
+        count = 0
+        every = max(1, len(steps) // 50)
+        for step, index in enumerate(steps, 1):
+            x = runtime.batch(data.x[index])
+            y = data.y[index].to(runtime.device, non_blocking=True)
+            if self.augment.enabled():
+                x = augment_batch(x, self.augment, aug)
+            with runtime.autocast():
+                logits = self.net(x)
+            loss = objective(logits, y)
+            if self.penalty:
+                loss = loss + self.penalty()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach().double() * len(y)
+            correct += (logits.detach().argmax(dim=1) == y).sum()
+            count += len(y)
+            if step % every == 0 or step == len(steps):
+                mean = float(loss_sum) / count
+                progress.update(step, mean, float(correct) / count)
+                if self.world == 1 and not math.isfinite(mean):
+                    break  # alone only: every rank must take the same number of steps
+        totals = torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(count)])
+        totals = _all_sum(totals, self.world)
+        return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+
+def _validate(
+    model: nn.Module, data: Dataset, runtime: Runtime, batch_size: int, rank: int, world: int
+) -> tuple[float, float]:
+    """Validation loss and accuracy (NaN without a validation set), sharded across ranks."""
+    model.eval()
+    x, y, classes = data.x[rank::world], data.y[rank::world], len(data.class_names)
+    loss, confusion = evaluation_sums(model.logits, x, y, classes, runtime, max(batch_size, 256))
+    totals = _all_sum(
+        torch.stack([loss, confusion.diagonal().sum().double(), confusion.sum().double()]), world
+    )
+    if totals[2] == 0:
+        return math.nan, math.nan
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+
+def _checkpoint(
+    out: Path, model: nn.Module, optimizer: Any, scheduler: Any, state: _State, improved: bool
+) -> None:
+    """Write best (when improved), last, the resumable state and the metrics, each atomically."""
+    weights = ckpt.cpu_state(model)
+    if improved:
+        ckpt.save_weights(out / ckpt.BEST, weights, state.epoch)
+    ckpt.save_weights(out / ckpt.WEIGHTS, weights, state.epoch)
+    ckpt.save_state(
+        out / ckpt.STATE,
+        {
+            "epoch": state.epoch,
+            "model": weights,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "history": [list(vars(r).values()) for r in state.history],
+            "best_val_loss": state.best_val_loss,
+            "best_epoch": state.best_epoch,
+            "bad_epochs": state.bad_epochs,
+            "stopped": state.stopped,
+            # No RNG state: every epoch reseeds from (seed, epoch, rank), see epoch_seed.
+        },
+    )
+    write_metrics(out / METRICS, state.history)
+
+
+def _restore(
+    out: Path, model: nn.Module, optimizer: Any, scheduler: Any, s: TrainSettings
+) -> _State:
+    """Load the last checkpoint of the run in `out` into the model, optimizer and schedule."""
+    path = out / ckpt.STATE
+    if not path.is_file():
+        raise NetspecError(
+            f"nothing to resume in {out}: it has no {ckpt.STATE}",
+            hint="a run can resume once its first epoch has finished",
+        )
+    saved = ckpt.load_state(path)
+    state = _State(
+        epoch=saved["epoch"],
+        history=[EpochRecord(*row) for row in saved["history"]],
+        best_val_loss=saved["best_val_loss"],
+        best_epoch=saved["best_epoch"],
+        bad_epochs=saved["bad_epochs"],
+        stopped=saved["stopped"],
+    )
+    if state.stopped:
+        raise NetspecError(
+            f"the run in {out} already ended ({state.stopped} after epoch {state.epoch})"
+        )
+    if state.epoch >= s.epochs:
+        raise NetspecError(
+            f"the run in {out} already finished its {s.epochs} epochs",
+            hint="pass --epochs with a larger number to train further",
+        )
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if scheduler is not None and saved["scheduler"] is not None:
+        scheduler.load_state_dict(saved["scheduler"])
+        if hasattr(scheduler, "T_max"):
+            scheduler.T_max = s.epochs  # --epochs may extend a resumed run
+    return state
+
+
+def _diverged(
+    job: Job, state: _State, epoch: int, loss: float, console: Console, show: bool, lead: bool
+) -> TrainingDiverged:
+    out = Path(job.out)
+    if lead:
+        _finish(
+            RunResult(out, state.history, state.best_epoch, "diverged"),
+            job.graph.name,
+            console,
+            show,
+        )
+    kept = (
+        f"the last good checkpoint is kept: {out / ckpt.WEIGHTS} (epoch {state.epoch})"
+        if state.epoch
+        else "no checkpoint was written (it diverged in the first epoch)"
+    )
+    return TrainingDiverged(
+        f"training diverged: the loss became {loss} in epoch {epoch}; stopped",
+        notes=[kept],
+        hint=f"lower the learning rate (lr={job.settings.lr:g}), add batch norm, or clip the inputs",
+    )
+
+
+def _finish(result: RunResult, name: str, console: Console, show: bool) -> None:
+    """The end of a run: the learning curves, result.json and the per-epoch table."""
+    if result.history:
+        plot_curves(result.out / CURVES, result.history, f"{name}: learning curves")
+    ckpt.write_text(result.out / RESULT, json.dumps(result.to_json(), indent=2) + "\n")
+    if show and result.history:
+        console.print(epoch_table(result.history, result.best_epoch, f"{name}: {result.stopped}"))
+
+
+# --- data-parallel helpers (no-ops in a single process) -------------------------------------
+
+
+def _all_sum(t: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+    return t
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    import torch.distributed as dist
+
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def _ranks_max_diff(model: nn.Module) -> float:
+    """The largest difference of any weight or buffer between ranks (0.0 when identical)."""
+    import torch.distributed as dist
+
+    flat = torch.cat([t.detach().double().flatten() for t in model.state_dict().values()])
+    high, low = flat.clone(), flat.clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    return float((high - low).max()) if flat.numel() else 0.0
