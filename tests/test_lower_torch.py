@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import spec_graph
 from torch import nn
 
 from netspec.backends.lower_torch import (
@@ -63,10 +64,6 @@ INPUT
 """
 
 
-def spec_graph(path: Path) -> Graph | None:
-    """The spec's graph, even when an assertion or budget failed; None when it cannot build."""
-    graph, _errors = load_spec(path).instantiate(collect=True)
-    return graph
 
 
 def text_graph(text: str) -> Graph:
