@@ -511,20 +511,7 @@ def locate(spec: Spec, group: FailureGroup) -> str:
 
 
 def _index_vars(spec: Spec) -> set[str]:
-    out: set[str] = set()
-    chains = [spec.chain] + [b.body for b in spec.blocks.values()]
-    while chains:
-        ch = chains.pop()
-        if ch is None:
-            continue
-        for el in ch.elements:
-            if el.index_var:
-                out.add(el.index_var)
-            if isinstance(el.primary, ast.Group):
-                chains.append(el.primary.chain)
-            elif isinstance(el.primary, ast.Branches):
-                chains.extend(el.primary.chains)
-    return out
+    return {el.index_var for el in spec.elements() if el.index_var}
 
 
 # ---- a member as a concrete spec ---------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,29 +213,33 @@ class Spec:
             if name not in self.free and name not in const_names and name not in self.blocks:
                 self.free[name] = Domain(name, (True, False), span, switch=True)
 
-    def _switches(self, errors: list[NetspecError]) -> list[tuple[str, Span]]:
-        """Every `X?` without a condition names a switch: its label, or X's name in lower case."""
-        out: list[tuple[str, Span]] = []
+    def elements(self) -> Iterator[ast.Element]:
+        """Every chain element of the spec, in the main chain and in blocks, at any depth."""
         chains = [self.chain] + [b.body for b in self.blocks.values()]
         while chains:
             chain = chains.pop()
             if chain is None:
                 continue
             for el in chain.elements:
-                p = el.primary
-                if isinstance(p, ast.Group):
-                    chains.append(p.chain)
-                elif isinstance(p, ast.Branches):
-                    chains.extend(p.chains)
-                if el.optional and el.condition is None:
-                    name = switch_name(el)
-                    if name is None:
-                        errors.append(NetspecError(
-                            "an optional group needs a switch name or a condition",
-                            el.span, hint="write `[...]? as name` or `[...]?(condition)`",
-                        ))
-                    else:
-                        out.append((name, el.span))
+                if isinstance(el.primary, ast.Group):
+                    chains.append(el.primary.chain)
+                elif isinstance(el.primary, ast.Branches):
+                    chains.extend(el.primary.chains)
+                yield el
+
+    def _switches(self, errors: list[NetspecError]) -> list[tuple[str, Span]]:
+        """Every `X?` without a condition names a switch: its label, or X's name in lower case."""
+        out: list[tuple[str, Span]] = []
+        for el in self.elements():
+            if el.optional and el.condition is None:
+                name = switch_name(el)
+                if name is None:
+                    errors.append(NetspecError(
+                        "an optional group needs a switch name or a condition",
+                        el.span, hint="write `[...]? as name` or `[...]?(condition)`",
+                    ))
+                else:
+                    out.append((name, el.span))
         return out
 
     # ---- instances
