@@ -397,6 +397,7 @@ def test_torch_compile_traces_the_whole_graph(mnist: Graph) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # inside inductor
 def test_torch_compile_with_inductor(mnist: Graph) -> None:
     model = build(mnist)
     x = example_input(mnist, 4)
