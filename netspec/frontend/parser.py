@@ -6,7 +6,7 @@ import functools
 import importlib.resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, Tree, v_args
+from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import (
     UnexpectedCharacters,
     UnexpectedEOF,
@@ -419,4 +419,4 @@ def _unquote(tok) -> str:
     return s.encode("utf-8").decode("unicode_escape") if "\\" in s else s
 
 
-__all__ = ["parse_file", "parse_text", "read_spec_file", "Tree"]
+__all__ = ["parse_file", "parse_text", "read_spec_file"]

@@ -6,7 +6,7 @@ node's shape, parameters, MACs and memory on the way.
 from __future__ import annotations
 
 import hashlib
-import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from netspec.errors import NetspecError, Span, SpecErrors, did_you_mean
 from netspec.frontend import ast
 from netspec.frontend.parser import parse_file, parse_text
-from netspec.ir.expr import BOOL_WORDS, Symbol, eval_int, evaluate, free_names, undefined
+from netspec.ir.expr import BOOL_WORDS, Symbol, eval_int, evaluate, free_names
 from netspec.ir.graph import (
     DTYPE_BYTES,
     BudgetCheck,
@@ -25,8 +25,8 @@ from netspec.ir.graph import (
     InputSpec,
     Node,
     Scalar,
-    Totals,
     compute_totals,
+    make_totals,
 )
 from netspec.layers import KINDS, SPELLINGS, Layer, ShapeError, fmt_shape, numel
 from netspec.layers.activation import Softmax
@@ -360,7 +360,7 @@ class Builder:
                 elements[-1].span,
                 hint=f"end with FC({self.classes}) -> SOFTMAX, or declare `classes {out.shape[0]}`",
             ))
-        totals = self._light_totals(dtype) if self.light else compute_totals(self.nodes, dtype)
+        totals = make_totals(*self.sums[:5], dtype) if self.light else compute_totals(self.nodes, dtype)
         graph = _construct(Graph, dict(
             name=spec.name,
             description=spec.description,
@@ -378,13 +378,6 @@ class Builder:
         ))
         graph.budgets = self._budgets(graph, env)
         return graph
-
-    def _light_totals(self, dtype: str) -> Totals:
-        params, buffers, macs, ops, memory, _ = self.sums
-        return _construct(Totals, dict(
-            params=params, trainable_params=params, buffers=buffers, macs=macs, flops=2 * macs,
-            ops=ops, memory_elements=memory, memory_bytes=memory * DTYPE_BYTES[dtype], dtype=dtype,
-        ))
 
     def _globals(self) -> dict[str, Any]:
         spec = self.spec
@@ -993,8 +986,6 @@ def _expectation(cls: type[Layer], name: str) -> str:
     ann = str(field.annotation) + " " + " ".join(str(m) for m in field.metadata)
     parts = []
     if "Literal" in ann:
-        import re
-
         choices = re.findall(r"Literal\[([^\]]*)\]", ann)
         words = ", ".join(c.strip() for ch in choices for c in ch.split(","))
         parts.append(f"one of {words.replace(chr(39), '')}")
@@ -1055,4 +1046,4 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-__all__ = ["Spec", "Domain", "Builder", "load_spec", "load_spec_text", "compile_spec", "MAX_NODES", "math", "undefined"]
+__all__ = ["Spec", "Domain", "Builder", "load_spec", "load_spec_text", "compile_spec", "MAX_NODES"]

@@ -106,18 +106,27 @@ class Graph(BaseModel):
         return all(b.ok for b in self.budgets)
 
 
-def compute_totals(nodes: list[Node], dtype: str) -> Totals:
-    params = sum(n.params for n in nodes)
-    macs = sum(n.macs for n in nodes)
-    memory = sum(n.memory for n in nodes)
+def make_totals(params: int, buffers: int, macs: int, ops: int, memory: int, dtype: str) -> Totals:
+    """Totals from summed figures: FLOPs = 2 x MACs, memory in bytes at `dtype`."""
     return Totals(
         params=params,
         trainable_params=params,
-        buffers=sum(n.buffers for n in nodes),
+        buffers=buffers,
         macs=macs,
         flops=2 * macs,
-        ops=sum(n.ops for n in nodes),
+        ops=ops,
         memory_elements=memory,
         memory_bytes=memory * DTYPE_BYTES[dtype],
         dtype=dtype,
+    )
+
+
+def compute_totals(nodes: list[Node], dtype: str) -> Totals:
+    return make_totals(
+        sum(n.params for n in nodes),
+        sum(n.buffers for n in nodes),
+        sum(n.macs for n in nodes),
+        sum(n.ops for n in nodes),
+        sum(n.memory for n in nodes),
+        dtype,
     )
