@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.resources
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
@@ -16,9 +15,10 @@ from lark.exceptions import (
 )
 
 from netspec.errors import NetspecError, Span, register_source
-from netspec.frontend import ast
+from netspec.frontend import ast, tables
 
 GRAMMAR_FILE = "netspec.lark"
+TABLES_FILE = "netspec.tables.json"
 
 # How the grammar's terminals read in an error message.
 _TERMINAL_WORDS = {
@@ -48,24 +48,25 @@ _OPENERS = {"(": ")", "[": "]", "{": "}"}
 _CLOSERS = {v: k for k, v in _OPENERS.items()}
 
 
+def _grammar_dir() -> Path:
+    # Source tree (and editable installs) keep grammars/ beside the package; wheels map it in
+    # as netspec/_grammars (see pyproject.toml).
+    here = Path(__file__).resolve().parents[2] / "grammars"
+    if (here / GRAMMAR_FILE).is_file():
+        return here
+    return Path(__file__).resolve().parents[1] / "_grammars"
+
+
 def _grammar_text() -> str:
-    # Source tree (and editable installs) keep grammars/ beside the package; wheels map it in.
-    here = Path(__file__).resolve().parents[2] / "grammars" / GRAMMAR_FILE
-    if here.is_file():
-        return here.read_text()
-    return importlib.resources.files("netspec._grammars").joinpath(GRAMMAR_FILE).read_text()
+    return (_grammar_dir() / GRAMMAR_FILE).read_text(encoding="utf-8")
 
 
 @functools.cache
 def _parser() -> Lark:
-    # cache=True stores the built LALR tables in the temp dir: check starts faster.
-    return Lark(
-        _grammar_text(),
-        parser="lalr",
-        propagate_positions=True,
-        maybe_placeholders=True,
-        cache=True,
-    )
+    # The LALR tables ship as JSON beside the grammar (netspec/frontend/tables.py says why
+    # Lark's pickle cache is never used); stale or missing tables mean a build from the grammar.
+    grammar = _grammar_text()
+    return tables.load(_grammar_dir() / TABLES_FILE, grammar) or tables.build(grammar)
 
 
 def read_spec_file(path: str | Path) -> str:
