@@ -78,7 +78,8 @@ def _probe_model() -> bytes:
 
     node = helper.make_node("Relu", ["x"], ["y"])
     graph = helper.make_graph(
-        [node], "probe",
+        [node],
+        "probe",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
     )
@@ -111,10 +112,14 @@ def _probe(short: str) -> Probe:
     options.log_severity_level = LOG_NOTHING
     try:
         with _quiet():
-            session = ort.InferenceSession(_probe_model(), options, providers=[_provider_entry(short)])
+            session = ort.InferenceSession(
+                _probe_model(), options, providers=[_provider_entry(short)]
+            )
             if session.get_providers()[0] != name:
                 needs = "TensorRT, CUDA or cuDNN" if short == "tensorrt" else "CUDA or cuDNN"
-                return Probe(short, False, f"its libraries did not load ({needs} missing or mismatched)")
+                return Probe(
+                    short, False, f"its libraries did not load ({needs} missing or mismatched)"
+                )
             y = session.run(None, {"x": -np.ones((1, 8), np.float32)})[0]
     except Exception as err:  # onnxruntime's errors have no common base class
         return Probe(short, False, f"failed to start: {str(err).strip().splitlines()[0][:120]}")
@@ -125,9 +130,14 @@ def _probe(short: str) -> Probe:
 
 def _provider_entry(short: str) -> str | tuple[str, dict[str, Any]]:
     if short == "tensorrt":  # engines take minutes to build: keep them between runs
-        cache_dir = Path(os.environ.get("NETSPEC_CACHE", Path.home() / ".cache" / "netspec")) / "tensorrt"
+        cache_dir = (
+            Path(os.environ.get("NETSPEC_CACHE", Path.home() / ".cache" / "netspec")) / "tensorrt"
+        )
         cache_dir.mkdir(parents=True, exist_ok=True)
-        return (PROVIDERS[short], {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir)})
+        return (
+            PROVIDERS[short],
+            {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir)},
+        )
     return PROVIDERS[short]
 
 
@@ -148,7 +158,10 @@ def choose_provider(requested: str = "auto") -> str:
         )
     probe = probes[requested]
     if not probe.usable:
-        raise NetspecError(f"the {requested} provider does not work here: {probe.reason}", hint="use --provider auto")
+        raise NetspecError(
+            f"the {requested} provider does not work here: {probe.reason}",
+            hint="use --provider auto",
+        )
     return requested
 
 
@@ -174,7 +187,9 @@ class Session:
         return self.session.run([self.output_name], {self.input_name: x})[0]
 
 
-def open_session(model: str | Path | bytes, provider: str = "auto", threads: int | None = None) -> Session:
+def open_session(
+    model: str | Path | bytes, provider: str = "auto", threads: int | None = None
+) -> Session:
     """An onnxruntime session for a model file (or its bytes) on `provider` (`auto`: the best).
 
     Raises:
@@ -189,8 +204,10 @@ def open_session(model: str | Path | bytes, provider: str = "auto", threads: int
     else:
         path = Path(model)
         if not path.is_file():
-            raise NetspecError(f"no model at {path}" + (" (it is a folder)" if path.is_dir() else ""),
-                               hint="export one with `netspec export SPEC -o MODEL.onnx`")
+            raise NetspecError(
+                f"no model at {path}" + (" (it is a folder)" if path.is_dir() else ""),
+                hint="export one with `netspec export SPEC -o MODEL.onnx`",
+            )
         source, where = str(path), str(path)
     options = ort.SessionOptions()
     options.log_severity_level = LOG_ERRORS_ONLY
@@ -204,13 +221,19 @@ def open_session(model: str | Path | bytes, provider: str = "auto", threads: int
             session = ort.InferenceSession(source, options, providers=entries)
     except Exception as err:  # InvalidProtobuf, Fail, InvalidGraph, NoSuchFile...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise NetspecError(f"cannot load {where}: {_short_ort_error(first)}",
-                           hint="is it an ONNX model? re-export it with `netspec export`") from None
+        raise NetspecError(
+            f"cannot load {where}: {_short_ort_error(first)}",
+            hint="is it an ONNX model? re-export it with `netspec export`",
+        ) from None
     wrapped = Session(session, _short_name(session.get_providers()[0]))
     if len(session.get_inputs()) != 1:
-        raise NetspecError(f"{where} has {len(session.get_inputs())} inputs; netspec runs models with one")
+        raise NetspecError(
+            f"{where} has {len(session.get_inputs())} inputs; netspec runs models with one"
+        )
     if any(not isinstance(d, int) for d in wrapped.input_shape[1:]):
-        raise NetspecError(f"{where} has an input of shape {wrapped.input_shape}; netspec needs fixed sizes past the batch")
+        raise NetspecError(
+            f"{where} has an input of shape {wrapped.input_shape}; netspec needs fixed sizes past the batch"
+        )
     return wrapped
 
 
@@ -239,7 +262,9 @@ def provider_line(session: Session) -> str:
     return f"onnxruntime {ort.__version__} runs on {PROVIDERS.get(session.provider, session.provider)}{why}"
 
 
-def example_input(shape: tuple[int, ...], vocab: int | None, batch: int, seed: int = 0) -> np.ndarray:
+def example_input(
+    shape: tuple[int, ...], vocab: int | None, batch: int, seed: int = 0
+) -> np.ndarray:
     """A seeded random input: floats in [0, 1) of `[batch, *shape]`, or token ids below `vocab`."""
     rng = np.random.default_rng(seed)
     if vocab is not None:
@@ -262,13 +287,23 @@ class Timing:
         return batch / self.median
 
 
-def measure(fn: Callable[[], object], seconds: float = 2.0, min_runs: int = 5, max_runs: int = 200, warmup: int = 2) -> Timing:
+def measure(
+    fn: Callable[[], object],
+    seconds: float = 2.0,
+    min_runs: int = 5,
+    max_runs: int = 200,
+    warmup: int = 2,
+) -> Timing:
     """Time `fn` after `warmup` calls: at least `min_runs` runs, more while within `seconds`."""
     return measure_side_by_side({"fn": fn}, seconds, min_runs, max_runs, warmup)["fn"]
 
 
 def measure_side_by_side(
-    fns: Mapping[str, Callable[[], object]], seconds: float = 2.0, min_runs: int = 5, max_runs: int = 200, warmup: int = 2
+    fns: Mapping[str, Callable[[], object]],
+    seconds: float = 2.0,
+    min_runs: int = 5,
+    max_runs: int = 200,
+    warmup: int = 2,
 ) -> dict[str, Timing]:
     """Time several functions taking turns, one call each per round, so that a machine whose
     load drifts weighs on all of them alike. `seconds` is each function's share of the time."""
@@ -290,7 +325,11 @@ def measure_side_by_side(
 
 def _timing(times: list[float]) -> Timing:
     times = sorted(times)
-    return Timing(statistics.median(times), times[min(len(times) - 1, round(0.9 * (len(times) - 1)))], len(times))
+    return Timing(
+        statistics.median(times),
+        times[min(len(times) - 1, round(0.9 * (len(times) - 1)))],
+        len(times),
+    )
 
 
 def busy_note(threads: int) -> str | None:
@@ -303,8 +342,10 @@ def busy_note(threads: int) -> str | None:
         return None
     cores = os.cpu_count() or 1
     if threads > 1 and load > cores - threads + 0.5:
-        return (f"note: this machine is busy (load {load:.1f} on {cores} cores): timings with {threads} threads "
-                "are unreliable; --threads 1 measures steadily")
+        return (
+            f"note: this machine is busy (load {load:.1f} on {cores} cores): timings with {threads} threads "
+            "are unreliable; --threads 1 measures steadily"
+        )
     return None
 
 
@@ -317,8 +358,19 @@ def cpu_threads() -> int:
 
 
 __all__ = [
-    "PROVIDERS", "Probe", "Session", "Timing", "busy_note", "choose_provider", "cpu_threads", "example_input",
-    "measure", "measure_side_by_side", "open_session", "probe_providers", "provider_line",
+    "PROVIDERS",
+    "Probe",
+    "Session",
+    "Timing",
+    "busy_note",
+    "choose_provider",
+    "cpu_threads",
+    "example_input",
+    "measure",
+    "measure_side_by_side",
+    "open_session",
+    "probe_providers",
+    "provider_line",
 ]
 
 if __name__ == "__main__":  # `python -m netspec.runtime`: what this machine offers

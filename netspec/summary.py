@@ -81,15 +81,29 @@ def totals_table(graph: Graph, all_ops: bool = False) -> Table:
     table.add_row("MACs", f"{t.macs:,}", compact(t.macs) + " multiply-adds (conv + fc)")
     table.add_row("FLOPs", f"{t.flops:,}", compact(t.flops) + " = 2 x MACs")
     if all_ops:
-        table.add_row("other ops", f"{t.ops:,}", "bias, batch norm, pooling, activations, additions")
+        table.add_row(
+            "other ops", f"{t.ops:,}", "bias, batch norm, pooling, activations, additions"
+        )
         table.add_row("FLOPs, all ops", f"{t.flops + t.ops:,}", compact(t.flops + t.ops))
-    table.add_row("activation memory", f"{t.memory_elements:,}", "elements, forward, per example (input included)")
-    table.add_row(f"  at {t.dtype}", f"{t.memory_bytes:,}", f"bytes ({t.memory_bytes / 2**20:.1f} MiB)")
-    table.add_row("output", fmt_shape(graph.output_shape), f"{graph.classes} classes" if graph.classes else "")
+    table.add_row(
+        "activation memory",
+        f"{t.memory_elements:,}",
+        "elements, forward, per example (input included)",
+    )
+    table.add_row(
+        f"  at {t.dtype}", f"{t.memory_bytes:,}", f"bytes ({t.memory_bytes / 2**20:.1f} MiB)"
+    )
+    table.add_row(
+        "output", fmt_shape(graph.output_shape), f"{graph.classes} classes" if graph.classes else ""
+    )
     for b in graph.budgets:
         mark = Text("pass", style="bold green") if b.ok else Text("FAIL", style="bold red")
         unit = " bytes" if b.metric == "memory" else ""
-        table.add_row(Text.assemble("budget ", b.metric, " ", b.op, " ", compact(b.limit)), mark, f"{b.value:,.0f}{unit} ({b.value / b.limit:.0%} of the limit)" if b.limit else "")
+        table.add_row(
+            Text.assemble("budget ", b.metric, " ", b.op, " ", compact(b.limit)),
+            mark,
+            f"{b.value:,.0f}{unit} ({b.value / b.limit:.0%} of the limit)" if b.limit else "",
+        )
     return table
 
 

@@ -83,7 +83,9 @@ def test_huge_repetition_is_refused_fast(capsys) -> None:
 
 def test_nested_huge_repetition_is_refused_before_expanding(tmp_path, capsys) -> None:
     spec = tmp_path / "nested.ns"
-    spec.write_text("input [3, 32, 32]\nclasses 10\nINPUT -> [[[RELU]*1000]*1000]*1000 -> GAP -> FC(10) -> SOFTMAX\n")
+    spec.write_text(
+        "input [3, 32, 32]\nclasses 10\nINPUT -> [[[RELU]*1000]*1000]*1000 -> GAP -> FC(10) -> SOFTMAX\n"
+    )
     start = time.perf_counter()
     code, _, err = run_check(capsys, str(spec))
     assert code == 2
@@ -107,7 +109,10 @@ def test_cli_subprocess_has_no_traceback() -> None:
     """The installed entry point, as a user runs it: status 2 and a clean message."""
     proc = subprocess.run(
         [sys.executable, "-m", "netspec", "check", "tests/errors/unknown_layer.ns"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

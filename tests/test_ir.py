@@ -29,7 +29,10 @@ HEAD = "input [3, 32, 32]\nclasses 10\n"
 
 
 def test_conv_same_valid_explicit_and_dilation() -> None:
-    g = compile_text(HEAD + "INPUT -> CONV(8, 3, stride=2) -> CONV(8, 5, padding=valid) -> CONV(8, 3, dilation=2, padding=2) -> GAP -> FC(10) -> SOFTMAX")
+    g = compile_text(
+        HEAD
+        + "INPUT -> CONV(8, 3, stride=2) -> CONV(8, 5, padding=valid) -> CONV(8, 3, dilation=2, padding=2) -> GAP -> FC(10) -> SOFTMAX"
+    )
     s = shapes(g)
     assert s["conv1"] == (8, 16, 16)  # same: ceil(32 / 2)
     assert s["conv2"] == (8, 12, 12)  # valid: 16 - 5 + 1
@@ -38,14 +41,19 @@ def test_conv_same_valid_explicit_and_dilation() -> None:
 
 
 def test_one_by_one_reduction_and_groups() -> None:
-    g = compile_text(HEAD + "INPUT -> CONV(64) -> CONV(16, 1) -> CONV(32, 3, groups=4) -> GAP -> FC(10) -> SOFTMAX")
+    g = compile_text(
+        HEAD
+        + "INPUT -> CONV(64) -> CONV(16, 1) -> CONV(32, 3, groups=4) -> GAP -> FC(10) -> SOFTMAX"
+    )
     assert g.node("conv2").params == 64 * 16 + 16
     assert g.node("conv3").params == 32 * (16 // 4) * 9 + 32
     assert g.node("conv2").macs == 32 * 32 * 16 * 64
 
 
 def test_pool_defaults_and_ceil_mode() -> None:
-    g = compile_text("input [3, 15, 15]\nclasses 10\nINPUT -> POOL -> POOL(3, stride=2, ceil=on) -> AVGPOOL(2, stride=1) -> FC(10) -> SOFTMAX")
+    g = compile_text(
+        "input [3, 15, 15]\nclasses 10\nINPUT -> POOL -> POOL(3, stride=2, ceil=on) -> AVGPOOL(2, stride=1) -> FC(10) -> SOFTMAX"
+    )
     s = shapes(g)
     assert s["pool1"] == (3, 7, 7)  # bare POOL: 2x2 max, stride 2
     assert s["pool2"] == (3, 3, 3)  # ceil((7 - 3) / 2) + 1
@@ -54,14 +62,19 @@ def test_pool_defaults_and_ceil_mode() -> None:
 
 
 def test_repetition_nested_and_index_variable() -> None:
-    g = compile_text(HEAD + "INPUT -> [[CONV(8 * 2**i) -> RELU]*2 -> POOL]*3 for i -> GAP -> FC(10) -> SOFTMAX")
+    g = compile_text(
+        HEAD + "INPUT -> [[CONV(8 * 2**i) -> RELU]*2 -> POOL]*3 for i -> GAP -> FC(10) -> SOFTMAX"
+    )
     convs = [n for n in g.nodes if n.kind == "conv"]
     assert [c.shape[0] for c in convs] == [8, 8, 16, 16, 32, 32]
     assert convs[-1].shape == (32, 8, 8)
 
 
 def test_optional_switch_and_condition() -> None:
-    text = HEAD + "INPUT -> [CONV(8) -> POOL?]*2 -> [CONV(8) -> POOL?(i < 1)]*2 for i -> GAP -> FC(10) -> SOFTMAX"
+    text = (
+        HEAD
+        + "INPUT -> [CONV(8) -> POOL?]*2 -> [CONV(8) -> POOL?(i < 1)]*2 for i -> GAP -> FC(10) -> SOFTMAX"
+    )
     spec = load_spec_text(text, "t.ns")
     assert spec.free["pool"].switch
     on = spec.instantiate({"pool": "on"})
@@ -71,20 +84,29 @@ def test_optional_switch_and_condition() -> None:
 
 
 def test_defaults_override_bare_layers() -> None:
-    g = compile_text(HEAD + "defaults CONV(16, padding=valid), FC(64)\nINPUT -> CONV -> FC -> FC(10) -> SOFTMAX")
+    g = compile_text(
+        HEAD + "defaults CONV(16, padding=valid), FC(64)\nINPUT -> CONV -> FC -> FC(10) -> SOFTMAX"
+    )
     assert g.node("conv1").shape == (16, 30, 30)
     assert g.node("fc1").shape == (64,)
 
 
 def test_constants_expressions_and_si_suffixes() -> None:
-    g = compile_text(HEAD + "budget params <= 1.5M, memory <= 2MiB\nc = 64\nINPUT -> CONV(c // 4) -> CONV(2*c - 1) -> GAP -> FC(10) -> SOFTMAX")
+    g = compile_text(
+        HEAD
+        + "budget params <= 1.5M, memory <= 2MiB\nc = 64\nINPUT -> CONV(c // 4) -> CONV(2*c - 1) -> GAP -> FC(10) -> SOFTMAX"
+    )
     assert [n.shape[0] for n in g.nodes if n.kind == "conv"] == [16, 127]
     assert g.budgets[0].limit == 1_500_000
     assert g.budgets[1].limit == 2 * 2**20
 
 
 def test_conditional_expression() -> None:
-    spec = load_spec_text(HEAD + "v1 = off\nINPUT -> CONV(8, 1, stride=(2 if v1 else 1)) -> CONV(8, stride=(1 if v1 else 2)) -> GAP -> FC(10) -> SOFTMAX", "t.ns")
+    spec = load_spec_text(
+        HEAD
+        + "v1 = off\nINPUT -> CONV(8, 1, stride=(2 if v1 else 1)) -> CONV(8, stride=(1 if v1 else 2)) -> GAP -> FC(10) -> SOFTMAX",
+        "t.ns",
+    )
     assert spec.instantiate().node("conv2").shape == (8, 16, 16)
     assert spec.instantiate({"v1": "on"}).node("conv1").shape == (8, 16, 16)
 
@@ -115,7 +137,10 @@ def test_concat_and_residual_projection() -> None:
 
 
 def test_residual_identity_when_shapes_match() -> None:
-    g = compile_text(HEAD + "INPUT -> CONV(8) -> residual(CONV(8) -> BN -> RELU -> CONV(8) -> BN, project=auto) -> GAP -> FC(10) -> SOFTMAX")
+    g = compile_text(
+        HEAD
+        + "INPUT -> CONV(8) -> residual(CONV(8) -> BN -> RELU -> CONV(8) -> BN, project=auto) -> GAP -> FC(10) -> SOFTMAX"
+    )
     assert g.node("add1").inputs == ["bn2", "conv1"]
     assert not any(n.id.startswith("shortcut") for n in g.nodes)
 
@@ -129,7 +154,9 @@ def test_implicit_flatten_and_classifier_are_marked() -> None:
 
 
 def test_text_embedding_conv1d() -> None:
-    g = compile_text("input tokens(length=21, vocab=10000)\nclasses 2\nINPUT -> EMBEDDING(128) -> CONV1D(32, 5, padding=valid) -> RELU -> MAXPOOL1D(3) -> GMP -> FC(2) -> SOFTMAX")
+    g = compile_text(
+        "input tokens(length=21, vocab=10000)\nclasses 2\nINPUT -> EMBEDDING(128) -> CONV1D(32, 5, padding=valid) -> RELU -> MAXPOOL1D(3) -> GMP -> FC(2) -> SOFTMAX"
+    )
     s = shapes(g)
     assert s["embedding1"] == (128, 21)
     assert s["conv1"] == (32, 17) and s["pool1"] == (32, 5) and s["gpool1"] == (32,)
@@ -138,7 +165,9 @@ def test_text_embedding_conv1d() -> None:
 
 
 def test_memory_counts_outputs_not_inplace_layers() -> None:
-    g = compile_text("input [1, 4, 4]\nclasses 2\nINPUT -> CONV(2) -> RELU -> DROPOUT -> FLATTEN -> FC(2) -> SOFTMAX")
+    g = compile_text(
+        "input [1, 4, 4]\nclasses 2\nINPUT -> CONV(2) -> RELU -> DROPOUT -> FLATTEN -> FC(2) -> SOFTMAX"
+    )
     assert [n.memory for n in g.nodes] == [16, 32, 0, 0, 0, 2, 0]
     assert g.totals.memory_elements == 50 and g.totals.memory_bytes == 200
 
@@ -157,7 +186,9 @@ def test_batchnorm_buffers_are_not_params() -> None:
 
 
 def test_set_overrides_constants_and_checks_domains() -> None:
-    spec = load_spec_text(HEAD + "N in 1..3\nw = 8\nINPUT -> [CONV(w) -> RELU]*N -> GAP -> FC(10) -> SOFTMAX", "t.ns")
+    spec = load_spec_text(
+        HEAD + "N in 1..3\nw = 8\nINPUT -> [CONV(w) -> RELU]*N -> GAP -> FC(10) -> SOFTMAX", "t.ns"
+    )
     g = spec.instantiate({"N": "2", "w": "16"})
     assert sum(n.kind == "conv" for n in g.nodes) == 2 and g.node("conv1").shape[0] == 16
     with pytest.raises(SpecErrors, match=r"N=7 is outside its domain 1\.\.3"):
@@ -165,7 +196,11 @@ def test_set_overrides_constants_and_checks_domains() -> None:
 
 
 def test_light_instances_agree_with_full_ones() -> None:
-    spec = load_spec_text(HEAD + "N in 1..2\nM in 1..4\nINPUT -> [[CONV(8 * 2**i) -> RELU]*N -> POOL?]*M for i -> SOFTMAX", "t.ns")
+    spec = load_spec_text(
+        HEAD
+        + "N in 1..2\nM in 1..4\nINPUT -> [[CONV(8 * 2**i) -> RELU]*N -> POOL?]*M for i -> SOFTMAX",
+        "t.ns",
+    )
     for N in (1, 2):
         for M in (1, 2, 3, 4):
             for pool in (True, False):
@@ -211,7 +246,9 @@ def test_check_does_not_import_torch_or_onnxruntime() -> None:
         "assert not bad, bad\n"
         "sys.exit(rc)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
 
 

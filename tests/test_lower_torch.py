@@ -64,8 +64,6 @@ INPUT
 """
 
 
-
-
 def text_graph(text: str) -> Graph:
     return load_spec_text(text).instantiate()
 
@@ -397,7 +395,9 @@ def test_torch_compile_traces_the_whole_graph(mnist: Graph) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # inside inductor
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+)  # inside inductor
 def test_torch_compile_with_inductor(mnist: Graph) -> None:
     model = build(mnist)
     x = example_input(mnist, 4)

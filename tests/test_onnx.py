@@ -190,8 +190,7 @@ def test_pooling_rounding_matches_torch_and_shape_inference() -> None:
             assert L.shape_mismatches(lowered, graph) == [], pool
             x = example_input(graph.input.shape, None, 2)
             assert (
-                rel_error(session(lowered.to_bytes()).run(x), torch_out(module, x))
-                <= FP32_TOL
+                rel_error(session(lowered.to_bytes()).run(x), torch_out(module, x)) <= FP32_TOL
             ), pool
 
 
@@ -204,10 +203,15 @@ def test_adaptive_pool_that_onnx_cannot_express_is_a_clear_error() -> None:
 
 def test_token_ids_go_through_embedding_only() -> None:
     """The IR refuses both mistakes; the lowering refuses them too, for graphs read from JSON."""
-    for text in ("input tokens(length=9, vocab=50)\nINPUT -> FC(3)", "input [9]\nINPUT -> EMBEDDING(4, vocab=10) -> GAP"):
+    for text in (
+        "input tokens(length=9, vocab=50)\nINPUT -> FC(3)",
+        "input [9]\nINPUT -> EMBEDDING(4, vocab=10) -> GAP",
+    ):
         with pytest.raises(NetspecError, match="token|EMBEDDING"):
             compile_text(text)
-    graph = compile_text("input tokens(length=9, vocab=50)\nINPUT -> EMBEDDING(4) -> CONV(3, 1) -> GAP")
+    graph = compile_text(
+        "input tokens(length=9, vocab=50)\nINPUT -> EMBEDDING(4) -> CONV(3, 1) -> GAP"
+    )
     weights = L.initial_weights(graph)
     rewired = graph.model_copy(deep=True)
     rewired.node("conv1").inputs = ["input"]
@@ -215,7 +219,9 @@ def test_token_ids_go_through_embedding_only() -> None:
         L.lower(rewired, weights)
     rewired = graph.model_copy(deep=True)
     rewired.node("embedding1").inputs = ["conv1"]
-    with pytest.raises(NetspecError, match="EMBEDDING `embedding1` must read the input's token ids"):
+    with pytest.raises(
+        NetspecError, match="EMBEDDING `embedding1` must read the input's token ids"
+    ):
         L.lower(rewired, weights)
 
 

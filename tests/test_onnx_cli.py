@@ -96,7 +96,9 @@ def test_export_with_a_checkpoint(tmp_path: Path, capsys) -> None:
     ckpt = tmp_path / "run" / "best.safetensors"
     save_file(module.state_dict(), str(ckpt))
     out = tmp_path / "m.onnx"
-    assert main(["export", MNIST, "-o", str(out), "--weights", str(tmp_path / "run")]) == 0  # a run's folder
+    assert (
+        main(["export", MNIST, "-o", str(out), "--weights", str(tmp_path / "run")]) == 0
+    )  # a run's folder
     assert f"weights  {ckpt}" in capsys.readouterr().out
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     with torch.no_grad():

@@ -79,7 +79,9 @@ def test_a_cache_planted_in_the_temp_folder_is_never_loaded(tmp_path, monkeypatc
 
     monkeypatch.setattr(pickle, "load", spy)
     try:
-        parser.parse_text("input [1, 8, 8]\nclasses 2\nINPUT -> CONV(4) -> RELU -> FC(2) -> SOFTMAX\n")
+        parser.parse_text(
+            "input [1, 8, 8]\nclasses 2\nINPUT -> CONV(4) -> RELU -> FC(2) -> SOFTMAX\n"
+        )
     finally:
         monkeypatch.setattr(pickle, "load", real_load)
         parser._parser.cache_clear()

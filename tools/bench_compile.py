@@ -22,7 +22,16 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = ["mnist_cnn", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "googlenet", "resnet1202_cifar"]
+SPECS = [
+    "mnist_cnn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "googlenet",
+    "resnet1202_cifar",
+]
 TARGETS_MS = {"resnet152": 10.0, "resnet1202_cifar": 100.0}
 
 
@@ -48,7 +57,9 @@ def wall(cmd: list[str], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+        )
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -71,8 +82,16 @@ def main() -> None:
         total = p_ms + b_ms
         target = TARGETS_MS.get(name)
         ok = "" if target is None else ("yes" if total <= target else "NO")
-        table.add_row(name, f"{layers:,}", f"{p_ms:.2f}", f"{b_ms:.2f}", f"{total:.2f}", f"{1e3 * total / layers:.1f}",
-                      f"<= {target:g} ms" if target else "", ok)
+        table.add_row(
+            name,
+            f"{layers:,}",
+            f"{p_ms:.2f}",
+            f"{b_ms:.2f}",
+            f"{total:.2f}",
+            f"{1e3 * total / layers:.1f}",
+            f"<= {target:g} ms" if target else "",
+            ok,
+        )
     console.print(table)
 
     check = wall([sys.executable, "-m", "netspec", "check", "specs/resnet50.ns"], args.wall_repeat)

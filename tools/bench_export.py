@@ -71,17 +71,33 @@ def torch_export(module: torch.nn.Module, path: Path, dynamo: bool) -> None:
     """torch.onnx.export with a dynamic batch and named input/output, its chatter silenced."""
     x = torch.randn(1, *module.graph.input.shape)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" x4
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         if dynamo:
             torch.onnx.export(
-                module, (x,), str(path), dynamo=True, input_names=["input"], output_names=["output"],
-                dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, opset_version=L.DEFAULT_OPSET,
+                module,
+                (x,),
+                str(path),
+                dynamo=True,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                opset_version=L.DEFAULT_OPSET,
             )
         else:
             torch.onnx.export(
-                module, (x,), str(path), dynamo=False, input_names=["input"], output_names=["output"],
-                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=18,
+                module,
+                (x,),
+                str(path),
+                dynamo=False,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                opset_version=18,
             )
 
 
@@ -96,13 +112,19 @@ def matmul(threads: int) -> tuple[object, float]:
 
     n = MATMUL_N
     node = helper.make_node("MatMul", ["a", "b"], ["c"])
-    g = helper.make_graph([node], "matmul", [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"],
-                          [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    g = helper.make_graph(
+        [node],
+        "matmul",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     rng = np.random.default_rng(0)
     feeds = {x: rng.standard_normal((n, n), dtype=np.float32) for x in "ab"}
     return (lambda: session.run(None, feeds)), n**3 / 1e9
@@ -121,17 +143,28 @@ def ms(t: Timing | float) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="shorter timings (0.5 s per cell, one export each)")
-    ap.add_argument("--threads", type=int, default=cpu_threads(), help="intra-op threads for torch and onnxruntime")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="shorter timings (0.5 s per cell, one export each)"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=cpu_threads(),
+        help="intra-op threads for torch and onnxruntime",
+    )
     ap.add_argument("--no-dynamo", action="store_true", help="skip torch.onnx.export(dynamo=True)")
     args = ap.parse_args()
     seconds, repeat = (0.5, 1) if args.quick else (2.0, 3)
     threads = args.threads
     torch.set_num_threads(threads)
     console = Console(width=120)
-    console.print(f"threads: {threads} (torch intra-op and onnxruntime intra-op); "
-                  f"torch {torch.__version__}, onnx {onnx.__version__}; {'quick' if args.quick else 'full'} timings")
+    console.print(
+        f"threads: {threads} (torch intra-op and onnxruntime intra-op); "
+        f"torch {torch.__version__}, onnx {onnx.__version__}; {'quick' if args.quick else 'full'} timings"
+    )
     note = busy_note(threads)
     if note:
         console.print(note)
@@ -139,17 +172,25 @@ def main() -> None:
         run(args, Path(tmp), console, seconds, repeat, threads)
 
 
-def run(args: argparse.Namespace, tmp: Path, console: Console, seconds: float, repeat: int, threads: int) -> None:
+def run(
+    args: argparse.Namespace, tmp: Path, console: Console, seconds: float, repeat: int, threads: int
+) -> None:
 
     # --- 1. export time -----------------------------------------------------------------------
     graph = netspec.compile_spec(spec("resnet50"))
     module = netspec.build(graph, seed=0).eval()
-    paths = {"netspec": tmp / "netspec.onnx", "netspec fold-bn": tmp / "netspec_fold.onnx",
-             "torch dynamo": tmp / "dynamo.onnx", "torch legacy": tmp / "legacy.onnx"}
+    paths = {
+        "netspec": tmp / "netspec.onnx",
+        "netspec fold-bn": tmp / "netspec_fold.onnx",
+        "torch dynamo": tmp / "dynamo.onnx",
+        "torch legacy": tmp / "legacy.onnx",
+    }
 
     def ours(path: Path, fold: bool, check: bool = False):
         weights = {k: v.detach().numpy() for k, v in module.state_dict().items()}
-        return L.export(graph, path, weights, L.LowerOptions(fold_bn=fold), note="seed=0", check=check)
+        return L.export(
+            graph, path, weights, L.LowerOptions(fold_bn=fold), note="seed=0", check=check
+        )
 
     def ours_plain(path: Path) -> None:
         """Lower and write with a plain open(): no temp file, no fsync, as torch.onnx.export writes."""
@@ -161,15 +202,21 @@ def run(args: argparse.Namespace, tmp: Path, console: Console, seconds: float, r
     ours(paths["netspec"], False)  # warm: imports, page cache
     results["netspec"] = timed(lambda: ours(paths["netspec"], False), max(repeat, 3))
     paths["netspec, plain write"] = tmp / "plain.onnx"
-    results["netspec, plain write"] = timed(lambda: ours_plain(paths["netspec, plain write"]), max(repeat, 3))
+    results["netspec, plain write"] = timed(
+        lambda: ours_plain(paths["netspec, plain write"]), max(repeat, 3)
+    )
     results["netspec fold-bn"] = timed(lambda: ours(paths["netspec fold-bn"], True), max(repeat, 3))
-    results["netspec + all checks"] = timed(lambda: ours(tmp / "checked.onnx", False, check=True), 1)
+    results["netspec + all checks"] = timed(
+        lambda: ours(tmp / "checked.onnx", False, check=True), 1
+    )
     for name, dynamo in (("torch dynamo", True), ("torch legacy", False)):
         if dynamo and args.no_dynamo:
             results[name] = "skipped (--no-dynamo)"
             continue
         try:
-            results[name] = timed(lambda d=dynamo, n=name: torch_export(module, paths[n], d), repeat)
+            results[name] = timed(
+                lambda d=dynamo, n=name: torch_export(module, paths[n], d), repeat
+            )
         except Exception as err:  # report, do not stop: the exporters change between releases
             results[name] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:60]}"
 
@@ -182,42 +229,70 @@ def run(args: argparse.Namespace, tmp: Path, console: Console, seconds: float, r
         if isinstance(value, str):
             table.add_row(name, value, "", "", "")
             continue
-        nodes = len(onnx.load(str(path), load_external_data=False).graph.node) if path and path.exists() else ""
+        nodes = (
+            len(onnx.load(str(path), load_external_data=False).graph.node)
+            if path and path.exists()
+            else ""
+        )
         size = file_mb(path) if path and path.exists() else ""
         ratio = "" if name.startswith("netspec") else f"{value / base:.1f}x"
         table.add_row(name, f"{value:.3f}", ratio, str(nodes), size)
-    slowest_torch = [v for k, v in results.items() if k.startswith("torch") and not isinstance(v, str)]
+    slowest_torch = [
+        v for k, v in results.items() if k.startswith("torch") and not isinstance(v, str)
+    ]
     verdict = " / ".join(f"{v / base:.0f}x" for v in slowest_torch)
     plain = results["netspec, plain write"]
     fair = " / ".join(f"{v / plain:.0f}x" for v in slowest_torch)
-    table.caption = (f"netspec = lower + stream + fsync + rename (median of {max(repeat, 3)}); plain write = lower + "
-                     f"write, no fsync, as torch writes; torch = median of {repeat}; target >= {TARGET_SPEEDUP:g}x: "
-                     f"{verdict} (dynamo / legacy), {fair} against the plain write")
+    table.caption = (
+        f"netspec = lower + stream + fsync + rename (median of {max(repeat, 3)}); plain write = lower + "
+        f"write, no fsync, as torch writes; torch = median of {repeat}; target >= {TARGET_SPEEDUP:g}x: "
+        f"{verdict} (dynamo / legacy), {fair} against the plain write"
+    )
     console.print(table)
 
     # --- 2. onnxruntime on our graph vs torch's graphs ------------------------------------------
-    table = Table(title="2. onnxruntime latency (ms, median / p90), resnet50: our graph vs torch.onnx.export's")
+    table = Table(
+        title="2. onnxruntime latency (ms, median / p90), resnet50: our graph vs torch.onnx.export's"
+    )
     for col in ("graph", "nodes", "batch 1", "batch 8", "vs netspec (b1 / b8)"):
         table.add_column(col, justify="left" if col == "graph" else "right")
-    graphs = [n for n in ("netspec", "netspec fold-bn", "torch dynamo", "torch legacy")
-              if not isinstance(results.get(n), str) and paths[n].exists()]
+    graphs = [
+        n
+        for n in ("netspec", "netspec fold-bn", "torch dynamo", "torch legacy")
+        if not isinstance(results.get(n), str) and paths[n].exists()
+    ]
     sessions = {n: open_session(paths[n], "cpu", threads) for n in graphs}
     lat: dict[int, dict[str, Timing]] = {}
     for b in (1, 8):
         x = example_input(graph.input.shape, None, b)
-        lat[b] = measure_side_by_side({n: lambda s=s, x=x: s.run(x) for n, s in sessions.items()}, seconds)
+        lat[b] = measure_side_by_side(
+            {n: lambda s=s, x=x: s.run(x) for n, s in sessions.items()}, seconds
+        )
     for n in graphs:
         nodes = len(onnx.load(str(paths[n]), load_external_data=False).graph.node)
         ratio = " / ".join(f"{lat[b][n].median / lat[b]['netspec'].median:.2f}x" for b in (1, 8))
-        table.add_row(n, str(nodes), *(f"{ms(lat[b][n])} / {ms(lat[b][n].p90)}" for b in (1, 8)), ratio)
-    table.caption = ("the graphs take turns, one run each per round; ratio = that graph's median / netspec's "
-                     "(above 1: ours runs faster); ORT_ENABLE_ALL, CPU provider")
+        table.add_row(
+            n, str(nodes), *(f"{ms(lat[b][n])} / {ms(lat[b][n].p90)}" for b in (1, 8)), ratio
+        )
+    table.caption = (
+        "the graphs take turns, one run each per round; ratio = that graph's median / netspec's "
+        "(above 1: ours runs faster); ORT_ENABLE_ALL, CPU provider"
+    )
     console.print(table)
 
     # --- 3. onnxruntime vs torch eager --------------------------------------------------------
     table = Table(title="3. onnxruntime vs torch eager on the CPU (ms, median / p90)")
-    for col in ("spec", "batch", "torch eager", "onnxruntime", "speed-up", "torch GMAC/s", "ort GMAC/s",
-                "matmul GMAC/s", "ort / matmul"):
+    for col in (
+        "spec",
+        "batch",
+        "torch eager",
+        "onnxruntime",
+        "speed-up",
+        "torch GMAC/s",
+        "ort GMAC/s",
+        "matmul GMAC/s",
+        "ort / matmul",
+    ):
         table.add_column(col, justify="left" if col == "spec" else "right")
     mm, mm_gmacs = matmul(threads)
     for name, batches in (("resnet18", (1, 8)), ("resnet50", (1, 8)), ("mnist_cnn", (256,))):
@@ -231,19 +306,32 @@ def run(args: argparse.Namespace, tmp: Path, console: Console, seconds: float, r
             with torch.inference_mode():
                 err = np.abs(session.run(x) - m(xt).numpy()).max()
                 t = measure_side_by_side(
-                    {"torch": lambda xt=xt, m=m: m(xt), "ort": lambda x=x, s=session: s.run(x), "matmul": mm}, seconds
+                    {
+                        "torch": lambda xt=xt, m=m: m(xt),
+                        "ort": lambda x=x, s=session: s.run(x),
+                        "matmul": mm,
+                    },
+                    seconds,
                 )
             assert err <= 1e-4, f"{name} batch {b}: onnxruntime and torch differ by {err}"
             gmacs = g.totals.macs * b / 1e9
             ceiling = mm_gmacs / t["matmul"].median
             table.add_row(
-                name, str(b), f"{ms(t['torch'])} / {ms(t['torch'].p90)}", f"{ms(t['ort'])} / {ms(t['ort'].p90)}",
-                f"{t['torch'].median / t['ort'].median:.2f}x", f"{gmacs / t['torch'].median:.1f}",
-                f"{gmacs / t['ort'].median:.1f}", f"{ceiling:.1f}", f"{100 * gmacs / t['ort'].median / ceiling:.0f}%",
+                name,
+                str(b),
+                f"{ms(t['torch'])} / {ms(t['torch'].p90)}",
+                f"{ms(t['ort'])} / {ms(t['ort'].p90)}",
+                f"{t['torch'].median / t['ort'].median:.2f}x",
+                f"{gmacs / t['torch'].median:.1f}",
+                f"{gmacs / t['ort'].median:.1f}",
+                f"{ceiling:.1f}",
+                f"{100 * gmacs / t['ort'].median / ceiling:.0f}%",
             )
-    table.caption = (f"GMAC/s = IR MACs x batch / median latency; the ceiling is a {MATMUL_N}^3 float32 onnxruntime MatMul "
-                     "timed in turn with each row's models (above 100%: onnxruntime's blocked NCHWc convolutions "
-                     "beat a plain sgemm); speed-up = torch median / ort median")
+    table.caption = (
+        f"GMAC/s = IR MACs x batch / median latency; the ceiling is a {MATMUL_N}^3 float32 onnxruntime MatMul "
+        "timed in turn with each row's models (above 100%: onnxruntime's blocked NCHWc convolutions "
+        "beat a plain sgemm); speed-up = torch median / ort median"
+    )
     console.print(table)
 
 

@@ -105,7 +105,9 @@ class Lowered:
                 hint="export with --fp16 to halve them",
             )
         graph = self.model.graph
-        head_g = onnx.GraphProto(node=graph.node, name=graph.name).SerializeToString()  # fields 1, 2
+        head_g = onnx.GraphProto(
+            node=graph.node, name=graph.name
+        ).SerializeToString()  # fields 1, 2
         tail_g = onnx.GraphProto()  # fields 10 and on
         tail_g.CopyFrom(graph)
         tail_g.ClearField("node")
@@ -183,10 +185,14 @@ def expected_weights(graph: Graph) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def check_weights(graph: Graph, weights: Mapping[str, np.ndarray], origin: str) -> dict[str, np.ndarray]:
+def check_weights(
+    graph: Graph, weights: Mapping[str, np.ndarray], origin: str
+) -> dict[str, np.ndarray]:
     """The graph's weights from `weights` as float32 arrays, refusing missing, extra or misshapen ones."""
     want = expected_weights(graph)
-    extra = sorted(k for k in weights if k not in want and k.rsplit(".", 1)[-1] not in IGNORED_WEIGHTS)
+    extra = sorted(
+        k for k in weights if k not in want and k.rsplit(".", 1)[-1] not in IGNORED_WEIGHTS
+    )
     missing = [k for k in want if k not in weights]
     if missing or extra:
         notes = []
@@ -209,7 +215,9 @@ def check_weights(graph: Graph, weights: Mapping[str, np.ndarray], origin: str) 
                 hint="was the checkpoint trained from another spec or other --set values?",
             )
         if not np.issubdtype(array.dtype, np.floating):
-            raise NetspecError(f"the weight `{name}` in {origin} is {array.dtype}, not floating point")
+            raise NetspecError(
+                f"the weight `{name}` in {origin} is {array.dtype}, not floating point"
+            )
         out[name] = array.astype(np.float32, copy=False)
     return out
 
@@ -238,11 +246,19 @@ def load_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     except TypeError:  # a dtype this numpy lacks (bfloat16 without ml_dtypes)
         from safetensors.torch import load_file as load_torch
 
-        return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in load_torch(str(path)).items()}
+        return {
+            k: v.float().numpy() if v.is_floating_point() else v.numpy()
+            for k, v in load_torch(str(path)).items()
+        }
     except Exception as err:  # safetensors raises its own SafetensorError for a bad header
-        raise NetspecError(f"cannot read the checkpoint {path}: {err}", hint="is it a .safetensors file?") from None
+        raise NetspecError(
+            f"cannot read the checkpoint {path}: {err}", hint="is it a .safetensors file?"
+        ) from None
     # float16, bfloat16 (numpy's through ml_dtypes) and float64 checkpoints: float32, as exported
-    return {k: v.astype(np.float32) if v.dtype.kind == "f" or v.dtype.name == "bfloat16" else v for k, v in arrays.items()}
+    return {
+        k: v.astype(np.float32) if v.dtype.kind == "f" or v.dtype.name == "bfloat16" else v
+        for k, v in arrays.items()
+    }
 
 
 def initial_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
@@ -262,7 +278,9 @@ def initial_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
 class Context:
     """What the per-kind functions share: the graph, the weights and the ONNX graph under way."""
 
-    def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray], options: LowerOptions) -> None:
+    def __init__(
+        self, graph: Graph, weights: Mapping[str, np.ndarray], options: LowerOptions
+    ) -> None:
         self.graph = graph
         self.weights = weights
         self.options = options
@@ -288,7 +306,9 @@ class Context:
         self.used.add(candidate)
         return candidate
 
-    def emit(self, op: str, inputs: list[str], name: str, out: str | None = None, **attrs: Any) -> str:
+    def emit(
+        self, op: str, inputs: list[str], name: str, out: str | None = None, **attrs: Any
+    ) -> str:
         """Add one ONNX node named `name`; returns its output tensor: a fresh name from `out`
         (or `name`), or exactly the graph's output name."""
         output = OUTPUT_NAME if out == OUTPUT_NAME else self.fresh(out or name)
@@ -297,7 +317,12 @@ class Context:
 
     def constant(self, name: str, values: list[int]) -> str:
         """An int64 vector as a Constant node (axes, starts...): not an initializer, not a weight."""
-        return self.emit("Constant", [], name, value=helper.make_tensor(name, TensorProto.INT64, [len(values)], values))
+        return self.emit(
+            "Constant",
+            [],
+            name,
+            value=helper.make_tensor(name, TensorProto.INT64, [len(values)], values),
+        )
 
     def scalar(self, name: str, value: float) -> str:
         """A float scalar in the compute dtype as a Constant node (not a weight)."""
@@ -307,8 +332,12 @@ class Context:
     def initializer(self, name: str, array: np.ndarray) -> str:
         """A weight: its header in the model, its data (cast once, if at all) kept aside."""
         self.used.add(name)
-        self.initializers.append(onnx.TensorProto(name=name, data_type=self.elem_type, dims=array.shape))
-        self.arrays[name] = np.ascontiguousarray(array, dtype=np.dtype(self.dtype).newbyteorder("<"))
+        self.initializers.append(
+            onnx.TensorProto(name=name, data_type=self.elem_type, dims=array.shape)
+        )
+        self.arrays[name] = np.ascontiguousarray(
+            array, dtype=np.dtype(self.dtype).newbyteorder("<")
+        )
         self.parameters += array.size
         return name
 
@@ -325,11 +354,17 @@ Lowering = Callable[[Context, Node, Layer, list[str]], str]
 
 def _input(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     if layer.vocab is not None:  # token ids
-        ctx.inputs.append(helper.make_tensor_value_info(INPUT_NAME, TensorProto.INT64, [BATCH, *layer.shape]))
+        ctx.inputs.append(
+            helper.make_tensor_value_info(INPUT_NAME, TensorProto.INT64, [BATCH, *layer.shape])
+        )
         return INPUT_NAME
-    ctx.inputs.append(helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH, *layer.shape]))
+    ctx.inputs.append(
+        helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH, *layer.shape])
+    )
     if ctx.options.fp16:
-        return ctx.emit("Cast", [INPUT_NAME], "input.cast", out="input.fp16", to=TensorProto.FLOAT16)
+        return ctx.emit(
+            "Cast", [INPUT_NAME], "input.cast", out="input.fp16", to=TensorProto.FLOAT16
+        )
     return INPUT_NAME
 
 
@@ -345,18 +380,29 @@ def _conv(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     bn = ctx.fold.get(node.id)
     if bn is not None:
         w, b = _folded(ctx.weights, node, bn, layer.bias)
-        inputs = [xs[0], ctx.initializer(f"{node.id}.weight", w), ctx.initializer(f"{node.id}.bias", b)]
+        inputs = [
+            xs[0],
+            ctx.initializer(f"{node.id}.weight", w),
+            ctx.initializer(f"{node.id}.bias", b),
+        ]
     else:
-        inputs = [xs[0], ctx.weight(node, "weight")] + ([ctx.weight(node, "bias")] if layer.bias else [])
+        inputs = [xs[0], ctx.weight(node, "weight")] + (
+            [ctx.weight(node, "bias")] if layer.bias else []
+        )
     return ctx.emit("Conv", inputs, node.id, **attrs)
 
 
-def _folded(weights: Mapping[str, np.ndarray], conv: Node, bn: Node, has_bias: bool) -> tuple[np.ndarray, np.ndarray]:
+def _folded(
+    weights: Mapping[str, np.ndarray], conv: Node, bn: Node, has_bias: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Conv then BN as one conv: w' = w * s, b' = (b - mean) * s + beta, s = gamma / sqrt(var + eps).
     The per-channel vectors in float64; w * s is one float32 rounding, as the product would be."""
     w = weights[f"{conv.id}.weight"]
     b = weights[f"{conv.id}.bias"].astype(np.float64) if has_bias else np.zeros(w.shape[0])
-    gamma, beta, mean, var = (weights[f"{bn.id}.{n}"].astype(np.float64) for n in ("weight", "bias", "running_mean", "running_var"))
+    gamma, beta, mean, var = (
+        weights[f"{bn.id}.{n}"].astype(np.float64)
+        for n in ("weight", "bias", "running_mean", "running_var")
+    )
     scale = gamma / np.sqrt(var + float(bn.args.get("eps", 1e-5)))
     return w * scale.astype(w.dtype).reshape(-1, *([1] * (w.ndim - 1))), (b - mean) * scale + beta
 
@@ -370,7 +416,12 @@ def _foldable(graph: Graph) -> dict[str, Node]:
     kinds = {n.id: n.kind for n in graph.nodes}
     fold = {}
     for n in graph.nodes:
-        if n.kind == "batchnorm" and kinds[n.inputs[0]] == "conv" and consumers.get(n.inputs[0]) == 1 and n.inputs[0] != graph.output:
+        if (
+            n.kind == "batchnorm"
+            and kinds[n.inputs[0]] == "conv"
+            and consumers.get(n.inputs[0]) == 1
+            and n.inputs[0] != graph.output
+        ):
             fold[n.inputs[0]] = n
     return fold
 
@@ -379,16 +430,25 @@ def _pool(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     in_shape = ctx.in_shape(node)
     k, s, p = layer.geometry(in_shape)
     want = node.shape[1:]
-    floor = tuple(window_out(n, kk, ss, 1, pp, pp) for n, kk, ss, pp in zip(in_shape[1:], k, s, p, strict=True))
+    floor = tuple(
+        window_out(n, kk, ss, 1, pp, pp)
+        for n, kk, ss, pp in zip(in_shape[1:], k, s, p, strict=True)
+    )
     # ONNX's ceil rule lacks PyTorch's "the last window must start inside the input or its left
     # padding", so ceil_mode=1 is used only where both rules give the IR's size.
-    onnx_ceil = tuple(math.ceil((n + 2 * pp - kk) / ss) + 1 for n, kk, ss, pp in zip(in_shape[1:], k, s, p, strict=True))
+    onnx_ceil = tuple(
+        math.ceil((n + 2 * pp - kk) / ss) + 1
+        for n, kk, ss, pp in zip(in_shape[1:], k, s, p, strict=True)
+    )
     begins, ends, ceil = list(p), list(p), 0
     if layer.ceil and want != floor:
         if want == onnx_ceil:
             ceil = 1
         elif layer.mode == "max":  # extra end padding never wins a max
-            ends = [pp + max(0, (o - 1) * ss + kk - (n + 2 * pp)) for n, kk, ss, pp, o in zip(in_shape[1:], k, s, p, want, strict=True)]
+            ends = [
+                pp + max(0, (o - 1) * ss + kk - (n + 2 * pp))
+                for n, kk, ss, pp, o in zip(in_shape[1:], k, s, p, want, strict=True)
+            ]
         else:
             raise NetspecError(
                 f"AVGPOOL `{node.id}` with ceil=on on a {fmt_shape(in_shape[1:])} input rounds differently per "
@@ -396,7 +456,12 @@ def _pool(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
                 node.span,
                 hint="use ceil=off, or a square input",
             )
-    attrs: dict[str, Any] = {"kernel_shape": list(k), "strides": list(s), "pads": begins + ends, "ceil_mode": ceil}
+    attrs: dict[str, Any] = {
+        "kernel_shape": list(k),
+        "strides": list(s),
+        "pads": begins + ends,
+        "ceil_mode": ceil,
+    }
     if layer.mode == "avg":
         attrs["count_include_pad"] = 1  # PyTorch's default
     return ctx.emit("MaxPool" if layer.mode == "max" else "AveragePool", xs, node.id, **attrs)
@@ -428,25 +493,44 @@ def _flatten(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
 
 
 def _fc(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
-    inputs = [xs[0], ctx.weight(node, "weight")] + ([ctx.weight(node, "bias")] if layer.bias else [])
+    inputs = [xs[0], ctx.weight(node, "weight")] + (
+        [ctx.weight(node, "bias")] if layer.bias else []
+    )
     return ctx.emit("Gemm", inputs, node.id, transB=1)
 
 
 def _embedding(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
-    rows = ctx.emit("Gather", [ctx.weight(node, "weight"), xs[0]], node.id, out=f"{node.id}.rows", axis=0)
-    return ctx.emit("Transpose", [rows], f"{node.id}.transpose", out=node.id, perm=[0, 2, 1])  # [B, dim, L]
+    rows = ctx.emit(
+        "Gather", [ctx.weight(node, "weight"), xs[0]], node.id, out=f"{node.id}.rows", axis=0
+    )
+    return ctx.emit(
+        "Transpose", [rows], f"{node.id}.transpose", out=node.id, perm=[0, 2, 1]
+    )  # [B, dim, L]
 
 
 def _batchnorm(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     if node.id in ctx.folded:
         return xs[0]
     names = ("weight", "bias", "running_mean", "running_var")
-    return ctx.emit("BatchNormalization", [xs[0], *(ctx.weight(node, n) for n in names)], node.id, epsilon=layer.eps)
+    return ctx.emit(
+        "BatchNormalization",
+        [xs[0], *(ctx.weight(node, n) for n in names)],
+        node.id,
+        epsilon=layer.eps,
+    )
 
 
 def _lrn(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     if len(ctx.in_shape(node)) == 3 and layer.size % 2:
-        return ctx.emit("LRN", xs, node.id, size=layer.size, alpha=float(layer.alpha), beta=float(layer.beta), bias=float(layer.k))
+        return ctx.emit(
+            "LRN",
+            xs,
+            node.id,
+            size=layer.size,
+            alpha=float(layer.alpha),
+            beta=float(layer.beta),
+            bias=float(layer.k),
+        )
     # onnxruntime's LRN takes only odd sizes on 4-D input; otherwise PyTorch's own formula:
     # x / (k + alpha * avg(x^2 over channels [c - size//2, c + (size-1)//2], zero-padded)) ** beta
     spatial = len(ctx.in_shape(node)) - 1
@@ -455,8 +539,14 @@ def _lrn(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     axis = ctx.constant(f"{n}.axis", [1])
     lifted = ctx.emit("Unsqueeze", [sq, axis], f"{n}.unsqueeze")  # [B, 1, C, ...]: pool over C
     pads = [layer.size // 2] + [0] * spatial + [(layer.size - 1) // 2] + [0] * spatial
-    avg = ctx.emit("AveragePool", [lifted], f"{n}.window", kernel_shape=[layer.size] + [1] * spatial,
-                   pads=pads, count_include_pad=1)
+    avg = ctx.emit(
+        "AveragePool",
+        [lifted],
+        f"{n}.window",
+        kernel_shape=[layer.size] + [1] * spatial,
+        pads=pads,
+        count_include_pad=1,
+    )
     window = ctx.emit("Squeeze", [avg, axis], f"{n}.squeeze")
     scaled = ctx.emit("Mul", [window, ctx.scalar(f"{n}.alpha", layer.alpha)], f"{n}.alpha")
     base = ctx.emit("Add", [scaled, ctx.scalar(f"{n}.k", layer.k)], f"{n}.k")
@@ -542,12 +632,16 @@ def lower(
     options = options or LowerOptions()
     missing = sorted({n.kind for n in graph.nodes if n.kind not in LOWERINGS})
     if missing:
-        raise NotImplementedError(f"lower_onnx has no lowering for the layer kind(s) {', '.join(missing)}")
+        raise NotImplementedError(
+            f"lower_onnx has no lowering for the layer kind(s) {', '.join(missing)}"
+        )
     _check_token_ids(graph)
     ctx = Context(graph, check_weights(graph, weights, origin), options)
     for node in graph.nodes:
         layer = layer_from_node(node.kind, node.args)
-        ctx.tensors[node.id] = LOWERINGS[node.kind](ctx, node, layer, [ctx.tensors[i] for i in node.inputs])
+        ctx.tensors[node.id] = LOWERINGS[node.kind](
+            ctx, node, layer, [ctx.tensors[i] for i in node.inputs]
+        )
     final = ctx.tensors[graph.output]
     out_shape = graph.output_shape
     if options.fp16:
@@ -557,7 +651,9 @@ def lower(
     else:
         _rename(ctx.nodes, final, OUTPUT_NAME)
         ctx.tensors = {k: OUTPUT_NAME if v == final else v for k, v in ctx.tensors.items()}
-    out_type = TensorProto.INT64 if graph.input.is_tokens and final == INPUT_NAME else TensorProto.FLOAT
+    out_type = (
+        TensorProto.INT64 if graph.input.is_tokens and final == INPUT_NAME else TensorProto.FLOAT
+    )
     onnx_graph = helper.make_graph(
         ctx.nodes,
         graph.name,
@@ -585,11 +681,17 @@ def _check_token_ids(graph: Graph) -> None:
     tokens = graph.nodes[0].id if graph.input.is_tokens else None
     for node in graph.nodes:
         if node.kind == "embedding" and node.inputs != [tokens]:
-            raise NetspecError(f"EMBEDDING `{node.id}` must read the input's token ids", node.span,
-                               hint="declare `input tokens(length=L, vocab=V)` and put EMBEDDING first")
+            raise NetspecError(
+                f"EMBEDDING `{node.id}` must read the input's token ids",
+                node.span,
+                hint="declare `input tokens(length=L, vocab=V)` and put EMBEDDING first",
+            )
         if node.kind != "embedding" and tokens in node.inputs:
-            raise NetspecError(f"`{node.id}` reads token ids; only EMBEDDING can", node.span,
-                               hint="start the chain with EMBEDDING(dim)")
+            raise NetspecError(
+                f"`{node.id}` reads token ids; only EMBEDDING can",
+                node.span,
+                hint="start the chain with EMBEDDING(dim)",
+            )
 
 
 def _rename(nodes: list[onnx.NodeProto], old: str, new: str) -> None:
@@ -608,8 +710,12 @@ def _metadata(graph: Graph, options: LowerOptions, note: str) -> dict[str, str]:
         "netspec.version": __version__,
         "netspec.bindings": json.dumps(graph.bindings, sort_keys=True),
         "netspec.input": "tokens" if graph.input.is_tokens else "float32",
-        "netspec.output": "probabilities" if final.kind == "softmax" and not options.logits else "scores",
-        "netspec.options": json.dumps({"fold_bn": options.fold_bn, "fp16": options.fp16, "logits": options.logits}),
+        "netspec.output": "probabilities"
+        if final.kind == "softmax" and not options.logits
+        else "scores",
+        "netspec.options": json.dumps(
+            {"fold_bn": options.fold_bn, "fp16": options.fp16, "logits": options.logits}
+        ),
         "netspec.weights": note,
     }
 
@@ -647,12 +753,17 @@ class ExportCheckFailed(RuntimeError):
 def inferred_shapes(model: onnx.ModelProto) -> dict[str, list[int | str]]:
     """Every tensor's shape as `onnx.shape_inference` sees it (a symbolic dim by its name).
     Initializers need no data for this: `Lowered.model` will do."""
-    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    inferred = onnx.shape_inference.infer_shapes(
+        model, check_type=True, strict_mode=True, data_prop=True
+    )
     g = inferred.graph
     out: dict[str, list[int | str]] = {}
     for info in [*g.input, *g.value_info, *g.output]:
         if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
-            out[info.name] = [d.dim_param if d.HasField("dim_param") else d.dim_value for d in info.type.tensor_type.shape.dim]
+            out[info.name] = [
+                d.dim_param if d.HasField("dim_param") else d.dim_value
+                for d in info.type.tensor_type.shape.dim
+            ]
     return out
 
 
@@ -664,11 +775,15 @@ def shape_mismatches(lowered: Lowered, graph: Graph) -> list[str]:
         want = [BATCH, *node.shape]
         got = shapes.get(lowered.tensors[node.id])
         if got != want:
-            bad.append(f"{node.id}: IR {_dims(want)}, ONNX {_dims(got) if got is not None else 'unknown'}")
+            bad.append(
+                f"{node.id}: IR {_dims(want)}, ONNX {_dims(got) if got is not None else 'unknown'}"
+            )
     return bad
 
 
-def verify(lowered: Lowered, graph: Graph, written: str | Path | bytes | None = None, run: bool = True) -> list[Check]:
+def verify(
+    lowered: Lowered, graph: Graph, written: str | Path | bytes | None = None, run: bool = True
+) -> list[Check]:
     """The checks every export passes: onnx's full checker, the IR's shapes at every node, and
     (with `run`) onnxruntime loading the model and running a batch of 2 on the CPU.
 
@@ -685,7 +800,9 @@ def verify(lowered: Lowered, graph: Graph, written: str | Path | bytes | None = 
         return checks
     bad = shape_mismatches(lowered, graph)
     n = len(graph.nodes)
-    detail = f"all {n} IR nodes match" if not bad else f"{len(bad)} of {n} differ: " + "; ".join(bad[:3])
+    detail = (
+        f"all {n} IR nodes match" if not bad else f"{len(bad)} of {n} differ: " + "; ".join(bad[:3])
+    )
     checks.append(Check("shape inference vs IR", not bad, detail))
     if run:
         checks.append(_run_check(graph, data))
@@ -702,7 +819,9 @@ def _run_check(graph: Graph, data: str | Path | bytes) -> Check:
         return Check("onnxruntime (CPU)", False, str(err).strip().splitlines()[0])
     want = (2, *graph.output_shape)
     ok = y.shape == want and bool(np.isfinite(y).all())
-    detail = f"runs a batch of 2: output [{fmt_shape(y.shape)}]" + ("" if ok else f", expected [{fmt_shape(want)}], finite")
+    detail = f"runs a batch of 2: output [{fmt_shape(y.shape)}]" + (
+        "" if ok else f", expected [{fmt_shape(want)}], finite"
+    )
     return Check("onnxruntime (CPU)", ok, detail)
 
 
@@ -715,7 +834,9 @@ def staged(path: str | Path) -> Iterator[Path]:
     if not path.parent.is_dir():
         raise NetspecError(f"cannot write {path}: the folder {path.parent} does not exist")
     if path.is_dir():
-        raise NetspecError(f"cannot write {path}: it is a folder", hint=f"name a file, e.g. {path / 'model.onnx'}")
+        raise NetspecError(
+            f"cannot write {path}: it is a folder", hint=f"name a file, e.g. {path / 'model.onnx'}"
+        )
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)

@@ -15,9 +15,18 @@ from netspec.errors import SpecErrors
 @click.argument("spec", type=click.Path(dir_okay=False))
 @set_option
 @click.option("--json", "as_json", is_flag=True, help="print the IR graph as JSON")
-@click.option("--all-ops", is_flag=True, help="also count the cheap ops (BN, pooling, activations, adds)")
+@click.option(
+    "--all-ops", is_flag=True, help="also count the cheap ops (BN, pooling, activations, adds)"
+)
 @click.option("--brief", is_flag=True, help="totals and budgets only, no per-layer rows")
-def check(spec: str, sets: tuple[str, ...], extra: tuple[str, ...], as_json: bool, all_ops: bool, brief: bool) -> None:
+def check(
+    spec: str,
+    sets: tuple[str, ...],
+    extra: tuple[str, ...],
+    as_json: bool,
+    all_ops: bool,
+    brief: bool,
+) -> None:
     """Check SPEC: every layer's output shape, params, MACs and activation memory; budgets and
     shape assertions. Exit status 0 when every check holds, 2 otherwise."""
     graph, errors = load_graph(spec, sets, extra, collect=True)

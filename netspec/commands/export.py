@@ -1,8 +1,8 @@
 """`netspec export`, `netspec run` and `netspec bench`: the ONNX side of netspec.
 
-    netspec export specs/resnet18.ns -o resnet18.onnx [--weights run/ckpt.safetensors]
-    netspec run resnet18.onnx --input cat.jpg dog.png batch.npy
-    netspec bench specs/resnet18.ns
+netspec export specs/resnet18.ns -o resnet18.onnx [--weights run/ckpt.safetensors]
+netspec run resnet18.onnx --input cat.jpg dog.png batch.npy
+netspec bench specs/resnet18.ns
 """
 
 from __future__ import annotations
@@ -31,17 +31,37 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the .onnx file to write")
-@click.option("--weights", type=click.Path(), help="a safetensors checkpoint or a training run's folder (default: seeded init)")
-@click.option("--seed", type=int, default=None, help="seed of the initial weights when no --weights [0]")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="the .onnx file to write"
+)
+@click.option(
+    "--weights",
+    type=click.Path(),
+    help="a safetensors checkpoint or a training run's folder (default: seeded init)",
+)
+@click.option(
+    "--seed", type=int, default=None, help="seed of the initial weights when no --weights [0]"
+)
 @click.option("--fold-bn", is_flag=True, help="fold each batch norm into the convolution before it")
-@click.option("--fp16", is_flag=True, help="weights and compute in float16; input and output stay float32 (Cast nodes)")
+@click.option(
+    "--fp16",
+    is_flag=True,
+    help="weights and compute in float16; input and output stay float32 (Cast nodes)",
+)
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="the ONNX opset")
 @click.option("--logits", is_flag=True, help="leave out a final softmax: output the class scores")
 @set_option
 def export(
-    spec: str, output: str, weights: str | None, seed: int | None, fold_bn: bool, fp16: bool,
-    opset: int, logits: bool, sets: tuple[str, ...], extra: tuple[str, ...],
+    spec: str,
+    output: str,
+    weights: str | None,
+    seed: int | None,
+    fold_bn: bool,
+    fp16: bool,
+    opset: int,
+    logits: bool,
+    sets: tuple[str, ...],
+    extra: tuple[str, ...],
 ) -> None:
     """Compile SPEC straight to an ONNX model (no tracing), check it, and write it atomically.
 
@@ -55,7 +75,9 @@ def export(
     """
     options = LowerOptions(opset=opset, fold_bn=fold_bn, fp16=fp16, logits=logits)
     if weights is not None and seed is not None:
-        raise NetspecError("--seed draws random initial weights and --weights loads trained ones: give one")
+        raise NetspecError(
+            "--seed draws random initial weights and --weights loads trained ones: give one"
+        )
     start = time.perf_counter()
     graph = load_graph(spec, sets, extra)
     if weights is not None:
@@ -64,7 +86,11 @@ def export(
         note = "checkpoint sha256:" + _digest(file)
     else:
         seed = seed or 0
-        arrays, origin, note = lower_onnx.initial_weights(graph, seed), f"seed {seed}", f"seed={seed}"
+        arrays, origin, note = (
+            lower_onnx.initial_weights(graph, seed),
+            f"seed {seed}",
+            f"seed={seed}",
+        )
     try:
         report = lower_onnx.export(graph, output, arrays, options, origin=origin, note=note)
     except lower_onnx.ExportCheckFailed as err:
@@ -84,7 +110,9 @@ def _digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _print_report(report: lower_onnx.ExportReport, graph: Graph, options: LowerOptions, origin: str, took: float) -> None:
+def _print_report(
+    report: lower_onnx.ExportReport, graph: Graph, options: LowerOptions, origin: str, took: float
+) -> None:
     dtype = "float16 compute, float32 input/output" if options.fp16 else "float32"
     params = f"{report.parameters:,} in initializers"
     if options.fold_bn:
@@ -93,14 +121,24 @@ def _print_report(report: lower_onnx.ExportReport, graph: Graph, options: LowerO
     elif graph.totals.buffers:
         params += f" ({graph.totals.params:,} params + {graph.totals.buffers:,} BN running stats)"
     in_type = "int64 token ids" if graph.input.is_tokens else "float32"
-    out_kind = "probabilities" if graph.node(graph.output).kind == "softmax" and not options.logits else "scores"
+    out_kind = (
+        "probabilities"
+        if graph.node(graph.output).kind == "softmax" and not options.logits
+        else "scores"
+    )
     rows = [
-        ("network", f"{graph.name} (source hash {graph.source_hash or '-'}, netspec {__version__})"),
+        (
+            "network",
+            f"{graph.name} (source hash {graph.source_hash or '-'}, netspec {__version__})",
+        ),
         ("opset", f"{report.opset} (IR version {report.ir_version}), {dtype}"),
         ("weights", origin),
         ("params", params),
-        ("graph", f"{report.onnx_nodes} ONNX nodes; `{INPUT_NAME}` [batch, {', '.join(map(str, graph.input.shape))}] {in_type}"
-                  f" -> `{OUTPUT_NAME}` [batch, {', '.join(map(str, graph.output_shape))}] float32 {out_kind}"),
+        (
+            "graph",
+            f"{report.onnx_nodes} ONNX nodes; `{INPUT_NAME}` [batch, {', '.join(map(str, graph.input.shape))}] {in_type}"
+            f" -> `{OUTPUT_NAME}` [batch, {', '.join(map(str, graph.output_shape))}] float32 {out_kind}",
+        ),
     ]
     click.echo(f"wrote {report.path} ({_size(report.bytes)}) in {took:.2f} s")
     for key, value in rows:
@@ -122,12 +160,33 @@ def _size(n: int) -> str:
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-i", "--input", "inputs", multiple=True, metavar="FILE", help="an image or .npy array (repeatable)")
+@click.option(
+    "-i",
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="FILE",
+    help="an image or .npy array (repeatable)",
+)
 @click.argument("more", nargs=-1, metavar="[FILE]...")
-@click.option("-k", "--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="classes shown per input")
+@click.option(
+    "-k",
+    "--top-k",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="classes shown per input",
+)
 @click.option("--labels", type=click.Path(dir_okay=False), help="class names, one per line")
 @click.option("--provider", default="auto", show_default=True, help="auto, tensorrt, cuda or cpu")
-def run(model: str, inputs: tuple[str, ...], more: tuple[str, ...], top_k: int, labels: str | None, provider: str) -> None:
+def run(
+    model: str,
+    inputs: tuple[str, ...],
+    more: tuple[str, ...],
+    top_k: int,
+    labels: str | None,
+    provider: str,
+) -> None:
     """Run MODEL on images or .npy arrays (one batch) and print the top classes of each.
 
     Images are converted to the model's channels (gray or RGB), resized to its height and width
@@ -137,7 +196,9 @@ def run(model: str, inputs: tuple[str, ...], more: tuple[str, ...], top_k: int, 
 
     files = list(inputs) + list(more)
     if not files:
-        raise NetspecError("no inputs", hint=f"netspec run {model} --input image.png [more.png ...]")
+        raise NetspecError(
+            "no inputs", hint=f"netspec run {model} --input image.png [more.png ...]"
+        )
     session = open_session(model, provider)
     click.echo(provider_line(session))
     tokens = "int" in session.input_type
@@ -145,12 +206,16 @@ def run(model: str, inputs: tuple[str, ...], more: tuple[str, ...], top_k: int, 
     try:
         out = session.run(batch)
     except Exception as err:  # onnxruntime's errors have no common base class
-        raise NetspecError(f"{model} failed on these inputs: {str(err).strip().splitlines()[0]}") from None
+        raise NetspecError(
+            f"{model} failed on these inputs: {str(err).strip().splitlines()[0]}"
+        ) from None
     names_of = _class_names(labels, out.shape[-1]) if labels else None
     _print_predictions(out, names, session.metadata.get("netspec.output"), top_k, names_of)
 
 
-def read_inputs(files: list[str], shape: tuple[int, ...], tokens: bool = False) -> tuple[np.ndarray, list[str]]:
+def read_inputs(
+    files: list[str], shape: tuple[int, ...], tokens: bool = False
+) -> tuple[np.ndarray, list[str]]:
     """One batch from images and .npy files for a model taking `[batch, *shape]`.
 
     Returns the batch and a name per row (`x.npy[3]` for the rows of a batch file).
@@ -164,7 +229,9 @@ def read_inputs(files: list[str], shape: tuple[int, ...], tokens: bool = False) 
     for name in files:
         path = Path(name)
         if not path.is_file():
-            raise NetspecError(f"no input file {name}" + (" (it is a folder)" if path.is_dir() else ""))
+            raise NetspecError(
+                f"no input file {name}" + (" (it is a folder)" if path.is_dir() else "")
+            )
         if path.suffix.lower() == ".npy":
             array = _read_npy(path, shape, tokens)
             rows.extend(array)
@@ -173,7 +240,9 @@ def read_inputs(files: list[str], shape: tuple[int, ...], tokens: bool = False) 
             rows.append(read_image(path, shape))
             names.append(name)
         else:
-            raise NetspecError(f"cannot read {name}: expected an image ({', '.join(sorted(IMAGE_SUFFIXES))}) or a .npy array")
+            raise NetspecError(
+                f"cannot read {name}: expected an image ({', '.join(sorted(IMAGE_SUFFIXES))}) or a .npy array"
+            )
     return np.stack(rows), names
 
 
@@ -184,7 +253,9 @@ def _read_npy(path: Path, shape: tuple[int, ...], tokens: bool) -> np.ndarray:
         raise NetspecError(f"cannot read {path}: {err}") from None
     if array.shape == shape:
         array = array[None]
-    elif len(shape) == 3 and shape[0] == 1 and array.shape[-2:] == shape[1:] and array.ndim in (2, 3):
+    elif (
+        len(shape) == 3 and shape[0] == 1 and array.shape[-2:] == shape[1:] and array.ndim in (2, 3)
+    ):
         array = array.reshape(-1, *shape)  # gray images without their channel axis
     if array.shape[1:] != shape or array.ndim != len(shape) + 1:
         raise NetspecError(
@@ -194,7 +265,9 @@ def _read_npy(path: Path, shape: tuple[int, ...], tokens: bool) -> np.ndarray:
         )
     if tokens:
         if not np.issubdtype(array.dtype, np.integer):
-            raise NetspecError(f"{path} holds {array.dtype} values; the model takes integer token ids")
+            raise NetspecError(
+                f"{path} holds {array.dtype} values; the model takes integer token ids"
+            )
         return array.astype(np.int64)
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
@@ -208,8 +281,10 @@ def read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     if len(shape) != 3 or shape[0] not in (1, 3):
-        raise NetspecError(f"{path} is an image, but the model takes [{fmt_shape(shape)}], not [1 or 3, H, W]",
-                           hint="give it .npy arrays instead")
+        raise NetspecError(
+            f"{path} is an image, but the model takes [{fmt_shape(shape)}], not [1 or 3, H, W]",
+            hint="give it .npy arrays instead",
+        )
     channels, height, width = shape
     try:
         with Image.open(path) as image:
@@ -231,19 +306,29 @@ def _class_names(path: str, classes: int) -> list[str]:
     return names
 
 
-def _print_predictions(out: np.ndarray, names: list[str], kind: str | None, k: int, labels: list[str] | None) -> None:
+def _print_predictions(
+    out: np.ndarray, names: list[str], kind: str | None, k: int, labels: list[str] | None
+) -> None:
     if out.ndim != 2:
         for name, row in zip(names, out, strict=True):
-            click.echo(f"{name}: output [{fmt_shape(row.shape)}], min {row.min():.4g}, max {row.max():.4g}")
+            click.echo(
+                f"{name}: output [{fmt_shape(row.shape)}], min {row.min():.4g}, max {row.max():.4g}"
+            )
         return
     probs = out.astype(np.float64)
-    looks_like_probs = bool(((probs >= 0) & (probs <= 1)).all() and np.allclose(probs.sum(1), 1, atol=1e-3))
+    looks_like_probs = bool(
+        ((probs >= 0) & (probs <= 1)).all() and np.allclose(probs.sum(1), 1, atol=1e-3)
+    )
     if kind == "scores" or (kind is None and not looks_like_probs):
         probs = np.exp(probs - probs.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
         click.echo("(the model outputs scores; probabilities shown are their softmax)")
     k = min(k, probs.shape[1])
-    width = max(len(str(probs.shape[1] - 1)), *(len(s) for s in labels)) if labels else len(str(probs.shape[1] - 1))
+    width = (
+        max(len(str(probs.shape[1] - 1)), *(len(s) for s in labels))
+        if labels
+        else len(str(probs.shape[1] - 1))
+    )
     for name, row in zip(names, probs, strict=True):
         click.echo(name)
         for rank, c in enumerate(np.argsort(-row, kind="stable")[:k], 1):
@@ -256,14 +341,42 @@ def _print_predictions(out: np.ndarray, names: list[str], kind: str | None, k: i
 
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("-b", "--batch", "batches", multiple=True, type=click.IntRange(min=1), help="batch sizes [1, 8, 64]")
-@click.option("--seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.1), help="timing budget per cell")
-@click.option("--threads", type=click.IntRange(min=1), help="intra-op threads for both [the usable cores]")
-@click.option("--provider", default="auto", show_default=True, help="onnxruntime's provider: auto, tensorrt, cuda, cpu")
+@click.option(
+    "-b",
+    "--batch",
+    "batches",
+    multiple=True,
+    type=click.IntRange(min=1),
+    help="batch sizes [1, 8, 64]",
+)
+@click.option(
+    "--seconds",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="timing budget per cell",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="intra-op threads for both [the usable cores]"
+)
+@click.option(
+    "--provider",
+    default="auto",
+    show_default=True,
+    help="onnxruntime's provider: auto, tensorrt, cuda, cpu",
+)
 @click.option("--fold-bn", is_flag=True, help="fold batch norms in the ONNX graph")
 @set_option
-def bench(spec: str, batches: tuple[int, ...], seconds: float, threads: int | None, provider: str,
-          fold_bn: bool, sets: tuple[str, ...], extra: tuple[str, ...]) -> None:
+def bench(
+    spec: str,
+    batches: tuple[int, ...],
+    seconds: float,
+    threads: int | None,
+    provider: str,
+    fold_bn: bool,
+    sets: tuple[str, ...],
+    extra: tuple[str, ...],
+) -> None:
     """Latency (median, p90) and throughput of SPEC in torch eager and in ONNX Runtime, side by side."""
     import torch
     from rich.console import Console
@@ -284,7 +397,11 @@ def bench(spec: str, batches: tuple[int, ...], seconds: float, threads: int | No
     torch.set_num_threads(threads)
     module = build(graph, seed=0).eval()
     weights = {k: v.detach().numpy() for k, v in module.state_dict().items()}
-    session = open_session(lower_onnx.lower(graph, weights, LowerOptions(fold_bn=fold_bn)).to_bytes(), provider, threads)
+    session = open_session(
+        lower_onnx.lower(graph, weights, LowerOptions(fold_bn=fold_bn)).to_bytes(),
+        provider,
+        threads,
+    )
     console = Console()
     console.print(provider_line(session))
     note = busy_note(threads)
@@ -297,9 +414,20 @@ def bench(spec: str, batches: tuple[int, ...], seconds: float, threads: int | No
     err = float(np.abs(session.run(x1) - ref).max() / max(float(np.abs(ref).max()), 1e-12))
 
     table = Table(title=f"{graph.name}: torch eager (cpu) vs onnxruntime ({session.provider})")
-    for col in ("batch", "torch median", "torch p90", "torch /s", "ort median", "ort p90", "ort /s", "speed-up"):
+    for col in (
+        "batch",
+        "torch median",
+        "torch p90",
+        "torch /s",
+        "ort median",
+        "ort p90",
+        "ort /s",
+        "speed-up",
+    ):
         table.add_column(col, justify="right")
-    per_example: float | None = None  # seconds per example in the slower runtime, to skip what will not fit
+    per_example: float | None = (
+        None  # seconds per example in the slower runtime, to skip what will not fit
+    )
     for batch in sorted(set(batches or (1, 8, 64))):
         why = _skip(graph, batch, per_example, seconds)
         if why:
@@ -308,12 +436,19 @@ def bench(spec: str, batches: tuple[int, ...], seconds: float, threads: int | No
         x = example_input(graph.input.shape, graph.input.vocab, batch)
         xt = torch.from_numpy(x)
         with torch.inference_mode():
-            timings = measure_side_by_side({"torch": lambda xt=xt: module(xt), "ort": lambda x=x: session.run(x)}, seconds)
+            timings = measure_side_by_side(
+                {"torch": lambda xt=xt: module(xt), "ort": lambda x=x: session.run(x)}, seconds
+            )
         t_torch, t_ort = timings["torch"], timings["ort"]
         per_example = max(t_torch.median, t_ort.median) / batch
         table.add_row(
-            str(batch), _ms(t_torch.median), _ms(t_torch.p90), f"{t_torch.throughput(batch):,.0f}",
-            _ms(t_ort.median), _ms(t_ort.p90), f"{t_ort.throughput(batch):,.0f}",
+            str(batch),
+            _ms(t_torch.median),
+            _ms(t_torch.p90),
+            f"{t_torch.throughput(batch):,.0f}",
+            _ms(t_ort.median),
+            _ms(t_ort.p90),
+            f"{t_ort.throughput(batch):,.0f}",
             f"{t_torch.median / t_ort.median:.2f}x",
         )
     table.caption = (

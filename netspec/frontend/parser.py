@@ -73,7 +73,9 @@ def read_spec_file(path: str | Path) -> str:
     """Read a spec file as text, refusing missing, unreadable, binary or non-UTF-8 files."""
     p = Path(path)
     if not p.exists():
-        raise NetspecError(f"no such file: {path}", hint="check the path, or list specs/ for the bundled specs")
+        raise NetspecError(
+            f"no such file: {path}", hint="check the path, or list specs/ for the bundled specs"
+        )
     if p.is_dir():
         raise NetspecError(f"{path} is a directory, not a spec file")
     data = p.read_bytes()
@@ -116,8 +118,12 @@ def parse_text(text: str, path: str = "<spec>") -> ast.Module:
     return module
 
 
-def _span(path: str, line: int, col: int, end_line: int | None = None, end_col: int | None = None) -> Span:
-    return Span(file=path, line=line, col=col, end_line=end_line or line, end_col=end_col or col + 1)
+def _span(
+    path: str, line: int, col: int, end_line: int | None = None, end_col: int | None = None
+) -> Span:
+    return Span(
+        file=path, line=line, col=col, end_line=end_line or line, end_col=end_col or col + 1
+    )
 
 
 def _check_brackets(text: str, path: str) -> None:
@@ -144,7 +150,11 @@ def _check_brackets(text: str, path: str) -> None:
             stack.append((ch, line, col))
         elif ch in _CLOSERS:
             if not stack:
-                raise NetspecError(f"`{ch}` closes nothing", _span(path, line, col), hint="remove it, or add the matching `" + _CLOSERS[ch] + "` before it")
+                raise NetspecError(
+                    f"`{ch}` closes nothing",
+                    _span(path, line, col),
+                    hint="remove it, or add the matching `" + _CLOSERS[ch] + "` before it",
+                )
             opener, oline, ocol = stack.pop()
             if _OPENERS[opener] != ch:
                 raise NetspecError(
@@ -168,7 +178,9 @@ def _terminal_text() -> dict[str, str]:
     for term in _parser().terminals:
         pattern = term.pattern
         literal = pattern.value if pattern.type == "str" else None
-        out[term.name] = _TERMINAL_WORDS.get(term.name) or (f"`{literal}`" if literal else term.name.lower())
+        out[term.name] = _TERMINAL_WORDS.get(term.name) or (
+            f"`{literal}`" if literal else term.name.lower()
+        )
     return out
 
 
@@ -196,21 +208,33 @@ def _syntax_error(e: UnexpectedInput, text: str, path: str) -> NetspecError:
         hint = _expected(getattr(e, "accepts", None) or e.expected)
         if hint.startswith("expected `->`") and tok.type == "NAME":
             hint = "join layers with `->`; " + hint
-        return NetspecError(f"unexpected `{tok}`", _span(path, tok.line, tok.column, tok.end_line, end_col), hint=hint or None)
+        return NetspecError(
+            f"unexpected `{tok}`",
+            _span(path, tok.line, tok.column, tok.end_line, end_col),
+            hint=hint or None,
+        )
     # The file ended too soon.
     lines = text.rstrip().splitlines() or [""]
     line = len(lines)
     col = len(lines[-1]) + 1
     expected = e.expected if isinstance(e, UnexpectedToken | UnexpectedEOF) else set()
-    return NetspecError("unexpected end of file", _span(path, line, max(col - 1, 1), line, col), hint=_expected(expected) or None)
+    return NetspecError(
+        "unexpected end of file",
+        _span(path, line, max(col - 1, 1), line, col),
+        hint=_expected(expected) or None,
+    )
 
 
 def _meta_span(path: str, meta) -> Span:
-    return Span(file=path, line=meta.line, col=meta.column, end_line=meta.end_line, end_col=meta.end_column)
+    return Span(
+        file=path, line=meta.line, col=meta.column, end_line=meta.end_line, end_col=meta.end_column
+    )
 
 
 def _tok_span(path: str, tok: Token) -> Span:
-    return Span(file=path, line=tok.line, col=tok.column, end_line=tok.end_line, end_col=tok.end_column)
+    return Span(
+        file=path, line=tok.line, col=tok.column, end_line=tok.end_line, end_col=tok.end_column
+    )
 
 
 def _number(text: str) -> int | float:
@@ -219,8 +243,17 @@ def _number(text: str) -> int | float:
     scale = 1
     if body.endswith("B"):
         body = body[:-1]
-    for suffix, factor in (("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30), ("Ti", 2**40),
-                           ("k", 10**3), ("K", 10**3), ("M", 10**6), ("G", 10**9), ("T", 10**12)):
+    for suffix, factor in (
+        ("Ki", 2**10),
+        ("Mi", 2**20),
+        ("Gi", 2**30),
+        ("Ti", 2**40),
+        ("k", 10**3),
+        ("K", 10**3),
+        ("M", 10**6),
+        ("G", 10**9),
+        ("T", 10**12),
+    ):
         if body.endswith(suffix):
             body, scale = body[: -len(suffix)], factor
             break
@@ -248,7 +281,9 @@ class _ToAst(Transformer):
 
     def network(self, meta, items):
         name, desc = items
-        return ast.NetworkDecl(self._s(meta), str(name), _unquote(desc) if desc is not None else None)
+        return ast.NetworkDecl(
+            self._s(meta), str(name), _unquote(desc) if desc is not None else None
+        )
 
     def input_tensor(self, meta, items):
         return ast.InputDecl(self._s(meta), shape=items[0][0], tokens=None)
@@ -261,7 +296,9 @@ class _ToAst(Transformer):
 
     def budget_item(self, meta, items):
         metric, op, limit = items
-        return ast.BudgetItem(str(metric), str(op), limit, self._s(meta), _tok_span(self.path, metric))
+        return ast.BudgetItem(
+            str(metric), str(op), limit, self._s(meta), _tok_span(self.path, metric)
+        )
 
     def budget_decl(self, meta, items):
         return ast.BudgetDecl(self._s(meta), list(items))
@@ -344,7 +381,12 @@ class _ToAst(Transformer):
 
     def call(self, meta, items):
         name, *args = items
-        return ast.Call(str(name), [_as_arg(a) for a in args if a is not None], self._s(meta), _tok_span(self.path, name))
+        return ast.Call(
+            str(name),
+            [_as_arg(a) for a in args if a is not None],
+            self._s(meta),
+            _tok_span(self.path, name),
+        )
 
     def kwarg(self, meta, items):
         return ast.Arg(str(items[0]), items[1], self._s(meta))

@@ -21,7 +21,11 @@ from lark.grammar import Rule
 from lark.lexer import TerminalDef
 
 # Options every netspec parser is built with; part of the tables' key.
-OPTIONS: dict[str, Any] = {"parser": "lalr", "propagate_positions": True, "maybe_placeholders": True}
+OPTIONS: dict[str, Any] = {
+    "parser": "lalr",
+    "propagate_positions": True,
+    "maybe_placeholders": True,
+}
 
 _INT_KEYS = "#int"  # JSON object keys are strings: dicts keyed by ints travel as pairs
 

@@ -40,12 +40,81 @@ _MISSING = object()
 _Deferred = object()  # `classes` before the class count is evaluated
 # Attributes of torch.nn.Module: a layer named so could not be a submodule.
 RESERVED_NAMES = frozenset(  # noqa: SIM905 (one word list, easier to read and diff)
-    ["T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers", "named_children", "named_modules", "named_parameters", "parameters", "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook", "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu", "zero_grad", "graph", "logits", "plan"]
+    [
+        "T_destination",
+        "add_module",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "children",
+        "compile",
+        "cpu",
+        "cuda",
+        "double",
+        "dump_patches",
+        "eval",
+        "extra_repr",
+        "float",
+        "forward",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "ipu",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "share_memory",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "training",
+        "type",
+        "xpu",
+        "zero_grad",
+        "graph",
+        "logits",
+        "plan",
+    ]
 )
-SHORT = {"batchnorm": "bn", "global_pool": "gpool", "adaptive_avg_pool": "apool", "leaky_relu": "lrelu"}
+SHORT = {
+    "batchnorm": "bn",
+    "global_pool": "gpool",
+    "adaptive_avg_pool": "apool",
+    "leaky_relu": "lrelu",
+}
 BUDGET_METRICS = ("params", "trainable", "macs", "flops", "memory")
-_CMP = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b,
-        ">": lambda a, b: a > b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+_CMP = {
+    "<=": lambda a, b: a <= b,
+    "<": lambda a, b: a < b,
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +130,11 @@ class Domain:
         if self.switch:
             return "on|off"
         vals = self.values
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in vals) and len(vals) > 2 and list(vals) == list(range(vals[0], vals[-1] + 1)):
+        if (
+            all(isinstance(v, int) and not isinstance(v, bool) for v in vals)
+            and len(vals) > 2
+            and list(vals) == list(range(vals[0], vals[-1] + 1))
+        ):
             return f"{vals[0]}..{vals[-1]}"
         return "{" + ", ".join(str(v) for v in vals) + "}"
 
@@ -94,7 +167,9 @@ class Spec:
         self.module = module
         self.path = module.path
         self.text = module.text
-        self.name = Path(module.path).stem if module.path and not module.path.startswith("<") else "network"
+        self.name = (
+            Path(module.path).stem if module.path and not module.path.startswith("<") else "network"
+        )
         self.description: str | None = None
         self.input: ast.InputDecl | None = None
         self.classes: ast.ClassesDecl | None = None
@@ -115,7 +190,9 @@ class Spec:
         self.figure_cache: dict[tuple, tuple] = {}
         self.element_cache: dict[tuple, tuple] = {}  # light mode: an element's whole effect
         self.element_names: dict[int, tuple[str, ...]] = {}
-        self.source_hash = hashlib.sha256(self.text.encode()).hexdigest()[:16] if self.text else None
+        self.source_hash = (
+            hashlib.sha256(self.text.encode()).hexdigest()[:16] if self.text else None
+        )
         if not errors:
             self._domains(errors)
         if errors:
@@ -128,14 +205,26 @@ class Spec:
 
         def once(key: str, stmt: ast.Statement, what: str) -> bool:
             if key in seen:
-                errors.append(NetspecError(f"{what} is declared twice", stmt.span, notes=[f"first declared at {seen[key].span}"]))
+                errors.append(
+                    NetspecError(
+                        f"{what} is declared twice",
+                        stmt.span,
+                        notes=[f"first declared at {seen[key].span}"],
+                    )
+                )
                 return False
             seen[key] = stmt
             return True
 
         def define(name: str, span: Span) -> None:
             if name in names:
-                errors.append(NetspecError(f"`{name}` is defined twice", span, notes=[f"first defined at {names[name]}"]))
+                errors.append(
+                    NetspecError(
+                        f"`{name}` is defined twice",
+                        span,
+                        notes=[f"first defined at {names[name]}"],
+                    )
+                )
             names[name] = span
 
         for stmt in self.module.statements:
@@ -163,7 +252,13 @@ class Spec:
                 self.free_decls[stmt.name] = stmt
             elif isinstance(stmt, ast.BlockDef):
                 if stmt.name.upper() in SPELLINGS:
-                    errors.append(NetspecError(f"block `{stmt.name}` has the name of a built-in layer", stmt.span, hint="rename the block"))
+                    errors.append(
+                        NetspecError(
+                            f"block `{stmt.name}` has the name of a built-in layer",
+                            stmt.span,
+                            hint="rename the block",
+                        )
+                    )
                 define(stmt.name, stmt.span)
                 self.blocks[stmt.name] = stmt
             elif isinstance(stmt, ast.TrainDecl):
@@ -171,26 +266,48 @@ class Spec:
                     self.train = stmt
             elif isinstance(stmt, ast.ChainStmt):
                 if self.chain is not None:
-                    errors.append(NetspecError(
-                        "a second chain starts here; a spec has one main chain",
-                        stmt.chain.elements[0].span,
-                        hint="join it to the chain before with `->`",
-                    ))
+                    errors.append(
+                        NetspecError(
+                            "a second chain starts here; a spec has one main chain",
+                            stmt.chain.elements[0].span,
+                            hint="join it to the chain before with `->`",
+                        )
+                    )
                 else:
                     self.chain = stmt.chain
         end = Span(file=self.path, line=1, col=1, end_line=1, end_col=2)
         if self.input is None and not errors:
-            errors.append(NetspecError("the spec declares no input", end, hint="add e.g. `input [3, 32, 32]` (channels, height, width)"))
+            errors.append(
+                NetspecError(
+                    "the spec declares no input",
+                    end,
+                    hint="add e.g. `input [3, 32, 32]` (channels, height, width)",
+                )
+            )
         if self.chain is None and not errors:
-            errors.append(NetspecError("the spec has no chain of layers", end, hint="add e.g. `INPUT -> CONV(16) -> RELU -> FC(10) -> SOFTMAX`"))
+            errors.append(
+                NetspecError(
+                    "the spec has no chain of layers",
+                    end,
+                    hint="add e.g. `INPUT -> CONV(16) -> RELU -> FC(10) -> SOFTMAX`",
+                )
+            )
         for item in self.budgets:
             if item.metric not in BUDGET_METRICS:
-                errors.append(NetspecError(
-                    f"unknown budget `{item.metric}`", item.metric_span,
-                    hint=did_you_mean(item.metric, BUDGET_METRICS) or "budgets: " + ", ".join(BUDGET_METRICS),
-                ))
+                errors.append(
+                    NetspecError(
+                        f"unknown budget `{item.metric}`",
+                        item.metric_span,
+                        hint=did_you_mean(item.metric, BUDGET_METRICS)
+                        or "budgets: " + ", ".join(BUDGET_METRICS),
+                    )
+                )
             elif item.op not in ("<=", "<"):
-                errors.append(NetspecError(f"a budget is an upper bound: write `{item.metric} <= ...`", item.span))
+                errors.append(
+                    NetspecError(
+                        f"a budget is an upper bound: write `{item.metric} <= ...`", item.span
+                    )
+                )
 
     def _domains(self, errors: list[NetspecError]) -> None:
         env: dict[str, Any] = {}
@@ -203,7 +320,11 @@ class Spec:
                     lo = eval_int(decl.low, env, f"the low end of {name}'s range")
                     hi = eval_int(decl.high, env, f"the high end of {name}'s range")
                     if hi < lo:
-                        raise NetspecError(f"the range {lo}..{hi} of `{name}` is empty", decl.span, hint=f"write {hi}..{lo}")
+                        raise NetspecError(
+                            f"the range {lo}..{hi} of `{name}` is empty",
+                            decl.span,
+                            hint=f"write {hi}..{lo}",
+                        )
                     values = tuple(range(lo, hi + 1))
                 self.free[name] = Domain(name, values, decl.span)
             except NetspecError as e:
@@ -234,10 +355,13 @@ class Spec:
             if el.optional and el.condition is None:
                 name = switch_name(el)
                 if name is None:
-                    errors.append(NetspecError(
-                        "an optional group needs a switch name or a condition",
-                        el.span, hint="write `[...]? as name` or `[...]?(condition)`",
-                    ))
+                    errors.append(
+                        NetspecError(
+                            "an optional group needs a switch name or a condition",
+                            el.span,
+                            hint="write `[...]? as name` or `[...]?(condition)`",
+                        )
+                    )
                 else:
                     out.append((name, el.span))
         return out
@@ -247,7 +371,13 @@ class Spec:
     def is_family(self) -> bool:
         return bool(self.free)
 
-    def instantiate(self, bindings: Mapping[str, Scalar] | None = None, *, collect: bool = False, light: bool = False):
+    def instantiate(
+        self,
+        bindings: Mapping[str, Scalar] | None = None,
+        *,
+        collect: bool = False,
+        light: bool = False,
+    ):
         """Bind the free parameters and build the graph.
 
         Returns the `Graph`; with `collect=True`, returns `(graph, errors)` so a caller can show
@@ -336,16 +466,26 @@ class Builder:
             env["classes"] = self.classes
         dtype = spec.dtype.dtype.lower() if spec.dtype else "fp32"
         if dtype not in DTYPE_BYTES:
-            raise NetspecError(f"unknown dtype `{dtype}`", spec.dtype.span, hint=did_you_mean(dtype, DTYPE_BYTES) or "one of " + ", ".join(DTYPE_BYTES))
+            raise NetspecError(
+                f"unknown dtype `{dtype}`",
+                spec.dtype.span,
+                hint=did_you_mean(dtype, DTYPE_BYTES) or "one of " + ", ".join(DTYPE_BYTES),
+            )
         self._read_defaults(env)
         inp = self._input(env)
         chain = spec.chain
         elements = chain.elements
         start = 0
-        if elements and isinstance(elements[0].primary, ast.Call) and elements[0].primary.name.upper() == "INPUT":
+        if (
+            elements
+            and isinstance(elements[0].primary, ast.Call)
+            and elements[0].primary.name.upper() == "INPUT"
+        ):
             first = elements[0]
             if first.primary.args or first.repeat or first.optional or first.label:
-                raise NetspecError("INPUT takes no arguments; declare the input with `input [C, H, W]`", first.span)
+                raise NetspecError(
+                    "INPUT takes no arguments; declare the input with `input [C, H, W]`", first.span
+                )
             start = 1
             if first.assertion:
                 self._assert(first, inp, env)
@@ -354,28 +494,40 @@ class Builder:
         out = inp
         for el in elements[start:]:
             out = self.element(el, out, env, scope)
-        if self.classes is not None and len(out.shape) == 1 and out.shape[0] != self.classes and self.spec.input is not None:
-            self.errors.append(NetspecError(
-                f"the network outputs [{fmt_shape(out.shape)}] but the spec declares {self.classes} classes",
-                elements[-1].span,
-                hint=f"end with FC({self.classes}) -> SOFTMAX, or declare `classes {out.shape[0]}`",
-            ))
-        totals = make_totals(*self.sums[:5], dtype) if self.light else compute_totals(self.nodes, dtype)
-        graph = _construct(Graph, dict(
-            name=spec.name,
-            description=spec.description,
-            source=spec.path,
-            source_hash=spec.source_hash,
-            input=InputSpec(shape=inp.shape, vocab=self.context.get("vocab")),
-            classes=self.classes,
-            dtype=dtype,
-            bindings={k: v for k, v in self.bindings.items()},
-            nodes=self.nodes,
-            output=out.node,
-            budgets=[],
-            train={} if self.light else self._train(env),
-            totals=totals,
-        ))
+        if (
+            self.classes is not None
+            and len(out.shape) == 1
+            and out.shape[0] != self.classes
+            and self.spec.input is not None
+        ):
+            self.errors.append(
+                NetspecError(
+                    f"the network outputs [{fmt_shape(out.shape)}] but the spec declares {self.classes} classes",
+                    elements[-1].span,
+                    hint=f"end with FC({self.classes}) -> SOFTMAX, or declare `classes {out.shape[0]}`",
+                )
+            )
+        totals = (
+            make_totals(*self.sums[:5], dtype) if self.light else compute_totals(self.nodes, dtype)
+        )
+        graph = _construct(
+            Graph,
+            dict(
+                name=spec.name,
+                description=spec.description,
+                source=spec.path,
+                source_hash=spec.source_hash,
+                input=InputSpec(shape=inp.shape, vocab=self.context.get("vocab")),
+                classes=self.classes,
+                dtype=dtype,
+                bindings={k: v for k, v in self.bindings.items()},
+                nodes=self.nodes,
+                output=out.node,
+                budgets=[],
+                train={} if self.light else self._train(env),
+                totals=totals,
+            ),
+        )
         graph.budgets = self._budgets(graph, env)
         return graph
 
@@ -387,7 +539,12 @@ class Builder:
             if name not in known:
                 raise NetspecError(
                     f"--set {name}: the spec has no parameter `{name}`",
-                    hint=did_you_mean(name, known) or ("its parameters: " + ", ".join(sorted(known)) if known else "the spec has no free parameters"),
+                    hint=did_you_mean(name, known)
+                    or (
+                        "its parameters: " + ", ".join(sorted(known))
+                        if known
+                        else "the spec has no free parameters"
+                    ),
                 )
         for name, domain in spec.free.items():
             if name in self.bindings:
@@ -411,7 +568,8 @@ class Builder:
         if unbound:
             names = " ".join(f"{d.name}={d.values[0] if not d.switch else 'on'}" for d in unbound)
             raise NetspecError(
-                "free parameters are not bound: " + ", ".join(f"`{d.name}` ({d.describe()})" for d in unbound),
+                "free parameters are not bound: "
+                + ", ".join(f"`{d.name}` ({d.describe()})" for d in unbound),
                 unbound[0].span,
                 hint=f"bind them: netspec check {spec.path} --set {names}  (or explore the family: netspec explore {spec.path})",
             )
@@ -421,7 +579,11 @@ class Builder:
         for call in self.spec.defaults:
             entry = SPELLINGS.get(call.name.upper())
             if entry is None:
-                raise NetspecError(f"unknown layer `{call.name}` in defaults", call.name_span, hint=did_you_mean(call.name.upper(), SPELLINGS))
+                raise NetspecError(
+                    f"unknown layer `{call.name}` in defaults",
+                    call.name_span,
+                    hint=did_you_mean(call.name.upper(), SPELLINGS),
+                )
             cls, presets = entry
             args = self._args(cls, call, env)
             merged = self.defaults.setdefault(cls, {})
@@ -433,7 +595,10 @@ class Builder:
         if decl.shape is not None:
             dims = tuple(eval_int(e, env, "an input dimension", 1) for e in decl.shape)
             if len(dims) > 3:
-                raise NetspecError(f"input [{', '.join(map(str, dims))}] has {len(dims)} dims; netspec takes [C, H, W], [C, L] or [N]", decl.span)
+                raise NetspecError(
+                    f"input [{', '.join(map(str, dims))}] has {len(dims)} dims; netspec takes [C, H, W], [C, L] or [N]",
+                    decl.span,
+                )
             layer = self.layers.get((Input, dims))
             if layer is None:
                 layer = self.layers[(Input, dims)] = Input(shape=dims)
@@ -441,11 +606,19 @@ class Builder:
             kw = {}
             for arg in decl.tokens:
                 if arg.name not in ("length", "vocab"):
-                    raise NetspecError(f"tokens() takes length and vocab; received `{arg.name or 'a positional value'}`", arg.span, hint=did_you_mean(arg.name or "", ["length", "vocab"]))
+                    raise NetspecError(
+                        f"tokens() takes length and vocab; received `{arg.name or 'a positional value'}`",
+                        arg.span,
+                        hint=did_you_mean(arg.name or "", ["length", "vocab"]),
+                    )
                 kw[arg.name] = eval_int(arg.value, env, f"tokens {arg.name}", 1)
             for need in ("length", "vocab"):
                 if need not in kw:
-                    raise NetspecError(f"tokens() needs `{need}`", decl.span, hint="e.g. `input tokens(length=21, vocab=10000)`")
+                    raise NetspecError(
+                        f"tokens() needs `{need}`",
+                        decl.span,
+                        hint="e.g. `input tokens(length=21, vocab=10000)`",
+                    )
             layer = Input(shape=(kw["length"],), vocab=kw["vocab"])
             self.context["vocab"] = kw["vocab"]
         return self.add_node(layer, [], decl.span, Scope(""), label="input")
@@ -534,14 +707,18 @@ class Builder:
             self._assert(el, cur, env)
         return cur
 
-    def primary(self, p: ast.Primary, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None) -> Value:
+    def primary(
+        self, p: ast.Primary, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
+    ) -> Value:
         if isinstance(p, ast.Call):
             return self.call(p, cur, env, scope, label)
         if isinstance(p, ast.Group):
             return self.chain(p.chain, cur, env, scope)
         return self.branches(p, cur, env, scope, label)
 
-    def call(self, call: ast.Call, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None) -> Value:
+    def call(
+        self, call: ast.Call, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
+    ) -> Value:
         block = self.spec.blocks.get(call.name)
         if block is not None:
             return self.block(block, call, cur, env, scope, label)
@@ -549,7 +726,11 @@ class Builder:
         if entry is None:
             choices = list(SPELLINGS) + list(self.spec.blocks)
             hint = did_you_mean(call.name, choices)
-            raise NetspecError(f"unknown layer `{call.name}`", call.name_span, hint=hint or "see `netspec layers` for the layer kinds")
+            raise NetspecError(
+                f"unknown layer `{call.name}`",
+                call.name_span,
+                hint=hint or "see `netspec layers` for the layer kinds",
+            )
         cls, presets = entry
         args = {**presets, **self.defaults.get(cls, {}), **self._args(cls, call, env)}
         for arg, key in cls.contextual.items():
@@ -559,7 +740,8 @@ class Builder:
         from_tokens = cur.node == "input" and "vocab" in self.context
         if from_tokens != (cls is Embedding):
             raise NetspecError(
-                f"{call.name.upper()} cannot take token ids; they go through EMBEDDING first" if from_tokens
+                f"{call.name.upper()} cannot take token ids; they go through EMBEDDING first"
+                if from_tokens
                 else "EMBEDDING takes the token input (`input tokens(length=..., vocab=...)`) directly",
                 call.span,
                 hint="INPUT -> EMBEDDING(128) -> CONV1D(...)" if from_tokens else None,
@@ -580,10 +762,24 @@ class Builder:
             cur = self.add_node(Dense(units=self.classes), [cur], call.span, scope, implicit=True)
         return cur
 
-    def block(self, block: ast.BlockDef, call: ast.Call, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None) -> Value:
+    def block(
+        self,
+        block: ast.BlockDef,
+        call: ast.Call,
+        cur: Value,
+        env: Mapping[str, Any],
+        scope: Scope,
+        label: str | None,
+    ) -> Value:
         if block.name in self.block_stack:
-            cycle = " -> ".join(self.block_stack[self.block_stack.index(block.name):] + [block.name])
-            raise NetspecError(f"block `{block.name}` calls itself ({cycle})", call.span, hint="a block cannot contain itself; use a repetition [...]*N instead")
+            cycle = " -> ".join(
+                self.block_stack[self.block_stack.index(block.name) :] + [block.name]
+            )
+            raise NetspecError(
+                f"block `{block.name}` calls itself ({cycle})",
+                call.span,
+                hint="a block cannot contain itself; use a repetition [...]*N instead",
+            )
         params = [p.name for p in block.params]
         bound: dict[str, Any] = {}
         positional = [a for a in call.args if a.name is None]
@@ -598,7 +794,11 @@ class Builder:
             if a.name is None:
                 continue
             if a.name not in params:
-                raise NetspecError(f"block `{block.name}` has no argument `{a.name}`", a.span, hint=did_you_mean(a.name, params) or f"its arguments: {', '.join(params)}")
+                raise NetspecError(
+                    f"block `{block.name}` has no argument `{a.name}`",
+                    a.span,
+                    hint=did_you_mean(a.name, params) or f"its arguments: {', '.join(params)}",
+                )
             if a.name in bound:
                 raise NetspecError(f"argument `{a.name}` given twice", a.span)
             bound[a.name] = evaluate(a.value, env, symbols=True)
@@ -609,7 +809,11 @@ class Builder:
             elif p.default is not None:
                 body_env[p.name] = evaluate(p.default, body_env, symbols=True)
             else:
-                raise NetspecError(f"block `{block.name}` needs argument `{p.name}`", call.span, hint=f"call it as {block.name}({', '.join(params)})")
+                raise NetspecError(
+                    f"block `{block.name}` needs argument `{p.name}`",
+                    call.span,
+                    hint=f"call it as {block.name}({', '.join(params)})",
+                )
         inner = scope.child(label or scope.next_name(block.name))
         self.block_stack.append(block.name)
         try:
@@ -617,45 +821,71 @@ class Builder:
         finally:
             self.block_stack.pop()
 
-    def branches(self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None) -> Value:
+    def branches(
+        self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
+    ) -> Value:
         if br.op == "residual":
             return self.residual(br, cur, env, scope, label)
         for kw in br.kwargs:
             raise NetspecError(f"{br.op}(...) takes no argument `{kw.name}`", kw.span)
         if len(br.chains) < 2:
-            raise NetspecError(f"{br.op}(...) needs at least two branches", br.span, hint="separate branches with `,`")
+            raise NetspecError(
+                f"{br.op}(...) needs at least two branches",
+                br.span,
+                hint="separate branches with `,`",
+            )
         # Branch scopes number on within the scope: a second concat gets branch3, branch4...
-        outs = [self.chain(ch, cur, env, scope.child(scope.next_name("branch"))) for ch in br.chains]
+        outs = [
+            self.chain(ch, cur, env, scope.child(scope.next_name("branch"))) for ch in br.chains
+        ]
         layer = Concat() if br.op == "concat" else Add()
         return self.add_node(layer, outs, br.span, scope, label=label)
 
-    def residual(self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None) -> Value:
+    def residual(
+        self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
+    ) -> Value:
         project = False
         for kw in br.kwargs:
             if kw.name != "project":
-                raise NetspecError(f"residual(...) has no argument `{kw.name}`", kw.span, hint=did_you_mean(kw.name, ["project"]) or "its argument: project=auto|on|off")
+                raise NetspecError(
+                    f"residual(...) has no argument `{kw.name}`",
+                    kw.span,
+                    hint=did_you_mean(kw.name, ["project"]) or "its argument: project=auto|on|off",
+                )
             value = evaluate(kw.value, env, symbols=True)
             if value not in (True, False, "auto"):
-                raise NetspecError(f"project must be auto, on or off; received {value!r}", kw.value.span)
+                raise NetspecError(
+                    f"project must be auto, on or off; received {value!r}", kw.value.span
+                )
             project = value
         if len(br.chains) != 1:
-            raise NetspecError("residual(...) takes one chain (the residual branch); use add(a, b) for two", br.span)
+            raise NetspecError(
+                "residual(...) takes one chain (the residual branch); use add(a, b) for two",
+                br.span,
+            )
         main = self.chain(br.chains[0], cur, env, scope)
         shortcut = cur
         if project is True or (project == "auto" and main.shape != cur.shape):
             n = scope.counters.get("shortcut", 0) + 1
             scope.counters["shortcut"] = n
-            shortcut = self._projection(cur, main, br, scope.child("shortcut" if n == 1 else f"shortcut{n}"))
+            shortcut = self._projection(
+                cur, main, br, scope.child("shortcut" if n == 1 else f"shortcut{n}")
+            )
         return self.add_node(Add(), [main, shortcut], br.span, scope, label=label)
 
     def _projection(self, cur: Value, main: Value, br: ast.Branches, scope: Scope) -> Value:
         """1x1 conv (no bias) + BN from cur's shape to main's, as torchvision's downsample."""
         if len(cur.shape) != len(main.shape) or len(cur.shape) < 2:
-            raise NetspecError(f"cannot project [{fmt_shape(cur.shape)}] onto [{fmt_shape(main.shape)}]", br.span)
+            raise NetspecError(
+                f"cannot project [{fmt_shape(cur.shape)}] onto [{fmt_shape(main.shape)}]", br.span
+            )
         strides = []
         for a, b in zip(cur.shape[1:], main.shape[1:], strict=True):
             if a % b:
-                raise NetspecError(f"cannot project [{fmt_shape(cur.shape)}] onto [{fmt_shape(main.shape)}]: {a} is not a multiple of {b}", br.span)
+                raise NetspecError(
+                    f"cannot project [{fmt_shape(cur.shape)}] onto [{fmt_shape(main.shape)}]: {a} is not a multiple of {b}",
+                    br.span,
+                )
             strides.append(a // b)
         stride = strides[0] if len(set(strides)) == 1 else tuple(strides)
         conv = Conv(channels=main.shape[0], kernel=1, stride=stride, padding=0, bias=False)
@@ -667,7 +897,10 @@ class Builder:
         if el.condition is not None:
             value = evaluate(el.condition, env)
             if not isinstance(value, bool | int):
-                raise NetspecError(f"the condition of `?` must be true or false; received {value!r}", el.condition.span)
+                raise NetspecError(
+                    f"the condition of `?` must be true or false; received {value!r}",
+                    el.condition.span,
+                )
             return bool(value)
         name = switch_name(el)
         value = env.get(name)
@@ -690,7 +923,9 @@ class Builder:
                     raise NetspecError(
                         f"{spelled} takes {len(cls.positional)} positional argument(s) ({listing}); received more",
                         arg.span,
-                        hint=f"name the others, e.g. {spelled}(..., stride=2)" if cls.positional else f"{spelled} takes no arguments",
+                        hint=f"name the others, e.g. {spelled}(..., stride=2)"
+                        if cls.positional
+                        else f"{spelled} takes no arguments",
                     )
                 name = cls.positional[npos]
                 npos += 1
@@ -700,14 +935,17 @@ class Builder:
                     raise NetspecError(
                         f"{spelled} has no argument `{name}`",
                         arg.span,
-                        hint=did_you_mean(name, [f for f in fields if f != "dims"]) or f"its arguments: {', '.join(f for f in fields if f != 'dims')}",
+                        hint=did_you_mean(name, [f for f in fields if f != "dims"])
+                        or f"its arguments: {', '.join(f for f in fields if f != 'dims')}",
                     )
             if name in args:
                 raise NetspecError(f"argument `{name}` of {spelled} is given twice", arg.span)
             args[name] = value
         return args
 
-    def _validate(self, cls: type[Layer], args: dict[str, Any], call: ast.Call, partial: bool = False) -> Layer:
+    def _validate(
+        self, cls: type[Layer], args: dict[str, Any], call: ast.Call, partial: bool = False
+    ) -> Layer:
         key = (cls, tuple(sorted(args.items(), key=lambda kv: kv[0])))
         layer = self.layers.get(key)
         if layer is not None:
@@ -724,35 +962,63 @@ class Builder:
         self.layers[key] = layer
         return layer
 
-    def _arg_error(self, cls: type[Layer], call: ast.Call, name: str, value: Any, err: dict) -> NetspecError:
+    def _arg_error(
+        self, cls: type[Layer], call: ast.Call, name: str, value: Any, err: dict
+    ) -> NetspecError:
         spelled = call.name.upper()
         span = call.span
         for arg in call.args:
-            if arg.name == name or (arg.name is None and name in cls.positional and call.args.index(arg) == cls.positional.index(name)):
+            if arg.name == name or (
+                arg.name is None
+                and name in cls.positional
+                and call.args.index(arg) == cls.positional.index(name)
+            ):
                 span = arg.value.span
         if err["type"] == "missing":
-            return NetspecError(f"{spelled} needs argument `{name}`", call.span, hint=f"e.g. {spelled}({name}=...)")
+            return NetspecError(
+                f"{spelled} needs argument `{name}`", call.span, hint=f"e.g. {spelled}({name}=...)"
+            )
         if isinstance(value, Symbol):
             known = [k for k in self.globals if not k.startswith("_")]
             hint = did_you_mean(str(value), known)
             if hint or not _is_symbolic_field(cls, name):
-                return NetspecError(f"undefined name `{value}`", getattr(value, "span", span), hint=hint)
+                return NetspecError(
+                    f"undefined name `{value}`", getattr(value, "span", span), hint=hint
+                )
         expected = _expectation(cls, name)
-        hint = "use // for integer division" if isinstance(value, float) and "integer" in expected else None
+        hint = (
+            "use // for integer division"
+            if isinstance(value, float) and "integer" in expected
+            else None
+        )
         return NetspecError(
             f"argument `{name}` of {spelled}: expected {expected}; received {_show(value)}",
             span,
             hint=hint,
         )
 
-    def add_node(self, layer: Layer, inputs: list[Value], span: Span | None, scope: Scope, label: str | None = None, implicit: bool = False) -> Value:
+    def add_node(
+        self,
+        layer: Layer,
+        inputs: list[Value],
+        span: Span | None,
+        scope: Scope,
+        label: str | None = None,
+        implicit: bool = False,
+    ) -> Value:
         shapes = tuple(v.shape for v in inputs)
         key = (layer, shapes)
         result = self.memo.get(key)
         if result is None:
             try:
                 out = layer.output_shape(shapes)
-                result = (out, layer.params(shapes, out), layer.buffers(shapes, out), layer.macs(shapes, out), layer.ops(shapes, out))
+                result = (
+                    out,
+                    layer.params(shapes, out),
+                    layer.buffers(shapes, out),
+                    layer.macs(shapes, out),
+                    layer.ops(shapes, out),
+                )
             except ShapeError as e:
                 where = ""
                 if not self.light:
@@ -774,15 +1040,28 @@ class Builder:
         node_id = scope.prefix + name
         if not self.light:
             if label is not None and label in RESERVED_NAMES:
-                raise NetspecError(f"`{label}` is reserved (every PyTorch module has an attribute of that name)", span, hint="pick another name with `as`")
+                raise NetspecError(
+                    f"`{label}` is reserved (every PyTorch module has an attribute of that name)",
+                    span,
+                    hint="pick another name with `as`",
+                )
             if not scope.checked:
                 self._check_scope(scope, span)
             if node_id in self.scopes:
-                raise NetspecError(f"`{node_id}` names both a layer and a group", span, hint="rename one of them with `as`")
+                raise NetspecError(
+                    f"`{node_id}` names both a layer and a group",
+                    span,
+                    hint="rename one of them with `as`",
+                )
         if node_id in self.ids:
             other = self.ids[node_id]
             where = [f"first used at {other.span}"] if other is not None and other.span else []
-            raise NetspecError(f"the name `{node_id}` is used twice", span, notes=where, hint="give it another name with `as`")
+            raise NetspecError(
+                f"the name `{node_id}` is used twice",
+                span,
+                notes=where,
+                hint="give it another name with `as`",
+            )
         if self.light:
             sums = self.sums
             sums[0] += params
@@ -817,7 +1096,11 @@ class Builder:
         for i in range(1, len(parts) + 1):
             prefix = ".".join(parts[:i])
             if prefix in self.ids:
-                raise NetspecError(f"`{prefix}` names both a layer and a group", span, hint="rename one of them with `as`")
+                raise NetspecError(
+                    f"`{prefix}` names both a layer and a group",
+                    span,
+                    hint="rename one of them with `as`",
+                )
             self.scopes.add(prefix)
         scope.checked = True
 
@@ -841,9 +1124,13 @@ class Builder:
             return
         node = self.ids.get(cur.node)
         # The size was set by the last layer that is not shape-preserving in place (CONV -> RELU).
-        while node is not None and KINDS[node.kind].inplace and node.inputs and node.kind != "flatten":
+        while (
+            node is not None and KINDS[node.kind].inplace and node.inputs and node.kind != "flatten"
+        ):
             node = self.ids.get(node.inputs[0])
-        notes = [f"declared [{', '.join(map(str, declared))}], computed [{', '.join(map(str, cur.shape))}]"]
+        notes = [
+            f"declared [{', '.join(map(str, declared))}], computed [{', '.join(map(str, cur.shape))}]"
+        ]
         hint = None
         if node is not None and node.id != cur.node:
             notes.append(f"the size is set by `{node.id}`")
@@ -852,12 +1139,14 @@ class Builder:
             if notes_hint:
                 notes.extend(notes_hint[0])
                 hint = notes_hint[1]
-        self.errors.append(NetspecError(
-            f"shape assertion failed at `{cur.node}`" if cur.node else "shape assertion failed",
-            el.assertion_span,
-            hint=hint,
-            notes=notes,
-        ))
+        self.errors.append(
+            NetspecError(
+                f"shape assertion failed at `{cur.node}`" if cur.node else "shape assertion failed",
+                el.assertion_span,
+                hint=hint,
+                notes=notes,
+            )
+        )
 
     def _check_size(self, el: ast.Element, count: int, env: Mapping[str, Any]) -> None:
         if count == 0:
@@ -889,7 +1178,9 @@ class Builder:
             n = 1
             if el.repeat is not None:
                 try:
-                    n = eval_int(el.repeat, {**env, **({el.index_var: 0} if el.index_var else {})}, "count")
+                    n = eval_int(
+                        el.repeat, {**env, **({el.index_var: 0} if el.index_var else {})}, "count"
+                    )
                 except NetspecError:
                     n = 1
             total += n * self._estimate_primary(el.primary, env, depth)
@@ -899,20 +1190,40 @@ class Builder:
 
     def _budgets(self, graph: Graph, env: Mapping[str, Any]) -> list[BudgetCheck]:
         t = graph.totals
-        values = {"params": t.params, "trainable": t.trainable_params, "macs": t.macs, "flops": t.flops, "memory": t.memory_bytes}
+        values = {
+            "params": t.params,
+            "trainable": t.trainable_params,
+            "macs": t.macs,
+            "flops": t.flops,
+            "memory": t.memory_bytes,
+        }
         checks = []
         for item in self.spec.budgets:
             limit = evaluate(item.limit, env)
             value = values[item.metric]
             ok = _CMP[item.op](value, limit)
-            checks.append(_construct(BudgetCheck, dict(metric=item.metric, op=item.op, limit=limit, value=value, ok=ok, span=item.span)))
+            checks.append(
+                _construct(
+                    BudgetCheck,
+                    dict(
+                        metric=item.metric,
+                        op=item.op,
+                        limit=limit,
+                        value=value,
+                        ok=ok,
+                        span=item.span,
+                    ),
+                )
+            )
             if not ok:
                 unit = " bytes" if item.metric == "memory" else ""
-                self.errors.append(NetspecError(
-                    f"budget exceeded: {item.metric} = {value:,}{unit}, over the limit {item.op} {_show(limit)}",
-                    item.span,
-                    hint=f"over by {value / limit - 1:.1%}" if limit else None,
-                ))
+                self.errors.append(
+                    NetspecError(
+                        f"budget exceeded: {item.metric} = {value:,}{unit}, over the limit {item.op} {_show(limit)}",
+                        item.span,
+                        hint=f"over by {value / limit - 1:.1%}" if limit else None,
+                    )
+                )
         return checks
 
     def _train(self, env: Mapping[str, Any]) -> dict[str, Any]:
@@ -971,7 +1282,11 @@ def _plain(v: Any) -> Any:
 
 
 def _is_softmax(el: ast.Element) -> bool:
-    return isinstance(el.primary, ast.Call) and SPELLINGS.get(el.primary.name.upper(), (None,))[0] is Softmax and el.repeat is None
+    return (
+        isinstance(el.primary, ast.Call)
+        and SPELLINGS.get(el.primary.name.upper(), (None,))[0] is Softmax
+        and el.repeat is None
+    )
 
 
 def _is_symbolic_field(cls: type[Layer], name: str) -> bool:
@@ -999,20 +1314,28 @@ def _expectation(cls: type[Layer], name: str) -> str:
         if "tuple" in ann:
             parts.append("a tuple such as (3, 5)")
     if "float" in ann:
-        bound = "in [0, 1)" if "lt=1" in ann else ("positive" if "gt=0" in ann else "non-negative" if "ge=0" in ann else "")
+        bound = (
+            "in [0, 1)"
+            if "lt=1" in ann
+            else ("positive" if "gt=0" in ann else "non-negative" if "ge=0" in ann else "")
+        )
         parts.append(f"a number {bound}".strip())
     if "bool" in ann:
         parts.append("on/off (true/false)")
     return " or ".join(dict.fromkeys(parts)) or "a valid value"
 
 
-def _conv_assert_help(node: Node, in_shape: tuple[int, ...], declared: tuple[int, ...]) -> tuple[list[str], str] | None:
+def _conv_assert_help(
+    node: Node, in_shape: tuple[int, ...], declared: tuple[int, ...]
+) -> tuple[list[str], str] | None:
     """Explain a conv's computed size and suggest the fix (AlexNet's 224 vs 227 puzzle)."""
     args = node.args
     conv = KINDS["conv"].model_validate(args, strict=False)
     k, s, d, pads = conv.geometry(in_shape)
     notes = []
-    for axis, (n, kk, ss, dd, (b, a), got) in enumerate(zip(in_shape[1:], k, s, d, pads, node.shape[1:], strict=True)):
+    for axis, (n, kk, ss, dd, (b, a), got) in enumerate(
+        zip(in_shape[1:], k, s, d, pads, node.shape[1:], strict=True)
+    ):
         if args["padding"] == "same":
             notes.append(f"padding=same with stride {ss}: ceil({n} / {ss}) = {got}")
         else:

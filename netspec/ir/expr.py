@@ -84,7 +84,8 @@ def undefined(e: ast.Name, env: Mapping[str, Any]) -> NetspecError:
     return NetspecError(
         f"undefined name `{e.id}`",
         e.span,
-        hint=did_you_mean(e.id, [k for k in env if not k.startswith("_")]) or "define it first, e.g. `" + e.id + " = 2`",
+        hint=did_you_mean(e.id, [k for k in env if not k.startswith("_")])
+        or "define it first, e.g. `" + e.id + " = 2`",
     )
 
 
@@ -108,7 +109,11 @@ def eval_int(e: ast.Expr, env: Mapping[str, Any], what: str, minimum: int = 0) -
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise NetspecError(f"{what} must be an integer; received {value!r}", e.span, hint="use // for integer division")
+        raise NetspecError(
+            f"{what} must be an integer; received {value!r}",
+            e.span,
+            hint="use // for integer division",
+        )
     if value < minimum:
         raise NetspecError(f"{what} must be at least {minimum}; received {value}", e.span)
     return value

@@ -99,7 +99,11 @@ class Graph(BaseModel):
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        return self.nodes[-1].shape if self.nodes[-1].id == self.output else self.node(self.output).shape
+        return (
+            self.nodes[-1].shape
+            if self.nodes[-1].id == self.output
+            else self.node(self.output).shape
+        )
 
     @property
     def budgets_ok(self) -> bool:

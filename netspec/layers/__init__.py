@@ -49,4 +49,14 @@ def layer_from_node(kind: str, args: dict[str, Any]) -> Layer:
     return cls.model_validate(args, strict=False)
 
 
-__all__ = ["KINDS", "LAYERS", "SPELLINGS", "Layer", "Shape", "ShapeError", "fmt_shape", "numel", "layer_from_node"]
+__all__ = [
+    "KINDS",
+    "LAYERS",
+    "SPELLINGS",
+    "Layer",
+    "Shape",
+    "ShapeError",
+    "fmt_shape",
+    "numel",
+    "layer_from_node",
+]

@@ -117,8 +117,12 @@ def spatial_dims(layer: str, shape: Shape, dims: int | None) -> int:
     if rank not in (1, 2):
         raise ShapeError(
             f"{layer} needs a [C, H, W] or [C, L] input; received [{fmt_shape(shape)}]",
-            hint="it follows a layer that flattened its input; move it before FC/FLATTEN" if rank == 0 else None,
+            hint="it follows a layer that flattened its input; move it before FC/FLATTEN"
+            if rank == 0
+            else None,
         )
     if dims is not None and dims != rank:
-        raise ShapeError(f"{layer}{dims}D needs a {dims + 1}-D input; received [{fmt_shape(shape)}]")
+        raise ShapeError(
+            f"{layer}{dims}D needs a {dims + 1}-D input; received [{fmt_shape(shape)}]"
+        )
     return rank

@@ -96,7 +96,10 @@ class Conv(Layer):
                 f"groups={self.groups} must divide both the {c_in} input and {self.channels} output channels"
             )
         k, s, d, pads = self.geometry(shape)
-        out = tuple(window_out(n, kk, ss, dd, b, a) for n, kk, ss, dd, (b, a) in zip(shape[1:], k, s, d, pads, strict=True))
+        out = tuple(
+            window_out(n, kk, ss, dd, b, a)
+            for n, kk, ss, dd, (b, a) in zip(shape[1:], k, s, d, pads, strict=True)
+        )
         if min(out) <= 0:
             reach = "x".join(str(dd * (kk - 1) + 1) for kk, dd in zip(k, d, strict=True))
             raise ShapeError(

@@ -47,7 +47,10 @@ class Dense(Layer):
 
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         if len(ins[0]) != 1:
-            raise ShapeError(f"FC needs a flat [N] input; received [{fmt_shape(ins[0])}]", hint="add FLATTEN before it")
+            raise ShapeError(
+                f"FC needs a flat [N] input; received [{fmt_shape(ins[0])}]",
+                hint="add FLATTEN before it",
+            )
         return (self.units,)
 
     def params(self, ins: tuple[Shape, ...], out: Shape) -> int:

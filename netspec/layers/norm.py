@@ -23,7 +23,14 @@ class BatchNorm(Layer):
     """
 
     kind = "batchnorm"
-    spellings = {"BN": {}, "BATCHNORM": {}, "BN1D": {}, "BN2D": {}, "BATCHNORM1D": {}, "BATCHNORM2D": {}}
+    spellings = {
+        "BN": {},
+        "BATCHNORM": {},
+        "BN1D": {},
+        "BN2D": {},
+        "BATCHNORM1D": {},
+        "BATCHNORM2D": {},
+    }
     positional = ("eps",)
 
     eps: PosFloat = 1e-5

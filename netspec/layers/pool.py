@@ -63,8 +63,13 @@ class Pool(Layer):
         (shape,) = ins
         k, s, p = self.geometry(shape)
         if any(pp * 2 > kk for pp, kk in zip(p, k, strict=True)):
-            raise ShapeError(f"padding {fmt_shape(p)} is more than half the {fmt_shape(k)} pooling window")
-        out = tuple(window_out(n, kk, ss, 1, pp, pp, self.ceil) for n, kk, ss, pp in zip(shape[1:], k, s, p, strict=True))
+            raise ShapeError(
+                f"padding {fmt_shape(p)} is more than half the {fmt_shape(k)} pooling window"
+            )
+        out = tuple(
+            window_out(n, kk, ss, 1, pp, pp, self.ceil)
+            for n, kk, ss, pp in zip(shape[1:], k, s, p, strict=True)
+        )
         if min(out) <= 0:
             raise ShapeError(
                 f"the {fmt_shape(k)} pooling window does not fit the {fmt_shape(shape[1:])} input: "
