@@ -1,0 +1,97 @@
+"""netspec.io: atomic outputs, stale temporaries, booleans and sizes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import pytest
+
+from netspec import io
+from netspec.errors import NetspecError
+
+
+def test_atomic_write_replaces_whole_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    io.atomic_write(target, "new contents")
+    assert target.read_text() == "new contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+
+    def boom(tmp):
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        io.atomic_write(target, boom)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_written_files_get_a_normal_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        io.atomic_write(tmp_path / "a.csv", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.csv").stat().st_mode) == 0o644
+
+
+def test_missing_or_unwritable_folders_are_clear_errors(tmp_path):
+    with pytest.raises(NetspecError, match="does not exist"):
+        io.atomic_write(tmp_path / "nope" / "x.onnx", b"x")
+    with pytest.raises(NetspecError, match="it is a folder"):
+        io.atomic_write(tmp_path, b"x")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(NetspecError, match="not writable"):
+            io.atomic_write(ro / "x.onnx", b"x")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_stale_temporaries_of_killed_runs_are_cleaned(tmp_path):
+    stale = tmp_path / f".model.onnx.abc{io.TEMP_SUFFIX}"
+    fresh = tmp_path / f".model.onnx.def{io.TEMP_SUFFIX}"
+    other = tmp_path / ".someone-elses.tmp"
+    for f in (stale, fresh, other):
+        f.write_bytes(b"x" * 10)
+    hour_ago = time.time() - 2 * io.STALE_AFTER_S
+    os.utime(stale, (hour_ago, hour_ago))
+    io.atomic_write(tmp_path / "model.onnx", b"new")
+    assert not stale.exists()
+    assert fresh.exists() and other.exists()
+
+
+@pytest.mark.parametrize(
+    ("word", "value"),
+    [
+        ("on", True),
+        ("OFF", False),
+        ("yes", True),
+        ("no", False),
+        ("true", True),
+        ("0", False),
+        ("maybe", None),
+    ],
+)
+def test_one_table_of_boolean_words(word, value):
+    assert io.parse_bool(word) is value
+
+
+def test_sizes_are_binary_units():
+    assert io.fmt_bytes(512) == "512 B"
+    assert io.fmt_bytes(1536) == "1.5 KiB"
+    assert io.fmt_bytes(58 * 2**20) == "58.0 MiB"
+    assert io.fmt_bytes(3 * 2**30) == "3.0 GiB"
+    assert io.fmt_count(15237608) == "15,237,608"
