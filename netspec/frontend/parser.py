@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, v_args
 from lark.exceptions import (
     UnexpectedCharacters,
     UnexpectedEOF,
@@ -13,12 +14,18 @@ from lark.exceptions import (
     UnexpectedToken,
     VisitError,
 )
+from lark.visitors import Transformer_NonRecursive
 
 from netspec.errors import NetspecError, Span, register_source
 from netspec.frontend import ast, tables
 
 GRAMMAR_FILE = "netspec.lark"
 TABLES_FILE = "netspec.tables.json"
+
+# Limits that keep hostile input from exhausting the interpreter (RecursionError) or memory.
+MAX_NESTING = 100  # brackets of any kind, nested
+MAX_EXPR_DEPTH = 200  # operators chained in one expression (`1 + 1 + ...`)
+MAX_NUMBER = 10**18  # the largest number a spec may write or compute
 
 # How the grammar's terminals read in an error message.
 _TERMINAL_WORDS = {
@@ -130,17 +137,22 @@ def _check_brackets(text: str, path: str) -> None:
     """Match brackets first: "unclosed `[` opened here" beats any LALR message."""
     stack: list[tuple[str, int, int]] = []
     line, col = 1, 0
-    in_comment = in_string = False
+    in_comment = in_string = escaped = False
     for ch in text:
         col += 1
         if ch == "\n":
             line, col = line + 1, 0
-            in_comment = False
+            in_comment = in_string = escaped = False
             continue
         if in_comment:
             continue
         if in_string:
-            in_string = ch != '"'
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            else:
+                in_string = ch != '"'
             continue
         if ch == "#":
             in_comment = True
@@ -148,6 +160,12 @@ def _check_brackets(text: str, path: str) -> None:
             in_string = True
         elif ch in _OPENERS:
             stack.append((ch, line, col))
+            if len(stack) > MAX_NESTING:
+                raise NetspecError(
+                    f"brackets nested more than {MAX_NESTING} deep",
+                    _span(path, line, col),
+                    hint="name the inner part as a block or a constant",
+                )
         elif ch in _CLOSERS:
             if not stack:
                 raise NetspecError(
@@ -257,19 +275,31 @@ def _number(text: str) -> int | float:
         if body.endswith(suffix):
             body, scale = body[: -len(suffix)], factor
             break
+    if not body[-1:].isdigit():
+        raise ValueError(f"unknown number suffix in `{_clip(text)}`")
+    if len(body) > 40:  # far past MAX_NUMBER; never hand Python a 4,300-digit literal
+        return math.inf
     if any(c in body for c in ".eE"):
         value = float(body) * scale
         return int(value) if scale != 1 and value.is_integer() else value
     return int(body) * scale
 
 
+_SUFFIX_HINT = "suffixes: K M G T (powers of 1000), Ki Mi Gi Ti (powers of 1024), B for bytes"
+
+
+def _clip(text: str, width: int = 24) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 @v_args(meta=True)
-class _ToAst(Transformer):
+class _ToAst(Transformer_NonRecursive):
     """Tree -> dataclasses. Aliases in the grammar map one-to-one onto these methods."""
 
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
+        self._depths: dict[int, int] = {}  # id(expr) -> operator depth, for MAX_EXPR_DEPTH
 
     def _s(self, meta) -> Span:
         return _meta_span(self.path, meta)
@@ -282,7 +312,7 @@ class _ToAst(Transformer):
     def network(self, meta, items):
         name, desc = items
         return ast.NetworkDecl(
-            self._s(meta), str(name), _unquote(desc) if desc is not None else None
+            self._s(meta), str(name), self._text(desc) if desc is not None else None
         )
 
     def input_tensor(self, meta, items):
@@ -415,10 +445,26 @@ class _ToAst(Transformer):
     # ---- expressions
     def number(self, meta, items):
         tok = items[0]
-        return ast.Num(self._s(meta), _number(str(tok)), str(tok))
+        try:
+            value = _number(str(tok))
+        except ValueError as e:
+            raise NetspecError(str(e), self._s(meta), hint=_SUFFIX_HINT) from None
+        if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+            raise NetspecError(
+                f"number `{_clip(str(tok))}` is too large",
+                self._s(meta),
+                hint=f"numbers in a spec are at most {MAX_NUMBER:.0e}",
+            )
+        return ast.Num(self._s(meta), value, str(tok))
 
     def string(self, meta, items):
-        return ast.Str(self._s(meta), _unquote(items[0]))
+        return ast.Str(self._s(meta), self._text(items[0]))
+
+    def _text(self, tok: Token) -> str:
+        try:
+            return _unquote(tok)
+        except ValueError as e:
+            raise NetspecError(str(e), _tok_span(self.path, tok), hint=_ESCAPE_HINT) from None
 
     def name(self, meta, items):
         return ast.Name(self._s(meta), str(items[0]))
@@ -428,7 +474,20 @@ class _ToAst(Transformer):
 
     def binop(self, meta, items):
         left, op, right = items
-        return ast.BinOp(self._s(meta), str(op), left, right)
+        node = ast.BinOp(self._s(meta), str(op), left, right)
+        self._depth(node, left, right)
+        return node
+
+    def _depth(self, node: ast.Expr, *children: ast.Expr) -> None:
+        """Refuse expressions deep enough to exhaust Python's recursion when evaluated."""
+        depth = 1 + max(self._depths.get(id(c), 0) for c in children)
+        if depth > MAX_EXPR_DEPTH:
+            raise NetspecError(
+                f"expression has more than {MAX_EXPR_DEPTH} operations in a row",
+                node.span,
+                hint="split it into named constants",
+            )
+        self._depths[id(node)] = depth
 
     def neg(self, meta, items):
         return ast.Neg(self._s(meta), items[0])
@@ -457,9 +516,26 @@ def _as_arg(item) -> ast.Arg:
     return ast.Arg(None, item, item.span)
 
 
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
+_ESCAPE_HINT = 'strings know the escapes \\" \\\\ \\n and \\t'
+
+
 def _unquote(tok) -> str:
+    """The text of a "string" token: the escapes \\" \\\\ \\n \\t, UTF-8 kept as it is."""
     s = str(tok)[1:-1]
-    return s.encode("utf-8").decode("unicode_escape") if "\\" in s else s
+    if "\\" not in s:
+        return s
+    out: list[str] = []
+    chars = iter(s)
+    for ch in chars:
+        if ch != "\\":
+            out.append(ch)
+            continue
+        nxt = next(chars, "")
+        if nxt not in _ESCAPES:
+            raise ValueError(f"unknown escape `\\{nxt}` in a string")
+        out.append(_ESCAPES[nxt])
+    return "".join(out)
 
 
 __all__ = ["parse_file", "parse_text", "read_spec_file"]

@@ -1200,6 +1200,15 @@ class Builder:
         checks = []
         for item in self.spec.budgets:
             limit = evaluate(item.limit, env)
+            if isinstance(limit, bool) or not isinstance(limit, int | float):
+                self.errors.append(
+                    NetspecError(
+                        f"a budget limit must be a number; received {limit!r}",
+                        item.limit.span,
+                        hint="e.g. `budget params <= 5M, memory <= 100MB`",
+                    )
+                )
+                continue
             value = values[item.metric]
             ok = _CMP[item.op](value, limit)
             checks.append(

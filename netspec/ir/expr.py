@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping
 from typing import Any
@@ -58,7 +59,13 @@ def evaluate(e: ast.Expr, env: Mapping[str, Any], symbols: bool = False) -> Any:
             raise NetspecError("division by zero", e.right.span)
         if e.op == "**" and abs(right) > 64:
             raise NetspecError(f"exponent {right} is too large", e.right.span)
-        return _ARITH[e.op](left, right)
+        if e.op == "**" and left == 0 and right < 0:
+            raise NetspecError("0 raised to a negative power", e.span)
+        try:
+            result = _ARITH[e.op](left, right)
+        except OverflowError:
+            result = math.inf
+        return _bounded(result, e)
     if isinstance(e, ast.Neg):
         return -_number(evaluate(e.operand, env), e.operand)
     if isinstance(e, ast.Not):
@@ -69,7 +76,10 @@ def evaluate(e: ast.Expr, env: Mapping[str, Any], symbols: bool = False) -> Any:
             return left and _truth(evaluate(e.right, env), e.right)
         return left or _truth(evaluate(e.right, env), e.right)
     if isinstance(e, ast.Compare):
-        return _CMP[e.op](evaluate(e.left, env), evaluate(e.right, env))
+        left, right = evaluate(e.left, env), evaluate(e.right, env)
+        if e.op not in ("==", "!="):
+            left, right = _number(left, e.left), _number(right, e.right)
+        return _CMP[e.op](left, right)
     if isinstance(e, ast.IfExp):
         chosen = e.then if _truth(evaluate(e.cond, env), e.cond) else e.other
         return evaluate(chosen, env, symbols)
@@ -78,6 +88,25 @@ def evaluate(e: ast.Expr, env: Mapping[str, Any], symbols: bool = False) -> Any:
     if isinstance(e, ast.Str):
         return e.value
     raise TypeError(f"not an expression: {e!r}")
+
+
+# The largest magnitude a spec may compute; past it, sizes mean nothing and big-integer
+# arithmetic (`((10**64)**64)**64`) would take minutes. The parser caps literals the same way.
+MAX_NUMBER = 10**18
+
+
+def _bounded(value: Any, e: ast.Expr) -> Any:
+    if isinstance(value, complex):
+        raise NetspecError("the result is not a real number", e.span)
+    if isinstance(value, float) and math.isnan(value):
+        raise NetspecError("the result is not a number", e.span)
+    if isinstance(value, int | float) and not abs(value) <= MAX_NUMBER:
+        raise NetspecError(
+            "the result is too large",
+            e.span,
+            hint=f"numbers in a spec are at most {MAX_NUMBER:.0e}",
+        )
+    return value
 
 
 def undefined(e: ast.Name, env: Mapping[str, Any]) -> NetspecError:
@@ -91,8 +120,16 @@ def undefined(e: ast.Name, env: Mapping[str, Any]) -> NetspecError:
 
 def _number(value: Any, e: ast.Expr) -> int | float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise NetspecError(f"expected a number, received {value!r}", e.span)
+        raise NetspecError(f"expected a number, received {_received(value)}", e.span)
     return value
+
+
+def _received(value: Any) -> str:
+    if isinstance(value, tuple):
+        return f"the tuple {value!r}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return repr(value)
 
 
 def _truth(value: Any, e: ast.Expr) -> bool:
