@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from netspec.ir.graph import Graph
-from netspec.layers import KINDS, fmt_shape
+from netspec.layers import fmt_shape
 
 
 def compact(n: float) -> str:
@@ -21,8 +21,7 @@ def compact(n: float) -> str:
 
 
 def describe(node) -> str:
-    layer = KINDS[node.kind].model_validate(node.args, strict=False)
-    text = layer.describe()
+    text = node.layer.describe()
     return f"{node.kind}({text})" if text else node.kind
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from netspec.backends.lower_torch import (
     LOWERINGS,
     LoweringError,
+    MissingLowering,
     NetspecModule,
     PaddedConv1d,
     PaddedConv2d,
@@ -221,7 +222,7 @@ def test_every_kind_has_a_lowering() -> None:
 
 def test_a_missing_lowering_fails_naming_the_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(LOWERINGS, "relu")
-    with pytest.raises(LoweringError, match="relu"):
+    with pytest.raises(MissingLowering, match="no torch lowering for layer kind\\(s\\): relu"):
         build(file_graph("mnist_cnn.ns"))
 
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 from conftest import spec_graph
 
+from netspec.backends import MissingLowering
 from netspec.backends import lower_onnx as L
 from netspec.backends.lower_torch import build
 from netspec.errors import NetspecError
@@ -126,7 +127,7 @@ def test_every_registered_kind_has_an_onnx_lowering() -> None:
 def test_a_kind_without_a_lowering_fails_naming_it(monkeypatch) -> None:
     graph = compile_text("input [4]\nINPUT -> FC(3) -> TANH")
     monkeypatch.delitem(L.LOWERINGS, "tanh")
-    with pytest.raises(NotImplementedError, match="tanh"):
+    with pytest.raises(MissingLowering, match="no onnx lowering for layer kind\\(s\\): tanh"):
         L.lower(graph, L.initial_weights(graph))
 
 

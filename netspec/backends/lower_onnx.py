@@ -1,7 +1,8 @@
 """IR -> ONNX, built directly with `onnx.helper`: no torch module is traced.
 
-Each layer kind has one lowering function in `LOWERINGS` (kind -> function); a kind without
-one fails loudly, naming it. The model has a dynamic batch dimension (`batch`), one input named
+Each layer kind has one lowering function in `LOWERINGS` (`@LOWERINGS.register("kind")`); a
+kind without one fails loudly, naming it (`MissingLowering`, as the torch backend does). The
+weights each node needs (names and shapes) are its layer class's `state`. The model has a dynamic batch dimension (`batch`), one input named
 `input` (float32 ``[batch, *shape]``, or int64 token ids ``[batch, L]``) and one output named
 `output` (float32 ``[batch, *out]``). ONNX node names are the spec's layer names
 (`layer2.basic1.conv1`) and initializers are named like PyTorch's `state_dict`
@@ -35,9 +36,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from netspec import __version__
+from netspec.backends import LoweringTable
 from netspec.errors import NetspecError
 from netspec.ir.graph import Graph, Node
-from netspec.layers import KINDS, Layer, fmt_shape, layer_from_node
+from netspec.layers import KINDS, Layer, fmt_shape
 from netspec.layers.conv import window_out
 
 DEFAULT_OPSET = 21
@@ -163,25 +165,11 @@ def _varint(n: int) -> bytes:
 def expected_weights(graph: Graph) -> dict[str, tuple[int, ...]]:
     """Every weight the graph needs, by state_dict name, with its shape (PyTorch's layouts)."""
     out: dict[str, tuple[int, ...]] = {}
+    shapes = {n.id: n.shape for n in graph.nodes}
     for node in graph.nodes:
-        if node.kind not in ("conv", "fc", "batchnorm", "embedding"):
-            continue
-        layer = layer_from_node(node.kind, node.args)
-        c_in = _in_shape(graph, node)[0] if node.inputs else 0
-        if node.kind == "conv":
-            k, *_ = layer.geometry(_in_shape(graph, node))
-            out[f"{node.id}.weight"] = (layer.channels, c_in // layer.groups, *k)
-            if layer.bias:
-                out[f"{node.id}.bias"] = (layer.channels,)
-        elif node.kind == "fc":
-            out[f"{node.id}.weight"] = (layer.units, c_in)
-            if layer.bias:
-                out[f"{node.id}.bias"] = (layer.units,)
-        elif node.kind == "embedding":
-            out[f"{node.id}.weight"] = (layer.vocab, layer.dim)
-        else:
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                out[f"{node.id}.{name}"] = (c_in,)
+        ins = tuple(shapes[i] for i in node.inputs)
+        for name, shape in node.layer.state(ins, node.shape).items():
+            out[f"{node.id}.{name}"] = shape
     return out
 
 
@@ -349,9 +337,11 @@ class Context:
         return self.shapes[node.inputs[i]]
 
 
-Lowering = Callable[[Context, Node, Layer, list[str]], str]
+Lowering = Callable[[Context, Node, Any, list[str]], str]
+LOWERINGS: LoweringTable[Lowering] = LoweringTable("onnx")
 
 
+@LOWERINGS.register("input")
 def _input(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     if layer.vocab is not None:  # token ids
         ctx.inputs.append(
@@ -368,6 +358,7 @@ def _input(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     return INPUT_NAME
 
 
+@LOWERINGS.register("conv")
 def _conv(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     k, s, d, pads = layer.geometry(ctx.in_shape(node))
     attrs = {
@@ -403,7 +394,7 @@ def _folded(
         weights[f"{bn.id}.{n}"].astype(np.float64)
         for n in ("weight", "bias", "running_mean", "running_var")
     )
-    scale = gamma / np.sqrt(var + float(bn.args.get("eps", 1e-5)))
+    scale = gamma / np.sqrt(var + float(bn.layer.eps))  # type: ignore[attr-defined]
     return w * scale.astype(w.dtype).reshape(-1, *([1] * (w.ndim - 1))), (b - mean) * scale + beta
 
 
@@ -426,6 +417,7 @@ def _foldable(graph: Graph) -> dict[str, Node]:
     return fold
 
 
+@LOWERINGS.register("pool")
 def _pool(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     in_shape = ctx.in_shape(node)
     k, s, p = layer.geometry(in_shape)
@@ -467,12 +459,14 @@ def _pool(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     return ctx.emit("MaxPool" if layer.mode == "max" else "AveragePool", xs, node.id, **attrs)
 
 
+@LOWERINGS.register("global_pool")
 def _global_pool(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     op = "GlobalAveragePool" if layer.mode == "avg" else "GlobalMaxPool"
     pooled = ctx.emit(op, xs, node.id, out=f"{node.id}.pooled")
     return ctx.emit("Flatten", [pooled], f"{node.id}.flatten", out=node.id, axis=1)
 
 
+@LOWERINGS.register("adaptive_avg_pool")
 def _adaptive_avg_pool(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     size, out = ctx.in_shape(node)[1:], node.shape[1:]
     if any(n % o for n, o in zip(size, out, strict=True)):
@@ -488,10 +482,12 @@ def _adaptive_avg_pool(ctx: Context, node: Node, layer: Layer, xs: list[str]) ->
     return ctx.emit("AveragePool", xs, node.id, kernel_shape=kernel, strides=kernel)
 
 
+@LOWERINGS.register("flatten")
 def _flatten(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     return ctx.emit("Flatten", xs, node.id, axis=1)
 
 
+@LOWERINGS.register("fc")
 def _fc(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     inputs = [xs[0], ctx.weight(node, "weight")] + (
         [ctx.weight(node, "bias")] if layer.bias else []
@@ -499,6 +495,7 @@ def _fc(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     return ctx.emit("Gemm", inputs, node.id, transB=1)
 
 
+@LOWERINGS.register("embedding")
 def _embedding(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     rows = ctx.emit(
         "Gather", [ctx.weight(node, "weight"), xs[0]], node.id, out=f"{node.id}.rows", axis=0
@@ -508,10 +505,11 @@ def _embedding(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     )  # [B, dim, L]
 
 
+@LOWERINGS.register("batchnorm")
 def _batchnorm(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     if node.id in ctx.folded:
         return xs[0]
-    names = ("weight", "bias", "running_mean", "running_var")
+    names = layer.state((ctx.in_shape(node),), node.shape)  # ONNX's input order is torch's
     return ctx.emit(
         "BatchNormalization",
         [xs[0], *(ctx.weight(node, n) for n in names)],
@@ -520,6 +518,7 @@ def _batchnorm(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     )
 
 
+@LOWERINGS.register("lrn")
 def _lrn(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     if len(ctx.in_shape(node)) == 3 and layer.size % 2:
         return ctx.emit(
@@ -562,50 +561,37 @@ def _unary(op: str, **fixed: Any) -> Lowering:
     return lower
 
 
+@LOWERINGS.register("leaky_relu")
 def _leaky_relu(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     return ctx.emit("LeakyRelu", xs, node.id, alpha=float(layer.slope))
 
 
+@LOWERINGS.register("softmax")
 def _softmax(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     if ctx.options.logits and node.id == ctx.graph.output:
         return xs[0]
     return ctx.emit("Softmax", xs, node.id, axis=1)
 
 
+@LOWERINGS.register("dropout", "identity")
 def _passthrough(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     """Dropout (the identity at inference) and identity: no node, the input's tensor."""
     return xs[0]
 
 
+@LOWERINGS.register("concat")
 def _concat(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     return ctx.emit("Concat", xs, node.id, axis=1)
 
 
+@LOWERINGS.register("add")
 def _add(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     return ctx.emit("Add" if len(xs) == 2 else "Sum", xs, node.id)
 
 
-LOWERINGS: dict[str, Lowering] = {
-    "input": _input,
-    "conv": _conv,
-    "pool": _pool,
-    "global_pool": _global_pool,
-    "adaptive_avg_pool": _adaptive_avg_pool,
-    "flatten": _flatten,
-    "fc": _fc,
-    "embedding": _embedding,
-    "batchnorm": _batchnorm,
-    "lrn": _lrn,
-    "relu": _unary("Relu"),
-    "leaky_relu": _leaky_relu,
-    "tanh": _unary("Tanh"),
-    "sigmoid": _unary("Sigmoid"),
-    "softmax": _softmax,
-    "dropout": _passthrough,
-    "concat": _concat,
-    "add": _add,
-    "identity": _passthrough,
-}
+LOWERINGS.register("relu")(_unary("Relu"))
+LOWERINGS.register("tanh")(_unary("Tanh"))
+LOWERINGS.register("sigmoid")(_unary("Sigmoid"))
 
 
 def lower(
@@ -630,17 +616,12 @@ def lower(
         NetspecError: a layer ONNX cannot express, or weights that do not fit the graph.
     """
     options = options or LowerOptions()
-    missing = sorted({n.kind for n in graph.nodes if n.kind not in LOWERINGS})
-    if missing:
-        raise NotImplementedError(
-            f"lower_onnx has no lowering for the layer kind(s) {', '.join(missing)}"
-        )
+    LOWERINGS.require(n.kind for n in graph.nodes)
     _check_token_ids(graph)
     ctx = Context(graph, check_weights(graph, weights, origin), options)
     for node in graph.nodes:
-        layer = layer_from_node(node.kind, node.args)
         ctx.tensors[node.id] = LOWERINGS[node.kind](
-            ctx, node, layer, [ctx.tensors[i] for i in node.inputs]
+            ctx, node, node.layer, [ctx.tensors[i] for i in node.inputs]
         )
     final = ctx.tensors[graph.output]
     out_shape = graph.output_shape
@@ -680,13 +661,13 @@ def _check_token_ids(graph: Graph) -> None:
     lets a flat [L] input pass for an [N] vector, which ONNX's types refuse."""
     tokens = graph.nodes[0].id if graph.input.is_tokens else None
     for node in graph.nodes:
-        if node.kind == "embedding" and node.inputs != [tokens]:
+        if node.layer.takes_tokens and node.inputs != [tokens]:
             raise NetspecError(
                 f"EMBEDDING `{node.id}` must read the input's token ids",
                 node.span,
                 hint="declare `input tokens(length=L, vocab=V)` and put EMBEDDING first",
             )
-        if node.kind != "embedding" and tokens in node.inputs:
+        if not node.layer.takes_tokens and tokens in node.inputs:
             raise NetspecError(
                 f"`{node.id}` reads token ids; only EMBEDDING can",
                 node.span,
@@ -703,7 +684,6 @@ def _rename(nodes: list[onnx.NodeProto], old: str, new: str) -> None:
 
 
 def _metadata(graph: Graph, options: LowerOptions, note: str) -> dict[str, str]:
-    final = graph.node(graph.output)
     return {
         "netspec.name": graph.name,
         "netspec.source_hash": graph.source_hash or "",
@@ -711,7 +691,7 @@ def _metadata(graph: Graph, options: LowerOptions, note: str) -> dict[str, str]:
         "netspec.bindings": json.dumps(graph.bindings, sort_keys=True),
         "netspec.input": "tokens" if graph.input.is_tokens else "float32",
         "netspec.output": "probabilities"
-        if final.kind == "softmax" and not options.logits
+        if graph.ends_in_probabilities and not options.logits
         else "scores",
         "netspec.options": json.dumps(
             {"fold_bn": options.fold_bn, "fp16": options.fp16, "logits": options.logits}
@@ -929,4 +909,4 @@ def _listing(names: list[str], limit: int = 6) -> str:
 
 def missing_lowerings() -> list[str]:
     """Registered layer kinds with no ONNX lowering (a test keeps this empty)."""
-    return [k for k in KINDS if k not in LOWERINGS]
+    return LOWERINGS.missing(KINDS)

@@ -4,9 +4,10 @@
     probs = model(x)                 # the graph's output (probabilities when it ends in SOFTMAX)
     scores = model.logits(x)         # the output before a final SOFTMAX (for a cross-entropy loss)
 
-Each layer kind has one lowering function in `LOWERINGS`, found by the kind's name; it takes the
-validated layer and its input shapes (without the batch) and returns an `nn.Module`. `build`
-fails naming the kind when one is missing.
+Each layer kind has one lowering function in `LOWERINGS` (`@LOWERINGS.register("kind")`); it
+takes the node's validated layer and its input shapes (without the batch) and returns an
+`nn.Module`. `build` fails naming the kind when one is missing (`MissingLowering`, as the ONNX
+backend does).
 
 Module tree: submodules nest by the dots of the node ids, so node `layer2.basic1.conv1` is the
 module at path `layer2.basic1.conv1`, a torch `Conv2d` (`Conv1d`, `BatchNorm2d`, `Linear`,
@@ -24,8 +25,9 @@ global RNG state is left as it was.
 Forward: `build` precomputes an execution plan, a list of (module, input slots, output slot,
 slots to free) over the nodes needed for the output, so `forward` is a tight loop with no
 lookups by name; each tensor is dropped after its last use. ReLU (and a residual addition)
-overwrite their input only where that is safe: the input is a fresh tensor from a
-convolution, FC, batch norm, addition or concatenation, and no other node reads it.
+overwrite their input only where that is safe: the input is a fresh tensor (the layer class's
+`fresh_output`: convolution, FC, batch norm, addition, concatenation), and no other node reads
+it; which kinds may overwrite is the class's `reuses_input`.
 """
 
 from __future__ import annotations
@@ -35,12 +37,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import ValidationError
 from torch import Tensor, nn
 
-from netspec.errors import NetspecError
+from netspec.backends import LoweringError, LoweringTable, MissingLowering
 from netspec.ir.graph import Graph, Node
-from netspec.layers import Layer, Shape, layer_from_node
+from netspec.layers import Layer, Shape
 from netspec.layers.activation import Dropout, LeakyReLU
 from netspec.layers.base import expand
 from netspec.layers.conv import Conv
@@ -50,16 +51,7 @@ from netspec.layers.pool import AdaptiveAvgPool, GlobalPool, Pool
 
 Lowering = Callable[[Any, tuple[Shape, ...]], nn.Module]
 
-# Kinds whose output is a fresh tensor that their backward pass does not need: the one node
-# reading it may overwrite it (in-place ReLU, in-place residual addition).
-_FRESH = frozenset({"conv", "fc", "batchnorm", "add", "concat"})
-# Kinds whose module takes an `inplace` flag, set by `build` where it is safe.
-_INPLACE = frozenset({"relu", "add"})
-
-
-class LoweringError(NetspecError):
-    """The graph cannot be lowered to torch (a kind without a lowering, a clashing name in a
-    graph built outside the IR). A NetspecError, so the CLI reports it without a traceback."""
+LOWERINGS: LoweringTable[Lowering] = LoweringTable("torch")
 
 
 # ---- modules the torch library lacks ---------------------------------------------------------
@@ -146,10 +138,12 @@ class Concat(nn.Module):
 # ---- one lowering per kind -------------------------------------------------------------------
 
 
+@LOWERINGS.register("input")
 def lower_input(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.Identity()
 
 
+@LOWERINGS.register("conv")
 def lower_conv(layer: Conv, ins: tuple[Shape, ...]) -> nn.Module:
     (shape,) = ins
     k, s, d, pads = layer.geometry(shape)
@@ -163,6 +157,7 @@ def lower_conv(layer: Conv, ins: tuple[Shape, ...]) -> nn.Module:
     return padded(shape[0], layer.channels, padding=0, pad=flat, **kwargs)
 
 
+@LOWERINGS.register("pool")
 def lower_pool(layer: Pool, ins: tuple[Shape, ...]) -> nn.Module:
     k, s, p = layer.geometry(ins[0])
     if layer.mode == "max":
@@ -172,94 +167,87 @@ def lower_pool(layer: Pool, ins: tuple[Shape, ...]) -> nn.Module:
     return cls(k, s, p, ceil_mode=layer.ceil, count_include_pad=True)
 
 
+@LOWERINGS.register("global_pool")
 def lower_global_pool(layer: GlobalPool, ins: tuple[Shape, ...]) -> nn.Module:
     return GlobalPooling(layer.mode, len(ins[0]) - 1)
 
 
+@LOWERINGS.register("adaptive_avg_pool")
 def lower_adaptive_avg_pool(layer: AdaptiveAvgPool, ins: tuple[Shape, ...]) -> nn.Module:
     dims = len(ins[0]) - 1
     size = expand(layer.size, dims, "size")
     return nn.AdaptiveAvgPool2d(size) if dims == 2 else nn.AdaptiveAvgPool1d(size)
 
 
+@LOWERINGS.register("flatten")
 def lower_flatten(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.Flatten(1)
 
 
+@LOWERINGS.register("fc")
 def lower_fc(layer: Dense, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.Linear(ins[0][0], layer.units, bias=layer.bias)
 
 
+@LOWERINGS.register("embedding")
 def lower_embedding(layer: Embedding, ins: tuple[Shape, ...]) -> nn.Module:
     return ChannelsFirstEmbedding(layer.vocab, layer.dim)
 
 
+@LOWERINGS.register("batchnorm")
 def lower_batchnorm(layer: BatchNorm, ins: tuple[Shape, ...]) -> nn.Module:
     cls = nn.BatchNorm2d if len(ins[0]) == 3 else nn.BatchNorm1d
     return cls(ins[0][0], eps=layer.eps, momentum=layer.momentum)
 
 
+@LOWERINGS.register("lrn")
 def lower_lrn(layer: LocalResponseNorm, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.LocalResponseNorm(layer.size, alpha=layer.alpha, beta=layer.beta, k=layer.k)
 
 
+@LOWERINGS.register("relu")
 def lower_relu(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.ReLU()
 
 
+@LOWERINGS.register("leaky_relu")
 def lower_leaky_relu(layer: LeakyReLU, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.LeakyReLU(layer.slope)
 
 
+@LOWERINGS.register("tanh")
 def lower_tanh(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.Tanh()
 
 
+@LOWERINGS.register("sigmoid")
 def lower_sigmoid(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.Sigmoid()
 
 
+@LOWERINGS.register("softmax")
 def lower_softmax(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.Softmax(dim=1)
 
 
+@LOWERINGS.register("dropout")
 def lower_dropout(layer: Dropout, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.Dropout(layer.p)
 
 
+@LOWERINGS.register("concat")
 def lower_concat(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return Concat()
 
 
+@LOWERINGS.register("add")
 def lower_add(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return Add()
 
 
+@LOWERINGS.register("identity")
 def lower_identity(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.Identity()
-
-
-LOWERINGS: dict[str, Lowering] = {
-    "input": lower_input,
-    "conv": lower_conv,
-    "pool": lower_pool,
-    "global_pool": lower_global_pool,
-    "adaptive_avg_pool": lower_adaptive_avg_pool,
-    "flatten": lower_flatten,
-    "fc": lower_fc,
-    "embedding": lower_embedding,
-    "batchnorm": lower_batchnorm,
-    "lrn": lower_lrn,
-    "relu": lower_relu,
-    "leaky_relu": lower_leaky_relu,
-    "tanh": lower_tanh,
-    "sigmoid": lower_sigmoid,
-    "softmax": lower_softmax,
-    "dropout": lower_dropout,
-    "concat": lower_concat,
-    "add": lower_add,
-    "identity": lower_identity,
-}
 
 
 # ---- the module ------------------------------------------------------------------------------
@@ -285,7 +273,7 @@ class NetspecModule(nn.Module):
             self._place(node.id, modules[node.id])
         self._slots, self._plan = _plan(graph.nodes, modules, inputs, graph.output)
         head = graph.node(graph.output)
-        if head.kind == "softmax":
+        if graph.ends_in_probabilities:
             self._logit_slots, self._logit_plan = _plan(
                 graph.nodes, modules, inputs, head.inputs[0]
             )
@@ -390,14 +378,18 @@ def _inplace(nodes: list[Node], modules: dict[str, nn.Module]) -> dict[str, list
     for node in nodes:
         for src in node.inputs:
             readers[src] = readers.get(src, 0) + 1
-    # (An addition of one input returns that input itself: not fresh.)
-    fresh = {n.id for n in nodes if n.kind in _FRESH and (n.kind != "add" or len(n.inputs) > 1)}
+    fresh = {
+        n.id
+        for n in nodes
+        # (an addition of one input returns that input itself: not fresh)
+        if n.layer.fresh_output and (n.layer.arity is not None or len(n.inputs) > 1)
+    }
     inputs = {n.id: list(n.inputs) for n in nodes}
     for node in nodes:
-        if node.kind not in _INPLACE:
+        if not node.layer.reuses_input:
             continue
         owned = [i for i, src in enumerate(node.inputs) if src in fresh and readers[src] == 1]
-        if not owned or (node.kind == "add" and len(node.inputs) > 2):
+        if not owned or len(node.inputs) > 2:
             continue
         srcs = inputs[node.id]
         srcs.insert(0, srcs.pop(owned[0]))
@@ -415,30 +407,17 @@ def build(graph: Graph, seed: int = 0) -> NetspecModule:
     Raises:
         LoweringError: a layer kind has no torch lowering, or a node id cannot name a module.
     """
-    missing = sorted({n.kind for n in graph.nodes} - LOWERINGS.keys())
-    if missing:
-        raise LoweringError(
-            f"no torch lowering for layer kind(s): {', '.join(missing)} (add one to LOWERINGS)"
-        )
+    LOWERINGS.require(n.kind for n in graph.nodes)
     shapes = {n.id: n.shape for n in graph.nodes}
     modules: dict[str, nn.Module] = {}
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.default_generator.manual_seed(seed)
         for node in graph.nodes:
             modules[node.id] = LOWERINGS[node.kind](
-                _layer(node), tuple(shapes[i] for i in node.inputs)
+                node.layer, tuple(shapes[i] for i in node.inputs)
             )
     inputs = _inplace(graph.nodes, modules)
     return NetspecModule(graph, modules, inputs)
 
 
-def _layer(node: Node) -> Layer:
-    try:
-        return layer_from_node(node.kind, node.args)
-    except ValidationError as e:
-        raise LoweringError(
-            f"node `{node.id}`: its arguments {node.args} are not those of a {node.kind} layer: {e}"
-        ) from None
-
-
-__all__ = ["LOWERINGS", "LoweringError", "NetspecModule", "build"]
+__all__ = ["LOWERINGS", "LoweringError", "MissingLowering", "NetspecModule", "build"]

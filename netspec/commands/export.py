@@ -121,11 +121,7 @@ def _print_report(
     elif graph.totals.buffers:
         params += f" ({graph.totals.params:,} params + {graph.totals.buffers:,} BN running stats)"
     in_type = "int64 token ids" if graph.input.is_tokens else "float32"
-    out_kind = (
-        "probabilities"
-        if graph.node(graph.output).kind == "softmax" and not options.logits
-        else "scores"
-    )
+    out_kind = "probabilities" if graph.ends_in_probabilities and not options.logits else "scores"
     rows = [
         (
             "network",

@@ -28,10 +28,9 @@ from netspec.ir.graph import (
     compute_totals,
     make_totals,
 )
-from netspec.layers import KINDS, SPELLINGS, Layer, ShapeError, fmt_shape, numel
-from netspec.layers.activation import Softmax
+from netspec.layers import SPELLINGS, Layer, ShapeError, fmt_shape, numel
 from netspec.layers.conv import Conv
-from netspec.layers.linear import Dense, Embedding, Flatten
+from netspec.layers.linear import Dense, Flatten
 from netspec.layers.norm import BatchNorm
 from netspec.layers.structure import Add, Concat, Input
 
@@ -100,12 +99,6 @@ RESERVED_NAMES = frozenset(  # noqa: SIM905 (one word list, easier to read and d
         "plan",
     ]
 )
-SHORT = {
-    "batchnorm": "bn",
-    "global_pool": "gpool",
-    "adaptive_avg_pool": "apool",
-    "leaky_relu": "lrelu",
-}
 BUDGET_METRICS = ("params", "trainable", "macs", "flops", "memory")
 _CMP = {
     "<=": lambda a, b: a <= b,
@@ -738,7 +731,7 @@ class Builder:
                 args[arg] = self.context[key]
         layer = self._validate(cls, args, call)
         from_tokens = cur.node == "input" and "vocab" in self.context
-        if from_tokens != (cls is Embedding):
+        if from_tokens != cls.takes_tokens:
             raise NetspecError(
                 f"{call.name.upper()} cannot take token ids; they go through EMBEDDING first"
                 if from_tokens
@@ -746,9 +739,13 @@ class Builder:
                 call.span,
                 hint="INPUT -> EMBEDDING(128) -> CONV1D(...)" if from_tokens else None,
             )
-        if cls is Dense and len(cur.shape) > 1:
+        if cls.flattens_input and len(cur.shape) > 1:
             cur = self.add_node(Flatten(), [cur], call.span, scope, implicit=True)
-        if cls is Softmax and self.final_softmax is not None and self.final_softmax.primary is call:
+        if (
+            cls.probabilities
+            and self.final_softmax is not None
+            and self.final_softmax.primary is call
+        ):
             cur = self._classifier(cur, call, scope)
         return self.add_node(layer, [cur], call.span, scope, label=label)
 
@@ -1022,7 +1019,7 @@ class Builder:
             except ShapeError as e:
                 where = ""
                 if not self.light:
-                    base = SHORT.get(layer.kind, layer.kind)
+                    base = layer.short
                     where = f"at `{scope.prefix}{label or base + str(scope.counters.get(base, 0) + 1)}`: "
                 raise NetspecError(
                     where + e.message,
@@ -1036,7 +1033,7 @@ class Builder:
             result += (0 if layer.inplace else numel(out), args)
             self.memo[key] = result
         out, params, buffers, macs, ops, memory, args = result
-        name = label or scope.next_name(SHORT.get(layer.kind, layer.kind))
+        name = label or scope.next_name(layer.short)
         node_id = scope.prefix + name
         if not self.light:
             if label is not None and label in RESERVED_NAMES:
@@ -1071,10 +1068,10 @@ class Builder:
             sums[4] += memory
             sums[5] += 1
             return Value(node_id, out)
-        node = _new_node(
+        node = Node.of(
+            layer,
+            args,
             id=node_id,
-            kind=layer.kind,
-            args=args,
             inputs=[v.node for v in inputs],
             span=span,
             implicit=implicit,
@@ -1124,21 +1121,23 @@ class Builder:
             return
         node = self.ids.get(cur.node)
         # The size was set by the last layer that is not shape-preserving in place (CONV -> RELU).
-        while (
-            node is not None and KINDS[node.kind].inplace and node.inputs and node.kind != "flatten"
-        ):
-            node = self.ids.get(node.inputs[0])
+        while node is not None and node.layer.inplace and node.inputs:
+            source = self.ids.get(node.inputs[0])
+            if source is None or source.shape != node.shape:
+                break
+            node = source
         notes = [
             f"declared [{', '.join(map(str, declared))}], computed [{', '.join(map(str, cur.shape))}]"
         ]
         hint = None
         if node is not None and node.id != cur.node:
             notes.append(f"the size is set by `{node.id}`")
-        if node is not None and node.kind == "conv" and len(declared) == len(cur.shape):
-            notes_hint = _conv_assert_help(node, self.ids[node.inputs[0]].shape, declared)
-            if notes_hint:
-                notes.extend(notes_hint[0])
-                hint = notes_hint[1]
+        if node is not None and node.inputs and len(declared) == len(cur.shape):
+            source = self.ids[node.inputs[0]]
+            explained = node.layer.explain_size(source.shape, node.shape, declared)
+            if explained:
+                notes.extend(explained[0])
+                hint = explained[1]
         self.errors.append(
             NetspecError(
                 f"shape assertion failed at `{cur.node}`" if cur.node else "shape assertion failed",
@@ -1263,10 +1262,6 @@ def _construct(cls: type, values: dict[str, Any]) -> Any:
     return obj
 
 
-def _new_node(**values: Any) -> Node:
-    return _construct(Node, values)
-
-
 def _value(v: ast.Value, env: Mapping[str, Any]) -> Any:
     if isinstance(v, ast.ValueCall):
         out: dict[str, Any] = {"name": v.name, "args": [], "kwargs": {}}
@@ -1293,7 +1288,8 @@ def _plain(v: Any) -> Any:
 def _is_softmax(el: ast.Element) -> bool:
     return (
         isinstance(el.primary, ast.Call)
-        and SPELLINGS.get(el.primary.name.upper(), (None,))[0] is Softmax
+        and (entry := SPELLINGS.get(el.primary.name.upper())) is not None
+        and entry[0].probabilities
         and el.repeat is None
     )
 
@@ -1332,37 +1328,6 @@ def _expectation(cls: type[Layer], name: str) -> str:
     if "bool" in ann:
         parts.append("on/off (true/false)")
     return " or ".join(dict.fromkeys(parts)) or "a valid value"
-
-
-def _conv_assert_help(
-    node: Node, in_shape: tuple[int, ...], declared: tuple[int, ...]
-) -> tuple[list[str], str] | None:
-    """Explain a conv's computed size and suggest the fix (AlexNet's 224 vs 227 puzzle)."""
-    args = node.args
-    conv = KINDS["conv"].model_validate(args, strict=False)
-    k, s, d, pads = conv.geometry(in_shape)
-    notes = []
-    for axis, (n, kk, ss, dd, (b, a), got) in enumerate(
-        zip(in_shape[1:], k, s, d, pads, node.shape[1:], strict=True)
-    ):
-        if args["padding"] == "same":
-            notes.append(f"padding=same with stride {ss}: ceil({n} / {ss}) = {got}")
-        else:
-            notes.append(f"floor(({n} + {b + a} - {dd * (kk - 1) + 1}) / {ss}) + 1 = {got}")
-        if axis == 0:
-            break
-    want = declared[1]
-    kk, ss, dd = k[0], s[0], d[0]
-    need_valid = (want - 1) * ss + dd * (kk - 1) + 1
-    valid_here = (in_shape[1] - dd * (kk - 1) - 1) // ss + 1
-    options = []
-    if need_valid != in_shape[1]:
-        options.append(f"a {need_valid}x{need_valid} input with padding=valid gives {want}x{want}")
-    if valid_here == want:
-        options.append(f"padding=valid on this input gives {want}x{want}")
-    else:
-        options.append(f"padding=valid on this input gives {valid_here}x{valid_here}")
-    return notes, "; ".join(options) if options else None
 
 
 def _show(value: Any) -> str:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from netspec.errors import Span
+from netspec.layers import KINDS, Layer
 
 Scalar = int | float | bool | str
 
@@ -18,7 +19,12 @@ DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8, "int8": 1}
 
 
 class Node(BaseModel):
-    """One layer instance. `id` is its dotted name (`layer1.basic1.conv1`), unique in the graph."""
+    """One layer instance. `id` is its dotted name (`layer1.basic1.conv1`), unique in the graph.
+
+    `layer` is the validated layer; `kind` and `args` are its serialized form (the JSON). The
+    builder hands the layer in (see `Node.of`); a node read from JSON validates its arguments
+    once, on reading, and an unknown kind or a bad argument refuses the JSON.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -34,6 +40,31 @@ class Node(BaseModel):
     macs: int = 0
     ops: int = 0
     memory: int = 0  # activation elements this node adds (0 for in-place layers)
+
+    _layer: Layer = PrivateAttr()
+
+    def model_post_init(self, context: Any) -> None:
+        cls = KINDS.get(self.kind)
+        if cls is None:
+            raise ValueError(f"unknown layer kind `{self.kind}`")
+        self._layer = cls.model_validate(self.args, strict=False)
+
+    @property
+    def layer(self) -> Layer:
+        return self._layer
+
+    @classmethod
+    def of(cls, layer: Layer, args: dict[str, Any], **values: Any) -> Node:
+        """A node for `layer` whose every figure the builder computed and checked itself, built
+        without pydantic's validation: this runs once per layer of a 4,000-layer network, and a
+        few times per member of a design space. `args` is `layer.model_dump(mode="json")`."""
+        node = cls.__new__(cls)
+        fields = {"id": values.pop("id"), "kind": layer.kind, "args": args, **values}  # field order
+        object.__setattr__(node, "__dict__", fields)
+        object.__setattr__(node, "__pydantic_fields_set__", set(fields))
+        object.__setattr__(node, "__pydantic_extra__", None)
+        object.__setattr__(node, "__pydantic_private__", {"_layer": layer})
+        return node
 
 
 class InputSpec(BaseModel):
@@ -91,11 +122,38 @@ class Graph(BaseModel):
     train: dict[str, Any] = {}
     totals: Totals
 
+    _positions: dict[str, int] | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # The id index is a cache, not part of the graph.
+        return (
+            isinstance(other, Graph)
+            and type(other) is type(self)
+            and self.__dict__ == other.__dict__
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
     def node(self, node_id: str) -> Node:
-        for n in self.nodes:
-            if n.id == node_id:
-                return n
+        """The node with this id, in O(1): a cached id -> position index, checked on each use
+        and rebuilt when the node list has changed under it."""
+        nodes = self.nodes
+        private = self.__pydantic_private__
+        index = private.get("_positions") if private else None
+        for _ in range(2):  # the cached index, then (on a miss) a fresh one
+            if index is not None:
+                i = index.get(node_id)
+                if i is not None and i < len(nodes) and nodes[i].id == node_id:
+                    return nodes[i]
+            index = {n.id: i for i, n in enumerate(nodes)}
+            object.__setattr__(self, "__pydantic_private__", {"_positions": index})
         raise KeyError(node_id)
+
+    @property
+    def ends_in_probabilities(self) -> bool:
+        """The output node turns scores into probabilities (SOFTMAX): training and `logits`
+        exports read the scores before it."""
+        return self.node(self.output).layer.probabilities
 
     @property
     def output_shape(self) -> tuple[int, ...]:

@@ -17,12 +17,14 @@ class ReLU(_Elementwise):
 
     kind = "relu"
     spellings = {"RELU": {}}
+    reuses_input = True
 
 
 class LeakyReLU(_Elementwise):
     """x for x > 0, slope * x otherwise. Args: slope (0.01, PyTorch's default)."""
 
     kind = "leaky_relu"
+    short = "lrelu"
     spellings = {"LEAKYRELU": {}, "LRELU": {}}
     positional = ("slope",)
 
@@ -48,6 +50,7 @@ class Softmax(_Elementwise):
 
     kind = "softmax"
     spellings = {"SOFTMAX": {}}
+    probabilities = True
 
 
 class Dropout(Layer):

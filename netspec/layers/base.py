@@ -43,12 +43,26 @@ class ShapeError(Exception):
         self.hint = hint
 
 
+class RegistryError(Exception):
+    """Two layer classes claim one kind or one spelling: a programming error, found at import."""
+
+
+# kind -> class, filled by `Layer.__pydantic_init_subclass__` in definition order.
+REGISTRY: dict[str, type[Layer]] = {}
+
+
 class Layer(BaseModel):
-    """Base of every layer kind. Subclasses declare arguments as fields and override the rules."""
+    """Base of every layer kind. Subclasses declare arguments as fields and override the rules.
+
+    A subclass that sets `kind` in its own body is registered under that kind when it is
+    defined; a helper base (no `kind` of its own, like `_Elementwise`) is not.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     kind: ClassVar[str] = ""
+    # The base of its default node names (`bn1`, `bn2`); the kind when empty.
+    short: ClassVar[str] = ""
     # How specs spell it, upper case, with argument presets: {"MAXPOOL": {"mode": "max"}}.
     spellings: ClassVar[dict[str, dict[str, Any]]] = {}
     positional: ClassVar[tuple[str, ...]] = ()
@@ -58,21 +72,74 @@ class Layer(BaseModel):
     inplace: ClassVar[bool] = False
     # Arguments filled from the spec's context when not given: {"vocab": "vocab"}.
     contextual: ClassVar[dict[str, str]] = {}
+    # Builder behaviour: a map input gets an implicit FLATTEN first (FC).
+    flattens_input: ClassVar[bool] = False
+    # Builder behaviour: reads the token ids of a `tokens(...)` input, and only it does.
+    takes_tokens: ClassVar[bool] = False
+    # Outputs class probabilities: a spec ending in it trains on the logits before it.
+    probabilities: ClassVar[bool] = False
+    # Training: its `weight` takes the L1/L2 penalties (its own l1=/l2= first, then global).
+    penalized: ClassVar[bool] = False
+    # torch lowering: the output is a fresh tensor its backward pass does not need, so the one
+    # node reading it may overwrite it.
+    fresh_output: ClassVar[bool] = False
+    # torch lowering: its module takes `inplace` and may overwrite a fresh, unshared input.
+    reuses_input: ClassVar[bool] = False
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if "kind" not in cls.__dict__:
+            return
+        if cls.kind in REGISTRY:
+            raise RegistryError(
+                f"layer kind `{cls.kind}` is defined twice: "
+                f"{REGISTRY[cls.kind].__qualname__} and {cls.__qualname__}"
+            )
+        for spelling in cls.spellings:
+            for other in REGISTRY.values():
+                if spelling in other.spellings:
+                    raise RegistryError(
+                        f"spelling `{spelling}` is claimed by {other.__qualname__} "
+                        f"and {cls.__qualname__}"
+                    )
+        if not cls.short:
+            cls.short = cls.kind
+        REGISTRY[cls.kind] = cls
+
+    def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
+        """Its trainable tensors: state_dict suffix -> shape in PyTorch's layout."""
+        return {}
+
+    def running(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
+        """Its non-trainable state (running statistics): state_dict suffix -> shape."""
+        return {}
+
+    def state(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
+        """Every tensor of its state_dict (weights, then running state), by suffix."""
+        return {**self.weights(ins, out), **self.running(ins, out)}
 
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         return ins[0]
 
     def params(self, ins: tuple[Shape, ...], out: Shape) -> int:
-        return 0
+        return sum(numel(s) for s in self.weights(ins, out).values())
 
     def buffers(self, ins: tuple[Shape, ...], out: Shape) -> int:
-        return 0
+        return sum(numel(s) for s in self.running(ins, out).values())
 
     def macs(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return 0
 
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return 0
+
+    def explain_size(
+        self, in_shape: Shape, out: Shape, declared: Shape
+    ) -> tuple[list[str], str | None] | None:
+        """For a failed shape assertion on its output: notes on how the size was computed and a
+        hint for the fix, or None when the kind has nothing to say."""
+        return None
 
     def describe(self) -> str:
         """A short reading of the non-default arguments, for the summary table."""

@@ -68,6 +68,8 @@ class Conv(Layer):
     kind = "conv"
     spellings = {"CONV": {}, "CONV2D": {"dims": 2}, "CONV1D": {"dims": 1}}
     positional = ("channels", "kernel", "stride", "padding")
+    penalized = True
+    fresh_output = True
 
     channels: PosInt = 32
     kernel: IntOrTuple = 3
@@ -80,7 +82,7 @@ class Conv(Layer):
     l1: NonNegFloat = 0.0
     l2: NonNegFloat = 0.0
 
-    def geometry(self, shape: Shape):
+    def geometry(self, shape: Shape) -> tuple[Shape, Shape, Shape, tuple[tuple[int, int], ...]]:
         dims = spatial_dims("CONV", shape, self.dims)
         k = expand(self.kernel, dims, "kernel")
         s = expand(self.stride, dims, "stride")
@@ -109,10 +111,12 @@ class Conv(Layer):
             )
         return (self.channels, *out)
 
-    def params(self, ins: tuple[Shape, ...], out: Shape) -> int:
+    def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
         k = expand(self.kernel, len(out) - 1, "kernel")
-        weights = self.channels * (ins[0][0] // self.groups) * numel(k)
-        return weights + (self.channels if self.bias else 0)
+        shapes: dict[str, Shape] = {"weight": (self.channels, ins[0][0] // self.groups, *k)}
+        if self.bias:
+            shapes["bias"] = (self.channels,)
+        return shapes
 
     def macs(self, ins: tuple[Shape, ...], out: Shape) -> int:
         k = expand(self.kernel, len(out) - 1, "kernel")
@@ -120,3 +124,30 @@ class Conv(Layer):
 
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return numel(out) if self.bias else 0
+
+    def explain_size(
+        self, in_shape: Shape, out: Shape, declared: Shape
+    ) -> tuple[list[str], str | None] | None:
+        """How the size was computed, and the fix (AlexNet's 224 vs 227 puzzle)."""
+        k, s, d, pads = self.geometry(in_shape)
+        notes = []
+        for n, kk, ss, dd, (b, a), got in zip(in_shape[1:], k, s, d, pads, out[1:], strict=True):
+            if self.padding == "same":
+                notes.append(f"padding=same with stride {ss}: ceil({n} / {ss}) = {got}")
+            else:
+                notes.append(f"floor(({n} + {b + a} - {dd * (kk - 1) + 1}) / {ss}) + 1 = {got}")
+            break  # the first spatial axis tells the story
+        want = declared[1]
+        kk, ss, dd = k[0], s[0], d[0]
+        need_valid = (want - 1) * ss + dd * (kk - 1) + 1
+        valid_here = (in_shape[1] - dd * (kk - 1) - 1) // ss + 1
+        options = []
+        if need_valid != in_shape[1]:
+            options.append(
+                f"a {need_valid}x{need_valid} input with padding=valid gives {want}x{want}"
+            )
+        if valid_here == want:
+            options.append(f"padding=valid on this input gives {want}x{want}")
+        else:
+            options.append(f"padding=valid on this input gives {valid_here}x{valid_here}")
+        return notes, "; ".join(options) if options else None

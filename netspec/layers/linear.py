@@ -39,6 +39,9 @@ class Dense(Layer):
     kind = "fc"
     spellings = {"FC": {}, "DENSE": {}, "LINEAR": {}}
     positional = ("units",)
+    flattens_input = True
+    penalized = True
+    fresh_output = True
 
     units: PosInt = 128
     bias: Bool = True
@@ -53,8 +56,11 @@ class Dense(Layer):
             )
         return (self.units,)
 
-    def params(self, ins: tuple[Shape, ...], out: Shape) -> int:
-        return ins[0][0] * self.units + (self.units if self.bias else 0)
+    def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
+        shapes: dict[str, Shape] = {"weight": (self.units, ins[0][0])}
+        if self.bias:
+            shapes["bias"] = (self.units,)
+        return shapes
 
     def macs(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return ins[0][0] * self.units
@@ -76,6 +82,8 @@ class Embedding(Layer):
     spellings = {"EMBEDDING": {}, "EMBED": {}}
     positional = ("dim", "vocab")
     contextual = {"vocab": "vocab"}
+    takes_tokens = True
+    penalized = True
 
     dim: PosInt
     vocab: PosInt
@@ -90,5 +98,5 @@ class Embedding(Layer):
             )
         return (self.dim, ins[0][0])
 
-    def params(self, ins: tuple[Shape, ...], out: Shape) -> int:
-        return self.vocab * self.dim
+    def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
+        return {"weight": (self.vocab, self.dim)}

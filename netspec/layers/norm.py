@@ -32,15 +32,17 @@ class BatchNorm(Layer):
         "BATCHNORM2D": {},
     }
     positional = ("eps",)
+    short = "bn"
+    fresh_output = True
 
     eps: PosFloat = 1e-5
     momentum: Rate = 0.1
 
-    def params(self, ins: tuple[Shape, ...], out: Shape) -> int:
-        return 2 * ins[0][0]
+    def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
+        return {"weight": (ins[0][0],), "bias": (ins[0][0],)}
 
-    def buffers(self, ins: tuple[Shape, ...], out: Shape) -> int:
-        return 2 * ins[0][0]
+    def running(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
+        return {"running_mean": (ins[0][0],), "running_var": (ins[0][0],)}
 
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return 2 * numel(out)

@@ -52,7 +52,7 @@ class Pool(Layer):
     ceil: Bool = False
     dims: Literal[1, 2] | None = None
 
-    def geometry(self, shape: Shape):
+    def geometry(self, shape: Shape) -> tuple[Shape, Shape, Shape]:
         dims = spatial_dims("POOL", shape, self.dims)
         k = expand(self.kernel, dims, "kernel")
         s = expand(self.stride if self.stride is not None else self.kernel, dims, "stride")
@@ -91,6 +91,7 @@ class GlobalPool(Layer):
     """
 
     kind = "global_pool"
+    short = "gpool"
     spellings = {
         "GLOBALPOOL": {},
         "GAP": {"mode": "avg"},
@@ -122,6 +123,7 @@ class AdaptiveAvgPool(Layer):
     """
 
     kind = "adaptive_avg_pool"
+    short = "apool"
     spellings = {"ADAPTIVEAVGPOOL": {}, "ADAPTIVEPOOL": {}}
     positional = ("size",)
 

@@ -23,6 +23,7 @@ class Concat(Layer):
 
     kind = "concat"
     arity = None
+    fresh_output = True
 
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         first = ins[0]
@@ -41,6 +42,8 @@ class Add(Layer):
 
     kind = "add"
     arity = None
+    fresh_output = True  # with two or more inputs (one input is returned itself)
+    reuses_input = True
 
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         first = ins[0]

@@ -45,7 +45,6 @@ from netspec.train.report import (
 )
 from netspec.train.settings import TrainSettings
 
-PENALIZED_KINDS = ("conv", "fc", "embedding")
 METRICS, CURVES, RESULT = "metrics.csv", "curves.png", "result.json"
 
 
@@ -131,7 +130,8 @@ def objective(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class Penalty:
-    """The L1/L2 weight penalties of conv, fc and embedding layers (Keras' kernel_regularizer).
+    """The L1/L2 weight penalties of the layers whose class is `penalized` (conv, fc, embedding;
+    Keras' kernel_regularizer).
 
     A layer's own ``l1=``/``l2=`` argument, when nonzero, replaces the global value for that
     layer. Only weights are penalized (not biases or batch norm), and frozen weights are not.
@@ -144,11 +144,12 @@ class Penalty:
     def build(cls, graph: Graph, model: nn.Module, l1: float, l2: float) -> Penalty:
         terms = []
         for node in graph.nodes:
-            if node.kind not in PENALIZED_KINDS:
+            layer = node.layer
+            if not layer.penalized:
                 continue
             weight = model.get_parameter(f"{node.id}.weight")
-            a = float(node.args.get("l1") or l1)
-            b = float(node.args.get("l2") or l2)
+            a = float(getattr(layer, "l1", 0.0) or l1)
+            b = float(getattr(layer, "l2", 0.0) or l2)
             if (a or b) and weight.requires_grad:
                 terms.append((weight, a, b))
         return cls(terms)
