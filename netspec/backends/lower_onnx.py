@@ -40,7 +40,12 @@ from netspec.backends import LoweringTable
 from netspec.errors import NetspecError
 from netspec.ir.graph import Graph, Node
 from netspec.layers import KINDS, Layer, fmt_shape
-from netspec.layers.conv import window_out
+from netspec.layers.activation import LeakyReLU
+from netspec.layers.conv import Conv, window_out
+from netspec.layers.linear import Dense, Embedding
+from netspec.layers.norm import BatchNorm, LocalResponseNorm
+from netspec.layers.pool import AdaptiveAvgPool, GlobalPool, Pool
+from netspec.layers.structure import Input
 
 DEFAULT_OPSET = 21
 MIN_OPSET = 13  # Softmax over one axis, Squeeze/Unsqueeze/Slice taking their axes as inputs
@@ -342,7 +347,7 @@ LOWERINGS: LoweringTable[Lowering] = LoweringTable("onnx")
 
 
 @LOWERINGS.register("input")
-def _input(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
+def _input(ctx: Context, node: Node, layer: Input, xs: list[str]) -> str:
     if layer.vocab is not None:  # token ids
         ctx.inputs.append(
             helper.make_tensor_value_info(INPUT_NAME, TensorProto.INT64, [BATCH, *layer.shape])
@@ -359,9 +364,9 @@ def _input(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
 
 
 @LOWERINGS.register("conv")
-def _conv(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
+def _conv(ctx: Context, node: Node, layer: Conv, xs: list[str]) -> str:
     k, s, d, pads = layer.geometry(ctx.in_shape(node))
-    attrs = {
+    attrs: dict[str, Any] = {
         "kernel_shape": list(k),
         "strides": list(s),
         "dilations": list(d),
@@ -418,7 +423,7 @@ def _foldable(graph: Graph) -> dict[str, Node]:
 
 
 @LOWERINGS.register("pool")
-def _pool(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
+def _pool(ctx: Context, node: Node, layer: Pool, xs: list[str]) -> str:
     in_shape = ctx.in_shape(node)
     k, s, p = layer.geometry(in_shape)
     want = node.shape[1:]
@@ -460,14 +465,14 @@ def _pool(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
 
 
 @LOWERINGS.register("global_pool")
-def _global_pool(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
+def _global_pool(ctx: Context, node: Node, layer: GlobalPool, xs: list[str]) -> str:
     op = "GlobalAveragePool" if layer.mode == "avg" else "GlobalMaxPool"
     pooled = ctx.emit(op, xs, node.id, out=f"{node.id}.pooled")
     return ctx.emit("Flatten", [pooled], f"{node.id}.flatten", out=node.id, axis=1)
 
 
 @LOWERINGS.register("adaptive_avg_pool")
-def _adaptive_avg_pool(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
+def _adaptive_avg_pool(ctx: Context, node: Node, layer: AdaptiveAvgPool, xs: list[str]) -> str:
     size, out = ctx.in_shape(node)[1:], node.shape[1:]
     if any(n % o for n, o in zip(size, out, strict=True)):
         raise NetspecError(
@@ -488,7 +493,7 @@ def _flatten(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
 
 
 @LOWERINGS.register("fc")
-def _fc(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
+def _fc(ctx: Context, node: Node, layer: Dense, xs: list[str]) -> str:
     inputs = [xs[0], ctx.weight(node, "weight")] + (
         [ctx.weight(node, "bias")] if layer.bias else []
     )
@@ -496,7 +501,7 @@ def _fc(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
 
 
 @LOWERINGS.register("embedding")
-def _embedding(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
+def _embedding(ctx: Context, node: Node, layer: Embedding, xs: list[str]) -> str:
     rows = ctx.emit(
         "Gather", [ctx.weight(node, "weight"), xs[0]], node.id, out=f"{node.id}.rows", axis=0
     )
@@ -506,7 +511,7 @@ def _embedding(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
 
 
 @LOWERINGS.register("batchnorm")
-def _batchnorm(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
+def _batchnorm(ctx: Context, node: Node, layer: BatchNorm, xs: list[str]) -> str:
     if node.id in ctx.folded:
         return xs[0]
     names = layer.state((ctx.in_shape(node),), node.shape)  # ONNX's input order is torch's
@@ -519,7 +524,7 @@ def _batchnorm(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
 
 
 @LOWERINGS.register("lrn")
-def _lrn(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
+def _lrn(ctx: Context, node: Node, layer: LocalResponseNorm, xs: list[str]) -> str:
     if len(ctx.in_shape(node)) == 3 and layer.size % 2:
         return ctx.emit(
             "LRN",
@@ -562,7 +567,7 @@ def _unary(op: str, **fixed: Any) -> Lowering:
 
 
 @LOWERINGS.register("leaky_relu")
-def _leaky_relu(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
+def _leaky_relu(ctx: Context, node: Node, layer: LeakyReLU, xs: list[str]) -> str:
     return ctx.emit("LeakyRelu", xs, node.id, alpha=float(layer.slope))
 
 
@@ -752,7 +757,7 @@ def shape_mismatches(lowered: Lowered, graph: Graph) -> list[str]:
     shapes = inferred_shapes(lowered.model)
     bad = []
     for node in graph.nodes:
-        want = [BATCH, *node.shape]
+        want: list[int | str] = [BATCH, *node.shape]
         got = shapes.get(lowered.tensors[node.id])
         if got != want:
             bad.append(

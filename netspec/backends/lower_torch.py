@@ -148,10 +148,13 @@ def lower_conv(layer: Conv, ins: tuple[Shape, ...]) -> nn.Module:
     (shape,) = ins
     k, s, d, pads = layer.geometry(shape)
     dims = len(k)
-    kwargs = dict(kernel_size=k, stride=s, dilation=d, groups=layer.groups, bias=layer.bias)
+    kwargs: dict[str, Any] = dict(
+        kernel_size=k, stride=s, dilation=d, groups=layer.groups, bias=layer.bias
+    )
     if all(before == after for before, after in pads):
         cls = nn.Conv2d if dims == 2 else nn.Conv1d
-        return cls(shape[0], layer.channels, padding=tuple(b for b, _ in pads), **kwargs)
+        padding: Any = tuple(b for b, _ in pads)
+        return cls(shape[0], layer.channels, padding=padding, **kwargs)
     flat = tuple(p for pair in reversed(pads) for p in pair)
     padded = PaddedConv2d if dims == 2 else PaddedConv1d
     return padded(shape[0], layer.channels, padding=0, pad=flat, **kwargs)
@@ -159,12 +162,15 @@ def lower_conv(layer: Conv, ins: tuple[Shape, ...]) -> nn.Module:
 
 @LOWERINGS.register("pool")
 def lower_pool(layer: Pool, ins: tuple[Shape, ...]) -> nn.Module:
-    k, s, p = layer.geometry(ins[0])
+    k: Any
+    s: Any
+    p: Any
+    k, s, p = layer.geometry(ins[0])  # torch types sizes per dimensionality: 1-D or 2-D
     if layer.mode == "max":
-        cls = nn.MaxPool2d if len(k) == 2 else nn.MaxPool1d
-        return cls(k, s, p, ceil_mode=layer.ceil)
-    cls = nn.AvgPool2d if len(k) == 2 else nn.AvgPool1d
-    return cls(k, s, p, ceil_mode=layer.ceil, count_include_pad=True)
+        pool: type[nn.Module] = nn.MaxPool2d if len(k) == 2 else nn.MaxPool1d
+        return pool(k, s, p, ceil_mode=layer.ceil)
+    pool = nn.AvgPool2d if len(k) == 2 else nn.AvgPool1d
+    return pool(k, s, p, ceil_mode=layer.ceil, count_include_pad=True)
 
 
 @LOWERINGS.register("global_pool")
@@ -393,7 +399,7 @@ def _inplace(nodes: list[Node], modules: dict[str, nn.Module]) -> dict[str, list
             continue
         srcs = inputs[node.id]
         srcs.insert(0, srcs.pop(owned[0]))
-        modules[node.id].inplace = True
+        setattr(modules[node.id], "inplace", True)  # noqa: B010 (nn.Module types attributes as tensors)
     return inputs
 
 
