@@ -27,6 +27,7 @@ class LeakyReLU(_Elementwise):
     short = "lrelu"
     spellings = {"LEAKYRELU": {}, "LRELU": {}}
     positional = ("slope",)
+    examples = (("image", "LEAKYRELU(0.2)"),)
 
     slope: NonNegFloat = 0.01
 
@@ -51,6 +52,7 @@ class Softmax(_Elementwise):
     kind = "softmax"
     spellings = {"SOFTMAX": {}}
     probabilities = True
+    examples = (("image", "SOFTMAX"), ("vector", "FC(4) -> SOFTMAX"))
 
 
 class Dropout(Layer):
@@ -60,5 +62,6 @@ class Dropout(Layer):
     spellings = {"DROPOUT": {}}
     positional = ("p",)
     inplace = True
+    examples = (("image", "DROPOUT(0.3)"), ("vector", "DROPOUT"))
 
     p: Rate = 0.5

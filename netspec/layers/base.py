@@ -85,6 +85,10 @@ class Layer(BaseModel):
     fresh_output: ClassVar[bool] = False
     # torch lowering: its module takes `inplace` and may overwrite a fresh, unshared input.
     reuses_input: ClassVar[bool] = False
+    # The checklist's cases (tests/test_registry.py): (input, chain) pairs exercising the kind,
+    # input one of "image" [C, H, W], "signal" [C, L], "vector" [N], "tokens" [L]. Empty: its
+    # first spelling, bare, on an image.
+    examples: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

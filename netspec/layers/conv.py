@@ -70,6 +70,12 @@ class Conv(Layer):
     positional = ("channels", "kernel", "stride", "padding")
     penalized = True
     fresh_output = True
+    examples = (
+        ("image", "CONV(4, 3, stride=2)"),
+        ("image", "CONV(6, (3, 2), padding=valid, dilation=(1, 2), bias=off)"),
+        ("image", "CONV(4, 1) -> CONV(6, 4, stride=3, groups=2)"),
+        ("signal", "CONV1D(4, 3, stride=2, padding=1)"),
+    )
 
     channels: PosInt = 32
     kernel: IntOrTuple = 3

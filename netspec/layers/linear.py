@@ -20,6 +20,7 @@ class Flatten(Layer):
     kind = "flatten"
     spellings = {"FLATTEN": {}}
     inplace = True  # a view
+    examples = (("image", "FLATTEN"), ("signal", "FLATTEN"))
 
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         return (numel(ins[0]),)
@@ -42,6 +43,7 @@ class Dense(Layer):
     flattens_input = True
     penalized = True
     fresh_output = True
+    examples = (("image", "FC(5)"), ("vector", "FC(4, bias=off)"))
 
     units: PosInt = 128
     bias: Bool = True
@@ -84,6 +86,7 @@ class Embedding(Layer):
     contextual = {"vocab": "vocab"}
     takes_tokens = True
     penalized = True
+    examples = (("tokens", "EMBEDDING(4)"),)
 
     dim: PosInt
     vocab: PosInt

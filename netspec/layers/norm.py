@@ -34,6 +34,7 @@ class BatchNorm(Layer):
     positional = ("eps",)
     short = "bn"
     fresh_output = True
+    examples = (("image", "BN"), ("signal", "BN(eps=0.001)"), ("vector", "FC(6) -> BN"))
 
     eps: PosFloat = 1e-5
     momentum: Rate = 0.1
@@ -59,6 +60,7 @@ class LocalResponseNorm(Layer):
     kind = "lrn"
     spellings = {"LRN": {}, "LOCALRESPONSENORM": {}}
     positional = ("size",)
+    examples = (("image", "LRN(3, alpha=0.1)"), ("image", "LRN(4)"), ("signal", "LRN(3)"))
 
     size: PosInt = 5
     alpha: NonNegFloat = 1e-4

@@ -44,6 +44,11 @@ class Pool(Layer):
         "POOL1D": {"dims": 1},
     }
     positional = ("kernel", "stride", "padding")
+    examples = (
+        ("image", "MAXPOOL(3, stride=2, padding=1, ceil=on)"),
+        ("image", "AVGPOOL(2)"),
+        ("signal", "AVGPOOL1D(3, stride=2, padding=1)"),
+    )
 
     kernel: IntOrTuple = 2
     stride: IntOrTuple | None = None
@@ -92,6 +97,7 @@ class GlobalPool(Layer):
 
     kind = "global_pool"
     short = "gpool"
+    examples = (("image", "GAP"), ("signal", "GMP"))
     spellings = {
         "GLOBALPOOL": {},
         "GAP": {"mode": "avg"},
@@ -124,6 +130,7 @@ class AdaptiveAvgPool(Layer):
 
     kind = "adaptive_avg_pool"
     short = "apool"
+    examples = (("image", "ADAPTIVEAVGPOOL(2)"), ("signal", "ADAPTIVEAVGPOOL(3)"))
     spellings = {"ADAPTIVEAVGPOOL": {}, "ADAPTIVEPOOL": {}}
     positional = ("size",)
 

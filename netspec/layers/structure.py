@@ -10,6 +10,7 @@ class Input(Layer):
 
     kind = "input"
     arity = 0
+    examples = (("image", "IDENTITY"), ("signal", "IDENTITY"), ("tokens", "EMBEDDING(3)"))
 
     shape: tuple[PosInt, ...]
     vocab: PosInt | None = None  # set for token inputs
@@ -24,6 +25,7 @@ class Concat(Layer):
     kind = "concat"
     arity = None
     fresh_output = True
+    examples = (("image", "concat(CONV(2, 1), MAXPOOL(3, stride=1, padding=1), IDENTITY)"),)
 
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         first = ins[0]
@@ -44,6 +46,11 @@ class Add(Layer):
     arity = None
     fresh_output = True  # with two or more inputs (one input is returned itself)
     reuses_input = True
+    examples = (
+        ("image", "CONV(4) -> add(CONV(4) -> BN, IDENTITY)"),
+        ("image", "add(RELU, IDENTITY, SIGMOID)"),
+        ("signal", "residual(CONV1D(6, stride=2), project=auto)"),
+    )
 
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         first = ins[0]
