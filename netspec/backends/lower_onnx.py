@@ -571,6 +571,13 @@ def _leaky_relu(ctx: Context, node: Node, layer: LeakyReLU, xs: list[str]) -> st
     return ctx.emit("LeakyRelu", xs, node.id, alpha=float(layer.slope))
 
 
+@LOWERINGS.register("silu")
+def _silu(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
+    # x * sigmoid(x) at every opset: onnxruntime 1.31 has no kernel for ONNX's Swish (opset 24).
+    gate = ctx.emit("Sigmoid", xs, f"{node.id}.sigmoid")
+    return ctx.emit("Mul", [xs[0], gate], node.id, out=node.id)
+
+
 @LOWERINGS.register("softmax")
 def _softmax(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     if ctx.options.logits and node.id == ctx.graph.output:

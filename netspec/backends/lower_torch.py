@@ -231,6 +231,11 @@ def lower_sigmoid(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.Sigmoid()
 
 
+@LOWERINGS.register("silu")
+def lower_silu(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.SiLU()
+
+
 @LOWERINGS.register("softmax")
 def lower_softmax(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.Softmax(dim=1)

@@ -46,6 +46,13 @@ class Sigmoid(_Elementwise):
     spellings = {"SIGMOID": {}}
 
 
+class SiLU(_Elementwise):
+    """x * sigmoid(x), also spelled SWISH (EfficientNet, MobileNetV3)."""
+
+    kind = "silu"
+    spellings = {"SILU": {}, "SWISH": {}}
+
+
 class Softmax(_Elementwise):
     """Softmax over channels (the class scores). Training folds it into the loss."""
 
