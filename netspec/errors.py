@@ -55,6 +55,10 @@ class NetspecError(Exception):
         self.span = span
         self.hint = hint
         self.notes = list(notes)
+        # Where in the expanded network it happened, when a full build knows: the node's id,
+        # and the loop indices (`for i`) in force.
+        self.node: str | None = None
+        self.indices: dict[str, int] | None = None
 
     def __str__(self) -> str:
         where = f"{self.span}: " if self.span else ""

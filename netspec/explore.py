@@ -465,53 +465,27 @@ def _verify(exp: Exploration) -> None:
         todo = [m for m in exp.front if not m.verified]
 
 
-class _Tracer(Builder):
-    """A full build that remembers the loop indices (`for i`) in force where it failed."""
-
-    def __init__(self, spec: Spec, bindings: dict[str, Scalar], index_vars: set[str]) -> None:
-        super().__init__(spec, bindings, light=False)
-        self.index_vars = index_vars
-        self.where: dict[str, int] | None = None
-
-    def primary(self, p, cur, env, scope, label):  # type: ignore[override]
-        try:
-            return super().primary(p, cur, env, scope, label)
-        except NetspecError:
-            if self.where is None:
-                self.where = {v: env[v] for v in sorted(self.index_vars) if v in env}
-            raise
-
-
 def locate(spec: Spec, group: FailureGroup) -> str:
     """Rebuild one member of `group` in full: which layer failed and at which loop indices
-    (`stage i=5, pool6`), which light evaluation does not name."""
+    (`i=5, `stage.pool6``), which light evaluation does not name. The full build's error says
+    both (`NetspecError.indices`, `.node`)."""
     member = group.members[0]
-    tracer = _Tracer(spec, dict(member.bindings), _index_vars(spec))
+    builder = Builder(spec, dict(member.bindings), light=False)
     errors: list[NetspecError] = []
     try:
-        tracer.build()
+        builder.build()
     except NetspecError as e:
         errors = [e]
     except Exception:  # a diagnostic only: never let it hide the report
         return ""
-    errors = errors + tracer.errors
     parts = []
-    if tracer.where:
-        parts.append(", ".join(f"{k}={v}" for k, v in tracer.where.items()))
-    for e in errors:
-        if (
-            e.span == group.span
-            and e.message != group.message
-            and e.message.endswith(group.message)
-        ):
-            prefix = e.message[: -len(group.message)].rstrip(": ")
-            parts.append(prefix.removeprefix("at ").strip())
+    if errors and errors[0].indices:
+        parts.append(", ".join(f"{k}={v}" for k, v in errors[0].indices.items()))
+    for e in errors + builder.errors:
+        if e.span == group.span and e.node is not None:
+            parts.append(f"`{e.node}`")
             break
     return ", ".join(p for p in parts if p)
-
-
-def _index_vars(spec: Spec) -> set[str]:
-    return {el.index_var for el in spec.elements() if el.index_var}
 
 
 # ---- a member as a concrete spec ---------------------------------------------------------

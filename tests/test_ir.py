@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from netspec.errors import NetspecError, SpecErrors
-from netspec.ir.build import load_spec, load_spec_text
+from netspec.ir.build import Builder, load_spec, load_spec_text
 from netspec.ir.graph import Graph
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,3 +258,53 @@ def test_errors_render_with_span() -> None:
     text = info.value.render()
     assert text.startswith("t.ns:3:18: error: CONV has no argument `strides`")
     assert "did you mean `stride`?" in text
+
+
+# ---- typed nodes, O(1) lookups, locations kept in the IR ------------------------------------
+
+
+def test_a_node_holds_its_validated_layer_and_json_rebuilds_it_once() -> None:
+    graph = load_spec_text("input [3, 8, 8]\nINPUT -> CONV(4, 3, stride=2) -> RELU").instantiate()
+    conv = graph.node("conv1")
+    assert conv.layer.kind == "conv" and conv.layer.stride == 2  # type: ignore[attr-defined]
+    again = Graph.model_validate_json(graph.model_dump_json())
+    assert again.node("conv1").layer == conv.layer
+    bad = graph.model_dump(mode="json")
+    bad["nodes"][1]["kind"] = "convolution"
+    with pytest.raises(ValueError, match="unknown layer kind `convolution`"):
+        Graph.model_validate(bad)
+    bad["nodes"][1]["kind"] = "conv"
+    bad["nodes"][1]["args"]["stride"] = 0
+    with pytest.raises(ValueError, match="stride"):
+        Graph.model_validate(bad)
+
+
+def test_node_lookup_follows_changes_to_the_node_list() -> None:
+    graph = load_spec_text("input [4]\nINPUT -> FC(3) -> RELU -> FC(2)").instantiate()
+    assert graph.node("fc2").shape == (2,)
+    fc2 = graph.nodes.pop()
+    with pytest.raises(KeyError):
+        graph.node("fc2")
+    graph.nodes.insert(0, fc2)
+    assert graph.node("fc2") is fc2 and graph.node("relu1").shape == (3,)
+
+
+def test_train_settings_keep_their_key_spans_in_the_ir() -> None:
+    text = "input [4]\ntrain {\n  epochs = 3,\n  lr = 0.1\n}\nINPUT -> FC(2)\n"
+    graph = load_spec_text(text, "t.ns").instantiate()
+    spans = graph.train_spans
+    assert {k: (s.line, s.col, s.end_col) for k, s in spans.items()} == {
+        "epochs": (3, 3, 9),
+        "lr": (4, 3, 5),
+    }
+    assert Graph.model_validate_json(graph.model_dump_json()) == graph  # spans stay out of JSON
+
+
+def test_a_full_build_error_names_its_node_and_loop_indices() -> None:
+    spec = load_spec_text("input [1, 8, 8]\nINPUT -> [CONV(2) -> POOL]*5 for i")
+    with pytest.raises(NetspecError) as info:
+        Builder(spec, {}).build()
+    assert (info.value.node, info.value.indices) == ("pool4", {"i": 3})
+    with pytest.raises(NetspecError) as info:
+        Builder(spec, {}, light=True).build()  # light builds share errors among members
+    assert (info.value.node, info.value.indices) == (None, None)

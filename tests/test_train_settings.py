@@ -119,7 +119,7 @@ def test_a_bad_key_points_at_its_line_in_the_spec() -> None:
     text = "input [1, 8, 8]\nclasses 3\n# epoch = 1 in a comment\ntrain {\n  lr = 0.1,\n  epoch = 3\n}\nINPUT -> FC(3) -> SOFTMAX\n"
     graph = load_spec_text(text, "spans.ns").instantiate({})
     with pytest.raises(NetspecError) as info:
-        resolve_settings(graph.train, spec_file="spans.ns")
+        resolve_settings(graph.train, spans=graph.train_spans)
     span = info.value.span
     assert span is not None and (span.line, span.col) == (6, 3)
     rendered = info.value.render()

@@ -139,7 +139,7 @@ def train(
         if spec is None:
             raise click.UsageError("missing SPEC (or --resume RUN_DIR)")
         graph = load_graph(spec, sets, extra)
-        settings = resolve_settings(graph.train, flags, spec_file=graph.source)
+        settings = resolve_settings(graph.train, flags, spans=graph.train_spans)
         init = options["init"]
         # refused before any data is read: a missing --init file, a --freeze matching nothing
         if init is not None:

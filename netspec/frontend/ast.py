@@ -244,7 +244,8 @@ Value = Expr | ValueCall | ValueList
 class Setting:
     name: str
     value: Value
-    span: Span
+    span: Span  # the whole `key = value`
+    name_span: Span  # the key alone
 
 
 @dataclass(eq=False, slots=True)

@@ -359,7 +359,7 @@ class _ToAst(Transformer_NonRecursive):
         return ast.TrainDecl(self._s(meta), list(items))
 
     def setting(self, meta, items):
-        return ast.Setting(str(items[0]), items[1], self._s(meta))
+        return ast.Setting(str(items[0]), items[1], self._s(meta), _tok_span(self.path, items[0]))
 
     def value_call(self, meta, items):
         name, *args = items

@@ -190,6 +190,8 @@ class Spec:
             self._domains(errors)
         if errors:
             raise SpecErrors(errors)
+        # Loop index names (`for i`), sorted: a full build's errors carry their values.
+        self.index_vars = tuple(sorted({el.index_var for el in self.elements() if el.index_var}))
 
     # ---- reading the statements
     def _collect(self, errors: list[NetspecError]) -> None:
@@ -522,6 +524,8 @@ class Builder:
             ),
         )
         graph.budgets = self._budgets(graph, env)
+        if self.spec.train is not None and not self.light:
+            graph.keep_train_spans({s.name: s.name_span for s in self.spec.train.settings})
         return graph
 
     def _globals(self) -> dict[str, Any]:
@@ -703,11 +707,16 @@ class Builder:
     def primary(
         self, p: ast.Primary, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
     ) -> Value:
-        if isinstance(p, ast.Call):
-            return self.call(p, cur, env, scope, label)
-        if isinstance(p, ast.Group):
-            return self.chain(p.chain, cur, env, scope)
-        return self.branches(p, cur, env, scope, label)
+        try:
+            if isinstance(p, ast.Call):
+                return self.call(p, cur, env, scope, label)
+            if isinstance(p, ast.Group):
+                return self.chain(p.chain, cur, env, scope)
+            return self.branches(p, cur, env, scope, label)
+        except NetspecError as e:
+            if e.indices is None and not self.light:  # light mode shares errors among members
+                e.indices = {v: env[v] for v in self.spec.index_vars if v in env}
+            raise
 
     def call(
         self, call: ast.Call, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
@@ -1017,16 +1026,20 @@ class Builder:
                     layer.ops(shapes, out),
                 )
             except ShapeError as e:
-                where = ""
+                node_id = None
                 if not self.light:
                     base = layer.short
-                    where = f"at `{scope.prefix}{label or base + str(scope.counters.get(base, 0) + 1)}`: "
-                raise NetspecError(
-                    where + e.message,
+                    node_id = (
+                        f"{scope.prefix}{label or base + str(scope.counters.get(base, 0) + 1)}"
+                    )
+                err = NetspecError(
+                    f"at `{node_id}`: {e.message}" if node_id else e.message,
                     span,
                     hint=e.hint,
                     notes=self._trace(inputs),
-                ) from None
+                )
+                err.node = node_id
+                raise err from None
             args = self.dumps.get(layer)
             if args is None:
                 args = self.dumps[layer] = layer.model_dump(mode="json")

@@ -123,6 +123,24 @@ class Graph(BaseModel):
     totals: Totals
 
     _positions: dict[str, int] | None = PrivateAttr(default=None)
+    # Where each train setting stands in the source (the key), kept by the builder; not in the
+    # JSON (a graph read back from JSON has none, and errors name the train section instead).
+    _train_spans: dict[str, Span] = PrivateAttr(default_factory=dict)
+
+    @property
+    def train_spans(self) -> dict[str, Span]:
+        private = self.__pydantic_private__
+        return private.get("_train_spans", {}) if private else {}
+
+    def keep_train_spans(self, spans: dict[str, Span]) -> None:
+        self._private()["_train_spans"] = spans
+
+    def _private(self) -> dict[str, Any]:
+        private = self.__pydantic_private__
+        if private is None:  # built without validation (the builder's fast path)
+            private = {"_positions": None, "_train_spans": {}}
+            object.__setattr__(self, "__pydantic_private__", private)
+        return private
 
     def __eq__(self, other: object) -> bool:
         # The id index is a cache, not part of the graph.
@@ -138,15 +156,14 @@ class Graph(BaseModel):
         """The node with this id, in O(1): a cached id -> position index, checked on each use
         and rebuilt when the node list has changed under it."""
         nodes = self.nodes
-        private = self.__pydantic_private__
-        index = private.get("_positions") if private else None
+        private = self._private()
+        index = private.get("_positions")
         for _ in range(2):  # the cached index, then (on a miss) a fresh one
             if index is not None:
                 i = index.get(node_id)
                 if i is not None and i < len(nodes) and nodes[i].id == node_id:
                     return nodes[i]
-            index = {n.id: i for i, n in enumerate(nodes)}
-            object.__setattr__(self, "__pydantic_private__", {"_positions": index})
+            index = private["_positions"] = {n.id: i for i, n in enumerate(nodes)}
         raise KeyError(node_id)
 
     @property

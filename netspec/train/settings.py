@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from netspec.errors import NetspecError, Span, did_you_mean, source_text
+from netspec.errors import NetspecError, Span, did_you_mean
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
@@ -240,7 +239,7 @@ def resolve_settings(
     spec_train: Mapping[str, Any] | None = None,
     flags: Mapping[str, Any] | None = None,
     *,
-    spec_file: str | None = None,
+    spans: Mapping[str, Span] | None = None,
 ) -> TrainSettings:
     """Merge the defaults, a spec's train section and command-line flags into settings.
 
@@ -248,7 +247,8 @@ def resolve_settings(
         spec_train: the spec's evaluated train section (`Graph.train`): scalars, lists, and
             calls as ``{"name": ..., "args": [...], "kwargs": {...}}``.
         flags: command-line values by key; ``optimizer`` and ``schedule`` may be call texts.
-        spec_file: the spec's file name, to point errors at the offending line.
+        spans: where each key of `spec_train` stands in the spec (`Graph.train_spans`), to
+            point errors at the offending key.
 
     Returns:
         The resolved settings.
@@ -260,7 +260,7 @@ def resolve_settings(
     merged: dict[str, Any] = {}
     explicit: dict[str, str] = {}  # key -> where it was set, for messages
     for origin, values in (("spec", spec_train or {}), ("flag", flags or {})):
-        layer = _expand(values, origin, spec_file)
+        layer = _expand(values, origin, spans or {})
         for group in ("optimizer", "schedule"):
             if group in layer and layer[group] != merged.get(group):
                 for key in [k for k in merged if _GROUP_OF.get(k) == group]:
@@ -268,14 +268,14 @@ def resolve_settings(
                     explicit.pop(key, None)
         merged.update(layer)
         explicit.update({k: origin for k in layer})
-    _check_combinations(merged, explicit, spec_file)
+    _check_combinations(merged, explicit, spans or {})
     optimizer = merged.get("optimizer", TrainSettings.optimizer)
     merged.setdefault("lr", _DEFAULT_LR[optimizer])
     merged.setdefault("weight_decay", _DEFAULT_WEIGHT_DECAY[optimizer])
     return TrainSettings(**merged)
 
 
-def _expand(values: Mapping[str, Any], origin: str, spec_file: str | None) -> dict[str, Any]:
+def _expand(values: Mapping[str, Any], origin: str, spans: Mapping[str, Span]) -> dict[str, Any]:
     """Check each key and value of one layer; spread call values into their keys."""
     out: dict[str, Any] = {}
     for key, raw in values.items():
@@ -288,7 +288,7 @@ def _expand(values: Mapping[str, Any], origin: str, spec_file: str | None) -> di
                     raise NetspecError(f"`{name}` is given twice")
                 out[name] = KEYS[name].check(name, value)
         except NetspecError as err:
-            raise _located(err, key, origin, spec_file) from None
+            raise _located(err, key, origin, spans) from None
     return out
 
 
@@ -362,7 +362,7 @@ def _literal(node: ast.expr, text: str) -> Any:
 
 
 def _check_combinations(
-    merged: dict[str, Any], explicit: dict[str, str], spec_file: str | None
+    merged: dict[str, Any], explicit: dict[str, str], spans: Mapping[str, Span]
 ) -> None:
     optimizer = merged.get("optimizer", TrainSettings.optimizer)
     schedule = merged.get("schedule", TrainSettings.schedule)
@@ -373,50 +373,29 @@ def _check_combinations(
                 f"`{key}` is an option of {' and '.join(owners)}, not of the optimizer {optimizer}",
                 hint=f"drop `{key}`, or use optimizer={owners[0]}",
             )
-            raise _located(err, key, origin, spec_file)
+            raise _located(err, key, origin, spans)
         if key in _SCHEDULE_KEYS and _SCHEDULE_KEYS[key] != schedule:
             err = NetspecError(
                 f"`{key}` is an option of the {_SCHEDULE_KEYS[key]} schedule, not of {schedule}",
                 hint=f"drop `{key}`, or use schedule={_SCHEDULE_KEYS[key]}",
             )
-            raise _located(err, key, origin, spec_file)
+            raise _located(err, key, origin, spans)
     if merged.get("nesterov") and merged.get("momentum", TrainSettings.momentum) == 0:
         raise NetspecError("nesterov=on needs a momentum above 0")
 
 
-def _located(err: NetspecError, key: str, origin: str, spec_file: str | None) -> NetspecError:
-    """Point an error at the key's line in the spec, or name the flag it came from."""
+def _located(err: NetspecError, key: str, origin: str, spans: Mapping[str, Span]) -> NetspecError:
+    """Point an error at the key in the spec (its span, kept in the IR), or name the flag."""
     if origin == "flag":
         flag = "--" + key.replace("_", "-")
         if flag not in err.message:
             err.message = f"{flag}: {err.message}"
         return err
-    if err.span is None and spec_file:
-        err.span = train_key_span(spec_file, key)
+    if err.span is None:
+        err.span = spans.get(key)
     if err.span is None:
         err.message += " (in the spec's train section)"
     return err
-
-
-def train_key_span(spec_file: str, key: str) -> Span | None:
-    """Where `key = ...` stands inside the spec's train section, when the source is known.
-
-    The evaluated train section keeps no spans, so this finds the key in the source text;
-    comments are skipped so a commented-out key is not taken for the real one.
-    """
-    text = source_text(spec_file)
-    if text is None:
-        return None
-    masked = re.sub(r"#[^\n]*", lambda m: " " * len(m.group()), text)
-    section = re.search(r"\btrain\s*\{", masked)
-    if section is None:
-        return None
-    match = re.compile(rf"\b{re.escape(key)}\s*=").search(masked, section.end())
-    if match is None:
-        return None
-    line = text.count("\n", 0, match.start()) + 1
-    col = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
-    return Span(file=spec_file, line=line, col=col, end_line=line, end_col=col + len(key))
 
 
 def describe_keys() -> str:
