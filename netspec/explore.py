@@ -481,9 +481,9 @@ def locate(spec: Spec, group: FailureGroup) -> str:
     parts = []
     if errors and errors[0].indices:
         parts.append(", ".join(f"{k}={v}" for k, v in errors[0].indices.items()))
-    for e in errors + builder.errors:
-        if e.span == group.span and e.node is not None:
-            parts.append(f"`{e.node}`")
+    for err in errors + builder.errors:
+        if err.span == group.span and err.node is not None:
+            parts.append(f"`{err.node}`")
             break
     return ", ".join(p for p in parts if p)
 
@@ -533,6 +533,7 @@ def member_source(
             edits.append((pos(f.span.line, f.span.col), pos(f.span.end_line, f.span.end_col), ""))
         lines = [f"{f.name} = {literal(bindings[f.name])}" for f in frees]
         lines += [s + "  # switch" for s in switches]
+        assert first_const is not None  # not in place: a constant precedes a free parameter
         edits.append((first_const, first_const, "".join(line + "\n" for line in lines)))
     for start, end, new in sorted(edits, key=lambda e: e[0], reverse=True):
         text = text[:start] + new + text[end:]

@@ -123,11 +123,8 @@ class Domain:
         if self.switch:
             return "on|off"
         vals = self.values
-        if (
-            all(isinstance(v, int) and not isinstance(v, bool) for v in vals)
-            and len(vals) > 2
-            and list(vals) == list(range(vals[0], vals[-1] + 1))
-        ):
+        ints = [v for v in vals if isinstance(v, int) and not isinstance(v, bool)]
+        if len(ints) == len(vals) > 2 and ints == list(range(ints[0], ints[-1] + 1)):
             return f"{vals[0]}..{vals[-1]}"
         return "{" + ", ".join(str(v) for v in vals) + "}"
 
@@ -181,7 +178,7 @@ class Spec:
         # exploring a family re-uses them across members.
         self.layer_cache: dict[tuple, Layer] = {}
         self.figure_cache: dict[tuple, tuple] = {}
-        self.element_cache: dict[tuple, tuple] = {}  # light mode: an element's whole effect
+        self.element_cache: dict[tuple, Any] = {}  # light mode: an element's whole effect
         self.element_names: dict[int, tuple[str, ...]] = {}
         self.source_hash = (
             hashlib.sha256(self.text.encode()).hexdigest()[:16] if self.text else None
@@ -312,6 +309,7 @@ class Spec:
                     values = tuple(evaluate(c, env, symbols=True) for c in decl.choices)
                     values = tuple(str(v) if isinstance(v, Symbol) else v for v in values)
                 else:
+                    assert decl.low is not None and decl.high is not None  # the grammar's range
                     lo = eval_int(decl.low, env, f"the low end of {name}'s range")
                     hi = eval_int(decl.high, env, f"the high end of {name}'s range")
                     if hi < lo:
@@ -463,20 +461,21 @@ class Builder:
         if dtype not in DTYPE_BYTES:
             raise NetspecError(
                 f"unknown dtype `{dtype}`",
-                spec.dtype.span,
+                spec.dtype.span if spec.dtype else None,
                 hint=did_you_mean(dtype, DTYPE_BYTES) or "one of " + ", ".join(DTYPE_BYTES),
             )
         self._read_defaults(env)
         inp = self._input(env)
         chain = spec.chain
+        assert chain is not None  # Spec refuses a spec without its main chain
         elements = chain.elements
         start = 0
+        first = elements[0] if elements else None
         if (
-            elements
-            and isinstance(elements[0].primary, ast.Call)
-            and elements[0].primary.name.upper() == "INPUT"
+            first is not None
+            and isinstance(first.primary, ast.Call)
+            and first.primary.name.upper() == "INPUT"
         ):
-            first = elements[0]
             if first.primary.args or first.repeat or first.optional or first.label:
                 raise NetspecError(
                     "INPUT takes no arguments; declare the input with `input [C, H, W]`", first.span
@@ -502,8 +501,9 @@ class Builder:
                     hint=f"end with FC({self.classes}) -> SOFTMAX, or declare `classes {out.shape[0]}`",
                 )
             )
+        p, b, m, o, mem = self.sums[:5]
         totals = (
-            make_totals(*self.sums[:5], dtype) if self.light else compute_totals(self.nodes, dtype)
+            make_totals(p, b, m, o, mem, dtype) if self.light else compute_totals(self.nodes, dtype)
         )
         graph = _construct(
             Graph,
@@ -589,6 +589,7 @@ class Builder:
 
     def _input(self, env: dict[str, Any]) -> Value:
         decl = self.spec.input
+        assert decl is not None  # Spec refuses a spec without its input
         if decl.shape is not None:
             dims = tuple(eval_int(e, env, "an input dimension", 1) for e in decl.shape)
             if len(dims) > 3:
@@ -601,7 +602,7 @@ class Builder:
                 layer = self.layers[(Input, dims)] = Input(shape=dims)
         else:
             kw = {}
-            for arg in decl.tokens:
+            for arg in decl.tokens or ():
                 if arg.name not in ("length", "vocab"):
                     raise NetspecError(
                         f"tokens() takes length and vocab; received `{arg.name or 'a positional value'}`",
@@ -809,14 +810,14 @@ class Builder:
                 raise NetspecError(f"argument `{a.name}` given twice", a.span)
             bound[a.name] = evaluate(a.value, env, symbols=True)
         body_env = dict(self.globals)
-        for p in block.params:
-            if p.name in bound:
-                body_env[p.name] = bound[p.name]
-            elif p.default is not None:
-                body_env[p.name] = evaluate(p.default, body_env, symbols=True)
+        for param in block.params:
+            if param.name in bound:
+                body_env[param.name] = bound[param.name]
+            elif param.default is not None:
+                body_env[param.name] = evaluate(param.default, body_env, symbols=True)
             else:
                 raise NetspecError(
-                    f"block `{block.name}` needs argument `{p.name}`",
+                    f"block `{block.name}` needs argument `{param.name}`",
                     call.span,
                     hint=f"call it as {block.name}({', '.join(params)})",
                 )
@@ -856,7 +857,8 @@ class Builder:
                 raise NetspecError(
                     f"residual(...) has no argument `{kw.name}`",
                     kw.span,
-                    hint=did_you_mean(kw.name, ["project"]) or "its argument: project=auto|on|off",
+                    hint=did_you_mean(kw.name or "", ["project"])
+                    or "its argument: project=auto|on|off",
                 )
             value = evaluate(kw.value, env, symbols=True)
             if value not in (True, False, "auto"):
@@ -908,7 +910,7 @@ class Builder:
                     el.condition.span,
                 )
             return bool(value)
-        name = switch_name(el)
+        name = switch_name(el) or ""
         value = env.get(name)
         if not isinstance(value, bool):
             raise NetspecError(f"switch `{name}` must be on or off; received {value!r}", el.span)
@@ -969,7 +971,7 @@ class Builder:
         return layer
 
     def _arg_error(
-        self, cls: type[Layer], call: ast.Call, name: str, value: Any, err: dict
+        self, cls: type[Layer], call: ast.Call, name: str, value: Any, err: Any
     ) -> NetspecError:
         spelled = call.name.upper()
         span = call.span
@@ -1129,7 +1131,7 @@ class Builder:
         return ["spatial size so far: " + " -> ".join(steps)] if steps else []
 
     def _assert(self, el: ast.Element, cur: Value, env: Mapping[str, Any]) -> None:
-        declared = tuple(eval_int(e, env, "an asserted dimension", 0) for e in el.assertion)
+        declared = tuple(eval_int(e, env, "an asserted dimension", 0) for e in el.assertion or ())
         if declared == cur.shape:
             return
         node = self.ids.get(cur.node)
@@ -1145,8 +1147,8 @@ class Builder:
         hint = None
         if node is not None and node.id != cur.node:
             notes.append(f"the size is set by `{node.id}`")
-        if node is not None and node.inputs and len(declared) == len(cur.shape):
-            source = self.ids[node.inputs[0]]
+        source = self.ids.get(node.inputs[0]) if node is not None and node.inputs else None
+        if node is not None and source is not None and len(declared) == len(cur.shape):
             explained = node.layer.explain_size(source.shape, node.shape, declared)
             if explained:
                 notes.extend(explained[0])
@@ -1167,7 +1169,7 @@ class Builder:
         if max(len(self.ids), self.sums[5]) + size > MAX_NODES:
             raise NetspecError(
                 f"this repetition would expand to at least {size:,} layers, over netspec's limit of {MAX_NODES:,}",
-                el.repeat.span,
+                el.repeat.span if el.repeat else el.span,
                 hint="a network this deep is almost certainly a typo in the repetition count",
             )
 
@@ -1263,7 +1265,7 @@ def _fields(cls: type[Layer]) -> dict[str, Any]:
     return fields
 
 
-def _construct(cls: type, values: dict[str, Any]) -> Any:
+def _construct(cls: Any, values: dict[str, Any]) -> Any:
     """`cls.model_construct` without its per-call overhead, for IR models whose every field
     the builder computed and checked itself: this runs once per layer of a 4,000-layer
     network, and a few times per member of a design space."""
