@@ -1,26 +1,42 @@
 """Syntax tree -> IR. A `Spec` is a template (free parameters allowed); `Spec.instantiate`
 binds them and expands repetitions, blocks and branches into a `Graph`, computing every
 node's shape, parameters, MACs and memory on the way.
+
+The stages, in the order the data flows through them:
+
+- `spec.py`: statements and scopes (header, constants, blocks, free parameters, main chain);
+- `bindings.py`: bindings and expressions (`--set` values, the global names, argument types);
+- this module: expansion of repetition, options, blocks and branches; each layer node's shape
+  and counts (from its layer class); light builds for design spaces;
+- `naming.py`: scopes, counters and reserved names;
+- `checks.py`: budgets and shape assertions.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from netspec.errors import NetspecError, Span, SpecErrors, did_you_mean
+from netspec.errors import NetspecError, Span, did_you_mean
 from netspec.frontend import ast
-from netspec.frontend.parser import parse_file, parse_text
-from netspec.ir.expr import BOOL_WORDS, Symbol, eval_int, evaluate, free_names
+from netspec.ir.bindings import (
+    DEFERRED,
+    coerce_binding,
+    construct,
+    expectation,
+    global_env,
+    is_symbolic_field,
+    layer_fields,
+    setting_value,
+    show_value,
+)
+from netspec.ir.checks import assertion_error, budget_checks
+from netspec.ir.expr import Symbol, eval_int, evaluate, free_names
 from netspec.ir.graph import (
     DTYPE_BYTES,
-    BudgetCheck,
     Graph,
     InputSpec,
     Node,
@@ -28,6 +44,8 @@ from netspec.ir.graph import (
     compute_totals,
     make_totals,
 )
+from netspec.ir.naming import RESERVED_NAMES, Scope, Value
+from netspec.ir.spec import Domain, Spec, load_spec, load_spec_text, switch_name
 from netspec.layers import SPELLINGS, Layer, ShapeError, fmt_shape, numel
 from netspec.layers.conv import Conv
 from netspec.layers.linear import Dense, Flatten
@@ -36,376 +54,6 @@ from netspec.layers.structure import Add, Concat, Input
 
 MAX_NODES = 100_000  # a spec expanding past this is refused before it is expanded
 _MISSING = object()
-_Deferred = object()  # `classes` before the class count is evaluated
-# Attributes of torch.nn.Module: a layer named so could not be a submodule.
-RESERVED_NAMES = frozenset(  # noqa: SIM905 (one word list, easier to read and diff)
-    [
-        "T_destination",
-        "add_module",
-        "apply",
-        "bfloat16",
-        "buffers",
-        "call_super_init",
-        "children",
-        "compile",
-        "cpu",
-        "cuda",
-        "double",
-        "dump_patches",
-        "eval",
-        "extra_repr",
-        "float",
-        "forward",
-        "get_buffer",
-        "get_extra_state",
-        "get_parameter",
-        "get_submodule",
-        "half",
-        "ipu",
-        "load_state_dict",
-        "modules",
-        "mtia",
-        "named_buffers",
-        "named_children",
-        "named_modules",
-        "named_parameters",
-        "parameters",
-        "register_backward_hook",
-        "register_buffer",
-        "register_forward_hook",
-        "register_forward_pre_hook",
-        "register_full_backward_hook",
-        "register_full_backward_pre_hook",
-        "register_load_state_dict_post_hook",
-        "register_load_state_dict_pre_hook",
-        "register_module",
-        "register_parameter",
-        "register_state_dict_post_hook",
-        "register_state_dict_pre_hook",
-        "requires_grad_",
-        "set_extra_state",
-        "set_submodule",
-        "share_memory",
-        "state_dict",
-        "to",
-        "to_empty",
-        "train",
-        "training",
-        "type",
-        "xpu",
-        "zero_grad",
-        "graph",
-        "logits",
-        "plan",
-    ]
-)
-BUDGET_METRICS = ("params", "trainable", "macs", "flops", "memory")
-_CMP = {
-    "<=": lambda a, b: a <= b,
-    "<": lambda a, b: a < b,
-    ">=": lambda a, b: a >= b,
-    ">": lambda a, b: a > b,
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Domain:
-    """The values a free parameter may take: `N in 1..3` or `w in {16, 32}` or a switch."""
-
-    name: str
-    values: tuple[Scalar, ...]
-    span: Span | None
-    switch: bool = False  # an `X?` choice point
-
-    def describe(self) -> str:
-        if self.switch:
-            return "on|off"
-        vals = self.values
-        ints = [v for v in vals if isinstance(v, int) and not isinstance(v, bool)]
-        if len(ints) == len(vals) > 2 and ints == list(range(ints[0], ints[-1] + 1)):
-            return f"{vals[0]}..{vals[-1]}"
-        return "{" + ", ".join(str(v) for v in vals) + "}"
-
-
-@dataclass(slots=True)
-class Value:
-    node: str
-    shape: tuple[int, ...]
-
-
-@dataclass(slots=True)
-class Scope:
-    prefix: str
-    counters: dict[str, int] = field(default_factory=dict)
-    checked: bool = False  # its prefixes were checked against layer names
-
-    def next_name(self, base: str) -> str:
-        n = self.counters.get(base, 0) + 1
-        self.counters[base] = n
-        return f"{base}{n}"
-
-    def child(self, name: str) -> Scope:
-        return Scope(f"{self.prefix}{name}.")
-
-
-class Spec:
-    """A parsed spec: its header, constants, blocks, free parameters and the main chain."""
-
-    def __init__(self, module: ast.Module) -> None:
-        self.module = module
-        self.path = module.path
-        self.text = module.text
-        self.name = (
-            Path(module.path).stem if module.path and not module.path.startswith("<") else "network"
-        )
-        self.description: str | None = None
-        self.input: ast.InputDecl | None = None
-        self.classes: ast.ClassesDecl | None = None
-        self.budgets: list[ast.BudgetItem] = []
-        self.dtype: ast.DtypeDecl | None = None
-        self.defaults: list[ast.Call] = []
-        self.consts: list[ast.ConstDef] = []
-        self.free_decls: dict[str, ast.FreeParam] = {}
-        self.blocks: dict[str, ast.BlockDef] = {}
-        self.train: ast.TrainDecl | None = None
-        self.chain: ast.Chain | None = None
-        errors: list[NetspecError] = []
-        self._collect(errors)
-        self.free: dict[str, Domain] = {}
-        # Validated layers and their computed figures, shared by every instance of the spec:
-        # exploring a family re-uses them across members.
-        self.layer_cache: dict[tuple, Layer] = {}
-        self.figure_cache: dict[tuple, tuple] = {}
-        self.element_cache: dict[tuple, Any] = {}  # light mode: an element's whole effect
-        self.element_names: dict[int, tuple[str, ...]] = {}
-        self.source_hash = (
-            hashlib.sha256(self.text.encode()).hexdigest()[:16] if self.text else None
-        )
-        if not errors:
-            self._domains(errors)
-        if errors:
-            raise SpecErrors(errors)
-        # Loop index names (`for i`), sorted: a full build's errors carry their values.
-        self.index_vars = tuple(sorted({el.index_var for el in self.elements() if el.index_var}))
-
-    # ---- reading the statements
-    def _collect(self, errors: list[NetspecError]) -> None:
-        seen: dict[str, ast.Statement] = {}
-        names: dict[str, Span] = {}
-
-        def once(key: str, stmt: ast.Statement, what: str) -> bool:
-            if key in seen:
-                errors.append(
-                    NetspecError(
-                        f"{what} is declared twice",
-                        stmt.span,
-                        notes=[f"first declared at {seen[key].span}"],
-                    )
-                )
-                return False
-            seen[key] = stmt
-            return True
-
-        def define(name: str, span: Span) -> None:
-            if name in names:
-                errors.append(
-                    NetspecError(
-                        f"`{name}` is defined twice",
-                        span,
-                        notes=[f"first defined at {names[name]}"],
-                    )
-                )
-            names[name] = span
-
-        for stmt in self.module.statements:
-            if isinstance(stmt, ast.NetworkDecl):
-                if once("network", stmt, "the network name"):
-                    self.name, self.description = stmt.name, stmt.description
-            elif isinstance(stmt, ast.InputDecl):
-                if once("input", stmt, "the input"):
-                    self.input = stmt
-            elif isinstance(stmt, ast.ClassesDecl):
-                if once("classes", stmt, "the number of classes"):
-                    self.classes = stmt
-            elif isinstance(stmt, ast.BudgetDecl):
-                self.budgets.extend(stmt.items)
-            elif isinstance(stmt, ast.DtypeDecl):
-                if once("dtype", stmt, "the dtype"):
-                    self.dtype = stmt
-            elif isinstance(stmt, ast.DefaultsDecl):
-                self.defaults.extend(stmt.calls)
-            elif isinstance(stmt, ast.ConstDef):
-                define(stmt.name, stmt.span)
-                self.consts.append(stmt)
-            elif isinstance(stmt, ast.FreeParam):
-                define(stmt.name, stmt.span)
-                self.free_decls[stmt.name] = stmt
-            elif isinstance(stmt, ast.BlockDef):
-                if stmt.name.upper() in SPELLINGS:
-                    errors.append(
-                        NetspecError(
-                            f"block `{stmt.name}` has the name of a built-in layer",
-                            stmt.span,
-                            hint="rename the block",
-                        )
-                    )
-                define(stmt.name, stmt.span)
-                self.blocks[stmt.name] = stmt
-            elif isinstance(stmt, ast.TrainDecl):
-                if once("train", stmt, "the train section"):
-                    self.train = stmt
-            elif isinstance(stmt, ast.ChainStmt):
-                if self.chain is not None:
-                    errors.append(
-                        NetspecError(
-                            "a second chain starts here; a spec has one main chain",
-                            stmt.chain.elements[0].span,
-                            hint="join it to the chain before with `->`",
-                        )
-                    )
-                else:
-                    self.chain = stmt.chain
-        end = Span(file=self.path, line=1, col=1, end_line=1, end_col=2)
-        if self.input is None and not errors:
-            errors.append(
-                NetspecError(
-                    "the spec declares no input",
-                    end,
-                    hint="add e.g. `input [3, 32, 32]` (channels, height, width)",
-                )
-            )
-        if self.chain is None and not errors:
-            errors.append(
-                NetspecError(
-                    "the spec has no chain of layers",
-                    end,
-                    hint="add e.g. `INPUT -> CONV(16) -> RELU -> FC(10) -> SOFTMAX`",
-                )
-            )
-        for item in self.budgets:
-            if item.metric not in BUDGET_METRICS:
-                errors.append(
-                    NetspecError(
-                        f"unknown budget `{item.metric}`",
-                        item.metric_span,
-                        hint=did_you_mean(item.metric, BUDGET_METRICS)
-                        or "budgets: " + ", ".join(BUDGET_METRICS),
-                    )
-                )
-            elif item.op not in ("<=", "<"):
-                errors.append(
-                    NetspecError(
-                        f"a budget is an upper bound: write `{item.metric} <= ...`", item.span
-                    )
-                )
-
-    def _domains(self, errors: list[NetspecError]) -> None:
-        env: dict[str, Any] = {}
-        for name, decl in self.free_decls.items():
-            try:
-                if decl.choices is not None:
-                    values = tuple(evaluate(c, env, symbols=True) for c in decl.choices)
-                    values = tuple(str(v) if isinstance(v, Symbol) else v for v in values)
-                else:
-                    assert decl.low is not None and decl.high is not None  # the grammar's range
-                    lo = eval_int(decl.low, env, f"the low end of {name}'s range")
-                    hi = eval_int(decl.high, env, f"the high end of {name}'s range")
-                    if hi < lo:
-                        raise NetspecError(
-                            f"the range {lo}..{hi} of `{name}` is empty",
-                            decl.span,
-                            hint=f"write {hi}..{lo}",
-                        )
-                    values = tuple(range(lo, hi + 1))
-                self.free[name] = Domain(name, values, decl.span)
-            except NetspecError as e:
-                errors.append(e)
-        const_names = {c.name for c in self.consts}
-        for name, span in self._switches(errors):
-            if name not in self.free and name not in const_names and name not in self.blocks:
-                self.free[name] = Domain(name, (True, False), span, switch=True)
-
-    def elements(self) -> Iterator[ast.Element]:
-        """Every chain element of the spec, in the main chain and in blocks, at any depth."""
-        chains = [self.chain] + [b.body for b in self.blocks.values()]
-        while chains:
-            chain = chains.pop()
-            if chain is None:
-                continue
-            for el in chain.elements:
-                if isinstance(el.primary, ast.Group):
-                    chains.append(el.primary.chain)
-                elif isinstance(el.primary, ast.Branches):
-                    chains.extend(el.primary.chains)
-                yield el
-
-    def _switches(self, errors: list[NetspecError]) -> list[tuple[str, Span]]:
-        """Every `X?` without a condition names a switch: its label, or X's name in lower case."""
-        out: list[tuple[str, Span]] = []
-        for el in self.elements():
-            if el.optional and el.condition is None:
-                name = switch_name(el)
-                if name is None:
-                    errors.append(
-                        NetspecError(
-                            "an optional group needs a switch name or a condition",
-                            el.span,
-                            hint="write `[...]? as name` or `[...]?(condition)`",
-                        )
-                    )
-                else:
-                    out.append((name, el.span))
-        return out
-
-    # ---- instances
-    @property
-    def is_family(self) -> bool:
-        return bool(self.free)
-
-    def instantiate(
-        self,
-        bindings: Mapping[str, Scalar] | None = None,
-        *,
-        collect: bool = False,
-        light: bool = False,
-    ):
-        """Bind the free parameters and build the graph.
-
-        Returns the `Graph`; with `collect=True`, returns `(graph, errors)` so a caller can show
-        the table even when a shape assertion or budget failed (graph is None on fatal errors).
-        With `light=True` the graph has totals and budgets but no nodes: the same rules and
-        checks, several times faster, for exploring design spaces.
-        """
-        builder = Builder(self, dict(bindings or {}), light=light)
-        try:
-            graph = builder.build()
-        except NetspecError as e:
-            if collect:
-                return None, builder.errors + [e]
-            raise SpecErrors(builder.errors + [e]) from None
-        if collect:
-            return graph, builder.errors
-        if builder.errors:
-            raise SpecErrors(builder.errors)
-        return graph
-
-
-def switch_name(el: ast.Element) -> str | None:
-    if el.label:
-        return el.label
-    if isinstance(el.primary, ast.Call):
-        return el.primary.name.lower()
-    return None
-
-
-def load_spec(path: str | Path) -> Spec:
-    return Spec(parse_file(path))
-
-
-def load_spec_text(text: str, path: str = "<spec>") -> Spec:
-    return Spec(parse_text(text, path))
 
 
 def compile_spec(path: str | Path, bindings: Mapping[str, Scalar] | None = None) -> Graph:
@@ -413,27 +61,12 @@ def compile_spec(path: str | Path, bindings: Mapping[str, Scalar] | None = None)
     return load_spec(path).instantiate(bindings)
 
 
-def _coerce_binding(raw: Scalar) -> Scalar:
-    if isinstance(raw, str):
-        low = raw.lower()
-        if low in BOOL_WORDS:
-            return BOOL_WORDS[low]
-        try:
-            return int(raw)
-        except ValueError:
-            try:
-                return float(raw)
-            except ValueError:
-                return raw
-    return raw
-
-
 class Builder:
     """Expands one instance of a spec into IR nodes."""
 
     def __init__(self, spec: Spec, bindings: dict[str, Scalar], light: bool = False) -> None:
         self.spec = spec
-        self.bindings = {k: _coerce_binding(v) for k, v in bindings.items()}
+        self.bindings = {k: coerce_binding(v) for k, v in bindings.items()}
         self.light = light
         self.errors: list[NetspecError] = []
         self.nodes: list[Node] = []
@@ -452,10 +85,10 @@ class Builder:
     # ---- entry
     def build(self) -> Graph:
         spec = self.spec
-        env = self._globals()
+        env = global_env(self.spec, self.bindings)
         self.globals = env
         self.classes = eval_int(spec.classes.value, env, "classes", 1) if spec.classes else None
-        if env.get("classes") is _Deferred:
+        if env.get("classes") is DEFERRED:
             env["classes"] = self.classes
         dtype = spec.dtype.dtype.lower() if spec.dtype else "fp32"
         if dtype not in DTYPE_BYTES:
@@ -505,7 +138,7 @@ class Builder:
         totals = (
             make_totals(p, b, m, o, mem, dtype) if self.light else compute_totals(self.nodes, dtype)
         )
-        graph = _construct(
+        graph = construct(
             Graph,
             dict(
                 name=spec.name,
@@ -523,54 +156,10 @@ class Builder:
                 totals=totals,
             ),
         )
-        graph.budgets = self._budgets(graph, env)
+        graph.budgets = budget_checks(self.spec, graph, env, self.errors)
         if self.spec.train is not None and not self.light:
             graph.keep_train_spans({s.name: s.name_span for s in self.spec.train.settings})
         return graph
-
-    def _globals(self) -> dict[str, Any]:
-        spec = self.spec
-        env: dict[str, Any] = {}
-        known = set(spec.free) | {c.name for c in spec.consts}
-        for name in self.bindings:
-            if name not in known:
-                raise NetspecError(
-                    f"--set {name}: the spec has no parameter `{name}`",
-                    hint=did_you_mean(name, known)
-                    or (
-                        "its parameters: " + ", ".join(sorted(known))
-                        if known
-                        else "the spec has no free parameters"
-                    ),
-                )
-        for name, domain in spec.free.items():
-            if name in self.bindings:
-                value = self.bindings[name]
-                if value not in domain.values:
-                    raise NetspecError(
-                        f"{name}={_show(value)} is outside its domain {domain.describe()}",
-                        domain.span,
-                        hint=f"pick one of {domain.describe()}",
-                    )
-                env[name] = value
-        if spec.classes is not None and "classes" not in known:
-            # `FC(classes)`: the declared class count is a name too (it may use constants).
-            env["classes"] = _Deferred
-        for c in spec.consts:
-            if c.name in self.bindings:
-                env[c.name] = self.bindings[c.name]
-            else:
-                env[c.name] = evaluate(c.value, env, symbols=True)
-        unbound = [d for n, d in spec.free.items() if n not in env]
-        if unbound:
-            names = " ".join(f"{d.name}={d.values[0] if not d.switch else 'on'}" for d in unbound)
-            raise NetspecError(
-                "free parameters are not bound: "
-                + ", ".join(f"`{d.name}` ({d.describe()})" for d in unbound),
-                unbound[0].span,
-                hint=f"bind them: netspec check {spec.path} --set {names}  (or explore the family: netspec explore {spec.path})",
-            )
-        return env
 
     def _read_defaults(self, env: dict[str, Any]) -> None:
         for call in self.spec.defaults:
@@ -918,7 +507,7 @@ class Builder:
 
     def _args(self, cls: type[Layer], call: ast.Call, env: Mapping[str, Any]) -> dict[str, Any]:
         args: dict[str, Any] = {}
-        fields = _fields(cls)
+        fields = layer_fields(cls)
         spelled = call.name.upper()
         npos = 0
         for arg in call.args:
@@ -989,18 +578,18 @@ class Builder:
         if isinstance(value, Symbol):
             known = [k for k in self.globals if not k.startswith("_")]
             hint = did_you_mean(str(value), known)
-            if hint or not _is_symbolic_field(cls, name):
+            if hint or not is_symbolic_field(cls, name):
                 return NetspecError(
                     f"undefined name `{value}`", getattr(value, "span", span), hint=hint
                 )
-        expected = _expectation(cls, name)
+        expected = expectation(cls, name)
         hint = (
             "use // for integer division"
             if isinstance(value, float) and "integer" in expected
             else None
         )
         return NetspecError(
-            f"argument `{name}` of {spelled}: expected {expected}; received {_show(value)}",
+            f"argument `{name}` of {spelled}: expected {expected}; received {show_value(value)}",
             span,
             hint=hint,
         )
@@ -1131,36 +720,9 @@ class Builder:
         return ["spatial size so far: " + " -> ".join(steps)] if steps else []
 
     def _assert(self, el: ast.Element, cur: Value, env: Mapping[str, Any]) -> None:
-        declared = tuple(eval_int(e, env, "an asserted dimension", 0) for e in el.assertion or ())
-        if declared == cur.shape:
-            return
-        node = self.ids.get(cur.node)
-        # The size was set by the last layer that is not shape-preserving in place (CONV -> RELU).
-        while node is not None and node.layer.inplace and node.inputs:
-            source = self.ids.get(node.inputs[0])
-            if source is None or source.shape != node.shape:
-                break
-            node = source
-        notes = [
-            f"declared [{', '.join(map(str, declared))}], computed [{', '.join(map(str, cur.shape))}]"
-        ]
-        hint = None
-        if node is not None and node.id != cur.node:
-            notes.append(f"the size is set by `{node.id}`")
-        source = self.ids.get(node.inputs[0]) if node is not None and node.inputs else None
-        if node is not None and source is not None and len(declared) == len(cur.shape):
-            explained = node.layer.explain_size(source.shape, node.shape, declared)
-            if explained:
-                notes.extend(explained[0])
-                hint = explained[1]
-        self.errors.append(
-            NetspecError(
-                f"shape assertion failed at `{cur.node}`" if cur.node else "shape assertion failed",
-                el.assertion_span,
-                hint=hint,
-                notes=notes,
-            )
-        )
+        err = assertion_error(el, cur, env, self.ids)
+        if err is not None:
+            self.errors.append(err)
 
     def _check_size(self, el: ast.Element, count: int, env: Mapping[str, Any]) -> None:
         if count == 0:
@@ -1202,102 +764,10 @@ class Builder:
                 return total
         return total
 
-    def _budgets(self, graph: Graph, env: Mapping[str, Any]) -> list[BudgetCheck]:
-        t = graph.totals
-        values = {
-            "params": t.params,
-            "trainable": t.trainable_params,
-            "macs": t.macs,
-            "flops": t.flops,
-            "memory": t.memory_bytes,
-        }
-        checks = []
-        for item in self.spec.budgets:
-            limit = evaluate(item.limit, env)
-            if isinstance(limit, bool) or not isinstance(limit, int | float):
-                self.errors.append(
-                    NetspecError(
-                        f"a budget limit must be a number; received {limit!r}",
-                        item.limit.span,
-                        hint="e.g. `budget params <= 5M, memory <= 100MB`",
-                    )
-                )
-                continue
-            value = values[item.metric]
-            ok = _CMP[item.op](value, limit)
-            checks.append(
-                _construct(
-                    BudgetCheck,
-                    dict(
-                        metric=item.metric,
-                        op=item.op,
-                        limit=limit,
-                        value=value,
-                        ok=ok,
-                        span=item.span,
-                    ),
-                )
-            )
-            if not ok:
-                unit = " bytes" if item.metric == "memory" else ""
-                self.errors.append(
-                    NetspecError(
-                        f"budget exceeded: {item.metric} = {value:,}{unit}, over the limit {item.op} {_show(limit)}",
-                        item.span,
-                        hint=f"over by {value / limit - 1:.1%}" if limit else None,
-                    )
-                )
-        return checks
-
     def _train(self, env: Mapping[str, Any]) -> dict[str, Any]:
         if self.spec.train is None:
             return {}
-        return {s.name: _value(s.value, env) for s in self.spec.train.settings}
-
-
-_FIELDS: dict[type, dict[str, Any]] = {}
-
-
-def _fields(cls: type[Layer]) -> dict[str, Any]:
-    fields = _FIELDS.get(cls)
-    if fields is None:
-        fields = _FIELDS[cls] = dict(cls.model_fields)
-    return fields
-
-
-def _construct(cls: Any, values: dict[str, Any]) -> Any:
-    """`cls.model_construct` without its per-call overhead, for IR models whose every field
-    the builder computed and checked itself: this runs once per layer of a 4,000-layer
-    network, and a few times per member of a design space."""
-    obj = cls.__new__(cls)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
-    return obj
-
-
-def _value(v: ast.Value, env: Mapping[str, Any]) -> Any:
-    if isinstance(v, ast.ValueCall):
-        out: dict[str, Any] = {"name": v.name, "args": [], "kwargs": {}}
-        for a in v.args:
-            val = _plain(evaluate(a.value, env, symbols=True))
-            if a.name is None:
-                out["args"].append(val)
-            else:
-                out["kwargs"][a.name] = val
-        return out
-    if isinstance(v, ast.ValueList):
-        return [_value(i, env) for i in v.items]
-    return _plain(evaluate(v, env, symbols=True))
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, Symbol):
-        return str(v)
-    if isinstance(v, tuple):
-        return [_plain(x) for x in v]
-    return v
+        return {s.name: setting_value(s.value, env) for s in self.spec.train.settings}
 
 
 def _is_softmax(el: ast.Element) -> bool:
@@ -1307,55 +777,6 @@ def _is_softmax(el: ast.Element) -> bool:
         and entry[0].probabilities
         and el.repeat is None
     )
-
-
-def _is_symbolic_field(cls: type[Layer], name: str) -> bool:
-    ann = str(cls.model_fields[name].annotation) if name in cls.model_fields else ""
-    return "Literal" in ann
-
-
-def _expectation(cls: type[Layer], name: str) -> str:
-    field = cls.model_fields.get(name)
-    if field is None:
-        return "a valid value"
-    ann = str(field.annotation) + " " + " ".join(str(m) for m in field.metadata)
-    parts = []
-    if "Literal" in ann:
-        choices = re.findall(r"Literal\[([^\]]*)\]", ann)
-        words = ", ".join(c.strip() for ch in choices for c in ch.split(","))
-        parts.append(f"one of {words.replace(chr(39), '')}")
-    if "int" in ann:
-        if "Gt(gt=0)" in ann or "gt=0" in ann:
-            parts.append("a positive integer")
-        elif "ge=0" in ann:
-            parts.append("a non-negative integer")
-        else:
-            parts.append("an integer")
-        if "tuple" in ann:
-            parts.append("a tuple such as (3, 5)")
-    if "float" in ann:
-        bound = (
-            "in [0, 1)"
-            if "lt=1" in ann
-            else ("positive" if "gt=0" in ann else "non-negative" if "ge=0" in ann else "")
-        )
-        parts.append(f"a number {bound}".strip())
-    if "bool" in ann:
-        parts.append("on/off (true/false)")
-    return " or ".join(dict.fromkeys(parts)) or "a valid value"
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, int) and abs(value) >= 10_000:
-        for div, suf in ((10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "K")):
-            if value % div == 0:
-                return f"{value // div}{suf}"
-        return f"{value:,}"
-    if isinstance(value, float) and value.is_integer() and abs(value) >= 10_000:
-        return _show(int(value))
-    return repr(value) if isinstance(value, str) else str(value)
 
 
 __all__ = ["Spec", "Domain", "Builder", "load_spec", "load_spec_text", "compile_spec", "MAX_NODES"]

@@ -1,0 +1,111 @@
+"""Budgets and assertions: `budget` items against the totals, shape assertions explained."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from netspec.errors import NetspecError
+from netspec.frontend import ast
+from netspec.ir.bindings import construct, show_value
+from netspec.ir.expr import eval_int, evaluate
+from netspec.ir.graph import BudgetCheck, Graph, Node
+from netspec.ir.naming import Value
+
+if TYPE_CHECKING:
+    from netspec.ir.spec import Spec
+
+BUDGET_METRICS = ("params", "trainable", "macs", "flops", "memory")
+_CMP = {
+    "<=": lambda a, b: a <= b,
+    "<": lambda a, b: a < b,
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+
+
+def budget_checks(
+    spec: Spec, graph: Graph, env: Mapping[str, Any], errors: list[NetspecError]
+) -> list[BudgetCheck]:
+    """Each `budget` item held against the graph's totals; a failed one adds to `errors`."""
+    t = graph.totals
+    values = {
+        "params": t.params,
+        "trainable": t.trainable_params,
+        "macs": t.macs,
+        "flops": t.flops,
+        "memory": t.memory_bytes,
+    }
+    checks = []
+    for item in spec.budgets:
+        limit = evaluate(item.limit, env)
+        if isinstance(limit, bool) or not isinstance(limit, int | float):
+            errors.append(
+                NetspecError(
+                    f"a budget limit must be a number; received {limit!r}",
+                    item.limit.span,
+                    hint="e.g. `budget params <= 5M, memory <= 100MB`",
+                )
+            )
+            continue
+        value = values[item.metric]
+        ok = _CMP[item.op](value, limit)
+        checks.append(
+            construct(
+                BudgetCheck,
+                dict(
+                    metric=item.metric,
+                    op=item.op,
+                    limit=limit,
+                    value=value,
+                    ok=ok,
+                    span=item.span,
+                ),
+            )
+        )
+        if not ok:
+            unit = " bytes" if item.metric == "memory" else ""
+            errors.append(
+                NetspecError(
+                    f"budget exceeded: {item.metric} = {value:,}{unit}, over the limit {item.op} {show_value(limit)}",
+                    item.span,
+                    hint=f"over by {value / limit - 1:.1%}" if limit else None,
+                )
+            )
+    return checks
+
+
+def assertion_error(
+    el: ast.Element, cur: Value, env: Mapping[str, Any], ids: Mapping[str, Node | None]
+) -> NetspecError | None:
+    """The error of a failed shape assertion `X : [...]` on `cur`, explained, or None."""
+    declared = tuple(eval_int(e, env, "an asserted dimension", 0) for e in el.assertion or ())
+    if declared == cur.shape:
+        return None
+    node = ids.get(cur.node)
+    # The size was set by the last layer that is not shape-preserving in place (CONV -> RELU).
+    while node is not None and node.layer.inplace and node.inputs:
+        source = ids.get(node.inputs[0])
+        if source is None or source.shape != node.shape:
+            break
+        node = source
+    notes = [
+        f"declared [{', '.join(map(str, declared))}], computed [{', '.join(map(str, cur.shape))}]"
+    ]
+    hint = None
+    if node is not None and node.id != cur.node:
+        notes.append(f"the size is set by `{node.id}`")
+    source = ids.get(node.inputs[0]) if node is not None and node.inputs else None
+    if node is not None and source is not None and len(declared) == len(cur.shape):
+        explained = node.layer.explain_size(source.shape, node.shape, declared)
+        if explained:
+            notes.extend(explained[0])
+            hint = explained[1]
+    return NetspecError(
+        f"shape assertion failed at `{cur.node}`" if cur.node else "shape assertion failed",
+        el.assertion_span,
+        hint=hint,
+        notes=notes,
+    )

@@ -1,0 +1,297 @@
+"""Statements and scopes: a parsed spec read into its header, constants, blocks, free
+parameters (with their domains) and main chain; `Spec.instantiate` hands it to the builder."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netspec.errors import NetspecError, Span, SpecErrors, did_you_mean
+from netspec.frontend import ast
+from netspec.frontend.parser import parse_file, parse_text
+from netspec.ir.checks import BUDGET_METRICS
+from netspec.ir.expr import Symbol, eval_int, evaluate
+from netspec.ir.graph import Scalar
+from netspec.layers import SPELLINGS, Layer
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """The values a free parameter may take: `N in 1..3` or `w in {16, 32}` or a switch."""
+
+    name: str
+    values: tuple[Scalar, ...]
+    span: Span | None
+    switch: bool = False  # an `X?` choice point
+
+    def describe(self) -> str:
+        if self.switch:
+            return "on|off"
+        vals = self.values
+        ints = [v for v in vals if isinstance(v, int) and not isinstance(v, bool)]
+        if len(ints) == len(vals) > 2 and ints == list(range(ints[0], ints[-1] + 1)):
+            return f"{vals[0]}..{vals[-1]}"
+        return "{" + ", ".join(str(v) for v in vals) + "}"
+
+
+class Spec:
+    """A parsed spec: its header, constants, blocks, free parameters and the main chain."""
+
+    def __init__(self, module: ast.Module) -> None:
+        self.module = module
+        self.path = module.path
+        self.text = module.text
+        self.name = (
+            Path(module.path).stem if module.path and not module.path.startswith("<") else "network"
+        )
+        self.description: str | None = None
+        self.input: ast.InputDecl | None = None
+        self.classes: ast.ClassesDecl | None = None
+        self.budgets: list[ast.BudgetItem] = []
+        self.dtype: ast.DtypeDecl | None = None
+        self.defaults: list[ast.Call] = []
+        self.consts: list[ast.ConstDef] = []
+        self.free_decls: dict[str, ast.FreeParam] = {}
+        self.blocks: dict[str, ast.BlockDef] = {}
+        self.train: ast.TrainDecl | None = None
+        self.chain: ast.Chain | None = None
+        errors: list[NetspecError] = []
+        self._collect(errors)
+        self.free: dict[str, Domain] = {}
+        # Validated layers and their computed figures, shared by every instance of the spec:
+        # exploring a family re-uses them across members.
+        self.layer_cache: dict[tuple, Layer] = {}
+        self.figure_cache: dict[tuple, tuple] = {}
+        self.element_cache: dict[tuple, Any] = {}  # light mode: an element's whole effect
+        self.element_names: dict[int, tuple[str, ...]] = {}
+        self.source_hash = (
+            hashlib.sha256(self.text.encode()).hexdigest()[:16] if self.text else None
+        )
+        if not errors:
+            self._domains(errors)
+        if errors:
+            raise SpecErrors(errors)
+        # Loop index names (`for i`), sorted: a full build's errors carry their values.
+        self.index_vars = tuple(sorted({el.index_var for el in self.elements() if el.index_var}))
+
+    # ---- reading the statements
+    def _collect(self, errors: list[NetspecError]) -> None:
+        seen: dict[str, ast.Statement] = {}
+        names: dict[str, Span] = {}
+
+        def once(key: str, stmt: ast.Statement, what: str) -> bool:
+            if key in seen:
+                errors.append(
+                    NetspecError(
+                        f"{what} is declared twice",
+                        stmt.span,
+                        notes=[f"first declared at {seen[key].span}"],
+                    )
+                )
+                return False
+            seen[key] = stmt
+            return True
+
+        def define(name: str, span: Span) -> None:
+            if name in names:
+                errors.append(
+                    NetspecError(
+                        f"`{name}` is defined twice",
+                        span,
+                        notes=[f"first defined at {names[name]}"],
+                    )
+                )
+            names[name] = span
+
+        for stmt in self.module.statements:
+            if isinstance(stmt, ast.NetworkDecl):
+                if once("network", stmt, "the network name"):
+                    self.name, self.description = stmt.name, stmt.description
+            elif isinstance(stmt, ast.InputDecl):
+                if once("input", stmt, "the input"):
+                    self.input = stmt
+            elif isinstance(stmt, ast.ClassesDecl):
+                if once("classes", stmt, "the number of classes"):
+                    self.classes = stmt
+            elif isinstance(stmt, ast.BudgetDecl):
+                self.budgets.extend(stmt.items)
+            elif isinstance(stmt, ast.DtypeDecl):
+                if once("dtype", stmt, "the dtype"):
+                    self.dtype = stmt
+            elif isinstance(stmt, ast.DefaultsDecl):
+                self.defaults.extend(stmt.calls)
+            elif isinstance(stmt, ast.ConstDef):
+                define(stmt.name, stmt.span)
+                self.consts.append(stmt)
+            elif isinstance(stmt, ast.FreeParam):
+                define(stmt.name, stmt.span)
+                self.free_decls[stmt.name] = stmt
+            elif isinstance(stmt, ast.BlockDef):
+                if stmt.name.upper() in SPELLINGS:
+                    errors.append(
+                        NetspecError(
+                            f"block `{stmt.name}` has the name of a built-in layer",
+                            stmt.span,
+                            hint="rename the block",
+                        )
+                    )
+                define(stmt.name, stmt.span)
+                self.blocks[stmt.name] = stmt
+            elif isinstance(stmt, ast.TrainDecl):
+                if once("train", stmt, "the train section"):
+                    self.train = stmt
+            elif isinstance(stmt, ast.ChainStmt):
+                if self.chain is not None:
+                    errors.append(
+                        NetspecError(
+                            "a second chain starts here; a spec has one main chain",
+                            stmt.chain.elements[0].span,
+                            hint="join it to the chain before with `->`",
+                        )
+                    )
+                else:
+                    self.chain = stmt.chain
+        end = Span(file=self.path, line=1, col=1, end_line=1, end_col=2)
+        if self.input is None and not errors:
+            errors.append(
+                NetspecError(
+                    "the spec declares no input",
+                    end,
+                    hint="add e.g. `input [3, 32, 32]` (channels, height, width)",
+                )
+            )
+        if self.chain is None and not errors:
+            errors.append(
+                NetspecError(
+                    "the spec has no chain of layers",
+                    end,
+                    hint="add e.g. `INPUT -> CONV(16) -> RELU -> FC(10) -> SOFTMAX`",
+                )
+            )
+        for item in self.budgets:
+            if item.metric not in BUDGET_METRICS:
+                errors.append(
+                    NetspecError(
+                        f"unknown budget `{item.metric}`",
+                        item.metric_span,
+                        hint=did_you_mean(item.metric, BUDGET_METRICS)
+                        or "budgets: " + ", ".join(BUDGET_METRICS),
+                    )
+                )
+            elif item.op not in ("<=", "<"):
+                errors.append(
+                    NetspecError(
+                        f"a budget is an upper bound: write `{item.metric} <= ...`", item.span
+                    )
+                )
+
+    def _domains(self, errors: list[NetspecError]) -> None:
+        env: dict[str, Any] = {}
+        for name, decl in self.free_decls.items():
+            try:
+                if decl.choices is not None:
+                    values = tuple(evaluate(c, env, symbols=True) for c in decl.choices)
+                    values = tuple(str(v) if isinstance(v, Symbol) else v for v in values)
+                else:
+                    assert decl.low is not None and decl.high is not None  # the grammar's range
+                    lo = eval_int(decl.low, env, f"the low end of {name}'s range")
+                    hi = eval_int(decl.high, env, f"the high end of {name}'s range")
+                    if hi < lo:
+                        raise NetspecError(
+                            f"the range {lo}..{hi} of `{name}` is empty",
+                            decl.span,
+                            hint=f"write {hi}..{lo}",
+                        )
+                    values = tuple(range(lo, hi + 1))
+                self.free[name] = Domain(name, values, decl.span)
+            except NetspecError as e:
+                errors.append(e)
+        const_names = {c.name for c in self.consts}
+        for name, span in self._switches(errors):
+            if name not in self.free and name not in const_names and name not in self.blocks:
+                self.free[name] = Domain(name, (True, False), span, switch=True)
+
+    def elements(self) -> Iterator[ast.Element]:
+        """Every chain element of the spec, in the main chain and in blocks, at any depth."""
+        chains = [self.chain] + [b.body for b in self.blocks.values()]
+        while chains:
+            chain = chains.pop()
+            if chain is None:
+                continue
+            for el in chain.elements:
+                if isinstance(el.primary, ast.Group):
+                    chains.append(el.primary.chain)
+                elif isinstance(el.primary, ast.Branches):
+                    chains.extend(el.primary.chains)
+                yield el
+
+    def _switches(self, errors: list[NetspecError]) -> list[tuple[str, Span]]:
+        """Every `X?` without a condition names a switch: its label, or X's name in lower case."""
+        out: list[tuple[str, Span]] = []
+        for el in self.elements():
+            if el.optional and el.condition is None:
+                name = switch_name(el)
+                if name is None:
+                    errors.append(
+                        NetspecError(
+                            "an optional group needs a switch name or a condition",
+                            el.span,
+                            hint="write `[...]? as name` or `[...]?(condition)`",
+                        )
+                    )
+                else:
+                    out.append((name, el.span))
+        return out
+
+    # ---- instances
+    @property
+    def is_family(self) -> bool:
+        return bool(self.free)
+
+    def instantiate(
+        self,
+        bindings: Mapping[str, Scalar] | None = None,
+        *,
+        collect: bool = False,
+        light: bool = False,
+    ):
+        """Bind the free parameters and build the graph.
+
+        Returns the `Graph`; with `collect=True`, returns `(graph, errors)` so a caller can show
+        the table even when a shape assertion or budget failed (graph is None on fatal errors).
+        With `light=True` the graph has totals and budgets but no nodes: the same rules and
+        checks, several times faster, for exploring design spaces.
+        """
+        from netspec.ir.build import Builder  # the next stage; it imports this module
+
+        builder = Builder(self, dict(bindings or {}), light=light)
+        try:
+            graph = builder.build()
+        except NetspecError as e:
+            if collect:
+                return None, builder.errors + [e]
+            raise SpecErrors(builder.errors + [e]) from None
+        if collect:
+            return graph, builder.errors
+        if builder.errors:
+            raise SpecErrors(builder.errors)
+        return graph
+
+
+def switch_name(el: ast.Element) -> str | None:
+    if el.label:
+        return el.label
+    if isinstance(el.primary, ast.Call):
+        return el.primary.name.lower()
+    return None
+
+
+def load_spec(path: str | Path) -> Spec:
+    return Spec(parse_file(path))
+
+
+def load_spec_text(text: str, path: str = "<spec>") -> Spec:
+    return Spec(parse_text(text, path))
