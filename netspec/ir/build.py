@@ -674,8 +674,9 @@ class Builder:
             return Value(node_id, out)
         node = Node.of(
             layer,
-            args,
             id=node_id,
+            kind=layer.kind,
+            args=args,
             inputs=[v.node for v in inputs],
             span=span,
             implicit=implicit,

@@ -54,12 +54,12 @@ class Node(BaseModel):
         return self._layer
 
     @classmethod
-    def of(cls, layer: Layer, args: dict[str, Any], **values: Any) -> Node:
+    def of(cls, layer: Layer, **fields: Any) -> Node:
         """A node for `layer` whose every figure the builder computed and checked itself, built
         without pydantic's validation: this runs once per layer of a 4,000-layer network, and a
-        few times per member of a design space. `args` is `layer.model_dump(mode="json")`."""
+        few times per member of a design space. `fields` are every field, in their declared
+        order (the JSON's order), `kind` and `args` (`layer.model_dump(mode="json")`) included."""
         node = cls.__new__(cls)
-        fields = {"id": values.pop("id"), "kind": layer.kind, "args": args, **values}  # field order
         object.__setattr__(node, "__dict__", fields)
         object.__setattr__(node, "__pydantic_fields_set__", set(fields))
         object.__setattr__(node, "__pydantic_extra__", None)
