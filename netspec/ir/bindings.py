@@ -4,7 +4,7 @@ setting values made plain JSON, and how argument types read in error messages.""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from netspec.errors import NetspecError, did_you_mean
@@ -171,3 +171,78 @@ def show_value(value: Any) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) >= 10_000:
         return show_value(int(value))
     return repr(value) if isinstance(value, str) else str(value)
+
+
+def call_args(cls: type[Layer], call: ast.Call, env: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's arguments by name (positional ones named by the class), evaluated."""
+    args: dict[str, Any] = {}
+    fields = layer_fields(cls)
+    spelled = call.name.upper()
+    npos = 0
+    for arg in call.args:
+        value = evaluate(arg.value, env, symbols=True)
+        if isinstance(value, Symbol):
+            value.span = arg.value.span  # type: ignore[attr-defined]
+        if arg.name is None:
+            if npos >= len(cls.positional):
+                listing = ", ".join(cls.positional) or "none"
+                raise NetspecError(
+                    f"{spelled} takes {len(cls.positional)} positional argument(s) ({listing}); received more",
+                    arg.span,
+                    hint=f"name the others, e.g. {spelled}(..., stride=2)"
+                    if cls.positional
+                    else f"{spelled} takes no arguments",
+                )
+            name = cls.positional[npos]
+            npos += 1
+        else:
+            name = arg.name
+            if name not in fields or name == "dims":
+                raise NetspecError(
+                    f"{spelled} has no argument `{name}`",
+                    arg.span,
+                    hint=did_you_mean(name, [f for f in fields if f != "dims"])
+                    or f"its arguments: {', '.join(f for f in fields if f != 'dims')}",
+                )
+        if name in args:
+            raise NetspecError(f"argument `{name}` of {spelled} is given twice", arg.span)
+        args[name] = value
+    return args
+
+
+def argument_error(
+    cls: type[Layer], call: ast.Call, name: str, value: Any, err: Any, known: Iterable[str]
+) -> NetspecError:
+    """A pydantic error on argument `name` as the user reads it: where, expected, received;
+    an undefined name (among `known`) as such."""
+    spelled = call.name.upper()
+    span = call.span
+    for arg in call.args:
+        if arg.name == name or (
+            arg.name is None
+            and name in cls.positional
+            and call.args.index(arg) == cls.positional.index(name)
+        ):
+            span = arg.value.span
+    if err["type"] == "missing":
+        return NetspecError(
+            f"{spelled} needs argument `{name}`", call.span, hint=f"e.g. {spelled}({name}=...)"
+        )
+    if isinstance(value, Symbol):
+        known = [k for k in known if not k.startswith("_")]
+        hint = did_you_mean(str(value), known)
+        if hint or not is_symbolic_field(cls, name):
+            return NetspecError(
+                f"undefined name `{value}`", getattr(value, "span", span), hint=hint
+            )
+    expected = expectation(cls, name)
+    hint = (
+        "use // for integer division"
+        if isinstance(value, float) and "integer" in expected
+        else None
+    )
+    return NetspecError(
+        f"argument `{name}` of {spelled}: expected {expected}; received {show_value(value)}",
+        span,
+        hint=hint,
+    )

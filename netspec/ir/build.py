@@ -24,14 +24,12 @@ from netspec.errors import NetspecError, Span, did_you_mean
 from netspec.frontend import ast
 from netspec.ir.bindings import (
     DEFERRED,
+    argument_error,
+    call_args,
     coerce_binding,
     construct,
-    expectation,
     global_env,
-    is_symbolic_field,
-    layer_fields,
     setting_value,
-    show_value,
 )
 from netspec.ir.checks import assertion_error, budget_checks
 from netspec.ir.expr import Symbol, eval_int, evaluate, free_names
@@ -171,7 +169,7 @@ class Builder:
                     hint=did_you_mean(call.name.upper(), SPELLINGS),
                 )
             cls, presets = entry
-            args = self._args(cls, call, env)
+            args = call_args(cls, call, env)
             merged = self.defaults.setdefault(cls, {})
             merged.update(args)
             self._validate(cls, {**presets, **merged}, call, partial=True)
@@ -324,7 +322,7 @@ class Builder:
                 hint=hint or "see `netspec layers` for the layer kinds",
             )
         cls, presets = entry
-        args = {**presets, **self.defaults.get(cls, {}), **self._args(cls, call, env)}
+        args = {**presets, **self.defaults.get(cls, {}), **call_args(cls, call, env)}
         for arg, key in cls.contextual.items():
             if arg not in args and key in self.context:
                 args[arg] = self.context[key]
@@ -505,41 +503,6 @@ class Builder:
             raise NetspecError(f"switch `{name}` must be on or off; received {value!r}", el.span)
         return value
 
-    def _args(self, cls: type[Layer], call: ast.Call, env: Mapping[str, Any]) -> dict[str, Any]:
-        args: dict[str, Any] = {}
-        fields = layer_fields(cls)
-        spelled = call.name.upper()
-        npos = 0
-        for arg in call.args:
-            value = evaluate(arg.value, env, symbols=True)
-            if isinstance(value, Symbol):
-                value.span = arg.value.span  # type: ignore[attr-defined]
-            if arg.name is None:
-                if npos >= len(cls.positional):
-                    listing = ", ".join(cls.positional) or "none"
-                    raise NetspecError(
-                        f"{spelled} takes {len(cls.positional)} positional argument(s) ({listing}); received more",
-                        arg.span,
-                        hint=f"name the others, e.g. {spelled}(..., stride=2)"
-                        if cls.positional
-                        else f"{spelled} takes no arguments",
-                    )
-                name = cls.positional[npos]
-                npos += 1
-            else:
-                name = arg.name
-                if name not in fields or name == "dims":
-                    raise NetspecError(
-                        f"{spelled} has no argument `{name}`",
-                        arg.span,
-                        hint=did_you_mean(name, [f for f in fields if f != "dims"])
-                        or f"its arguments: {', '.join(f for f in fields if f != 'dims')}",
-                    )
-            if name in args:
-                raise NetspecError(f"argument `{name}` of {spelled} is given twice", arg.span)
-            args[name] = value
-        return args
-
     def _validate(
         self, cls: type[Layer], args: dict[str, Any], call: ast.Call, partial: bool = False
     ) -> Layer:
@@ -555,44 +518,9 @@ class Builder:
             name = str(err["loc"][0]) if err["loc"] else ""
             if partial and err["type"] == "missing":
                 return None  # type: ignore[return-value]
-            raise self._arg_error(cls, call, name, args.get(name), err) from None
+            raise argument_error(cls, call, name, args.get(name), err, self.globals) from None
         self.layers[key] = layer
         return layer
-
-    def _arg_error(
-        self, cls: type[Layer], call: ast.Call, name: str, value: Any, err: Any
-    ) -> NetspecError:
-        spelled = call.name.upper()
-        span = call.span
-        for arg in call.args:
-            if arg.name == name or (
-                arg.name is None
-                and name in cls.positional
-                and call.args.index(arg) == cls.positional.index(name)
-            ):
-                span = arg.value.span
-        if err["type"] == "missing":
-            return NetspecError(
-                f"{spelled} needs argument `{name}`", call.span, hint=f"e.g. {spelled}({name}=...)"
-            )
-        if isinstance(value, Symbol):
-            known = [k for k in self.globals if not k.startswith("_")]
-            hint = did_you_mean(str(value), known)
-            if hint or not is_symbolic_field(cls, name):
-                return NetspecError(
-                    f"undefined name `{value}`", getattr(value, "span", span), hint=hint
-                )
-        expected = expectation(cls, name)
-        hint = (
-            "use // for integer division"
-            if isinstance(value, float) and "integer" in expected
-            else None
-        )
-        return NetspecError(
-            f"argument `{name}` of {spelled}: expected {expected}; received {show_value(value)}",
-            span,
-            hint=hint,
-        )
 
     def add_node(
         self,
