@@ -131,7 +131,9 @@ def test_a_kind_without_a_lowering_fails_naming_it(monkeypatch) -> None:
         L.lower(graph, L.initial_weights(graph))
 
 
-# --- every kind against PyTorch ------------------------------------------------------------------
+# --- kinds in combination against PyTorch ---------------------------------------------------------
+# (Each registered kind alone, by name, is tests/test_registry.py's checklist; these are the
+# combinations and edge cases worth keeping: asymmetric padding, groups, 1-D, branches.)
 
 KIND_SPECS = {
     "conv_same_asymmetric": "input [3, 10, 9]\nINPUT -> CONV(8, 4, stride=3) -> CONV(6, (2, 3), stride=(2, 1)) -> RELU",

@@ -399,7 +399,8 @@ def _folded(
         weights[f"{bn.id}.{n}"].astype(np.float64)
         for n in ("weight", "bias", "running_mean", "running_var")
     )
-    scale = gamma / np.sqrt(var + float(bn.layer.eps))  # type: ignore[attr-defined]
+    assert isinstance(bn.layer, BatchNorm)  # `_foldable` pairs only batch norms
+    scale = gamma / np.sqrt(var + float(bn.layer.eps))
     return w * scale.astype(w.dtype).reshape(-1, *([1] * (w.ndim - 1))), (b - mean) * scale + beta
 
 
@@ -409,12 +410,12 @@ def _foldable(graph: Graph) -> dict[str, Node]:
     for n in graph.nodes:
         for i in n.inputs:
             consumers[i] = consumers.get(i, 0) + 1
-    kinds = {n.id: n.kind for n in graph.nodes}
+    layers = {n.id: n.layer for n in graph.nodes}
     fold = {}
     for n in graph.nodes:
         if (
-            n.kind == "batchnorm"
-            and kinds[n.inputs[0]] == "conv"
+            isinstance(n.layer, BatchNorm)
+            and isinstance(layers[n.inputs[0]], Conv)
             and consumers.get(n.inputs[0]) == 1
             and n.inputs[0] != graph.output
         ):
