@@ -188,3 +188,33 @@ def test_netspec_layers_lists_it(kind: str, layers_listing: str) -> None:
 def test_readme_has_a_row(kind: str) -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"| `{kind}` |" in readme, f"README's layer table has no row for `{kind}`"
+
+
+# ---- the registry itself ------------------------------------------------------------------------
+
+
+def test_defining_a_class_registers_its_kind_and_spellings() -> None:
+    from netspec.layers import LAYERS, SPELLINGS
+    from netspec.layers.activation import SiLU
+
+    assert KINDS["silu"] is SiLU and SiLU in LAYERS
+    assert SPELLINGS["SWISH"] == (SiLU, {}) and SPELLINGS["SILU"] == (SiLU, {})
+    assert SiLU.short == "silu" and KINDS["batchnorm"].short == "bn"
+
+
+def test_a_kind_or_spelling_defined_twice_fails_at_definition() -> None:
+    from netspec.layers.base import RegistryError
+
+    before = dict(KINDS)
+    with pytest.raises(RegistryError, match="layer kind `relu` is defined twice"):
+
+        class AnotherReLU(Layer):
+            kind = "relu"
+
+    with pytest.raises(RegistryError, match="spelling `SWISH` is claimed by SiLU"):
+
+        class Swish(Layer):
+            kind = "swish"
+            spellings = {"SWISH": {}}
+
+    assert before == KINDS
