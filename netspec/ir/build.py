@@ -5,10 +5,12 @@ node's shape, parameters, MACs and memory on the way.
 The stages, in the order the data flows through them:
 
 - `spec.py`: statements and scopes (header, constants, blocks, free parameters, main chain);
-- `bindings.py`: bindings and expressions (`--set` values, the global names, argument types);
-- this module: expansion of repetition, options, blocks and branches; each layer node's shape
-  and counts (from its layer class); light builds for design spaces;
+- `bindings.py`: bindings and expressions (`--set` values, the global names, call arguments);
+- this module (`Builder`): the walk over the main chain: the input, elements, repetition
+  (`[...]*N for i`), calls to layers and blocks, light builds for design spaces;
+- `expand.py`: expansion of blocks, branches, residuals and options, and the size limit;
 - `naming.py`: scopes, counters and reserved names;
+- `shapes.py`: shape and count propagation, each node from its layer class;
 - `checks.py`: budgets and shape assertions.
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from netspec.errors import NetspecError, Span, did_you_mean
+from netspec.errors import NetspecError, did_you_mean
 from netspec.frontend import ast
 from netspec.ir.bindings import (
     DEFERRED,
@@ -32,7 +34,8 @@ from netspec.ir.bindings import (
     setting_value,
 )
 from netspec.ir.checks import assertion_error, budget_checks
-from netspec.ir.expr import Symbol, eval_int, evaluate, free_names
+from netspec.ir.expand import MAX_NODES, Expansion
+from netspec.ir.expr import Symbol, eval_int, free_names
 from netspec.ir.graph import (
     DTYPE_BYTES,
     Graph,
@@ -42,15 +45,12 @@ from netspec.ir.graph import (
     compute_totals,
     make_totals,
 )
-from netspec.ir.naming import RESERVED_NAMES, Scope, Value
+from netspec.ir.naming import Scope, Value
 from netspec.ir.spec import Domain, Spec, load_spec, load_spec_text, switch_name
-from netspec.layers import SPELLINGS, Layer, ShapeError, fmt_shape, numel
-from netspec.layers.conv import Conv
+from netspec.layers import SPELLINGS, Layer, fmt_shape
 from netspec.layers.linear import Dense, Flatten
-from netspec.layers.norm import BatchNorm
-from netspec.layers.structure import Add, Concat, Input
+from netspec.layers.structure import Input
 
-MAX_NODES = 100_000  # a spec expanding past this is refused before it is expanded
 _MISSING = object()
 
 
@@ -59,7 +59,7 @@ def compile_spec(path: str | Path, bindings: Mapping[str, Scalar] | None = None)
     return load_spec(path).instantiate(bindings)
 
 
-class Builder:
+class Builder(Expansion):
     """Expands one instance of a spec into IR nodes."""
 
     def __init__(self, spec: Spec, bindings: dict[str, Scalar], light: bool = False) -> None:
@@ -356,153 +356,6 @@ class Builder:
             cur = self.add_node(Dense(units=self.classes), [cur], call.span, scope, implicit=True)
         return cur
 
-    def block(
-        self,
-        block: ast.BlockDef,
-        call: ast.Call,
-        cur: Value,
-        env: Mapping[str, Any],
-        scope: Scope,
-        label: str | None,
-    ) -> Value:
-        if block.name in self.block_stack:
-            cycle = " -> ".join(
-                self.block_stack[self.block_stack.index(block.name) :] + [block.name]
-            )
-            raise NetspecError(
-                f"block `{block.name}` calls itself ({cycle})",
-                call.span,
-                hint="a block cannot contain itself; use a repetition [...]*N instead",
-            )
-        params = [p.name for p in block.params]
-        bound: dict[str, Any] = {}
-        positional = [a for a in call.args if a.name is None]
-        if len(positional) > len(params):
-            raise NetspecError(
-                f"block `{block.name}` takes {len(params)} argument(s) ({', '.join(params)}); received {len(positional)}",
-                positional[len(params)].span,
-            )
-        for p, a in zip(params, positional, strict=False):
-            bound[p] = evaluate(a.value, env, symbols=True)
-        for a in call.args:
-            if a.name is None:
-                continue
-            if a.name not in params:
-                raise NetspecError(
-                    f"block `{block.name}` has no argument `{a.name}`",
-                    a.span,
-                    hint=did_you_mean(a.name, params) or f"its arguments: {', '.join(params)}",
-                )
-            if a.name in bound:
-                raise NetspecError(f"argument `{a.name}` given twice", a.span)
-            bound[a.name] = evaluate(a.value, env, symbols=True)
-        body_env = dict(self.globals)
-        for param in block.params:
-            if param.name in bound:
-                body_env[param.name] = bound[param.name]
-            elif param.default is not None:
-                body_env[param.name] = evaluate(param.default, body_env, symbols=True)
-            else:
-                raise NetspecError(
-                    f"block `{block.name}` needs argument `{param.name}`",
-                    call.span,
-                    hint=f"call it as {block.name}({', '.join(params)})",
-                )
-        inner = scope.child(label or scope.next_name(block.name))
-        self.block_stack.append(block.name)
-        try:
-            return self.chain(block.body, cur, body_env, inner)
-        finally:
-            self.block_stack.pop()
-
-    def branches(
-        self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
-    ) -> Value:
-        if br.op == "residual":
-            return self.residual(br, cur, env, scope, label)
-        for kw in br.kwargs:
-            raise NetspecError(f"{br.op}(...) takes no argument `{kw.name}`", kw.span)
-        if len(br.chains) < 2:
-            raise NetspecError(
-                f"{br.op}(...) needs at least two branches",
-                br.span,
-                hint="separate branches with `,`",
-            )
-        # Branch scopes number on within the scope: a second concat gets branch3, branch4...
-        outs = [
-            self.chain(ch, cur, env, scope.child(scope.next_name("branch"))) for ch in br.chains
-        ]
-        layer = Concat() if br.op == "concat" else Add()
-        return self.add_node(layer, outs, br.span, scope, label=label)
-
-    def residual(
-        self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
-    ) -> Value:
-        project = False
-        for kw in br.kwargs:
-            if kw.name != "project":
-                raise NetspecError(
-                    f"residual(...) has no argument `{kw.name}`",
-                    kw.span,
-                    hint=did_you_mean(kw.name or "", ["project"])
-                    or "its argument: project=auto|on|off",
-                )
-            value = evaluate(kw.value, env, symbols=True)
-            if value not in (True, False, "auto"):
-                raise NetspecError(
-                    f"project must be auto, on or off; received {value!r}", kw.value.span
-                )
-            project = value
-        if len(br.chains) != 1:
-            raise NetspecError(
-                "residual(...) takes one chain (the residual branch); use add(a, b) for two",
-                br.span,
-            )
-        main = self.chain(br.chains[0], cur, env, scope)
-        shortcut = cur
-        if project is True or (project == "auto" and main.shape != cur.shape):
-            n = scope.counters.get("shortcut", 0) + 1
-            scope.counters["shortcut"] = n
-            shortcut = self._projection(
-                cur, main, br, scope.child("shortcut" if n == 1 else f"shortcut{n}")
-            )
-        return self.add_node(Add(), [main, shortcut], br.span, scope, label=label)
-
-    def _projection(self, cur: Value, main: Value, br: ast.Branches, scope: Scope) -> Value:
-        """1x1 conv (no bias) + BN from cur's shape to main's, as torchvision's downsample."""
-        if len(cur.shape) != len(main.shape) or len(cur.shape) < 2:
-            raise NetspecError(
-                f"cannot project [{fmt_shape(cur.shape)}] onto [{fmt_shape(main.shape)}]", br.span
-            )
-        strides = []
-        for a, b in zip(cur.shape[1:], main.shape[1:], strict=True):
-            if a % b:
-                raise NetspecError(
-                    f"cannot project [{fmt_shape(cur.shape)}] onto [{fmt_shape(main.shape)}]: {a} is not a multiple of {b}",
-                    br.span,
-                )
-            strides.append(a // b)
-        stride = strides[0] if len(set(strides)) == 1 else tuple(strides)
-        conv = Conv(channels=main.shape[0], kernel=1, stride=stride, padding=0, bias=False)
-        out = self.add_node(conv, [cur], br.span, scope)
-        return self.add_node(BatchNorm(), [out], br.span, scope)
-
-    # ---- helpers
-    def _switch_on(self, el: ast.Element, env: Mapping[str, Any]) -> bool:
-        if el.condition is not None:
-            value = evaluate(el.condition, env)
-            if not isinstance(value, bool | int):
-                raise NetspecError(
-                    f"the condition of `?` must be true or false; received {value!r}",
-                    el.condition.span,
-                )
-            return bool(value)
-        name = switch_name(el) or ""
-        value = env.get(name)
-        if not isinstance(value, bool):
-            raise NetspecError(f"switch `{name}` must be on or off; received {value!r}", el.span)
-        return value
-
     def _validate(
         self, cls: type[Layer], args: dict[str, Any], call: ast.Call, partial: bool = False
     ) -> Layer:
@@ -522,176 +375,10 @@ class Builder:
         self.layers[key] = layer
         return layer
 
-    def add_node(
-        self,
-        layer: Layer,
-        inputs: list[Value],
-        span: Span | None,
-        scope: Scope,
-        label: str | None = None,
-        implicit: bool = False,
-    ) -> Value:
-        shapes = tuple(v.shape for v in inputs)
-        key = (layer, shapes)
-        result = self.memo.get(key)
-        if result is None:
-            try:
-                out = layer.output_shape(shapes)
-                result = (
-                    out,
-                    layer.params(shapes, out),
-                    layer.buffers(shapes, out),
-                    layer.macs(shapes, out),
-                    layer.ops(shapes, out),
-                )
-            except ShapeError as e:
-                node_id = None
-                if not self.light:
-                    base = layer.short
-                    node_id = (
-                        f"{scope.prefix}{label or base + str(scope.counters.get(base, 0) + 1)}"
-                    )
-                err = NetspecError(
-                    f"at `{node_id}`: {e.message}" if node_id else e.message,
-                    span,
-                    hint=e.hint,
-                    notes=self._trace(inputs),
-                )
-                err.node = node_id
-                raise err from None
-            args = self.dumps.get(layer)
-            if args is None:
-                args = self.dumps[layer] = layer.model_dump(mode="json")
-            result += (0 if layer.inplace else numel(out), args)
-            self.memo[key] = result
-        out, params, buffers, macs, ops, memory, args = result
-        name = label or scope.next_name(layer.short)
-        node_id = scope.prefix + name
-        if not self.light:
-            if label is not None and label in RESERVED_NAMES:
-                raise NetspecError(
-                    f"`{label}` is reserved (every PyTorch module has an attribute of that name)",
-                    span,
-                    hint="pick another name with `as`",
-                )
-            if not scope.checked:
-                self._check_scope(scope, span)
-            if node_id in self.scopes:
-                raise NetspecError(
-                    f"`{node_id}` names both a layer and a group",
-                    span,
-                    hint="rename one of them with `as`",
-                )
-        if node_id in self.ids:
-            other = self.ids[node_id]
-            where = [f"first used at {other.span}"] if other is not None and other.span else []
-            raise NetspecError(
-                f"the name `{node_id}` is used twice",
-                span,
-                notes=where,
-                hint="give it another name with `as`",
-            )
-        if self.light:
-            sums = self.sums
-            sums[0] += params
-            sums[1] += buffers
-            sums[2] += macs
-            sums[3] += ops
-            sums[4] += memory
-            sums[5] += 1
-            return Value(node_id, out)
-        node = Node.of(
-            layer,
-            id=node_id,
-            kind=layer.kind,
-            args=args,
-            inputs=[v.node for v in inputs],
-            span=span,
-            implicit=implicit,
-            shape=out,
-            params=params,
-            buffers=buffers,
-            macs=macs,
-            ops=ops,
-            memory=memory,
-        )
-        self.nodes.append(node)
-        self.ids[node_id] = node
-        return Value(node_id, out)
-
-    def _check_scope(self, scope: Scope, span: Span | None) -> None:
-        """A node id is a module path in PyTorch and a name in ONNX: no name may be both a
-        layer and a scope (checked once per scope, on its first layer)."""
-        parts = scope.prefix.rstrip(".").split(".") if scope.prefix else []
-        for i in range(1, len(parts) + 1):
-            prefix = ".".join(parts[:i])
-            if prefix in self.ids:
-                raise NetspecError(
-                    f"`{prefix}` names both a layer and a group",
-                    span,
-                    hint="rename one of them with `as`",
-                )
-            self.scopes.add(prefix)
-        scope.checked = True
-
-    def _trace(self, inputs: list[Value]) -> list[str]:
-        """How the spatial size got here: `32x32 (input) -> 14x14 (pool1) -> ...`."""
-        if not inputs or len(inputs[0].shape) < 2:
-            return []
-        steps: list[str] = []
-        last = None
-        for node in self.nodes:
-            if len(node.shape) >= 2 and node.shape[1:] != last:
-                steps.append(f"{fmt_shape(node.shape[1:])} ({node.id})")
-                last = node.shape[1:]
-        if len(steps) > 12:
-            steps = steps[:4] + ["..."] + steps[-7:]
-        return ["spatial size so far: " + " -> ".join(steps)] if steps else []
-
     def _assert(self, el: ast.Element, cur: Value, env: Mapping[str, Any]) -> None:
         err = assertion_error(el, cur, env, self.ids)
         if err is not None:
             self.errors.append(err)
-
-    def _check_size(self, el: ast.Element, count: int, env: Mapping[str, Any]) -> None:
-        if count == 0:
-            return
-        size = count * max(self._estimate_primary(el.primary, env, 0), 1)
-        if max(len(self.ids), self.sums[5]) + size > MAX_NODES:
-            raise NetspecError(
-                f"this repetition would expand to at least {size:,} layers, over netspec's limit of {MAX_NODES:,}",
-                el.repeat.span if el.repeat else el.span,
-                hint="a network this deep is almost certainly a typo in the repetition count",
-            )
-
-    def _estimate_primary(self, p: ast.Primary, env: Mapping[str, Any], depth: int) -> int:
-        """Layers a primary expands to, without expanding it (for the size limit)."""
-        if depth > 50:
-            return 1
-        if isinstance(p, ast.Call):
-            block = self.spec.blocks.get(p.name)
-            if block is None or p.name in self.block_stack:
-                return 1
-            return self._estimate_chain(block.body, {**self.globals}, depth + 1)
-        if isinstance(p, ast.Group):
-            return self._estimate_chain(p.chain, env, depth + 1)
-        return 3 + sum(self._estimate_chain(c, env, depth + 1) for c in p.chains)
-
-    def _estimate_chain(self, ch: ast.Chain, env: Mapping[str, Any], depth: int) -> int:
-        total = 0
-        for el in ch.elements:
-            n = 1
-            if el.repeat is not None:
-                try:
-                    n = eval_int(
-                        el.repeat, {**env, **({el.index_var: 0} if el.index_var else {})}, "count"
-                    )
-                except NetspecError:
-                    n = 1
-            total += n * self._estimate_primary(el.primary, env, depth)
-            if total > MAX_NODES:
-                return total
-        return total
 
     def _train(self, env: Mapping[str, Any]) -> dict[str, Any]:
         if self.spec.train is None:

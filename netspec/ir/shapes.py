@@ -1,0 +1,154 @@
+"""Shape and count propagation: each layer node's output shape, parameters, buffers, MACs,
+ops and memory from its layer class (memoized per layer and input shapes, shared by a family's
+members), its dotted name checked, and the node added to the graph (or, in a light build, only
+its figures to the sums)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from netspec.errors import NetspecError, Span
+from netspec.ir.graph import Node
+from netspec.ir.naming import RESERVED_NAMES, Scope, Value
+from netspec.layers import Layer, ShapeError, fmt_shape, numel
+
+if TYPE_CHECKING:
+    pass
+
+
+class Propagation:
+    """The builder's stage that turns a validated layer and its inputs into a node."""
+
+    light: bool
+    memo: dict[tuple, tuple]
+    dumps: dict[Layer, dict[str, Any]]
+    nodes: list[Node]
+    ids: dict[str, Node | None]
+    scopes: set[str]
+    sums: list[int]
+
+    def add_node(
+        self,
+        layer: Layer,
+        inputs: list[Value],
+        span: Span | None,
+        scope: Scope,
+        label: str | None = None,
+        implicit: bool = False,
+    ) -> Value:
+        shapes = tuple(v.shape for v in inputs)
+        key = (layer, shapes)
+        result = self.memo.get(key)
+        if result is None:
+            try:
+                out = layer.output_shape(shapes)
+                result = (
+                    out,
+                    layer.params(shapes, out),
+                    layer.buffers(shapes, out),
+                    layer.macs(shapes, out),
+                    layer.ops(shapes, out),
+                )
+            except ShapeError as e:
+                node_id = None
+                if not self.light:
+                    base = layer.short
+                    node_id = (
+                        f"{scope.prefix}{label or base + str(scope.counters.get(base, 0) + 1)}"
+                    )
+                err = NetspecError(
+                    f"at `{node_id}`: {e.message}" if node_id else e.message,
+                    span,
+                    hint=e.hint,
+                    notes=self._trace(inputs),
+                )
+                err.node = node_id
+                raise err from None
+            args = self.dumps.get(layer)
+            if args is None:
+                args = self.dumps[layer] = layer.model_dump(mode="json")
+            result += (0 if layer.inplace else numel(out), args)
+            self.memo[key] = result
+        out, params, buffers, macs, ops, memory, args = result
+        name = label or scope.next_name(layer.short)
+        node_id = scope.prefix + name
+        if not self.light:
+            if label is not None and label in RESERVED_NAMES:
+                raise NetspecError(
+                    f"`{label}` is reserved (every PyTorch module has an attribute of that name)",
+                    span,
+                    hint="pick another name with `as`",
+                )
+            if not scope.checked:
+                self._check_scope(scope, span)
+            if node_id in self.scopes:
+                raise NetspecError(
+                    f"`{node_id}` names both a layer and a group",
+                    span,
+                    hint="rename one of them with `as`",
+                )
+        if node_id in self.ids:
+            other = self.ids[node_id]
+            where = [f"first used at {other.span}"] if other is not None and other.span else []
+            raise NetspecError(
+                f"the name `{node_id}` is used twice",
+                span,
+                notes=where,
+                hint="give it another name with `as`",
+            )
+        if self.light:
+            sums = self.sums
+            sums[0] += params
+            sums[1] += buffers
+            sums[2] += macs
+            sums[3] += ops
+            sums[4] += memory
+            sums[5] += 1
+            return Value(node_id, out)
+        node = Node.of(
+            layer,
+            id=node_id,
+            kind=layer.kind,
+            args=args,
+            inputs=[v.node for v in inputs],
+            span=span,
+            implicit=implicit,
+            shape=out,
+            params=params,
+            buffers=buffers,
+            macs=macs,
+            ops=ops,
+            memory=memory,
+        )
+        self.nodes.append(node)
+        self.ids[node_id] = node
+        return Value(node_id, out)
+
+    def _check_scope(self, scope: Scope, span: Span | None) -> None:
+        """A node id is a module path in PyTorch and a name in ONNX: no name may be both a
+        layer and a scope (checked once per scope, on its first layer)."""
+        parts = scope.prefix.rstrip(".").split(".") if scope.prefix else []
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            if prefix in self.ids:
+                raise NetspecError(
+                    f"`{prefix}` names both a layer and a group",
+                    span,
+                    hint="rename one of them with `as`",
+                )
+            self.scopes.add(prefix)
+        scope.checked = True
+
+    def _trace(self, inputs: list[Value]) -> list[str]:
+        """How the spatial size got here: `32x32 (input) -> 14x14 (pool1) -> ...`."""
+        if not inputs or len(inputs[0].shape) < 2:
+            return []
+        steps: list[str] = []
+        last = None
+        for node in self.nodes:
+            if len(node.shape) >= 2 and node.shape[1:] != last:
+                steps.append(f"{fmt_shape(node.shape[1:])} ({node.id})")
+                last = node.shape[1:]
+        if len(steps) > 12:
+            steps = steps[:4] + ["..."] + steps[-7:]
+        return ["spatial size so far: " + " -> ".join(steps)] if steps else []
