@@ -1,0 +1,83 @@
+"""The modern zoo (issue 9): each spec held to its hand-written torch reference and to the
+published figures.
+
+The ground truth is `tests/modern_refs.py` (modules mirroring torchvision's source, built by
+hand because torchvision does not install here) and its MAC counter, which follows torchvision's
+"GFLOPS" convention (multiply-adds). Each spec in `MODERN` must have:
+
+- exactly the reference's parameter count, and exactly the MACs `count_macs` counts on it;
+- torchvision's published parameter count, exactly, and its GMACs within 0.5% (rounding to the
+  published figure at its precision; `assert_gmacs` of tests/test_modern_refs.py);
+- the reference's weights: the same multiset of weight shapes (trailing 1-dims dropped, so a
+  per-position Linear [out, in] and its 1x1 convolution [out, in, 1, 1] read alike).
+
+The torch build equal to the IR at every node and ONNX Runtime parity at batch 1 and 2 come with
+every spec in specs/ (tests/test_lower_torch.py, tests/test_onnx.py).
+
+To add a network: its spec in specs/, its reference builder in tests/modern_refs.py named like
+the spec (and known to test_modern_refs' `run`), and a row here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from pathlib import Path
+
+import modern_refs as R
+import pytest
+import torch
+from test_modern_refs import assert_gmacs, run
+
+import netspec
+from netspec.backends.lower_torch import build
+from netspec.ir.graph import Graph
+
+SPEC_DIR = Path(__file__).resolve().parents[1] / "specs"
+
+# spec name: (params, GMACs as published, source). The reference is `run(name)`.
+MODERN: dict[str, tuple[int, str, str]] = {
+    # Not new: the machinery checked on a network test_zoo already holds.
+    "resnet50": (25_557_032, "4.09", "torchvision resnet50"),
+}
+
+
+@functools.cache
+def graph(name: str) -> Graph:
+    return netspec.compile_spec(SPEC_DIR / f"{name}.ns")
+
+
+def weight_shapes(state: dict[str, torch.Size] | dict[str, tuple[int, ...]]) -> Counter:
+    """The multiset of weight shapes, trailing 1-dims dropped; running statistics left out."""
+    out: Counter = Counter()
+    for key, shape in state.items():
+        if key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked"):
+            continue
+        dims = list(shape)
+        while len(dims) > 1 and dims[-1] == 1:
+            dims.pop()
+        out[tuple(dims)] += 1
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(MODERN))
+def test_params_and_macs_equal_the_reference(name: str) -> None:
+    g, ref = graph(name), run(name)
+    assert (g.totals.params, g.totals.macs) == (ref.params, ref.macs)
+
+
+@pytest.mark.parametrize("name", sorted(MODERN))
+def test_published_params_and_macs(name: str) -> None:
+    params, gmacs, source = MODERN[name]
+    g = graph(name)
+    assert g.totals.params == params, source
+    assert_gmacs(g.totals.macs, gmacs)
+
+
+@pytest.mark.parametrize("name", sorted(MODERN))
+def test_weights_have_the_reference_shapes(name: str) -> None:
+    g = graph(name)
+    ref = getattr(R, name)()  # the builder named like the spec
+    ours = {k: tuple(v.shape) for k, v in build(g).state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    assert weight_shapes(ours) == weight_shapes(theirs)
