@@ -328,6 +328,26 @@ def test_every_accepted_opset_checks_and_runs(opset: int) -> None:
     assert all(c.ok for c in L.verify(lowered, graph)), L.verify(lowered, graph)
 
 
+# Kinds whose ONNX form depends on the opset (an op added late, an input that was an attribute).
+OPSET_SENSITIVE = (
+    "input [4, 6, 6]\nINPUT -> CONV(6) -> RELU6 -> HARDSWISH -> CONV(6) -> HARDSIGMOID -> GELU"
+    " -> CONV(6) -> GELU(approximate=tanh) -> ELU(0.7) -> PRELU -> GAP"
+)
+
+
+@pytest.mark.parametrize("opset", range(L.MIN_OPSET, L.MAX_OPSET + 1))
+def test_opset_sensitive_kinds_match_torch_at_every_opset(opset: int) -> None:
+    graph = compile_text(OPSET_SENSITIVE)
+    module, weights = randomized(graph)
+    lowered = L.lower(graph, weights, L.LowerOptions(opset=opset))
+    assert all(c.ok for c in L.verify(lowered, graph, run=False)), L.verify(lowered, graph)
+    ops = {n.op_type for n in lowered.model.graph.node}
+    assert ("Gelu" in ops) == (opset >= 20) and ("Erf" in ops) == (opset < 20)
+    assert ("HardSwish" in ops) == (opset >= 14) and {"Clip", "HardSigmoid", "PRelu"} <= ops
+    x = example_input(graph.input.shape, None, 2)
+    assert rel_error(session(lowered.to_bytes()).run(x), torch_out(module, x)) <= FP32_TOL
+
+
 @pytest.mark.parametrize("opset", [12, 27])
 def test_opsets_outside_the_range_are_refused(opset: int) -> None:
     with pytest.raises(NetspecError, match="--opset must be in"):

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from netspec.backends import LoweringError, LoweringTable, MissingLowering
 from netspec.ir.graph import Graph, Node
 from netspec.layers import Layer, Shape
-from netspec.layers.activation import Dropout, LeakyReLU
+from netspec.layers.activation import ELU, GELU, Dropout, LeakyReLU, PReLU
 from netspec.layers.base import expand
 from netspec.layers.conv import Conv
 from netspec.layers.linear import Dense, Embedding
@@ -234,6 +234,36 @@ def lower_sigmoid(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
 @LOWERINGS.register("silu")
 def lower_silu(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.SiLU()
+
+
+@LOWERINGS.register("relu6")
+def lower_relu6(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.ReLU6()
+
+
+@LOWERINGS.register("hardswish")
+def lower_hardswish(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.Hardswish()
+
+
+@LOWERINGS.register("hardsigmoid")
+def lower_hardsigmoid(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.Hardsigmoid()
+
+
+@LOWERINGS.register("gelu")
+def lower_gelu(layer: GELU, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.GELU(approximate=layer.approximate)
+
+
+@LOWERINGS.register("elu")
+def lower_elu(layer: ELU, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.ELU(layer.alpha)
+
+
+@LOWERINGS.register("prelu")
+def lower_prelu(layer: PReLU, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.PReLU(ins[0][0], init=layer.init)
 
 
 @LOWERINGS.register("softmax")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from netspec.layers.base import Layer, NonNegFloat, Rate, Shape, numel
+from typing import Literal
+
+from netspec.layers.base import Layer, NonNegFloat, PosFloat, Rate, Shape, numel
 
 
 class _Elementwise(Layer):
@@ -51,6 +53,65 @@ class SiLU(_Elementwise):
 
     kind = "silu"
     spellings = {"SILU": {}, "SWISH": {}}
+
+
+class ReLU6(_Elementwise):
+    """min(max(0, x), 6) (MobileNet V2)."""
+
+    kind = "relu6"
+    spellings = {"RELU6": {}}
+
+
+class HardSwish(_Elementwise):
+    """x * relu6(x + 3) / 6 (MobileNetV3)."""
+
+    kind = "hardswish"
+    spellings = {"HARDSWISH": {}, "HSWISH": {}}
+
+
+class HardSigmoid(_Elementwise):
+    """relu6(x + 3) / 6, PyTorch's (MobileNetV3's squeeze-excitation gate)."""
+
+    kind = "hardsigmoid"
+    spellings = {"HARDSIGMOID": {}, "HSIGMOID": {}}
+
+
+class GELU(_Elementwise):
+    """x * Phi(x) (ConvNeXt, transformers). Args: approximate (`none`, exact with erf; `tanh`)."""
+
+    kind = "gelu"
+    spellings = {"GELU": {}}
+    positional = ("approximate",)
+    examples = (("image", "GELU"), ("vector", "FC(6) -> GELU(approximate=tanh)"))
+
+    approximate: Literal["none", "tanh"] = "none"
+
+
+class ELU(_Elementwise):
+    """x for x > 0, alpha * (exp(x) - 1) otherwise. Args: alpha (1.0)."""
+
+    kind = "elu"
+    spellings = {"ELU": {}}
+    positional = ("alpha",)
+    examples = (("image", "ELU"), ("signal", "ELU(0.5)"))
+
+    alpha: PosFloat = 1.0
+
+
+class PReLU(_Elementwise):
+    """x for x > 0, a_c * x otherwise, a learned slope per channel (PyTorch's
+    nn.PReLU(num_parameters=C)). Args: init (the slopes' initial value, 0.25)."""
+
+    kind = "prelu"
+    spellings = {"PRELU": {}}
+    positional = ("init",)
+    inplace = False  # a learned op: its output is a new tensor
+    examples = (("image", "PRELU"), ("signal", "PRELU(0.1)"), ("vector", "FC(5) -> PRELU"))
+
+    init: NonNegFloat = 0.25
+
+    def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
+        return {"weight": (ins[0][0],)}
 
 
 class Softmax(_Elementwise):
