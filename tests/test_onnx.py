@@ -331,7 +331,9 @@ def test_every_accepted_opset_checks_and_runs(opset: int) -> None:
 # Kinds whose ONNX form depends on the opset (an op added late, an input that was an attribute).
 OPSET_SENSITIVE = (
     "input [4, 6, 6]\nINPUT -> CONV(6) -> RELU6 -> HARDSWISH -> CONV(6) -> HARDSIGMOID -> GELU"
-    " -> CONV(6) -> GELU(approximate=tanh) -> ELU(0.7) -> PRELU -> GAP"
+    " -> CONV(6) -> GELU(approximate=tanh) -> ELU(0.7) -> PRELU -> UPSAMPLE(2, bilinear)"
+    " -> CONVTRANSPOSE(4, 3, stride=2, padding=1, output_padding=1) -> UPSAMPLE((1, 3))"
+    " -> MAXPOOL(2) -> GAP"
 )
 
 

@@ -41,10 +41,11 @@ from netspec.errors import NetspecError
 from netspec.ir.graph import Graph, Node
 from netspec.layers import KINDS, Layer, fmt_shape
 from netspec.layers.activation import ELU, GELU, LeakyReLU
-from netspec.layers.conv import Conv, window_out
+from netspec.layers.base import expand
+from netspec.layers.conv import Conv, ConvTranspose, window_out
 from netspec.layers.linear import Dense, Embedding
 from netspec.layers.norm import BatchNorm, LocalResponseNorm
-from netspec.layers.pool import AdaptiveAvgPool, GlobalPool, Pool
+from netspec.layers.pool import AdaptiveAvgPool, GlobalPool, Pool, Upsample
 from netspec.layers.structure import Input
 
 DEFAULT_OPSET = 21
@@ -283,6 +284,7 @@ class Context:
         self.initializers: list[onnx.TensorProto] = []
         self.arrays: dict[str, np.ndarray] = {}
         self.inputs: list[onnx.ValueInfoProto] = []
+        self.value_info: list[onnx.ValueInfoProto] = []
         self.tensors: dict[str, str] = {}
         self.used: set[str] = {INPUT_NAME, OUTPUT_NAME}
         self.shapes = {n.id: n.shape for n in graph.nodes}
@@ -307,6 +309,14 @@ class Context:
         output = OUTPUT_NAME if out == OUTPUT_NAME else self.fresh(out or name)
         self.nodes.append(helper.make_node(op, inputs, [output], name=name, **attrs))
         return output
+
+    def declare(self, tensor: str, shape: tuple[int, ...]) -> str:
+        """State a tensor's shape, [batch, *shape], where onnx's shape inference cannot tell the
+        batch dimension; returns the tensor."""
+        self.value_info.append(
+            helper.make_tensor_value_info(tensor, self.elem_type, [BATCH, *shape])
+        )
+        return tensor
 
     def constant(self, name: str, values: list[int]) -> str:
         """An int64 vector as a Constant node (axes, starts...): not an initializer, not a weight."""
@@ -394,6 +404,51 @@ def _conv(ctx: Context, node: Node, layer: Conv, xs: list[str]) -> str:
             [ctx.weight(node, "bias")] if layer.bias else []
         )
     return ctx.emit("Conv", inputs, node.id, **attrs)
+
+
+@LOWERINGS.register("conv_transpose")
+def _conv_transpose(ctx: Context, node: Node, layer: ConvTranspose, xs: list[str]) -> str:
+    k, s, p, op, d = layer.geometry(ctx.in_shape(node))
+    inputs = [xs[0], ctx.weight(node, "weight")] + (
+        [ctx.weight(node, "bias")] if layer.bias else []
+    )
+    return ctx.emit(
+        "ConvTranspose",
+        inputs,
+        node.id,
+        kernel_shape=list(k),
+        strides=list(s),
+        pads=list(p) * 2,  # all begins, then all ends
+        output_padding=list(op),
+        dilations=list(d),
+        group=layer.groups,
+    )
+
+
+@LOWERINGS.register("upsample")
+def _upsample(ctx: Context, node: Node, layer: Upsample, xs: list[str]) -> str:
+    n = node.id
+    dims = len(ctx.in_shape(node)) - 1
+    factors = [1.0, 1.0, *(float(f) for f in expand(layer.scale, dims, "scale"))]
+    scales = ctx.emit(
+        "Constant",
+        [],
+        f"{n}.scales",
+        value=helper.make_tensor(f"{n}.scales", TensorProto.FLOAT, [len(factors)], factors),
+    )
+    # PyTorch's coordinates: nearest is floor(out / scale) (ONNX's asymmetric + floor);
+    # bilinear with align_corners=False is half_pixel.
+    if layer.mode == "nearest":
+        attrs = {
+            "mode": "nearest",
+            "coordinate_transformation_mode": "asymmetric",
+            "nearest_mode": "floor",
+        }
+    else:
+        attrs = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    # onnx's shape inference gives Resize's batch dimension a fresh name: declare it `batch`
+    # (the other dims stay inferred, and must agree).
+    return ctx.declare(ctx.emit("Resize", [xs[0], "", scales], n, **attrs), node.shape)
 
 
 def _folded(
@@ -703,6 +758,7 @@ def lower(
     else:
         _rename(ctx.nodes, final, OUTPUT_NAME)
         ctx.tensors = {k: OUTPUT_NAME if v == final else v for k, v in ctx.tensors.items()}
+        ctx.value_info = [v for v in ctx.value_info if v.name != final]  # declared as the output
     out_type = (
         TensorProto.INT64 if graph.input.is_tokens and final == INPUT_NAME else TensorProto.FLOAT
     )
@@ -713,6 +769,7 @@ def lower(
         [helper.make_tensor_value_info(OUTPUT_NAME, out_type, [BATCH, *out_shape])],
         initializer=ctx.initializers,
         doc_string=graph.description or "",
+        value_info=ctx.value_info,
     )
     model = helper.make_model(
         onnx_graph,

@@ -44,10 +44,10 @@ from netspec.ir.graph import Graph, Node
 from netspec.layers import Layer, Shape
 from netspec.layers.activation import ELU, GELU, Dropout, LeakyReLU, PReLU
 from netspec.layers.base import expand
-from netspec.layers.conv import Conv
+from netspec.layers.conv import Conv, ConvTranspose
 from netspec.layers.linear import Dense, Embedding
 from netspec.layers.norm import BatchNorm, LocalResponseNorm
-from netspec.layers.pool import AdaptiveAvgPool, GlobalPool, Pool
+from netspec.layers.pool import AdaptiveAvgPool, GlobalPool, Pool, Upsample
 
 Lowering = Callable[[Any, tuple[Shape, ...]], nn.Module]
 
@@ -158,6 +158,38 @@ def lower_conv(layer: Conv, ins: tuple[Shape, ...]) -> nn.Module:
     flat = tuple(p for pair in reversed(pads) for p in pair)
     padded = PaddedConv2d if dims == 2 else PaddedConv1d
     return padded(shape[0], layer.channels, padding=0, pad=flat, **kwargs)
+
+
+@LOWERINGS.register("conv_transpose")
+def lower_conv_transpose(layer: ConvTranspose, ins: tuple[Shape, ...]) -> nn.Module:
+    (shape,) = ins
+    k: Any
+    s: Any
+    p: Any
+    op: Any
+    d: Any
+    k, s, p, op, d = layer.geometry(shape)  # torch types sizes per dimensionality: 1-D or 2-D
+    cls = nn.ConvTranspose2d if len(k) == 2 else nn.ConvTranspose1d
+    return cls(
+        shape[0],
+        layer.channels,
+        k,
+        s,
+        p,
+        output_padding=op,
+        groups=layer.groups,
+        bias=layer.bias,
+        dilation=d,
+    )
+
+
+@LOWERINGS.register("upsample")
+def lower_upsample(layer: Upsample, ins: tuple[Shape, ...]) -> nn.Module:
+    dims = len(ins[0]) - 1
+    scale = tuple(float(f) for f in expand(layer.scale, dims, "scale"))
+    if layer.mode == "nearest":
+        return nn.Upsample(scale_factor=scale, mode="nearest")
+    return nn.Upsample(scale_factor=scale, mode="bilinear" if dims == 2 else "linear")
 
 
 @LOWERINGS.register("pool")

@@ -1,4 +1,4 @@
-"""Convolution, 1-D and 2-D (the dimensionality follows the input)."""
+"""Convolution and transposed convolution, 1-D and 2-D (the dimensionality follows the input)."""
 
 from __future__ import annotations
 
@@ -157,3 +157,105 @@ class Conv(Layer):
         else:
             options.append(f"padding=valid on this input gives {valid_here}x{valid_here}")
         return notes, "; ".join(options) if options else None
+
+
+class ConvTranspose(Layer):
+    """Transposed convolution (up-convolution): `CONVTRANSPOSE(channels, kernel=2, stride=2)`.
+
+    Bare, it is U-Net's 2x2 up-convolution doubling the size. The output size is PyTorch's:
+    out = (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1.
+
+    Args:
+        channels: output channels.
+        kernel, stride, padding, output_padding, dilation: an int, or one value per spatial dim;
+            output_padding (added on one side) must be less than the stride or the dilation.
+        groups: grouped; input and output channels must divide by it.
+        bias: a learned bias per output channel.
+        l1, l2: weight penalties applied in training.
+
+    Params: cin * (channels / groups) * kernel area (+ channels). MACs: input pixels x cin x
+    (channels / groups) x kernel area (each input pixel scatters one kernel per output channel).
+    """
+
+    kind = "conv_transpose"
+    short = "upconv"
+    spellings = {
+        "CONVTRANSPOSE": {},
+        "CONVTRANSPOSE2D": {"dims": 2},
+        "CONVTRANSPOSE1D": {"dims": 1},
+    }
+    positional = ("channels", "kernel", "stride", "padding")
+    penalized = True
+    fresh_output = True
+    examples = (
+        ("image", "CONVTRANSPOSE(4)"),
+        ("image", "CONVTRANSPOSE(6, 3, stride=2, padding=1, output_padding=1, bias=off)"),
+        ("image", "CONV(4, 1) -> CONVTRANSPOSE(6, (3, 2), stride=(1, 2), dilation=2, groups=2)"),
+        ("signal", "CONVTRANSPOSE1D(4, 4, stride=3, padding=2, output_padding=2)"),
+    )
+
+    channels: PosInt
+    kernel: IntOrTuple = 2
+    stride: IntOrTuple = 2
+    padding: NonNegInt | tuple[NonNegInt, ...] = 0
+    output_padding: NonNegInt | tuple[NonNegInt, ...] = 0
+    dilation: IntOrTuple = 1
+    groups: PosInt = 1
+    bias: Bool = True
+    dims: Literal[1, 2] | None = None
+    l1: NonNegFloat = 0.0
+    l2: NonNegFloat = 0.0
+
+    def geometry(self, shape: Shape) -> tuple[Shape, Shape, Shape, Shape, Shape]:
+        """kernel, stride, padding, output_padding, dilation: one value per spatial dim each."""
+        dims = spatial_dims("CONVTRANSPOSE", shape, self.dims)
+        return (
+            expand(self.kernel, dims, "kernel"),
+            expand(self.stride, dims, "stride"),
+            expand(self.padding, dims, "padding"),
+            expand(self.output_padding, dims, "output_padding"),
+            expand(self.dilation, dims, "dilation"),
+        )
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        (shape,) = ins
+        c_in = shape[0]
+        if c_in % self.groups or self.channels % self.groups:
+            raise ShapeError(
+                f"CONVTRANSPOSE groups: expected a divisor of both the {c_in} input and the "
+                f"{self.channels} output channels; received groups={self.groups}"
+            )
+        k, s, p, op, d = self.geometry(shape)
+        for o, ss, dd in zip(op, s, d, strict=True):
+            if o >= ss and o >= dd:
+                raise ShapeError(
+                    f"CONVTRANSPOSE output_padding: expected less than the stride ({fmt_shape(s)}) "
+                    f"or the dilation ({fmt_shape(d)}); received {fmt_shape(op)}",
+                    hint="a stride-s conv maps s input sizes to one output size; output_padding "
+                    "picks among them, so it is at most s - 1",
+                )
+        out = tuple(
+            (n - 1) * ss - 2 * pp + dd * (kk - 1) + o + 1
+            for n, kk, ss, pp, o, dd in zip(shape[1:], k, s, p, op, d, strict=True)
+        )
+        if min(out) <= 0:
+            raise ShapeError(
+                f"CONVTRANSPOSE output size: expected at least 1; received {fmt_shape(out)} "
+                f"from the {fmt_shape(shape[1:])} input with padding {fmt_shape(p)}",
+                hint="use less padding",
+            )
+        return (self.channels, *out)
+
+    def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
+        k = expand(self.kernel, len(out) - 1, "kernel")
+        shapes: dict[str, Shape] = {"weight": (ins[0][0], self.channels // self.groups, *k)}
+        if self.bias:
+            shapes["bias"] = (self.channels,)
+        return shapes
+
+    def macs(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        k = expand(self.kernel, len(out) - 1, "kernel")
+        return numel(ins[0]) * (self.channels // self.groups) * numel(k)
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return numel(out) if self.bias else 0

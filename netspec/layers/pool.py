@@ -1,4 +1,4 @@
-"""Pooling: windowed max/avg (1-D and 2-D), global, and adaptive."""
+"""Pooling: windowed max/avg (1-D and 2-D), global, and adaptive; and its inverse, upsampling."""
 
 from __future__ import annotations
 
@@ -144,4 +144,44 @@ class AdaptiveAvgPool(Layer):
         return numel(ins[0])
 
 
-__all__ = ["Pool", "GlobalPool", "AdaptiveAvgPool", "PosInt"]
+class Upsample(Layer):
+    """Upsampling by an integer factor: `UPSAMPLE(scale=2, mode=nearest)` (PyTorch's nn.Upsample).
+
+    Args:
+        scale: the factor, an int or one per spatial dim.
+        mode: `nearest` (each value repeated) or `bilinear` (linear along each spatial dim,
+            PyTorch's align_corners=False; on a [C, L] signal, linear).
+
+    Input shape: [C, H, W] or [C, L]. Output shape: [C, H * scale, W * scale] or [C, L * scale].
+    """
+
+    kind = "upsample"
+    spellings = {"UPSAMPLE": {}}
+    positional = ("scale", "mode")
+    examples = (
+        ("image", "UPSAMPLE"),
+        ("image", "UPSAMPLE((2, 3), mode=bilinear)"),
+        ("signal", "UPSAMPLE(3, bilinear)"),
+        ("signal", "UPSAMPLE(2)"),
+    )
+
+    scale: IntOrTuple = 2
+    mode: Literal["nearest", "bilinear"] = "nearest"
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        (shape,) = ins
+        if len(shape) not in (2, 3):
+            raise ShapeError(
+                f"UPSAMPLE expected a feature map [C, H, W] or [C, L]; received [{fmt_shape(shape)}]",
+                hint="a flat vector has no positions to upsample; move UPSAMPLE before FC/FLATTEN/GAP"
+                if len(shape) == 1
+                else None,
+            )
+        scale = expand(self.scale, len(shape) - 1, "scale")
+        return (shape[0], *(n * s for n, s in zip(shape[1:], scale, strict=True)))
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return numel(out)
+
+
+__all__ = ["Pool", "GlobalPool", "AdaptiveAvgPool", "Upsample", "PosInt"]
