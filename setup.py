@@ -1,13 +1,22 @@
 """Package layout that pyproject.toml cannot say: top-level folders mapped into the package.
 
-`grammars/` stays at the top level of the repository (the layout we keep) and ships inside
-the wheel as `netspec/_grammars`, so an installed netspec parses specs without the checkout.
+`grammars/` and `specs/` stay at the top level of the repository (the layout we keep) and ship
+inside the wheel as `netspec/_grammars` and `netspec/_zoo`, so an installed netspec parses specs
+and knows its zoo (`netspec check zoo:resnet50`) without the checkout.
 """
 
 from setuptools import find_packages, setup
 
 setup(
-    packages=[*find_packages(include=["netspec", "netspec.*"]), "netspec._grammars"],
-    package_dir={"netspec._grammars": "grammars"},
-    package_data={"netspec": ["py.typed"], "netspec._grammars": ["*.lark", "*.json"]},
+    packages=[
+        *find_packages(include=["netspec", "netspec.*"]),
+        "netspec._grammars",
+        "netspec._zoo",
+    ],
+    package_dir={"netspec._grammars": "grammars", "netspec._zoo": "specs"},
+    package_data={
+        "netspec": ["py.typed"],
+        "netspec._grammars": ["*.lark", "*.json"],
+        "netspec._zoo": ["*.ns"],
+    },
 )

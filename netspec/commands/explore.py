@@ -7,13 +7,14 @@ import sys
 
 import click
 
+from netspec.commands.options import SPEC
 from netspec.errors import NetspecError
 
 SORTS = ("params", "macs", "memory")
 
 
 @click.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=SPEC)
 @click.argument("extra", nargs=-1, metavar="[NAME=VALUES]...")
 @click.option(
     "--grid",

@@ -18,7 +18,7 @@ import numpy as np
 from netspec import __version__
 from netspec.backends import lower_onnx
 from netspec.backends.lower_onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, LowerOptions
-from netspec.commands.options import load_graph, set_option
+from netspec.commands.options import SPEC, load_graph, set_option
 from netspec.errors import NetspecError
 from netspec.ir.graph import Graph
 from netspec.layers import fmt_shape
@@ -30,7 +30,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 
 
 @click.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=SPEC)
 @click.option(
     "-o", "--output", required=True, type=click.Path(dir_okay=False), help="the .onnx file to write"
 )
@@ -336,7 +336,7 @@ def _print_predictions(
 
 
 @click.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=SPEC)
 @click.option(
     "-b",
     "--batch",

@@ -33,9 +33,73 @@ def set_option(f):
     )(f)
 
 
-def load_graph(spec: str, sets: tuple[str, ...], extra: tuple[str, ...], collect: bool = False):
-    """Parse and instantiate a spec with the command line's bindings."""
+class SpecPath(click.ParamType):
+    """A spec argument: a file path, or `zoo:NAME` for a spec bundled with netspec
+    (`zoo:resnet50`). Converts to the file's path, so every command reads it as a file."""
+
+    name = "spec"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "SPEC"
+
+    def convert(self, value, param, ctx) -> str:
+        from netspec.zoo import PREFIX, path_of
+
+        text = str(value)
+        if text.startswith(PREFIX):
+            return str(path_of(text[len(PREFIX) :]))  # an unknown name: a NetspecError, exit 2
+        return text
+
+
+SPEC = SpecPath()
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """`3x299x299` (or `3,299,299`) -> (3, 299, 299), for `--input`."""
+    parts = text.replace(",", "x").replace(" ", "").lower().split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if not dims or len(dims) > 3 or min(dims) < 1:
+        raise NetspecError(
+            f"--input takes C x H x W (or C x L, or N) positive integers; received `{text}`",
+            hint="e.g. --input 3x299x299",
+        )
+    return dims
+
+
+def override_input(spec, shape: tuple[int, ...]) -> None:
+    """Replace a parsed spec's declared input shape (`--input 3x299x299`), keeping its span so
+    errors still point at the `input` line."""
+    import dataclasses
+
+    from netspec.frontend import ast
+
+    decl = spec.input
+    if decl is None or decl.shape is None:
+        raise NetspecError(
+            "--input overrides a tensor input ([C, H, W]); this spec's input is tokens",
+            hint="change `input tokens(length=..., vocab=...)` in the spec",
+        )
+    span = decl.span
+    spec.input = dataclasses.replace(
+        decl, shape=[ast.Num(span=span, value=d, text=str(d)) for d in shape]
+    )
+
+
+def load_graph(
+    spec: str,
+    sets: tuple[str, ...],
+    extra: tuple[str, ...],
+    collect: bool = False,
+    input_shape: tuple[int, ...] | None = None,
+):
+    """Parse and instantiate a spec with the command line's bindings (and `--input` shape)."""
     from netspec.ir.build import load_spec
 
     bindings = parse_bindings(tuple(sets) + tuple(extra))
-    return load_spec(spec).instantiate(bindings, collect=collect)
+    parsed = load_spec(spec)
+    if input_shape is not None:
+        override_input(parsed, input_shape)
+    return parsed.instantiate(bindings, collect=collect)

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from netspec.commands.options import load_graph, parse_bindings, set_option
+from netspec.commands.options import SPEC, load_graph, parse_bindings, set_option
 from netspec.errors import NetspecError
 from netspec.train.settings import KEYS, TrainSettings, describe_keys, resolve_settings
 
@@ -68,7 +68,7 @@ def _setting_options(f):
 
 
 @click.command(epilog=_EPILOG)
-@click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@click.argument("spec", required=False, type=SPEC)
 @set_option
 @_setting_options
 @click.option(
@@ -327,7 +327,7 @@ def _headline(job: Any, device: str) -> str:
 
 
 @click.command("eval")
-@click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@click.argument("spec", required=False, type=SPEC)
 @set_option
 @click.option(
     "--weights",

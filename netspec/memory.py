@@ -1,0 +1,143 @@
+"""Training memory, estimated from the IR alone (no torch): what one training step holds.
+
+    weights      params x dtype bytes (+ batch norm's running statistics, the buffers)
+    gradients    one per trainable parameter
+    optimizer    state per parameter: SGD with momentum 1 (the momentum buffer), SGD without 0,
+                 Adam and AdamW 2 (exp_avg, exp_avg_sq); the spec's `train { optimizer = ... }`
+                 (netspec's default: adam)
+    activations  the tensors autograd keeps for the backward pass, for a batch
+
+Activations kept for backward follow what each kind's backward needs, per example:
+
+- conv, fc, batch norm, pooling, LRN, leaky ReLU and embedding keep their input; ReLU, tanh,
+  sigmoid and softmax keep their output;
+- ReLU (in place), flatten (a view) and identity share their input's storage, so a tensor
+  kept by two layers is counted once; every other layer writes a fresh tensor (dropout too:
+  training makes a new tensor and keeps its mask, one element per element at the dtype as
+  PyTorch on the CPU does; CUDA's fused dropout keeps 1 byte, so this is the upper figure);
+- max pooling keeps int64 indices, one per output element; batch norm keeps a mean and an
+  inverse std per channel (fp32, per batch, not per example);
+- training runs the scores before the spec's final SOFTMAX into the loss (cross-entropy), which
+  keeps its log-probabilities (classes per example) and the int64 targets; token inputs are
+  int64 ids.
+
+tests/test_summary.py holds this against the bytes torch saves in one training step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from netspec.ir.graph import DTYPE_BYTES, Graph
+
+KEEPS_INPUT = frozenset(
+    {
+        "conv",
+        "fc",
+        "batchnorm",
+        "pool",
+        "global_pool",
+        "adaptive_avg_pool",
+        "lrn",
+        "leaky_relu",
+        "embedding",
+    }
+)
+KEEPS_OUTPUT = frozenset({"relu", "tanh", "sigmoid", "softmax"})
+SHARES_INPUT = frozenset({"relu", "flatten", "identity"})  # in place, or a view
+INDEX_BYTES = 8  # int64: max pooling's indices, token ids
+STAT_BYTES = 4  # fp32: batch norm's saved mean and inverse std
+
+# Optimizer state tensors per parameter.
+OPTIMIZER_STATES = {"sgd": 1, "adam": 2, "adamw": 2}
+
+
+class TrainingMemory(NamedTuple):
+    """Bytes one training step holds at `batch`, each part apart (see the module docstring)."""
+
+    batch: int
+    optimizer: str
+    states: int  # optimizer state tensors per parameter
+    weights: int
+    buffers: int
+    gradients: int
+    optimizer_state: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return (
+            self.weights + self.buffers + self.gradients + self.optimizer_state + self.activations
+        )
+
+
+def activations_kept(graph: Graph) -> tuple[int, int]:
+    """Bytes autograd keeps for backward: (per example, per batch regardless of its size)."""
+    eb = DTYPE_BYTES[graph.dtype]
+    root: dict[str, str] = {}  # node id -> the node whose storage its output lives in
+    size: dict[str, int] = {}  # storage root -> bytes per example
+    kept: set[str] = set()
+    extra = INDEX_BYTES  # per example: the loss's target; indices, masks, log-probabilities
+    fixed = STAT_BYTES  # per batch: the loss's total weight; batch norm statistics
+    last = graph.nodes[-1] if graph.nodes else None
+    for node in graph.nodes:
+        if node is last and node.kind == "softmax" and node.id == graph.output:
+            # Training feeds the scores before the final SOFTMAX to the loss (log-softmax).
+            extra += math.prod(node.shape) * eb
+            break
+        elements = math.prod(node.shape)
+        if node.kind in SHARES_INPUT and node.inputs:
+            root[node.id] = root[node.inputs[0]]
+        else:
+            root[node.id] = node.id
+            tokens = node.kind == "input" and graph.input.is_tokens
+            size[node.id] = elements * (INDEX_BYTES if tokens else eb)
+        if node.kind in KEEPS_INPUT:
+            kept.update(root[i] for i in node.inputs)
+        if node.kind in KEEPS_OUTPUT:
+            kept.add(root[node.id])
+        if node.kind == "dropout":
+            extra += elements * eb  # the mask
+        if node.kind in ("pool", "global_pool") and _arg(node, "mode") == "max":
+            extra += elements * INDEX_BYTES
+        if node.kind == "batchnorm":
+            fixed += 2 * node.shape[0] * STAT_BYTES
+    else:
+        if last is not None:
+            # No final SOFTMAX: the loss still takes log-softmax of the graph's output.
+            extra += math.prod(last.shape) * eb
+    return sum(size[r] for r in kept) + extra, fixed
+
+
+def training_memory(graph: Graph, batch: int | None = None) -> TrainingMemory:
+    """Estimate one training step's memory: `batch` defaults to the spec's train batch_size,
+    the optimizer is the spec's (resolved as `netspec train` does, without its flags)."""
+    from netspec.train.settings import resolve_settings
+
+    settings = resolve_settings(graph.train or None)
+    batch = batch or settings.batch_size
+    states = OPTIMIZER_STATES.get(settings.optimizer, 2)
+    if settings.optimizer == "sgd" and not settings.momentum:
+        states = 0
+    eb = DTYPE_BYTES[graph.dtype]
+    t = graph.totals
+    per_example, fixed = activations_kept(graph)
+    return TrainingMemory(
+        batch=batch,
+        optimizer=settings.optimizer,
+        states=states,
+        weights=t.params * eb,
+        buffers=t.buffers * eb,
+        gradients=t.trainable_params * eb,
+        optimizer_state=states * t.trainable_params * eb,
+        activations=batch * per_example + fixed,
+    )
+
+
+def _arg(node, name: str):
+    """A layer argument, from the node's typed layer when it has one, else its args."""
+    layer = getattr(node, "layer", None)
+    if layer is not None:
+        return getattr(layer, name, None)
+    return node.args.get(name)

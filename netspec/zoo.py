@@ -1,0 +1,91 @@
+"""The zoo: the specs bundled with netspec, found by name (`zoo:resnet50`), and their published
+figures, kept here once for `netspec zoo` and for the tests that hold every spec to them.
+
+The source tree (and editable installs) keep `specs/` beside the package; a wheel maps it in as
+`netspec/_zoo` (see setup.py), so an installed netspec knows its zoo without the repository.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from netspec.errors import NetspecError, did_you_mean
+
+PREFIX = "zoo:"
+SUFFIX = ".ns"
+
+
+class Published(NamedTuple):
+    """A network's published figures: exact params, multiply-adds in G as printed, source."""
+
+    params: int
+    gmacs: str | None  # as published ("4.09"), so its precision is known; None: not published
+    source: str
+
+
+# The published numbers (the course's tables and Keras listings, torchvision's model table, the
+# papers), never values copied from netspec's own output. torchvision's "GFLOPS" are
+# multiply-adds. AlexNet's 0.71 is given to three digits (714 M multiply-adds) so that a 0.5%
+# tolerance is meaningful.
+PUBLISHED: dict[str, Published] = {
+    "lenet5": Published(61_706, None, "the course table's LeNet-5 (deck 001), as usually quoted"),
+    "mnist_dense": Published(
+        7_960, None, "course deck 003: '2 layers of 10 neurons : 7960 parameters'"
+    ),
+    "mnist_dense3": Published(
+        12_175, None, "course deck 003: '3 layers of 15 neurons : 12175 parameters'"
+    ),
+    "mnist_cnn": Published(7_135, None, "course deck 003, Keras summary: 'Total params: 7,135'"),
+    "cifar_vgg": Published(
+        435_882, None, "course deck 003: 'Number of trainable parameters : 435,882'"
+    ),
+    "cifar_vgg_dropout": Published(435_882, None, "course deck 003, the dropout listing: 435,882"),
+    "alexnet": Published(61_100_840, "0.714", "torchvision alexnet"),
+    "vgg16": Published(138_357_544, "15.47", "torchvision vgg16"),
+    "vgg19": Published(143_667_240, "19.63", "torchvision vgg19"),
+    "googlenet": Published(6_624_904, "1.50", "torchvision googlenet"),
+    "resnet18": Published(11_689_512, "1.81", "torchvision resnet18"),
+    "resnet34": Published(21_797_672, "3.66", "torchvision resnet34"),
+    "resnet50": Published(25_557_032, "4.09", "torchvision resnet50"),
+    "resnet101": Published(44_549_160, "7.80", "torchvision resnet101"),
+    "resnet152": Published(60_192_808, "11.51", "torchvision resnet152"),
+}
+
+
+def zoo_dir() -> Path:
+    """The folder of bundled specs: `specs/` in a checkout, `netspec/_zoo` in a wheel."""
+    here = Path(__file__).resolve().parents[1] / "specs"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent / "_zoo"
+
+
+def names() -> list[str]:
+    """Every bundled spec's name, sorted."""
+    return sorted(p.stem for p in zoo_dir().glob(f"*{SUFFIX}"))
+
+
+def path_of(name: str) -> Path:
+    """The file of the bundled spec NAME (`resnet50`), or an error with a "did you mean"."""
+    known = names()
+    if name not in known:
+        raise NetspecError(
+            f"no spec named `{name}` in the zoo",
+            hint=did_you_mean(name, known) or "`netspec zoo` lists the bundled specs",
+        )
+    return zoo_dir() / f"{name}{SUFFIX}"
+
+
+def resolve(spec: str | Path) -> str | Path:
+    """`zoo:NAME` -> the bundled spec's path; anything else is returned unchanged."""
+    if isinstance(spec, str) and spec.startswith(PREFIX):
+        return path_of(spec[len(PREFIX) :])
+    return spec
+
+
+def gmacs_agree(macs: int, published: str) -> bool:
+    """MACs round to the published figure at its printed precision and lie within 0.5% of it."""
+    decimals = len(published.split(".")[1]) if "." in published else 0
+    value = float(published)
+    return round(macs / 1e9, decimals) == value and abs(macs - value * 1e9) <= 0.005 * value * 1e9
