@@ -1,6 +1,9 @@
 """netspec: a declarative architecture compiler for convolutional networks.
 
     graph = netspec.compile_spec("specs/vgg16.ns")    # the IR: shapes, params, MACs, memory
+    graph = netspec.compile_spec("zoo:vgg16")         # the same, from the bundled zoo
+    graph = netspec.compile_spec("input [1, 28, 28]\nclasses 10\nINPUT -> FC(10) -> SOFTMAX")
+    print(graph)                                      # the `netspec check` table
     model = netspec.build("specs/vgg16.ns")           # a torch.nn.Module matching the IR
 
 torch is imported only by `build` (and by training and export), never by the IR.
@@ -18,10 +21,22 @@ if TYPE_CHECKING:
 
 
 def compile_spec(spec: str | Path, bindings: dict[str, Any] | None = None) -> Graph:
-    """Parse, validate and build a spec file into its IR graph (raises netspec errors)."""
-    from netspec.ir.build import compile_spec as _compile
+    """Parse, validate and build a spec into its IR graph (raises netspec errors).
 
-    return _compile(spec, bindings)
+    `spec` is a file path, `zoo:NAME` for a bundled spec, or the spec's text itself (a string
+    with a line break or an arrow `->`, which no file name has).
+    """
+    from netspec.ir.build import load_spec, load_spec_text
+    from netspec.zoo import resolve
+
+    if is_spec_text(spec):
+        return load_spec_text(str(spec)).instantiate(bindings)
+    return load_spec(resolve(spec)).instantiate(bindings)
+
+
+def is_spec_text(spec: str | Path) -> bool:
+    """A string holding a spec's text rather than naming a file."""
+    return isinstance(spec, str) and ("\n" in spec or "->" in spec)
 
 
 def load_graph(spec: str | Path | Graph, bindings: dict[str, Any] | None = None) -> Graph:

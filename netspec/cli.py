@@ -22,6 +22,7 @@ COMMANDS = {
     "run": ("netspec.commands.export", "run"),
     "bench": ("netspec.commands.export", "bench"),
     "explore": ("netspec.commands.explore", "explore"),
+    "zoo": ("netspec.commands.zoo", "zoo"),
 }
 
 

@@ -1,15 +1,32 @@
-"""The `netspec check` table: one row per layer, totals and budget lines, as the course's
-VGG16 listing. Rendered with rich; nothing here imports torch."""
+"""The summary `netspec check` prints and `graph.summary()` returns: one row per layer (or per
+scope, with `depth`), then the totals, the weights, a training-memory estimate and the budgets.
+Nothing here imports torch.
+
+Numbers are never cut. The text table is written here, not by a layout library: column widths
+are computed once from the cells (time linear in the layers), a table prints at its natural
+width unless a terminal width is given, and at a narrow terminal the descriptive columns
+(the layer's description, then the kernel) are folded or dropped, never a figure.
+
+Formats: `table` (plain text), `markdown` (GitHub tables), `csv` (the per-layer rows with raw
+numbers; with `rows=False` the totals as `figure,value`), and `json` (the IR graph itself).
+"""
 
 from __future__ import annotations
 
-from rich import box
-from rich.console import Console, Group
-from rich.table import Table
-from rich.text import Text
+import csv
+import io
+import textwrap
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
-from netspec.ir.graph import Graph
-from netspec.layers import fmt_shape
+from netspec.io import fmt_bytes
+from netspec.ir.graph import DTYPE_BYTES, Graph, Node
+from netspec.layers import KINDS, fmt_shape
+
+FORMATS = ("table", "markdown", "csv", "json")
+GAP = "  "  # between columns
+MIN_FOLD = 16  # narrowest a folded description column may get before it is dropped
 
 
 def compact(n: float) -> str:
@@ -20,95 +37,422 @@ def compact(n: float) -> str:
     return f"{n:g}"
 
 
-def describe(node) -> str:
-    text = node.layer.describe()
-    return f"{node.kind}({text})" if text else node.kind
+def count(n: int) -> str:
+    return f"{n:,}" if n else "-"
 
 
-def layer_table(graph: Graph, all_ops: bool = False) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, title=_title(graph), title_justify="left", pad_edge=False)
-    table.add_column("layer", no_wrap=True)
-    table.add_column("kind")
-    table.add_column("output", justify="right", no_wrap=True)
-    table.add_column("memory", justify="right")
-    table.add_column("params", justify="right")
-    table.add_column("MACs", justify="right")
+def share(part: int, total: int) -> str:
+    """A row's share of a total, as a percentage with one decimal ('<0.1%' when tiny)."""
+    if not part or not total:
+        return "-"
+    pct = 100 * part / total
+    return "<0.1%" if pct < 0.05 else f"{pct:.1f}%"
+
+
+# ---- what a row says about its layer ------------------------------------------------------
+
+
+def _layer(node: Node) -> Any:
+    """The node's validated layer: its own typed `layer` when it carries one, else rebuilt."""
+    layer = getattr(node, "layer", None)
+    return layer if layer is not None else KINDS[node.kind].model_validate(node.args, strict=False)
+
+
+_described: dict[tuple[str, str], str] = {}
+
+
+def describe(node: Node) -> str:
+    """`conv(64, kernel=7, stride=2)`: the kind and its non-default arguments."""
+    key = (node.kind, repr(getattr(node, "layer", None) or node.args))
+    text = _described.get(key)
+    if text is None:
+        args = _layer(node).describe()
+        text = _described[key] = f"{node.kind}({args})" if args else node.kind
+    return text
+
+
+def _dims(value: Any, n: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+
+
+def kernel_shape(node: Node, ins: tuple[tuple[int, ...], ...]) -> str:
+    """The weight tensor's shape as PyTorch stores it (conv: out x in/groups x kh x kw; fc:
+    out x in; embedding: vocab x dim), or a pooling window (kh x kw); '' for other kinds."""
+    layer = getattr(node, "layer", None)
+    args = node.args if layer is None else {k: getattr(layer, k, None) for k in _KERNEL_ARGS}
+    spatial = len(node.shape) - 1
+    if node.kind == "conv" and ins:
+        k = _dims(args["kernel"], spatial)
+        return fmt_shape((args["channels"], ins[0][0] // args["groups"], *k))
+    if node.kind == "fc" and ins:
+        return fmt_shape((args["units"], ins[0][0]))
+    if node.kind == "embedding":
+        return fmt_shape((args["vocab"], args["dim"]))
+    if node.kind == "pool":
+        return fmt_shape(_dims(args["kernel"], spatial))
+    return ""
+
+
+_KERNEL_ARGS = ("kernel", "channels", "groups", "units", "vocab", "dim")
+
+
+# ---- the per-layer columns ----------------------------------------------------------------
+
+
+@dataclass
+class Column:
+    """One column: its header, raw values (for csv) and their text (for table and markdown)."""
+
+    header: str
+    key: str  # the csv header
+    right: bool
+    raw: list[Any]
+    text: list[str]
+    descriptive: bool = False  # folded or dropped first when a terminal is too narrow
+
+
+def layer_columns(graph: Graph, all_ops: bool = False, depth: int | None = None) -> list[Column]:
+    """The per-layer columns; with `depth`, the layers inside a scope deeper than `depth`
+    (a block call, a named group, a branch) collapse into one row with their subtotals."""
+    t = graph.totals
+    shapes = {n.id: n.shape for n in graph.nodes}
+    rows = _rows(graph.nodes, depth)
+    names: list[str] = []
+    kinds: list[str] = []
+    kernels: list[str] = []
+    outputs: list[str] = []
+    memory: list[int] = []
+    params: list[int] = []
+    macs: list[int] = []
+    ops: list[int] = []
+    for name, group in rows:
+        last = group[-1]
+        if name is None:
+            names.append(last.id)
+            kind = describe(last)
+            kinds.append(kind + " (implicit)" if last.implicit else kind)
+            kernels.append(kernel_shape(last, tuple(shapes[i] for i in last.inputs)))
+        else:
+            names.append(name)
+            kinds.append(f"{len(group)} layers")
+            kernels.append("")
+        outputs.append(fmt_shape(last.shape))
+        memory.append(sum(n.memory for n in group))
+        params.append(sum(n.params for n in group))
+        macs.append(sum(n.macs for n in group))
+        ops.append(sum(n.ops for n in group))
+    columns = [
+        Column("layer", "layer", False, names, names),
+        Column("kind", "kind", False, kinds, kinds, descriptive=True),
+        Column("kernel", "kernel", True, kernels, kernels, descriptive=True),
+        Column("output", "output", True, outputs, outputs),
+        Column("memory", "memory", True, memory, [count(v) for v in memory]),
+        Column("params", "params", True, params, [count(v) for v in params]),
+        Column(
+            "params %",
+            "params_pct",
+            True,
+            [round(100 * v / t.params, 4) if t.params else 0.0 for v in params],
+            [share(v, t.params) for v in params],
+        ),
+        Column("MACs", "macs", True, macs, [count(v) for v in macs]),
+        Column(
+            "MACs %",
+            "macs_pct",
+            True,
+            [round(100 * v / t.macs, 4) if t.macs else 0.0 for v in macs],
+            [share(v, t.macs) for v in macs],
+        ),
+    ]
     if all_ops:
-        table.add_column("ops", justify="right")
-    for node in graph.nodes:
-        name = Text(node.id)
-        kind = Text(describe(node))
-        if node.implicit:
-            kind.append(" (implicit)", style="italic yellow")
-            name.stylize("dim")
-        row = [
-            name,
-            kind,
-            fmt_shape(node.shape),
-            f"{node.memory:,}" if node.memory else "-",
-            f"{node.params:,}" if node.params else "-",
-            f"{node.macs:,}" if node.macs else "-",
-        ]
-        if all_ops:
-            row.append(f"{node.ops:,}" if node.ops else "-")
-        table.add_row(*row)
-    return table
+        columns.append(Column("ops", "ops", True, ops, [count(v) for v in ops]))
+    return columns
 
 
-def _title(graph: Graph) -> str:
-    title = graph.name
+def _rows(nodes: list[Node], depth: int | None) -> list[tuple[str | None, list[Node]]]:
+    """(scope name or None for a single layer, its nodes), in execution order."""
+    if depth is None:
+        return [(None, [n]) for n in nodes]
+    out: list[tuple[str | None, list[Node]]] = []
+    for node in nodes:
+        parts = node.id.split(".")
+        scope = ".".join(parts[:depth]) if len(parts) > depth else None
+        if scope is not None and out and out[-1][0] == scope:
+            out[-1][1].append(node)
+        else:
+            out.append((scope, [node]))
+    return out
+
+
+# ---- totals -------------------------------------------------------------------------------
+
+
+def totals_rows(
+    graph: Graph, all_ops: bool = False, batch: int | None = None
+) -> list[tuple[str, str, str]]:
+    """(figure, value, note) rows: totals, weights, training memory, output and budgets."""
+    from netspec.memory import training_memory
+
+    t = graph.totals
+    eb = DTYPE_BYTES[graph.dtype]
+    rows = [
+        ("params", f"{t.params:,}", compact(t.params)),
+        ("trainable params", f"{t.trainable_params:,}", ""),
+        ("non-trainable buffers", f"{t.buffers:,}", "batch norm running statistics"),
+        ("MACs", f"{t.macs:,}", compact(t.macs) + " multiply-adds (conv + fc)"),
+        ("FLOPs", f"{t.flops:,}", compact(t.flops) + " = 2 x MACs"),
+    ]
+    if all_ops:
+        rows.append(
+            ("other ops", f"{t.ops:,}", "bias, batch norm, pooling, activations, additions")
+        )
+        rows.append(("FLOPs, all ops", f"{t.flops + t.ops:,}", compact(t.flops + t.ops)))
+    rows += [
+        (
+            "activation memory",
+            f"{t.memory_elements:,}",
+            "elements, forward, per example (input included)",
+        ),
+        (f"  at {t.dtype}", f"{t.memory_bytes:,}", f"bytes ({fmt_bytes(t.memory_bytes)})"),
+        (
+            f"weights at {t.dtype}",
+            f"{t.params * eb:,}",
+            f"bytes ({fmt_bytes(t.params * eb)}): params x {eb}",
+        ),
+    ]
+    m = training_memory(graph, batch)
+    rows += [
+        (f"training, batch {m.batch}", fmt_bytes(m.total), f"{m.optimizer}, estimated:"),
+        ("  weights", f"{m.weights:,}", f"bytes ({fmt_bytes(m.weights)})"),
+    ]
+    if m.buffers:
+        rows.append(("  buffers", f"{m.buffers:,}", f"bytes ({fmt_bytes(m.buffers)})"))
+    rows += [
+        ("  gradients", f"{m.gradients:,}", f"bytes ({fmt_bytes(m.gradients)})"),
+        (
+            "  optimizer state",
+            f"{m.optimizer_state:,}",
+            f"bytes ({fmt_bytes(m.optimizer_state)}): {m.optimizer}, {m.states} x params",
+        ),
+        (
+            "  activations for backward",
+            f"{m.activations:,}",
+            f"bytes ({fmt_bytes(m.activations)}): tensors autograd keeps",
+        ),
+        ("  total", f"{m.total:,}", f"bytes ({fmt_bytes(m.total)})"),
+        (
+            "output",
+            fmt_shape(graph.output_shape),
+            f"{graph.classes} classes" if graph.classes else "",
+        ),
+    ]
+    for b in graph.budgets:
+        unit = " bytes" if b.metric == "memory" else ""
+        rows.append(
+            (
+                f"budget {b.metric} {b.op} {compact(b.limit)}",
+                "pass" if b.ok else "FAIL",
+                f"{b.value:,.0f}{unit} ({b.value / b.limit:.0%} of the limit)" if b.limit else "",
+            )
+        )
+    return rows
+
+
+def title(graph: Graph) -> str:
+    text = graph.name
     if graph.description:
-        title += f": {graph.description}"
-    if graph.bindings:
-        title += "  [" + " ".join(f"{k}={_v(v)}" for k, v in graph.bindings.items()) + "]"
-    return title
+        text += f": {graph.description}"
+    extras = [f"{k}={_v(v)}" for k, v in graph.bindings.items()]
+    extras.append(f"input={fmt_shape(graph.input.shape)}")
+    return text + "  [" + " ".join(extras) + "]"
 
 
-def _v(v) -> str:
+def _v(v: Any) -> str:
     return ("on" if v else "off") if isinstance(v, bool) else str(v)
 
 
-def totals_table(graph: Graph, all_ops: bool = False) -> Table:
-    t = graph.totals
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    table.add_column(style="dim")
-    table.add_row("params", f"{t.params:,}", compact(t.params))
-    table.add_row("trainable params", f"{t.trainable_params:,}", "")
-    table.add_row("non-trainable buffers", f"{t.buffers:,}", "batch norm running statistics")
-    table.add_row("MACs", f"{t.macs:,}", compact(t.macs) + " multiply-adds (conv + fc)")
-    table.add_row("FLOPs", f"{t.flops:,}", compact(t.flops) + " = 2 x MACs")
-    if all_ops:
-        table.add_row(
-            "other ops", f"{t.ops:,}", "bias, batch norm, pooling, activations, additions"
-        )
-        table.add_row("FLOPs, all ops", f"{t.flops + t.ops:,}", compact(t.flops + t.ops))
-    table.add_row(
-        "activation memory",
-        f"{t.memory_elements:,}",
-        "elements, forward, per example (input included)",
-    )
-    table.add_row(
-        f"  at {t.dtype}", f"{t.memory_bytes:,}", f"bytes ({t.memory_bytes / 2**20:.1f} MiB)"
-    )
-    table.add_row(
-        "output", fmt_shape(graph.output_shape), f"{graph.classes} classes" if graph.classes else ""
-    )
-    for b in graph.budgets:
-        mark = Text("pass", style="bold green") if b.ok else Text("FAIL", style="bold red")
-        unit = " bytes" if b.metric == "memory" else ""
-        table.add_row(
-            Text.assemble("budget ", b.metric, " ", b.op, " ", compact(b.limit)),
-            mark,
-            f"{b.value:,.0f}{unit} ({b.value / b.limit:.0%} of the limit)" if b.limit else "",
-        )
-    return table
+# ---- rendering ----------------------------------------------------------------------------
 
 
-def render(graph: Graph, console: Console, all_ops: bool = False, rows: bool = True) -> None:
-    parts = []
+def summary(
+    graph: Graph,
+    fmt: str = "table",
+    *,
+    width: int | None = None,
+    all_ops: bool = False,
+    rows: bool = True,
+    depth: int | None = None,
+    batch: int | None = None,
+    color: bool = False,
+) -> str:
+    """The whole summary as text.
+
+    Args:
+        graph: the IR graph.
+        fmt: `table`, `markdown`, `csv` or `json` (the IR graph as JSON).
+        width: a terminal's width, to fold or drop descriptive columns; None: natural width.
+        all_ops: also count the cheap ops (an `ops` column and two totals).
+        rows: the per-layer rows (False: totals and budgets only).
+        depth: collapse scopes deeper than this into one row each, with subtotals.
+        batch: the batch size of the training-memory estimate (default: the spec's).
+        color: mark budget passes and failures in color (a terminal).
+    """
+    if fmt == "json":
+        return graph.model_dump_json(indent=2) + "\n"
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}; received {fmt!r}")
+    columns = layer_columns(graph, all_ops, depth) if rows else []
+    totals = totals_rows(graph, all_ops, batch)
+    if fmt == "csv":
+        return _csv(columns) if rows else _csv_totals(totals)
+    if fmt == "markdown":
+        return _markdown(graph, columns, totals)
+    parts = [title(graph), ""]
     if rows:
-        parts.append(layer_table(graph, all_ops))
-    parts.append(totals_table(graph, all_ops))
-    console.print(Group(*parts))
+        parts += _text_table(columns, width, header=True)
+        parts.append("")
+    style = _budget_style if color else None
+    parts += _text_table(_totals_columns(totals), None, header=False, style=style)
+    return "\n".join(parts) + "\n"
+
+
+def _totals_columns(totals: list[tuple[str, str, str]]) -> list[Column]:
+    labels, values, notes = (list(c) for c in zip(*totals, strict=True))
+    return [
+        Column("", "figure", False, labels, labels),
+        Column("", "value", True, values, values),
+        Column("", "note", False, notes, notes, descriptive=True),
+    ]
+
+
+def _budget_style(text: str) -> str:
+    import click
+
+    if text.strip() == "pass":
+        return click.style(text, fg="green", bold=True)
+    if text.strip() == "FAIL":
+        return click.style(text, fg="red", bold=True)
+    return text
+
+
+def _text_table(
+    columns: list[Column],
+    width: int | None,
+    *,
+    header: bool,
+    style: Callable[[str], str] | None = None,
+) -> list[str]:
+    """Aligned plain-text lines. With a width, descriptive columns fold, then drop, to fit;
+    a figure is never cut (a table of figures alone wider than the terminal prints whole)."""
+    widths = [
+        max(len(c.header) if header else 0, max(map(len, c.text), default=0)) for c in columns
+    ]
+    fold: int | None = None
+    if width is not None:
+        columns, widths, fold = _fit(columns, widths, width)
+    if not columns:
+        return []
+    lines = []
+    if header:
+        lines.append(_line([c.header for c in columns], columns, widths))
+        lines.append(GAP.join("-" * w for w in widths).rstrip())
+    if fold is None and style is None:
+        fmt = GAP.join(
+            f"{{:{'>' if c.right else '<'}{w}}}" for c, w in zip(columns, widths, strict=True)
+        )
+        lines.extend(
+            fmt.format(*row).rstrip() for row in zip(*(c.text for c in columns), strict=True)
+        )
+        return lines
+    for row in zip(*(c.text for c in columns), strict=True):
+        cells = list(row)
+        if fold is not None and len(cells[fold]) > widths[fold]:
+            pieces = textwrap.wrap(cells[fold], widths[fold], break_on_hyphens=False) or [""]
+            lines.append(_line([*cells[:fold], pieces[0], *cells[fold + 1 :]], columns, widths))
+            for piece in pieces[1:]:
+                blank = ["" for _ in cells]
+                blank[fold] = piece
+                lines.append(_line(blank, columns, widths))
+            continue
+        line = _line(cells, columns, widths)
+        if style is not None:
+            line = _line(
+                [style(_pad(c, col, w)) for c, col, w in zip(cells, columns, widths, strict=True)]
+            )
+        lines.append(line)
+    return lines
+
+
+def _pad(text: str, column: Column, width: int) -> str:
+    return text.rjust(width) if column.right else text.ljust(width)
+
+
+def _line(cells: list[str], columns: list[Column] | None = None, widths: list[int] | None = None):
+    if columns is None or widths is None:
+        return GAP.join(cells).rstrip()
+    return GAP.join(
+        _pad(c, col, w) for c, col, w in zip(cells, columns, widths, strict=True)
+    ).rstrip()
+
+
+def _fit(
+    columns: list[Column], widths: list[int], width: int
+) -> tuple[list[Column], list[int], int | None]:
+    """Fit a terminal: fold the first descriptive column, else drop descriptive columns one
+    by one; figures stay whole even when they alone are wider than the terminal."""
+    columns, widths = list(columns), list(widths)
+
+    def total() -> int:
+        return sum(widths) + len(GAP) * (len(widths) - 1)
+
+    while total() > width:
+        descriptive = [i for i, c in enumerate(columns) if c.descriptive]
+        if not descriptive:
+            break
+        i = descriptive[0]
+        room = widths[i] - (total() - width)
+        longest_word = max((len(w) for t in columns[i].text for w in t.split()), default=0)
+        if room >= max(MIN_FOLD, len(columns[i].header), min(longest_word, MIN_FOLD)):
+            widths[i] = room
+            return columns, widths, i
+        del columns[i], widths[i]
+    return columns, widths, None
+
+
+def _markdown(graph: Graph, columns: list[Column], totals: list[tuple[str, str, str]]) -> str:
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    def row(cells: Iterable[str]) -> str:
+        return "| " + " | ".join(esc(c) for c in cells) + " |"
+
+    out = [f"**{esc(graph.name)}**" + (f": {esc(graph.description)}" if graph.description else "")]
+    out.append("")
+    if columns:
+        out.append(row(c.header for c in columns))
+        out.append("|" + "|".join("---:" if c.right else "---" for c in columns) + "|")
+        out.extend(row(r) for r in zip(*(c.text for c in columns), strict=True))
+        out.append("")
+    out.append(row(("figure", "value", "note")))
+    out.append("|---|---:|---|")
+    out.extend(row((label.strip(), value, note)) for label, value, note in totals)
+    return "\n".join(out) + "\n"
+
+
+def _csv(columns: list[Column]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(c.key for c in columns)
+    writer.writerows(zip(*(c.raw for c in columns), strict=True))
+    return buf.getvalue()
+
+
+def _csv_totals(totals: list[tuple[str, str, str]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(("figure", "value", "note"))
+    writer.writerows((label.strip(), value.replace(",", ""), note) for label, value, note in totals)
+    return buf.getvalue()
+
+
+__all__ = ["FORMATS", "compact", "describe", "kernel_shape", "summary"]

@@ -19,6 +19,7 @@ import netspec
 from netspec.errors import SpecErrors
 from netspec.ir.build import load_spec
 from netspec.ir.graph import Graph, Node
+from netspec.zoo import PUBLISHED
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = ROOT / "specs"
@@ -44,26 +45,8 @@ def weighted(g: Graph, kind: str | None = None) -> list[Node]:
 
 # --- published totals --------------------------------------------------------------------------
 
-# name: (params, GMACs as published or None, source)
-PUBLISHED: dict[str, tuple[int, str | None, str]] = {
-    "lenet5": (61_706, None, "the course table's LeNet-5 (deck 001), as usually quoted"),
-    "mnist_dense": (7_960, None, "course deck 003: '2 layers of 10 neurons : 7960 parameters'"),
-    "mnist_dense3": (12_175, None, "course deck 003: '3 layers of 15 neurons : 12175 parameters'"),
-    "mnist_cnn": (7_135, None, "course deck 003, Keras summary: 'Total params: 7,135'"),
-    "cifar_vgg": (435_882, None, "course deck 003: 'Number of trainable parameters : 435,882'"),
-    "cifar_vgg_dropout": (435_882, None, "course deck 003, the dropout listing: 435,882"),
-    # torchvision's model table; its "GFLOPS" are multiply-adds. AlexNet's 0.71 is given to
-    # three digits (714 M multiply-adds) so that the 0.5% tolerance is meaningful.
-    "alexnet": (61_100_840, "0.714", "torchvision alexnet"),
-    "vgg16": (138_357_544, "15.47", "torchvision vgg16"),
-    "vgg19": (143_667_240, "19.63", "torchvision vgg19"),
-    "googlenet": (6_624_904, "1.50", "torchvision googlenet"),
-    "resnet18": (11_689_512, "1.81", "torchvision resnet18"),
-    "resnet34": (21_797_672, "3.66", "torchvision resnet34"),
-    "resnet50": (25_557_032, "4.09", "torchvision resnet50"),
-    "resnet101": (44_549_160, "7.80", "torchvision resnet101"),
-    "resnet152": (60_192_808, "11.51", "torchvision resnet152"),
-}
+# PUBLISHED: name -> (params, GMACs as published or None, source). The table lives in
+# netspec/zoo.py, once, so that `netspec zoo` prints the figures these tests hold every spec to.
 
 
 def assert_gmacs(macs: int, published: str) -> None:

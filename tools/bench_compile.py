@@ -5,8 +5,10 @@
 Prints one table measured in one run: in-process compile time (parse + validate + shapes +
 counts, warm, median) per spec with microseconds per layer (to show the growth is linear from
 resnet18 to resnet1202), then whole-process wall times of `netspec check specs/resnet50.ns`
-beside `python -c "import torch"` for scale. Targets (from the issue): resnet152 <= 10 ms,
-resnet1202_cifar <= 100 ms, `netspec check specs/resnet50.ns` <= 0.5 s.
+beside `python -c "import torch"` for scale, then `netspec check` with its full per-layer table
+beside `--brief` (totals only), for resnet1202_cifar and a generated 50,000-layer spec.
+Targets (from the issues): resnet152 <= 10 ms, resnet1202_cifar <= 100 ms,
+`netspec check specs/resnet50.ns` <= 0.5 s, the full table within 2x of `--brief`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +36,14 @@ SPECS = [
     "resnet1202_cifar",
 ]
 TARGETS_MS = {"resnet152": 10.0, "resnet1202_cifar": 100.0}
+TABLE_TARGET = 2.0  # the full table's wall time over --brief's
+# 1 input + 2 x 24,997 (conv, relu) + fc + softmax = 49,997 layers, plus the implicit flatten.
+BIG_SPEC = """network big "a long chain: about 50,000 layers"
+input [8, 4, 4]
+classes 10
+budget params <= 100M
+INPUT -> [CONV(8) -> RELU]*24998 -> FC(10) -> SOFTMAX
+"""
 
 
 def compile_times(path: Path, repeat: int) -> tuple[int, float, float]:
@@ -68,6 +79,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--wall-repeat", type=int, default=5)
+    ap.add_argument("--table-repeat", type=int, default=3)
     args = ap.parse_args()
     console = Console(width=120)
 
@@ -105,6 +117,46 @@ def main() -> None:
     t2.add_row('python -c "import torch"', f"{torch_import:.3f}", "1.00x")
     console.print(t2)
     console.print(f"target: netspec check <= 0.5 s: {'yes' if check <= 0.5 else 'NO'}")
+    table_vs_brief(console, args.table_repeat)
+
+
+def table_vs_brief(console: Console, repeat: int) -> None:
+    """Whole-process `netspec check` with the per-layer table vs `--brief`, output to a file
+    (the table at its natural width, every number whole)."""
+    t3 = Table(title="netspec check: full table vs --brief, whole process, wall, median")
+    for col in ("spec", "lines out", "--brief s", "table s", "table / brief", "target", "ok"):
+        t3.add_column(col, justify="left" if col == "spec" else "right")
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / "big.ns"
+        big.write_text(BIG_SPEC)
+        out = Path(tmp) / "out.txt"
+        for name, path in (("resnet1202_cifar", ROOT / "specs/resnet1202_cifar.ns"), ("big", big)):
+            cmd = [sys.executable, "-m", "netspec", "check", str(path)]
+            brief = wall_to(cmd + ["--brief"], out, repeat)
+            table = wall_to(cmd, out, repeat)
+            lines = sum(1 for _ in out.open())  # of the last run: the full table
+            ratio = table / brief
+            t3.add_row(
+                name,
+                f"{lines:,}",
+                f"{brief:.2f}",
+                f"{table:.2f}",
+                f"{ratio:.2f}x",
+                f"<= {TABLE_TARGET:g}x",
+                "yes" if ratio <= TABLE_TARGET else "NO",
+            )
+    console.print(t3)
+
+
+def wall_to(cmd: list[str], out: Path, repeat: int) -> float:
+    """Median wall time of a command whose stdout goes to a file (not a terminal)."""
+    times = []
+    for _ in range(repeat):
+        with out.open("w") as f:
+            t0 = time.perf_counter()
+            subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.DEVNULL, check=False)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -3,42 +3,86 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import click
 
-from netspec.commands.options import load_graph, set_option
+from netspec.commands.options import SPEC, load_graph, parse_shape, set_option
 from netspec.errors import SpecErrors
 
 
 @click.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=SPEC)
 @set_option
-@click.option("--json", "as_json", is_flag=True, help="print the IR graph as JSON")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="table (plain text), markdown, csv (per-layer rows, raw numbers) or json (the IR graph)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the IR graph as JSON (--format json)")
 @click.option(
     "--all-ops", is_flag=True, help="also count the cheap ops (BN, pooling, activations, adds)"
 )
 @click.option("--brief", is_flag=True, help="totals and budgets only, no per-layer rows")
+@click.option(
+    "--depth",
+    type=click.IntRange(min=1),
+    default=None,
+    help="collapse the layers of scopes (blocks, named groups) deeper than N into one row each",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="batch size of the training-memory estimate [default: the spec's train batch_size]",
+)
+@click.option(
+    "--input",
+    "input_shape",
+    metavar="CxHxW",
+    default=None,
+    help="check at another input size without editing the spec, e.g. --input 3x299x299",
+)
 def check(
     spec: str,
     sets: tuple[str, ...],
     extra: tuple[str, ...],
+    fmt: str,
     as_json: bool,
     all_ops: bool,
     brief: bool,
+    depth: int | None,
+    batch: int | None,
+    input_shape: str | None,
 ) -> None:
-    """Check SPEC: every layer's output shape, params, MACs and activation memory; budgets and
-    shape assertions. Exit status 0 when every check holds, 2 otherwise."""
-    graph, errors = load_graph(spec, sets, extra, collect=True)
+    """Check SPEC (a file, or zoo:NAME for a bundled spec): every layer's output shape, kernel,
+    params, MACs (and their shares) and activation memory; the weights and a training-memory
+    estimate; budgets and shape assertions. Exit status 0 when every check holds, 2 otherwise.
+
+    Numbers are never cut: printed to a file or a pipe the table has its natural width; at a
+    narrow terminal the description column folds or goes first."""
+    shape = parse_shape(input_shape) if input_shape is not None else None
+    graph, errors = load_graph(spec, sets, extra, collect=True, input_shape=shape)
     if graph is not None:
-        if as_json:
-            sys.stdout.write(graph.model_dump_json(indent=2) + "\n")
-        else:
-            from rich.console import Console
+        from netspec.summary import summary
 
-            from netspec.summary import render
-
-            render(graph, Console(), all_ops=all_ops, rows=not brief)
+        tty = sys.stdout.isatty()
+        text = summary(
+            graph,
+            "json" if as_json else fmt,
+            width=shutil.get_terminal_size().columns if tty else None,
+            all_ops=all_ops,
+            rows=not brief,
+            depth=depth,
+            batch=batch,
+            color=tty,
+        )
+        sys.stdout.write(text)
+        sys.stdout.flush()
     if errors:
         raise SpecErrors(errors)
 

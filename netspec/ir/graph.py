@@ -184,6 +184,18 @@ class Graph(BaseModel):
     def budgets_ok(self) -> bool:
         return all(b.ok for b in self.budgets)
 
+    def summary(self, fmt: str = "table", **options: Any) -> str:
+        """The `netspec check` table as text (options: see `netspec.summary.summary`)."""
+        from netspec.summary import summary
+
+        return summary(self, fmt, **options)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_markdown_(self) -> str:  # a notebook shows the table
+        return self.summary("markdown")
+
 
 def make_totals(params: int, buffers: int, macs: int, ops: int, memory: int, dtype: str) -> Totals:
     """Totals from summed figures: FLOPs = 2 x MACs, memory in bytes at `dtype`."""

@@ -1,0 +1,78 @@
+"""`netspec zoo`: the specs bundled with netspec, each with its published figures beside what
+netspec computes. Any command takes one as `zoo:NAME` (`netspec check zoo:resnet50`)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import click
+
+
+@click.command()
+@click.option("--path", "show_path", is_flag=True, help="also show where each spec file lies")
+def zoo(show_path: bool) -> None:
+    """List the bundled specs: description, published params and MACs, netspec's figures.
+
+    `agree` is `yes` when netspec's params equal the published count exactly and its MACs
+    round to the published GMACs (within 0.5%); a family is shown at its first member."""
+    from netspec.summary import Column, _text_table, compact
+    from netspec.zoo import PUBLISHED, gmacs_agree, names, path_of
+
+    cells: dict[str, list[str]] = {
+        k: [] for k in ("name", "description", "pub_p", "p", "pub_m", "m", "agree", "path")
+    }
+    for name in names():
+        path = path_of(name)
+        graph, errors, family = _compile(path)
+        pub = PUBLISHED.get(name)
+        cells["name"].append(f"zoo:{name}")
+        description = graph.description if graph is not None else ""
+        if family:
+            description = f"{description} (family; first member)"
+        cells["description"].append(description or "")
+        cells["pub_p"].append(f"{pub.params:,}" if pub else "-")
+        cells["pub_m"].append(f"{pub.gmacs}G" if pub and pub.gmacs else "-")
+        cells["path"].append(str(path))
+        if graph is None:
+            cells["p"].append("-")
+            cells["m"].append("-")
+            cells["agree"].append("error")
+            continue
+        t = graph.totals
+        cells["p"].append(f"{t.params:,}")
+        cells["m"].append(compact(t.macs))
+        verdict = ""
+        if pub:
+            same = t.params == pub.params and (pub.gmacs is None or gmacs_agree(t.macs, pub.gmacs))
+            verdict = "yes" if same else "NO"
+        if errors:
+            verdict = (verdict + ", " if verdict else "") + f"check fails ({len(errors)})"
+        cells["agree"].append(verdict)
+    columns = [
+        Column("spec", "spec", False, cells["name"], cells["name"]),
+        Column("description", "description", False, [], cells["description"], descriptive=True),
+        Column("params, published", "", True, [], cells["pub_p"]),
+        Column("params, netspec", "", True, [], cells["p"]),
+        Column("MACs, published", "", True, [], cells["pub_m"]),
+        Column("MACs, netspec", "", True, [], cells["m"]),
+        Column("agree", "", False, [], cells["agree"]),
+    ]
+    if show_path:
+        columns.append(Column("file", "", False, [], cells["path"], descriptive=True))
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    sys.stdout.write("\n".join(_text_table(columns, width, header=True)) + "\n")
+
+
+def _compile(path):
+    """(graph or None, errors, is a family): a family is compiled at its first member."""
+    from netspec.errors import NetspecError
+    from netspec.ir.build import load_spec
+
+    try:
+        spec = load_spec(path)
+    except NetspecError as e:
+        return None, [e], False
+    bindings = {name: d.values[0] for name, d in spec.free.items()}
+    graph, errors = spec.instantiate(bindings, collect=True)
+    return graph, errors, spec.is_family
