@@ -69,9 +69,10 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-def override_input(spec, shape: tuple[int, ...]) -> None:
+def override_input(spec, shape: tuple[int, ...]) -> int:
     """Replace a parsed spec's declared input shape (`--input 3x299x299`), keeping its span so
-    errors still point at the `input` line."""
+    errors still point at the `input` line. The spec's shape assertions state the shapes of its
+    declared input, so they are dropped; returns how many were."""
     import dataclasses
 
     from netspec.frontend import ast
@@ -83,9 +84,14 @@ def override_input(spec, shape: tuple[int, ...]) -> None:
             hint="change `input tokens(length=..., vocab=...)` in the spec",
         )
     span = decl.span
-    spec.input = dataclasses.replace(
-        decl, shape=[ast.Num(span=span, value=d, text=str(d)) for d in shape]
-    )
+    nums = [ast.Num(span=span, value=d, text=str(d)) for d in shape]
+    spec.input = dataclasses.replace(decl, shape=nums)
+    dropped = 0
+    for el in spec.elements():
+        if el.assertion is not None:
+            el.assertion = None
+            dropped += 1
+    return dropped
 
 
 def load_graph(
@@ -100,6 +106,11 @@ def load_graph(
 
     bindings = parse_bindings(tuple(sets) + tuple(extra))
     parsed = load_spec(spec)
-    if input_shape is not None:
-        override_input(parsed, input_shape)
+    if input_shape is not None and override_input(parsed, input_shape):
+        shown = "x".join(map(str, input_shape))
+        click.echo(
+            f"note: --input {shown}: the spec's shape assertions state the shapes of its declared"
+            " input and are not checked",
+            err=True,
+        )
     return parsed.instantiate(bindings, collect=collect)
