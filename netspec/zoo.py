@@ -54,11 +54,10 @@ PUBLISHED: dict[str, Published] = {
 
 
 def zoo_dir() -> Path:
-    """The folder of bundled specs: `specs/` in a checkout, `netspec/_zoo` in a wheel."""
-    here = Path(__file__).resolve().parents[1] / "specs"
-    if here.is_dir():
-        return here
-    return Path(__file__).resolve().parent / "_zoo"
+    """The folder of bundled specs: `netspec/_zoo` in a wheel, `specs/` in a checkout."""
+    package = Path(__file__).resolve().parent
+    installed = package / "_zoo"
+    return installed if installed.is_dir() else package.parent / "specs"
 
 
 def names() -> list[str]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the sdist and the wheel, install the wheel (not editable) into a fresh venv, and use it
-# from a folder outside the checkout: check a zoo spec, list the layers, export one ONNX file.
+# from a folder outside the checkout: check a zoo spec (a copied file, and one by its zoo name),
+# list the zoo and the layers, export one ONNX file.
 # The venv sees the already-installed dependencies (torch pinned by .ci/run) but not the
 # checkout: netspec itself must come from the wheel.
 set -euo pipefail
@@ -22,7 +23,17 @@ case "$where" in
 esac
 cp "$root/specs/resnet18.ns" "$root/specs/mnist_cnn.ns" .
 "$work/venv/bin/netspec" check resnet18.ns --brief
+# The zoo ships inside the wheel: by name, with no specs/ folder anywhere near.
+zoo_spec="$("$work/venv/bin/python" -c 'from netspec.zoo import path_of; print(path_of("resnet50"))')"
+case "$zoo_spec" in
+  "$work/venv/"*) ;;
+  *) echo "check_wheel: zoo:resnet50 resolved to $zoo_spec, not inside the installed wheel" >&2; exit 1 ;;
+esac
+"$work/venv/bin/netspec" check zoo:resnet50 > check_resnet50.txt
+grep -q "25,557,032" check_resnet50.txt
+"$work/venv/bin/netspec" zoo > zoo.txt
+test "$(grep -c '^zoo:' zoo.txt)" -eq "$(ls "$root"/specs/*.ns | wc -l)"
 "$work/venv/bin/netspec" layers >/dev/null
 "$work/venv/bin/netspec" export mnist_cnn.ns -o mnist_cnn.onnx
 test -s mnist_cnn.onnx
-echo "check_wheel: the installed wheel checks, lists and exports outside the checkout"
+echo "check_wheel: the installed wheel checks (by file and by zoo name), lists and exports outside the checkout"
