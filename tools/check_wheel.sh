@@ -13,6 +13,7 @@ cd "$root"
 python -m build --no-isolation --sdist --outdir "$work/dist" . >/dev/null
 python -m build --no-isolation --wheel --outdir "$work/dist" "$work"/dist/netspec-*.tar.gz >/dev/null
 python -m venv --system-site-packages "$work/venv"
+unset PYTHONPATH  # a checkout on the path would hide the wheel
 "$work/venv/bin/python" -m pip install -q --no-deps "$work"/dist/netspec-*.whl
 mkdir "$work/outside"
 cd "$work/outside"
