@@ -79,7 +79,9 @@ def kernel_shape(node: Node, ins: tuple[tuple[int, ...], ...]) -> str:
     """The weight tensor's shape as PyTorch stores it (conv: out x in/groups x kh x kw; fc:
     out x in; embedding: vocab x dim), or a pooling window (kh x kw); '' for other kinds."""
     layer = getattr(node, "layer", None)
-    args = node.args if layer is None else {k: getattr(layer, k, None) for k in _KERNEL_ARGS}
+    args: dict[str, Any] = (
+        node.args if layer is None else {k: getattr(layer, k, None) for k in _KERNEL_ARGS}
+    )
     spatial = len(node.shape) - 1
     if node.kind == "conv" and ins:
         k = _dims(args["kernel"], spatial)
@@ -312,7 +314,7 @@ def summary(
         parts += _text_table(columns, width, header=True)
         parts.append("")
     style = _budget_style if color else None
-    parts += _text_table(_totals_columns(totals), None, header=False, style=style)
+    parts += _text_table(_totals_columns(totals), width, header=False, style=style)
     return "\n".join(parts) + "\n"
 
 
@@ -366,20 +368,20 @@ def _text_table(
         return lines
     for row in zip(*(c.text for c in columns), strict=True):
         cells = list(row)
+        more: list[str] = []
         if fold is not None and len(cells[fold]) > widths[fold]:
-            pieces = textwrap.wrap(cells[fold], widths[fold], break_on_hyphens=False) or [""]
-            lines.append(_line([*cells[:fold], pieces[0], *cells[fold + 1 :]], columns, widths))
-            for piece in pieces[1:]:
-                blank = ["" for _ in cells]
-                blank[fold] = piece
-                lines.append(_line(blank, columns, widths))
-            continue
-        line = _line(cells, columns, widths)
+            first, *more = textwrap.wrap(
+                cells[fold], widths[fold], break_long_words=False, break_on_hyphens=False
+            ) or [""]
+            cells[fold] = first
+        padded = [_pad(c, col, w) for c, col, w in zip(cells, columns, widths, strict=True)]
         if style is not None:
-            line = _line(
-                [style(_pad(c, col, w)) for c, col, w in zip(cells, columns, widths, strict=True)]
-            )
-        lines.append(line)
+            padded = [style(p) for p in padded]
+        lines.append(GAP.join(padded).rstrip())
+        for piece in more:
+            blank = [" " * w for w in widths]
+            blank[fold] = _pad(piece, columns[fold], widths[fold])  # type: ignore[index]
+            lines.append(GAP.join(blank).rstrip())
     return lines
 
 
@@ -387,9 +389,7 @@ def _pad(text: str, column: Column, width: int) -> str:
     return text.rjust(width) if column.right else text.ljust(width)
 
 
-def _line(cells: list[str], columns: list[Column] | None = None, widths: list[int] | None = None):
-    if columns is None or widths is None:
-        return GAP.join(cells).rstrip()
+def _line(cells: list[str], columns: list[Column], widths: list[int]) -> str:
     return GAP.join(
         _pad(c, col, w) for c, col, w in zip(cells, columns, widths, strict=True)
     ).rstrip()
@@ -412,7 +412,7 @@ def _fit(
         i = descriptive[0]
         room = widths[i] - (total() - width)
         longest_word = max((len(w) for t in columns[i].text for w in t.split()), default=0)
-        if room >= max(MIN_FOLD, len(columns[i].header), min(longest_word, MIN_FOLD)):
+        if room >= max(MIN_FOLD, len(columns[i].header), longest_word):  # no word is broken
             widths[i] = room
             return columns, widths, i
         del columns[i], widths[i]
