@@ -52,23 +52,22 @@ def share(part: int, total: int) -> str:
 # ---- what a row says about its layer ------------------------------------------------------
 
 
+def _typed(node: Node) -> Any:
+    """The node's own typed `layer`, when the IR carries one (read without pydantic's slow
+    attribute fallback)."""
+    return node.__dict__.get("layer")
+
+
 def _layer(node: Node) -> Any:
     """The node's validated layer: its own typed `layer` when it carries one, else rebuilt."""
-    layer = getattr(node, "layer", None)
+    layer = _typed(node)
     return layer if layer is not None else KINDS[node.kind].model_validate(node.args, strict=False)
-
-
-_described: dict[tuple[str, str], str] = {}
 
 
 def describe(node: Node) -> str:
     """`conv(64, kernel=7, stride=2)`: the kind and its non-default arguments."""
-    key = (node.kind, repr(getattr(node, "layer", None) or node.args))
-    text = _described.get(key)
-    if text is None:
-        args = _layer(node).describe()
-        text = _described[key] = f"{node.kind}({args})" if args else node.kind
-    return text
+    args = _layer(node).describe()
+    return f"{node.kind}({args})" if args else node.kind
 
 
 def _dims(value: Any, n: int) -> tuple[int, ...]:
@@ -78,7 +77,7 @@ def _dims(value: Any, n: int) -> tuple[int, ...]:
 def kernel_shape(node: Node, ins: tuple[tuple[int, ...], ...]) -> str:
     """The weight tensor's shape as PyTorch stores it (conv: out x in/groups x kh x kw; fc:
     out x in; embedding: vocab x dim), or a pooling window (kh x kw); '' for other kinds."""
-    layer = getattr(node, "layer", None)
+    layer = _typed(node)
     args: dict[str, Any] = (
         node.args if layer is None else {k: getattr(layer, k, None) for k in _KERNEL_ARGS}
     )
@@ -98,6 +97,38 @@ def kernel_shape(node: Node, ins: tuple[tuple[int, ...], ...]) -> str:
 _KERNEL_ARGS = ("kernel", "channels", "groups", "units", "vocab", "dim")
 
 
+class _RowText:
+    """A layer row's descriptive cells, computed once per distinct (kind, arguments, input
+    channels, rank): a long network repeats few layer configurations."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.shapes = {n.id: n.shape for n in graph.nodes}
+        self.cache: dict[tuple, tuple[str, str]] = {}
+        self.shape_text: dict[tuple[int, ...], str] = {}
+
+    def __call__(self, node: Node) -> tuple[str, str]:
+        ins = [self.shapes[i] for i in node.inputs]
+        layer = _typed(node)
+        key = (
+            node.kind,
+            repr(layer if layer is not None else node.args),
+            ins[0][0] if ins else None,
+            len(node.shape),
+            node.implicit,
+        )
+        cells = self.cache.get(key)
+        if cells is None:
+            kind = describe(node) + (" (implicit)" if node.implicit else "")
+            cells = self.cache[key] = (kind, kernel_shape(node, tuple(ins)))
+        return cells
+
+    def shape(self, shape: tuple[int, ...]) -> str:
+        text = self.shape_text.get(shape)
+        if text is None:
+            text = self.shape_text[shape] = fmt_shape(shape)
+        return text
+
+
 # ---- the per-layer columns ----------------------------------------------------------------
 
 
@@ -113,12 +144,14 @@ class Column:
     descriptive: bool = False  # folded or dropped first when a terminal is too narrow
 
 
-def layer_columns(graph: Graph, all_ops: bool = False, depth: int | None = None) -> list[Column]:
+def layer_columns(
+    graph: Graph, all_ops: bool = False, depth: int | None = None, raw: bool = False
+) -> list[Column]:
     """The per-layer columns; with `depth`, the layers inside a scope deeper than `depth`
-    (a block call, a named group, a branch) collapse into one row with their subtotals."""
+    (a block call, a named group, a branch) collapse into one row with their subtotals.
+    `raw`: also the shares as numbers (for csv)."""
     t = graph.totals
-    shapes = {n.id: n.shape for n in graph.nodes}
-    rows = _rows(graph.nodes, depth)
+    text = _RowText(graph)
     names: list[str] = []
     kinds: list[str] = []
     kernels: list[str] = []
@@ -127,22 +160,32 @@ def layer_columns(graph: Graph, all_ops: bool = False, depth: int | None = None)
     params: list[int] = []
     macs: list[int] = []
     ops: list[int] = []
-    for name, group in rows:
-        last = group[-1]
-        if name is None:
-            names.append(last.id)
-            kind = describe(last)
-            kinds.append(kind + " (implicit)" if last.implicit else kind)
-            kernels.append(kernel_shape(last, tuple(shapes[i] for i in last.inputs)))
-        else:
-            names.append(name)
-            kinds.append(f"{len(group)} layers")
-            kernels.append("")
-        outputs.append(fmt_shape(last.shape))
-        memory.append(sum(n.memory for n in group))
-        params.append(sum(n.params for n in group))
-        macs.append(sum(n.macs for n in group))
-        ops.append(sum(n.ops for n in group))
+    if depth is None:
+        for node in graph.nodes:
+            kind, kernel = text(node)
+            names.append(node.id)
+            kinds.append(kind)
+            kernels.append(kernel)
+            outputs.append(text.shape(node.shape))
+            memory.append(node.memory)
+            params.append(node.params)
+            macs.append(node.macs)
+            ops.append(node.ops)
+    else:
+        for name, group in _rows(graph.nodes, depth):
+            last = group[-1]
+            if name is None:
+                kind, kernel = text(last)
+            else:
+                kind, kernel = f"{len(group)} layers", ""
+            names.append(name or last.id)
+            kinds.append(kind)
+            kernels.append(kernel)
+            outputs.append(text.shape(last.shape))
+            memory.append(sum(n.memory for n in group))
+            params.append(sum(n.params for n in group))
+            macs.append(sum(n.macs for n in group))
+            ops.append(sum(n.ops for n in group))
     columns = [
         Column("layer", "layer", False, names, names),
         Column("kind", "kind", False, kinds, kinds, descriptive=True),
@@ -154,7 +197,7 @@ def layer_columns(graph: Graph, all_ops: bool = False, depth: int | None = None)
             "params %",
             "params_pct",
             True,
-            [round(100 * v / t.params, 4) if t.params else 0.0 for v in params],
+            [round(100 * v / t.params, 4) if t.params else 0.0 for v in params] if raw else [],
             [share(v, t.params) for v in params],
         ),
         Column("MACs", "macs", True, macs, [count(v) for v in macs]),
@@ -162,7 +205,7 @@ def layer_columns(graph: Graph, all_ops: bool = False, depth: int | None = None)
             "MACs %",
             "macs_pct",
             True,
-            [round(100 * v / t.macs, 4) if t.macs else 0.0 for v in macs],
+            [round(100 * v / t.macs, 4) if t.macs else 0.0 for v in macs] if raw else [],
             [share(v, t.macs) for v in macs],
         ),
     ]
@@ -171,10 +214,8 @@ def layer_columns(graph: Graph, all_ops: bool = False, depth: int | None = None)
     return columns
 
 
-def _rows(nodes: list[Node], depth: int | None) -> list[tuple[str | None, list[Node]]]:
+def _rows(nodes: list[Node], depth: int) -> list[tuple[str | None, list[Node]]]:
     """(scope name or None for a single layer, its nodes), in execution order."""
-    if depth is None:
-        return [(None, [n]) for n in nodes]
     out: list[tuple[str | None, list[Node]]] = []
     for node in nodes:
         parts = node.id.split(".")
@@ -303,7 +344,7 @@ def summary(
         return graph.model_dump_json(indent=2) + "\n"
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; received {fmt!r}")
-    columns = layer_columns(graph, all_ops, depth) if rows else []
+    columns = layer_columns(graph, all_ops, depth, raw=fmt == "csv") if rows else []
     totals = totals_rows(graph, all_ops, batch)
     if fmt == "csv":
         return _csv(columns) if rows else _csv_totals(totals)
