@@ -352,10 +352,10 @@ def summary(
         return _markdown(graph, columns, totals)
     parts = [title(graph), ""]
     if rows:
-        parts += _text_table(columns, width, header=True)
+        parts += text_table(columns, width, header=True)
         parts.append("")
     style = _budget_style if color else None
-    parts += _text_table(_totals_columns(totals), width, header=False, style=style)
+    parts += text_table(_totals_columns(totals), width, header=False, style=style)
     return "\n".join(parts) + "\n"
 
 
@@ -378,7 +378,7 @@ def _budget_style(text: str) -> str:
     return text
 
 
-def _text_table(
+def text_table(
     columns: list[Column],
     width: int | None,
     *,

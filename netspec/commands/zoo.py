@@ -16,7 +16,7 @@ def zoo(show_path: bool) -> None:
 
     `agree` is `yes` when netspec's params equal the published count exactly and its MACs
     round to the published GMACs (within 0.5%); a family is shown at its first member."""
-    from netspec.summary import Column, _text_table, compact
+    from netspec.summary import Column, compact, text_table
     from netspec.zoo import PUBLISHED, gmacs_agree, names, path_of
 
     cells: dict[str, list[str]] = {
@@ -61,7 +61,7 @@ def zoo(show_path: bool) -> None:
     if show_path:
         columns.append(Column("file", "", False, [], cells["path"], descriptive=True))
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
-    sys.stdout.write("\n".join(_text_table(columns, width, header=True)) + "\n")
+    sys.stdout.write("\n".join(text_table(columns, width, header=True)) + "\n")
 
 
 def _compile(path):
