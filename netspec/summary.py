@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from netspec.errors import NetspecError
 from netspec.io import fmt_bytes
 from netspec.ir.graph import DTYPE_BYTES, Graph, Node
 from netspec.layers import KINDS, fmt_shape
@@ -263,7 +264,11 @@ def totals_rows(
             f"bytes ({fmt_bytes(t.params * eb)}): params x {eb}",
         ),
     ]
-    m = training_memory(graph, batch)
+    try:
+        m = training_memory(graph, batch)
+    except NetspecError as e:  # a bad train section: `check` reports it as an error
+        rows.append(("training", "-", f"not estimated: {e.message.split(' (')[0]}"))
+        return rows + _tail(graph)
     rows += [
         (f"training, batch {m.batch}", fmt_bytes(m.total), f"{m.optimizer}, estimated:"),
         ("  weights", f"{m.weights:,}", f"bytes ({fmt_bytes(m.weights)})"),
@@ -283,12 +288,14 @@ def totals_rows(
             f"bytes ({fmt_bytes(m.activations)}): tensors autograd keeps",
         ),
         ("  total", f"{m.total:,}", f"bytes ({fmt_bytes(m.total)})"),
-        (
-            "output",
-            fmt_shape(graph.output_shape),
-            f"{graph.classes} classes" if graph.classes else "",
-        ),
     ]
+    return rows + _tail(graph)
+
+
+def _tail(graph: Graph) -> list[tuple[str, str, str]]:
+    """The output and the budgets."""
+    classes = f"{graph.classes} classes" if graph.classes else ""
+    rows = [("output", fmt_shape(graph.output_shape), classes)]
     for b in graph.budgets:
         unit = " bytes" if b.metric == "memory" else ""
         rows.append(

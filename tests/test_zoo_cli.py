@@ -177,3 +177,13 @@ def test_print_graph_is_the_check_table() -> None:
     out = netspec_cli("check", "specs/resnet18.ns").stdout
     graph = netspec.compile_spec(ROOT / "specs" / "resnet18.ns")
     assert str(graph) == graph.summary() == out
+
+
+def test_a_bad_train_section_is_reported_and_the_table_still_prints(tmp_path: Path) -> None:
+    spec = tmp_path / "t.ns"
+    spec.write_text("input [4]\nclasses 2\ntrain { optimiser = sgd }\nINPUT -> FC(2) -> SOFTMAX\n")
+    proc = netspec_cli("check", str(spec))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "fc1" in proc.stdout and "not estimated: unknown training setting" in proc.stdout
+    assert "t.ns:3:9: error: unknown training setting `optimiser`" in proc.stderr
+    assert "did you mean `optimizer`?" in proc.stderr

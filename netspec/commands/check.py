@@ -9,7 +9,7 @@ import sys
 import click
 
 from netspec.commands.options import SPEC, load_graph, parse_shape, set_option
-from netspec.errors import SpecErrors
+from netspec.errors import NetspecError, SpecErrors
 
 
 @click.command()
@@ -69,6 +69,12 @@ def check(
     graph, errors = load_graph(spec, sets, extra, collect=True, input_shape=shape)
     if graph is not None:
         from netspec.summary import summary
+        from netspec.train.settings import resolve_settings
+
+        try:  # the training-memory estimate reads the train section: a mistake there is one
+            resolve_settings(graph.train or None, spec_file=spec)
+        except NetspecError as e:
+            errors = [*errors, e]
 
         tty = sys.stdout.isatty()
         text = summary(
