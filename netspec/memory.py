@@ -9,8 +9,9 @@
 
 Activations kept for backward follow what each kind's backward needs, per example:
 
-- conv, fc, batch norm, pooling, LRN, leaky ReLU and embedding keep their input; ReLU, tanh,
-  sigmoid and softmax keep their output;
+- conv, fc, batch norm, pooling, LRN, leaky ReLU and embedding keep their input (average
+  pooling down to one value per channel is a mean, which keeps nothing); ReLU, tanh, sigmoid
+  and softmax keep their output;
 - ReLU (in place), flatten (a view) and identity share their input's storage, so a tensor
   kept by two layers is counted once; every other layer writes a fresh tensor (dropout too:
   training makes a new tensor and keeps its mask, one element per element at the dtype as
@@ -21,7 +22,10 @@ Activations kept for backward follow what each kind's backward needs, per exampl
   keeps its log-probabilities (classes per example) and the int64 targets; token inputs are
   int64 ids.
 
-tests/test_summary.py holds this against the bytes torch saves in one training step.
+tests/test_summary.py holds this against the bytes torch saves in one training step: equal to
+the byte on the zoo specs it runs. Not modeled: a ReLU that cannot run in place (its input has
+another reader) keeps a second tensor; asymmetric `same` padding copies its input before the
+conv; framework workspace and the allocator's rounding are not activations.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def activations_kept(graph: Graph) -> tuple[int, int]:
             root[node.id] = node.id
             tokens = node.kind == "input" and graph.input.is_tokens
             size[node.id] = elements * (INDEX_BYTES if tokens else eb)
-        if node.kind in KEEPS_INPUT:
+        if node.kind in KEEPS_INPUT and not _is_mean(node):
             kept.update(root[i] for i in node.inputs)
         if node.kind in KEEPS_OUTPUT:
             kept.add(root[node.id])
@@ -135,9 +139,17 @@ def training_memory(graph: Graph, batch: int | None = None) -> TrainingMemory:
     )
 
 
+def _is_mean(node) -> bool:
+    """Average pooling to one value per channel: PyTorch computes it as a mean, whose backward
+    needs only the input's shape."""
+    if node.kind == "global_pool":
+        return _arg(node, "mode") == "avg"
+    return node.kind == "adaptive_avg_pool" and all(d == 1 for d in node.shape[1:])
+
+
 def _arg(node, name: str):
     """A layer argument, from the node's typed layer when it has one, else its args."""
-    layer = getattr(node, "layer", None)
+    layer = node.__dict__.get("layer")
     if layer is not None:
         return getattr(layer, name, None)
     return node.args.get(name)
