@@ -31,12 +31,14 @@ from netspec.errors import NetspecError, SpecErrors
 @click.option(
     "--depth",
     type=click.IntRange(min=1),
+    metavar="N",
     default=None,
     help="collapse the layers of scopes (blocks, named groups) deeper than N into one row each",
 )
 @click.option(
     "--batch",
     type=click.IntRange(min=1),
+    metavar="N",
     default=None,
     help="batch size of the training-memory estimate [default: the spec's train batch_size]",
 )
