@@ -149,7 +149,7 @@ def _is_mean(node) -> bool:
 
 def _arg(node, name: str):
     """A layer argument, from the node's typed layer when it has one, else its args."""
-    layer = node.__dict__.get("layer")
+    layer = node.layer if hasattr(type(node), "layer") else node.__dict__.get("layer")
     if layer is not None:
         return getattr(layer, name, None)
     return node.args.get(name)

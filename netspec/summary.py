@@ -54,8 +54,10 @@ def share(part: int, total: int) -> str:
 
 
 def _typed(node: Node) -> Any:
-    """The node's own typed `layer`, when the IR carries one (read without pydantic's slow
-    attribute fallback)."""
+    """The node's own typed `layer`, when the IR carries one (a property of the node class, or
+    a field; read without pydantic's slow attribute fallback)."""
+    if hasattr(type(node), "layer"):
+        return node.layer  # type: ignore[attr-defined]
     return node.__dict__.get("layer")
 
 
