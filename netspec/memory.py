@@ -103,7 +103,7 @@ def activations_kept(graph: Graph) -> tuple[int, int]:
             kept.add(root[node.id])
         if node.kind == "dropout":
             extra += elements * eb  # the mask
-        if node.kind in ("pool", "global_pool") and _arg(node, "mode") == "max":
+        if node.kind in ("pool", "global_pool") and getattr(node.layer, "mode", None) == "max":
             extra += elements * INDEX_BYTES
         if node.kind == "batchnorm":
             fixed += 2 * node.shape[0] * STAT_BYTES
@@ -143,13 +143,5 @@ def _is_mean(node) -> bool:
     """Average pooling to one value per channel: PyTorch computes it as a mean, whose backward
     needs only the input's shape."""
     if node.kind == "global_pool":
-        return _arg(node, "mode") == "avg"
+        return getattr(node.layer, "mode", None) == "avg"
     return node.kind == "adaptive_avg_pool" and all(d == 1 for d in node.shape[1:])
-
-
-def _arg(node, name: str):
-    """A layer argument, from the node's typed layer when it has one, else its args."""
-    layer = node.layer if hasattr(type(node), "layer") else node.__dict__.get("layer")
-    if layer is not None:
-        return getattr(layer, name, None)
-    return node.args.get(name)

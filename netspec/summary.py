@@ -23,7 +23,8 @@ from typing import Any
 from netspec.errors import NetspecError
 from netspec.io import fmt_bytes
 from netspec.ir.graph import DTYPE_BYTES, Graph, Node
-from netspec.layers import KINDS, fmt_shape
+from netspec.layers import fmt_shape
+from netspec.layers.base import expand
 
 FORMATS = ("table", "markdown", "csv", "json")
 GAP = "  "  # between columns
@@ -53,51 +54,24 @@ def share(part: int, total: int) -> str:
 # ---- what a row says about its layer ------------------------------------------------------
 
 
-def _typed(node: Node) -> Any:
-    """The node's own typed `layer`, when the IR carries one (a property of the node class, or
-    a field; read without pydantic's slow attribute fallback)."""
-    if hasattr(type(node), "layer"):
-        return node.layer  # type: ignore[attr-defined]
-    return node.__dict__.get("layer")
-
-
-def _layer(node: Node) -> Any:
-    """The node's validated layer: its own typed `layer` when it carries one, else rebuilt."""
-    layer = _typed(node)
-    return layer if layer is not None else KINDS[node.kind].model_validate(node.args, strict=False)
-
-
 def describe(node: Node) -> str:
     """`conv(64, kernel=7, stride=2)`: the kind and its non-default arguments."""
-    args = _layer(node).describe()
+    args = node.layer.describe()
     return f"{node.kind}({args})" if args else node.kind
 
 
-def _dims(value: Any, n: int) -> tuple[int, ...]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
-
-
 def kernel_shape(node: Node, ins: tuple[tuple[int, ...], ...]) -> str:
-    """The weight tensor's shape as PyTorch stores it (conv: out x in/groups x kh x kw; fc:
-    out x in; embedding: vocab x dim), or a pooling window (kh x kw); '' for other kinds."""
-    layer = _typed(node)
-    args: dict[str, Any] = (
-        node.args if layer is None else {k: getattr(layer, k, None) for k in _KERNEL_ARGS}
-    )
-    spatial = len(node.shape) - 1
-    if node.kind == "conv" and ins:
-        k = _dims(args["kernel"], spatial)
-        return fmt_shape((args["channels"], ins[0][0] // args["groups"], *k))
-    if node.kind == "fc" and ins:
-        return fmt_shape((args["units"], ins[0][0]))
-    if node.kind == "embedding":
-        return fmt_shape((args["vocab"], args["dim"]))
-    if node.kind == "pool":
-        return fmt_shape(_dims(args["kernel"], spatial))
+    """The weight tensor's shape as PyTorch stores it, when it is a kernel or a matrix (conv:
+    out x in/groups x kh x kw; fc: out x in; embedding: vocab x dim); a pooling window (kh x
+    kw); '' otherwise (a batch norm's per-channel scale is no kernel)."""
+    layer = node.layer
+    weight = layer.weights(ins, node.shape).get("weight") if ins else None
+    if weight is not None and len(weight) >= 2:
+        return fmt_shape(weight)
+    window = getattr(layer, "kernel", None)
+    if weight is None and window is not None and ins:
+        return fmt_shape(expand(window, len(ins[0]) - 1, "kernel"))
     return ""
-
-
-_KERNEL_ARGS = ("kernel", "channels", "groups", "units", "vocab", "dim")
 
 
 class _RowText:
@@ -111,10 +85,9 @@ class _RowText:
 
     def __call__(self, node: Node) -> tuple[str, str]:
         ins = [self.shapes[i] for i in node.inputs]
-        layer = _typed(node)
         key = (
             node.kind,
-            repr(layer if layer is not None else node.args),
+            repr(node.layer),
             ins[0][0] if ins else None,
             len(node.shape),
             node.implicit,

@@ -74,7 +74,7 @@ def check(
         from netspec.train.settings import resolve_settings
 
         try:  # the training-memory estimate reads the train section: a mistake there is one
-            resolve_settings(graph.train or None, spec_file=spec)
+            resolve_settings(graph.train or None, spans=graph.train_spans)
         except NetspecError as e:
             errors = [*errors, e]
 
