@@ -85,13 +85,8 @@ class _RowText:
 
     def __call__(self, node: Node) -> tuple[str, str]:
         ins = [self.shapes[i] for i in node.inputs]
-        key = (
-            node.kind,
-            repr(node.layer),
-            ins[0][0] if ins else None,
-            len(node.shape),
-            node.implicit,
-        )
+        # A layer is a frozen model: it hashes by its arguments.
+        key = (node.layer, ins[0][0] if ins else None, len(node.shape), node.implicit)
         cells = self.cache.get(key)
         if cells is None:
             kind = describe(node) + (" (implicit)" if node.implicit else "")
