@@ -9,9 +9,10 @@
 
 Activations kept for backward follow what each kind's backward needs, per example:
 
-- conv, fc, batch norm, pooling, LRN, leaky ReLU and embedding keep their input (average
-  pooling down to one value per channel is a mean, which keeps nothing); ReLU, tanh, sigmoid
-  and softmax keep their output;
+- ReLU, tanh, sigmoid and softmax keep their output; additions, concatenations, upsampling,
+  flatten, identity and dropout keep nothing of their input (dropout keeps its mask); every
+  other kind keeps its input (average pooling down to one value per channel is a mean, which
+  keeps nothing);
 - ReLU (in place), flatten (a view) and identity share their input's storage, so a tensor
   kept by two layers is counted once; every other layer writes a fresh tensor (dropout too:
   training makes a new tensor and keeps its mask, one element per element at the dtype as
@@ -35,20 +36,12 @@ from typing import NamedTuple
 
 from netspec.ir.graph import DTYPE_BYTES, Graph
 
-KEEPS_INPUT = frozenset(
-    {
-        "conv",
-        "fc",
-        "batchnorm",
-        "pool",
-        "global_pool",
-        "adaptive_avg_pool",
-        "lrn",
-        "leaky_relu",
-        "embedding",
-    }
-)
+# What each kind's backward needs. Every kind not named here keeps its input (conv, transposed
+# conv, FC, batch norm, pooling, LRN, embedding, and the activations whose gradient reads their
+# input: leaky ReLU, ReLU6, SiLU, GELU, ELU, PReLU, hard swish and hard sigmoid), so a kind
+# added to the registry is counted, never silently left out.
 KEEPS_OUTPUT = frozenset({"relu", "tanh", "sigmoid", "softmax"})
+KEEPS_NOTHING = frozenset({"input", "add", "concat", "flatten", "identity", "dropout", "upsample"})
 SHARES_INPUT = frozenset({"relu", "flatten", "identity"})  # in place, or a view
 INDEX_BYTES = 8  # int64: max pooling's indices, token ids
 STAT_BYTES = 4  # fp32: batch norm's saved mean and inverse std
@@ -97,10 +90,10 @@ def activations_kept(graph: Graph) -> tuple[int, int]:
             root[node.id] = node.id
             tokens = node.kind == "input" and graph.input.is_tokens
             size[node.id] = elements * (INDEX_BYTES if tokens else eb)
-        if node.kind in KEEPS_INPUT and not _is_mean(node):
-            kept.update(root[i] for i in node.inputs)
         if node.kind in KEEPS_OUTPUT:
             kept.add(root[node.id])
+        elif node.kind not in KEEPS_NOTHING and not _is_mean(node):
+            kept.update(root[i] for i in node.inputs)
         if node.kind == "dropout":
             extra += elements * eb  # the mask
         if node.kind in ("pool", "global_pool") and getattr(node.layer, "mode", None) == "max":
