@@ -58,7 +58,7 @@ class Layer(BaseModel):
     defined; a helper base (no `kind` of its own, like `_Elementwise`) is not.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, defer_build=True)
 
     kind: ClassVar[str] = ""
     # The base of its default node names (`bn1`, `bn2`); the kind when empty.
