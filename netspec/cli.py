@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a file the OS refused (read-only, missing, a device): not a bug
+        where = f" {e.filename}" if e.filename else ""
+        click.echo(f"error: cannot use{where}: {e.strerror or e}", err=True)
+        return 2
     return _exit_code
 
 

@@ -21,9 +21,7 @@ import csv
 import io
 import itertools
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +30,8 @@ from typing import Any
 
 from netspec.errors import NetspecError, Span, SpecErrors, did_you_mean
 from netspec.frontend import ast
+from netspec.io import atomic_write, parse_bool
 from netspec.ir.build import Builder, Domain, Spec, load_spec_text
-from netspec.ir.expr import BOOL_WORDS
 from netspec.ir.graph import Graph, Scalar
 
 CAP = 1_000_000  # members; a larger space needs --sample
@@ -179,9 +177,10 @@ def _grid_tokens(text: str, name: str) -> list[str]:
 
 def _canonical(token: str, domain: Domain) -> str:
     """A grid value as `literal` writes the domain's values (`yes` -> `on`, `016` -> `16`)."""
-    low = token.lower()
-    if low in BOOL_WORDS:
-        return "on" if BOOL_WORDS[low] else "off"
+    flag = parse_bool(token)
+    switch = all(isinstance(v, bool) for v in domain.values)
+    if flag is not None and (switch or not token.strip().isdigit()):  # `1` in 1..3 is a number
+        return "on" if flag else "off"
     for conv in (int, float):
         try:
             return literal(conv(token))
@@ -593,19 +592,6 @@ def pick(spec: Spec, number: int, path: str | Path | None = None) -> tuple[str, 
 # ---- outputs -----------------------------------------------------------------------------
 
 
-def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write via a temporary file in the same folder and `os.replace`: never half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def to_csv(exp: Exploration) -> str:
     """Every explored member: bindings, verdict, figures, budget fit and front membership."""
     buf = io.StringIO()
@@ -718,19 +704,10 @@ def source_snippet(spec: Spec, span: Span | None, width: int = 40) -> str:
     return snippet if len(snippet) <= width else snippet[: width - 3] + "..."
 
 
-def human_bytes(n: float) -> str:
-    for div, suffix in ((1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
-        if n >= div:
-            return f"{n / div:.3g}{suffix}"
-    return f"{n:g}B"
-
-
 def _show_limit(metric: str, limit: float) -> str:
-    if metric == "memory":
-        return human_bytes(limit)
-    from netspec.summary import compact
+    from netspec.summary import limit_text
 
-    return compact(limit)
+    return limit_text(metric, limit)
 
 
 __all__ = [
@@ -750,7 +727,5 @@ __all__ = [
     "locate",
     "to_csv",
     "plot",
-    "atomic_write",
     "source_snippet",
-    "human_bytes",
 ]

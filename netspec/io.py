@@ -7,16 +7,22 @@
 - Booleans read the same everywhere: `BOOL_WORDS` / `parse_bool`.
 - Sizes print the same everywhere: `fmt_bytes` uses binary units (KiB, MiB, GiB: powers of
   1024), as PyTorch and the summary's memory column do; `fmt_count` groups digits.
+- Inputs are read the same everywhere: `read_input` takes regular files only (never a device
+  such as /dev/zero or a named pipe, which would never end) up to a size cap; `read_image`
+  refuses decompression bombs from their header, before any pixel is decoded;
+  `checkpoint_file` resolves a weights file or a run folder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from netspec.errors import NetspecError
 
@@ -32,6 +38,9 @@ BOOL_WORDS: dict[str, bool] = {
 }
 
 TEMP_SUFFIX = ".netspec-tmp"
+SPEC_MAX_BYTES = 1 << 20  # 1 MiB: the largest bundled spec is a few KiB
+MAX_IMAGE_PIXELS = 1 << 26  # 64 Mpx (8192 x 8192): a larger header is a decompression bomb
+CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors")  # a run folder's weights, best first
 STALE_AFTER_S = 3600.0  # a temporary file this old belongs to a process that died
 
 
@@ -132,6 +141,117 @@ def clean_stale_temps(folder: Path, older_than_s: float = STALE_AFTER_S) -> int:
         except OSError:
             continue
     return removed
+
+
+def read_input(path: str | Path, what: str = "file", limit: int | None = None) -> bytes:
+    """The bytes of a regular file, refusing missing files, folders, devices, pipes and files
+    over `limit` bytes before reading them.
+
+    Raises:
+        NetspecError: naming the file and why it cannot be read.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise NetspecError(f"no such {what}: {path}") from None
+    except OSError as e:
+        raise NetspecError(f"cannot read the {what} {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise NetspecError(f"{path} is a directory, not a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise NetspecError(
+            f"{path} is not a regular file (a device, pipe or socket); netspec reads a {what} "
+            "only from a regular file",
+            hint="copy the data into a file first",
+        )
+    if limit is not None and st.st_size > limit:
+        raise NetspecError(
+            f"the {what} {path} is {fmt_bytes(st.st_size)}, over netspec's limit of "
+            f"{fmt_bytes(limit)}"
+        )
+    try:
+        with p.open("rb") as f:
+            data = f.read() if limit is None else f.read(limit + 1)
+    except OSError as e:
+        raise NetspecError(f"cannot read the {what} {path}: {e.strerror or e}") from None
+    if limit is not None and len(data) > limit:  # it grew while we looked
+        raise NetspecError(f"the {what} {path} is over netspec's limit of {fmt_bytes(limit)}")
+    return data
+
+
+def read_text(path: str | Path, what: str = "file", limit: int | None = None) -> str:
+    """`read_input` decoded as UTF-8, refusing other encodings with the offset of the bad byte."""
+    data = read_input(path, what, limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NetspecError(
+            f"the {what} {path} is not UTF-8 text (bad byte at offset {e.start})"
+        ) from None
+
+
+def read_image(path: str | Path, channels: int, height: int, width: int) -> Any:
+    """An image file as a uint8 array, gray ``(H, W)`` for 1 channel or RGB ``(H, W, 3)``,
+    resized (bilinear) to `height` x `width`.
+
+    Raises:
+        NetspecError: an unreadable or corrupt file, or one whose header claims more than
+            `MAX_IMAGE_PIXELS` pixels (refused before decoding: a decompression bomb).
+    """
+    import warnings
+
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                w, h = image.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise _bomb(path, w, h)
+                converted = image.convert("L" if channels == 1 else "RGB")
+                resized = converted.resize((width, height), Image.Resampling.BILINEAR)
+                return np.asarray(resized)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise NetspecError(
+            f"the image {path} is too large to read: {err}",
+            hint=f"netspec reads images up to {MAX_IMAGE_PIXELS:,} pixels",
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise NetspecError(f"cannot read the image {path}: {err}") from None
+
+
+def _bomb(path: str | Path, w: int, h: int) -> NetspecError:
+    return NetspecError(
+        f"the image {path} claims {w} x {h} = {w * h:,} pixels, over netspec's limit of "
+        f"{MAX_IMAGE_PIXELS:,} (a decompression bomb?)",
+        hint="resize it first",
+    )
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """`path` itself, or for a training run's folder its best.safetensors (else
+    last.safetensors).
+
+    Raises:
+        NetspecError: nothing there, or a folder without weights.
+    """
+    file = Path(path).expanduser()
+    if file.is_dir():
+        for name in CHECKPOINT_NAMES:
+            if (file / name).is_file():
+                return file / name
+        raise NetspecError(f"the folder {file} holds no {' or '.join(CHECKPOINT_NAMES)}")
+    if not file.exists():
+        raise NetspecError(
+            f"no checkpoint at {path} (weights file not found)",
+            hint="train one with `netspec train SPEC`",
+        )
+    if not file.is_file():
+        raise NetspecError(f"{path} is not a regular file, so not a checkpoint")
+    return file
 
 
 def _umask() -> int:

@@ -225,11 +225,14 @@ def open_session(
             f"cannot load {where}: {_short_ort_error(first)}",
             hint="is it an ONNX model? re-export it with `netspec export`",
         ) from None
-    wrapped = Session(session, _short_name(session.get_providers()[0]))
-    if len(session.get_inputs()) != 1:
+    inputs, outputs = len(session.get_inputs()), len(session.get_outputs())
+    if inputs != 1 or outputs < 1:
         raise NetspecError(
-            f"{where} has {len(session.get_inputs())} inputs; netspec runs models with one"
+            f"{where} has {inputs} input(s) and {outputs} output(s); netspec runs models with "
+            "one input and an output",
+            hint="export one with `netspec export SPEC -o MODEL.onnx`",
         )
+    wrapped = Session(session, _short_name(session.get_providers()[0]))
     if any(not isinstance(d, int) for d in wrapped.input_shape[1:]):
         raise NetspecError(
             f"{where} has an input of shape {wrapped.input_shape}; netspec needs fixed sizes past the batch"

@@ -24,8 +24,6 @@ import contextlib
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,8 @@ from onnx import TensorProto, helper, numpy_helper
 from netspec import __version__
 from netspec.backends import LoweringTable
 from netspec.errors import NetspecError
+from netspec.io import atomic_path
+from netspec.io import checkpoint_file as io_checkpoint_file
 from netspec.ir.graph import Graph, Node
 from netspec.layers import KINDS, Layer, fmt_shape
 from netspec.layers.activation import ELU, GELU, LeakyReLU
@@ -218,15 +218,7 @@ def check_weights(
 
 def checkpoint_file(path: str | Path) -> Path:
     """`path` itself, or for a training run's folder its best.safetensors (else last.safetensors)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        for name in ("best.safetensors", "last.safetensors"):
-            if (path / name).is_file():
-                return path / name
-        raise NetspecError(f"the folder {path} holds no best.safetensors or last.safetensors")
-    if not path.is_file():
-        raise NetspecError(f"no checkpoint at {path}", hint="train one with `netspec train SPEC`")
-    return path
+    return io_checkpoint_file(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
@@ -727,6 +719,7 @@ def lower(
     *,
     origin: str = "the weights",
     note: str = "",
+    metadata: Mapping[str, str] | None = None,
 ) -> Lowered:
     """Lower an IR graph to an ONNX model holding `weights` (state_dict names -> arrays).
 
@@ -737,6 +730,7 @@ def lower(
         options: opset, fold_bn, fp16, logits.
         origin: how to name the weights in error messages (a checkpoint's path).
         note: where the weights come from, for the metadata (`seed=0`, a checkpoint's digest).
+        metadata: more metadata entries (e.g. `netspec.classes`, a trained run's class names).
 
     Raises:
         NetspecError: a layer ONNX cannot express, or weights that do not fit the graph.
@@ -780,7 +774,7 @@ def lower(
     )
     # onnx would write its newest IR version; onnxruntime reads only up to 13: use the opset's own.
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
-    helper.set_model_props(model, _metadata(graph, options, note))
+    helper.set_model_props(model, _metadata(graph, options, note) | dict(metadata or {}))
     return Lowered(model, ctx.arrays, ctx.tensors, sorted(ctx.folded), ctx.parameters)
 
 
@@ -935,28 +929,10 @@ def _run_check(graph: Graph, data: str | Path | bytes) -> Check:
 
 @contextlib.contextmanager
 def staged(path: str | Path) -> Iterator[Path]:
-    """A temporary file beside `path` that replaces it (`os.replace`, atomic) when the block
-    ends normally, and is removed when it raises: `path` holds its old content or all of the
-    new, never part of it."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise NetspecError(f"cannot write {path}: the folder {path.parent} does not exist")
-    if path.is_dir():
-        raise NetspecError(
-            f"cannot write {path}: it is a folder", hint=f"name a file, e.g. {path / 'model.onnx'}"
-        )
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    """A temporary file beside `path` that replaces it when the block ends normally, and is
+    removed when it raises (see `netspec.io.atomic_path`, which does the work)."""
+    with atomic_path(path) as tmp:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_atomic(path: str | Path, data: bytes | Lowered) -> Path:
@@ -972,8 +948,6 @@ def _write(tmp: Path, data: bytes | Lowered) -> None:
             data.write(f)
         else:
             f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def export(
@@ -986,6 +960,7 @@ def export(
     note: str = "",
     check: bool = True,
     run: bool = True,
+    metadata: Mapping[str, str] | None = None,
 ) -> ExportReport:
     """Lower and write to `path`: to a temporary file beside it, checked there (see `verify`),
     then moved over `path`; nothing is written when a check fails.
@@ -1000,7 +975,7 @@ def export(
         ExportCheckFailed: the model failed a check (a bug in netspec).
     """
     options = options or LowerOptions()
-    lowered = lower(graph, weights, options, origin=origin, note=note)
+    lowered = lower(graph, weights, options, origin=origin, note=note, metadata=metadata)
     checks: list[Check] = []
     with staged(path) as tmp:
         _write(tmp, lowered)

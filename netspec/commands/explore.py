@@ -4,11 +4,13 @@ written out as a concrete spec. Never imports torch (matplotlib only for --plot)
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from netspec.commands.options import SPEC
 from netspec.errors import NetspecError
+from netspec.io import atomic_write, check_output_folder, fmt_bytes
 
 SORTS = ("params", "macs", "memory")
 
@@ -91,6 +93,9 @@ def explore(
     from netspec import explore as ex
     from netspec.ir.build import load_spec
 
+    for path in (plot_path, csv_path, output):  # refused before the work, not after it
+        if path is not None:
+            check_output_folder(Path(path))
     family = load_spec(spec)
     if pick is not None:
         _pick(ex, family, pick, output)
@@ -103,7 +108,7 @@ def explore(
     grid = ex.parse_grid(family, grids + extra) if grids or extra else None
     result = ex.explore(family, grid=grid, sample=sample, seed=seed)
     if csv_path:
-        ex.atomic_write(csv_path, ex.to_csv(result))
+        atomic_write(csv_path, ex.to_csv(result))
     if plot_path:
         ex.plot(result, plot_path)
     _report(ex, result, sort_by, show_all, limit, spec, csv_path, plot_path)
@@ -125,7 +130,7 @@ def _pick(ex, family, number: int, output: str | None) -> None:
     t = graph.totals
     console.print(
         f"wrote [bold]{escape(output)}[/]: member #{member.number} ({escape(member.label())}): "
-        f"{t.params:,} params, {t.macs:,} MACs, {ex.human_bytes(t.memory_bytes)} activations"
+        f"{t.params:,} params, {t.macs:,} MACs, {fmt_bytes(t.memory_bytes)} activations"
     )
     if member.over:
         console.print(
@@ -242,7 +247,7 @@ def _report(
             *(escape(ex.literal(v)) for v in m.bindings.values()),
             f"{m.params:,}",
             f"{m.macs:,}",
-            ex.human_bytes(m.memory),
+            fmt_bytes(m.memory),
         ]
         if show_all:
             cells.append("*" if m.on_front else "")

@@ -8,6 +8,7 @@ netspec bench specs/resnet18.ns
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from netspec import __version__
+from netspec import __version__, io
 from netspec.backends import lower_onnx
 from netspec.backends.lower_onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, LowerOptions
 from netspec.commands.options import SPEC, load_graph, set_option
@@ -23,6 +24,8 @@ from netspec.errors import NetspecError
 from netspec.ir.graph import Graph
 from netspec.layers import fmt_shape
 
+CLASSES_KEY = "netspec.classes"  # ONNX metadata: the class names of a trained run, as JSON
+LABELS_MAX_BYTES = 16 << 20
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
@@ -79,11 +82,20 @@ def export(
             "--seed draws random initial weights and --weights loads trained ones: give one"
         )
     start = time.perf_counter()
+    io.check_output_folder(Path(output))  # before the work, not after it
     graph = load_graph(spec, sets, extra)
+    metadata: dict[str, str] = {}
     if weights is not None:
-        file = lower_onnx.checkpoint_file(weights)
+        from netspec.train.run_folder import class_names
+
+        file = io.checkpoint_file(weights)
         arrays, origin = lower_onnx.load_checkpoint(file), str(file)
+        _check_finite(arrays, origin)
         note = "checkpoint sha256:" + _digest(file)
+        classes = graph.classes or (graph.output_shape[0] if len(graph.output_shape) == 1 else 0)
+        names = class_names(weights, classes) if classes else None
+        if names is not None:
+            metadata[CLASSES_KEY] = json.dumps(names)
     else:
         seed = seed or 0
         arrays, origin, note = (
@@ -92,7 +104,9 @@ def export(
             f"seed={seed}",
         )
     try:
-        report = lower_onnx.export(graph, output, arrays, options, origin=origin, note=note)
+        report = lower_onnx.export(
+            graph, output, arrays, options, origin=origin, note=note, metadata=metadata
+        )
     except lower_onnx.ExportCheckFailed as err:
         raise NetspecError(
             f"the lowered model failed a check, so nothing was written: {err}",
@@ -100,6 +114,23 @@ def export(
         ) from None
     took = time.perf_counter() - start
     _print_report(report, graph, options, origin, took)
+
+
+def _check_finite(arrays: dict[str, np.ndarray], origin: str) -> None:
+    """Refuse weights holding NaN or infinity: the model would output NaN for every input."""
+    bad = [
+        f"{name} ({int((~np.isfinite(a)).sum()):,} of {a.size:,})"
+        for name, a in arrays.items()
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all()
+    ]
+    if bad:
+        raise NetspecError(
+            f"the weights in {origin} hold NaN or infinite values, so nothing was written",
+            notes=[
+                f"in {', '.join(bad[:6])}" + (f" and {len(bad) - 6} more" if len(bad) > 6 else "")
+            ],
+            hint="did the training diverge? export an earlier checkpoint (best.safetensors)",
+        )
 
 
 def _digest(path: Path) -> str:
@@ -136,19 +167,12 @@ def _print_report(
             f" -> `{OUTPUT_NAME}` [batch, {', '.join(map(str, graph.output_shape))}] float32 {out_kind}",
         ),
     ]
-    click.echo(f"wrote {report.path} ({_size(report.bytes)}) in {took:.2f} s")
+    click.echo(f"wrote {report.path} ({io.fmt_bytes(report.bytes)}) in {took:.2f} s")
     for key, value in rows:
         click.echo(f"  {key:<8} {value}")
     for i, check in enumerate(report.checks):
         mark = "ok" if check.ok else "FAILED"
         click.echo(f"  {'checks' if i == 0 else '':<8} {mark:<3} {check.name}: {check.detail}")
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
 
 
 # --- run ---------------------------------------------------------------------------------------
@@ -205,7 +229,20 @@ def run(
         raise NetspecError(
             f"{model} failed on these inputs: {str(err).strip().splitlines()[0]}"
         ) from None
-    names_of = _class_names(labels, out.shape[-1]) if labels else None
+    bad = [n for n, row in zip(names, out, strict=True) if not np.isfinite(row).all()]
+    if bad:
+        raise NetspecError(
+            f"{model} outputs NaN or infinite values for {', '.join(bad[:4])}"
+            + (f" and {len(bad) - 4} more" if len(bad) > 4 else ""),
+            hint="its weights may hold NaN or infinite values (did the training diverge?)",
+        )
+    names_of = (
+        _class_names(labels, out.shape[-1])
+        if labels
+        else _metadata_classes(session.metadata, out.shape[-1])
+        if out.ndim == 2
+        else None
+    )
     _print_predictions(out, names, session.metadata.get("netspec.output"), top_k, names_of)
 
 
@@ -242,64 +279,104 @@ def read_inputs(
     return np.stack(rows), names
 
 
-def _read_npy(path: Path, shape: tuple[int, ...], tokens: bool) -> np.ndarray:
+def _read_npy(
+    path: Path, shape: tuple[int, ...], tokens: bool, vocab: int | None = None
+) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise NetspecError(f"cannot read {path}: {err}") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise NetspecError(
+            f"cannot read {path} as a .npy array: {err or 'the file is empty'}"
+        ) from None
+    if not isinstance(array, np.ndarray):  # np.load opens a zip archive (.npz) as well
+        array.close()
+        raise NetspecError(
+            f"{path} is an .npz archive, not a .npy array",
+            hint="save one array with np.save(path, x)",
+        )
     if array.shape == shape:
         array = array[None]
     elif (
         len(shape) == 3 and shape[0] == 1 and array.shape[-2:] == shape[1:] and array.ndim in (2, 3)
     ):
         array = array.reshape(-1, *shape)  # gray images without their channel axis
+    elif len(shape) >= 2 and array.shape[-len(shape) :] == (*shape[1:], shape[0]):
+        was = array.shape
+        array = np.moveaxis(array if array.ndim > len(shape) else array[None], -1, 1)
+        click.echo(
+            f"note: {path} is channels-last [{fmt_shape(was)}]; converted to channels-first "
+            f"[{fmt_shape(array.shape)}]",
+            err=True,
+        )
     if array.shape[1:] != shape or array.ndim != len(shape) + 1:
         raise NetspecError(
             f"{path} holds an array of shape [{fmt_shape(array.shape)}]; the model takes [{fmt_shape(shape)}] "
             f"(one example) or [N, {fmt_shape(shape)}] (a batch)",
-            hint="arrays are channels-first, without or with a batch axis",
+            hint="arrays are channels-first or channels-last, without or with a batch axis",
+        )
+    if len(array) == 0:
+        raise NetspecError(f"{path} holds no examples (shape [{fmt_shape(array.shape)}])")
+    if np.iscomplexobj(array):
+        raise NetspecError(
+            f"{path} holds complex numbers ({array.dtype}); the model takes real values",
+            hint="pass the real part (x.real) or the magnitude (abs(x)) if that is what you mean",
         )
     if tokens:
         if not np.issubdtype(array.dtype, np.integer):
             raise NetspecError(
                 f"{path} holds {array.dtype} values; the model takes integer token ids"
             )
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or (vocab is not None and high >= vocab):
+            raise NetspecError(
+                f"{path} holds token ids in [{low}, {high}]; the model's vocabulary is "
+                f"[0, {vocab if vocab is not None else 'V'})",
+                hint="token ids are never negative (onnxruntime would read -1 as the last id)",
+            )
         return array.astype(np.int64)
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
-    if not np.issubdtype(array.dtype, np.number):
+    if not np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_:
         raise NetspecError(f"{path} holds {array.dtype} values; the model takes numbers")
-    return array.astype(np.float32)
+    values = array.astype(np.float32)
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise NetspecError(
+            f"{path} holds {bad} NaN or infinite value(s) (or values past float32's range)",
+            hint="clean the input first: the model's scores would be NaN",
+        )
+    return values
 
 
 def read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """An image as the model's `[C, H, W]` float32 input in [0, 1] (gray for C=1, RGB for C=3)."""
-    from PIL import Image, UnidentifiedImageError
-
     if len(shape) != 3 or shape[0] not in (1, 3):
         raise NetspecError(
             f"{path} is an image, but the model takes [{fmt_shape(shape)}], not [1 or 3, H, W]",
             hint="give it .npy arrays instead",
         )
     channels, height, width = shape
-    try:
-        with Image.open(path) as image:
-            converted = image.convert("L" if channels == 1 else "RGB")
-            resized = converted.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(resized, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as err:
-        raise NetspecError(f"cannot read the image {path}: {err}") from None
+    array = io.read_image(path, channels, height, width).astype(np.float32) / 255.0
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
 def _class_names(path: str, classes: int) -> list[str]:
-    try:
-        names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    except OSError as err:
-        raise NetspecError(f"cannot read the labels {path}: {err}") from None
+    text = io.read_text(path, "labels file", LABELS_MAX_BYTES)
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != classes:
         raise NetspecError(f"{path} names {len(names)} classes; the model has {classes}")
     return names
+
+
+def _metadata_classes(metadata: dict[str, str], classes: int) -> list[str] | None:
+    """The class names an exported model carries (`netspec.classes`), when they fit."""
+    try:
+        names = json.loads(metadata.get(CLASSES_KEY, "null"))
+    except ValueError:
+        return None
+    if isinstance(names, list) and len(names) == classes and all(isinstance(n, str) for n in names):
+        return names
+    return None
 
 
 def _print_predictions(

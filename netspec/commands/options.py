@@ -16,8 +16,15 @@ def parse_bindings(pairs: tuple[str, ...]) -> dict[str, str]:
                 raise NetspecError(
                     f"--set takes NAME=VALUE; received `{item}`", hint="e.g. --set N=2 M=3 pool=on"
                 )
-            name, value = item.split("=", 1)
-            out[name.strip()] = value.strip()
+            name, value = (part.strip() for part in item.split("=", 1))
+            if name in out:
+                if out[name] == value:
+                    continue
+                raise NetspecError(
+                    f"`{name}` is bound twice: {name}={out[name]} and {name}={value}",
+                    hint=f"give --set {name}=... once",
+                )
+            out[name] = value
     return out
 
 

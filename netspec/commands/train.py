@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,9 +17,9 @@ import click
 
 from netspec.commands.options import SPEC, load_graph, parse_bindings, set_option
 from netspec.errors import NetspecError
+from netspec.train.run_folder import SETTINGS, SPEC_COPY, read_settings, read_spec_copy
 from netspec.train.settings import KEYS, TrainSettings, describe_keys, resolve_settings
 
-SPEC_COPY, SETTINGS = "spec.ns", "settings.json"
 # Flags a resumed run may change: the rest would make it a different run.
 _RESUMABLE = {"epochs", "device", "nproc", "threads", "quiet"}
 _NO_DATA = 'no training data: pass --data SOURCE or set `data = "..."` in the spec\'s train section'
@@ -76,6 +77,14 @@ def _setting_options(f):
     "init",
     metavar="CKPT",
     help="start from these weights (a .safetensors or a run folder), matched by layer name and shape",
+)
+@click.option(
+    "--init-min",
+    "init_min",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    metavar="F",
+    help="with --init: refuse to train unless this share of the model's weights (by element "
+    "count) is loaded [default: any, but not none]",
 )
 @click.option(
     "--device",
@@ -141,18 +150,23 @@ def train(
         graph = load_graph(spec, sets, extra)
         settings = resolve_settings(graph.train, flags, spans=graph.train_spans)
         init = options["init"]
-        # refused before any data is read: a missing --init file, a --freeze matching nothing
+        if options["init_min"] is not None and init is None:
+            raise NetspecError("--init-min goes with --init CKPT")
+        # refused before any data is read: an --init that loads nothing (or too little),
+        # a --freeze matching nothing, batch norm on batches of one
         if init is not None:
-            from netspec.train.checkpoint import weights_file
-
-            weights_file(init)
+            _check_init(graph, settings.seed, init, options["init_min"], console)
         frozen_layers(graph, settings.freeze)
         out = _new_run_folder(options["out"], graph.name)
         threads = options["threads"]
+    _check_batch(graph, settings.batch_size, options["nproc"])
     runtime = pick_runtime(options["device"], rank=options["nproc"] - 1)  # refused now if bad
     threads = cpu_threads(threads, options["nproc"])  # recorded: it sways float sums
     data = _load(graph, settings)
-    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no folder behind
+    for note in data.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    _check_batch(graph, settings.batch_size, options["nproc"], len(data.train))
+    _make_folder(out)  # only now: a refused run leaves no folder behind
     job = Job(
         graph,
         settings,
@@ -164,6 +178,7 @@ def train(
         bool(options["resume"]),
         options["quiet"],
         threads,
+        init_shown=True,
     )
     if not options["resume"]:
         _write_run_files(job, spec)
@@ -207,26 +222,120 @@ def _resume(
     out = Path(run_dir)
     if not (out / SETTINGS).is_file() or not (out / SPEC_COPY).is_file():
         raise NetspecError(f"{run_dir} is not a run folder: it has no {SETTINGS} or {SPEC_COPY}")
-    saved = json.loads((out / SETTINGS).read_text(encoding="utf-8"))
-    copy = (out / SPEC_COPY).read_text(encoding="utf-8")
-    if spec is not None and Path(spec).read_text(encoding="utf-8") != copy:
-        raise NetspecError(
-            f"{spec} differs from the spec the run in {run_dir} was trained with",
-            hint=f"leave SPEC out to resume with the run's own copy ({out / SPEC_COPY})",
-        )
+    saved = read_settings(out, required=("bindings", "settings"))
+    copy = read_spec_copy(out)
+    if spec is not None:
+        from netspec.frontend.parser import read_spec_file
+
+        if read_spec_file(spec) != copy:
+            raise NetspecError(
+                f"{spec} differs from the spec the run in {run_dir} was trained with",
+                hint=f"leave SPEC out to resume with the run's own copy ({out / SPEC_COPY})",
+            )
     graph = load_spec(out / SPEC_COPY).instantiate(saved["bindings"])
-    settings = TrainSettings.from_json(saved["settings"])
+    settings = _saved_settings(saved["settings"], out / SETTINGS)
     if "epochs" in flags:
         settings = dataclasses.replace(
             settings, epochs=KEYS["epochs"].check("epochs", flags["epochs"])
         )
         saved["settings"] = settings.to_json()
-    saved.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S"))
+    resumed = saved.get("resumed")
+    saved["resumed"] = [
+        *(resumed if isinstance(resumed, list) else []),
+        time.strftime("%Y-%m-%dT%H:%M:%S"),
+    ]
     from netspec.train.checkpoint import remove_partial_files, write_text
 
     remove_partial_files(out)
     write_text(out / SETTINGS, json.dumps(saved, indent=2) + "\n")
     return graph, settings, out, saved.get("threads")
+
+
+def _saved_settings(values: dict[str, Any], path: Path) -> TrainSettings:
+    """A run's recorded settings, each value checked as a flag's would be."""
+    try:
+        settings = TrainSettings.from_json(values)
+        for key in KEYS:
+            if key in values:
+                KEYS[key].check(key, getattr(settings, key))
+    except (NetspecError, TypeError, ValueError) as err:
+        raise NetspecError(
+            f"{path} is damaged: its settings do not read back ({err})",
+            hint="it is written by `netspec train`; restore it or start a new run",
+        ) from None
+    return settings
+
+
+def _check_init(graph: Any, seed: int, init: str, share: float | None, console: Any) -> None:
+    """Refuse an --init that loads nothing, or less than `share` of the model's weights; show
+    what it loads, what stays new and what is skipped, with names and shapes."""
+    from netspec.backends.lower_torch import build
+    from netspec.train.checkpoint import load_matching, load_weights, weights_file
+    from netspec.train.report import init_table
+
+    file = weights_file(init)
+    model = build(graph, seed=seed)
+    report = load_matching(model, load_weights(file))
+    sizes = {k: v.numel() for k, v in model.state_dict().items() if not k.endswith("_tracked")}
+    total = sum(sizes.values())
+    loaded = sum(sizes.get(k, 0) for k in report.loaded) / total if total else 0.0
+    table = init_table(report, str(file), model.state_dict())
+    if not report.loaded or (share is not None and loaded < share):
+        raise NetspecError(
+            f"--init {init} loads {len(report.loaded)} of {len(sizes)} tensors "
+            f"({loaded:.1%} of the model's weights)"
+            + (f", under --init-min {share:g}" if report.loaded else ": nothing to start from"),
+            notes=init_notes(report),
+            hint="was it trained from another spec? weights match by layer name and shape "
+            "(see `netspec check` for this spec's layer names)",
+        )
+    console.print(table)
+    console.print(
+        f"--init: {loaded:.1%} of the model's weights loaded from {file}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def init_notes(report: Any, limit: int = 8) -> list[str]:
+    """What an --init did, in words: skipped tensors with both shapes, new and unused ones."""
+    notes = [
+        f"skipped {key}: checkpoint {list(theirs)}, model {list(ours)}"
+        for key, theirs, ours in report.skipped[:limit]
+    ]
+    for what, keys in (("new (not in the checkpoint)", report.new), ("unused", report.unused)):
+        if keys:
+            shown = ", ".join(keys[:limit]) + (
+                f" ... ({len(keys) - limit} more)" if len(keys) > limit else ""
+            )
+            notes.append(f"{what}: {shown}")
+    return notes
+
+
+def _check_batch(graph: Any, batch_size: int, nproc: int, examples: int | None = None) -> None:
+    """Batch norm cannot train on a batch of one example (per process): refuse it up front."""
+    if not any(n.kind == "batchnorm" for n in graph.nodes):
+        return
+    per_rank = batch_size // nproc
+    if per_rank < 2 or (examples is not None and examples // nproc < 2):
+        what = (
+            f"--batch-size {batch_size} over {nproc} process(es) gives {per_rank} example(s) each"
+            if per_rank < 2
+            else f"the training set has {examples} example(s) for {nproc} process(es)"
+        )
+        raise NetspecError(
+            f"{graph.name} has batch norm, which needs at least 2 examples per batch: {what}",
+            hint=f"use --batch-size {2 * nproc} or more" if per_rank < 2 else "use more data",
+        )
+
+
+def _make_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NetspecError(f"cannot create the run folder {out}: {err.strerror or err}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise NetspecError(f"cannot write into the run folder {out}")
 
 
 def _new_run_folder(out: str | None, name: str) -> Path:
@@ -392,22 +501,19 @@ def eval_cmd(
     from netspec.train.report import eval_tables
 
     run = Path(weights) if Path(weights).is_dir() else None
-    saved = (
-        json.loads((run / SETTINGS).read_text(encoding="utf-8"))
-        if run and (run / SETTINGS).is_file()
-        else {}
-    )
+    saved = read_settings(run) if run and (run / SETTINGS).is_file() else {}
     if spec is not None:
         graph = load_graph(spec, sets, extra)
     elif run is not None and (run / SPEC_COPY).is_file():
+        bindings = dict(saved.get("bindings") or {})
         graph = load_spec(run / SPEC_COPY).instantiate(
-            saved.get("bindings", {}) | parse_bindings(tuple(sets) + tuple(extra))
+            bindings | parse_bindings(tuple(sets) + tuple(extra))
         )
     else:
         raise click.UsageError(
             "missing SPEC (it may be left out only when --weights is a run folder)"
         )
-    run_settings = saved.get("settings", {})
+    run_settings = saved.get("settings") or {}
     source = data or run_settings.get("data")
     if source is None:
         raise NetspecError("no data to evaluate on: pass --data SOURCE", hint=_DATA_HINT)

@@ -77,7 +77,10 @@ def _parser() -> Lark:
 
 
 def read_spec_file(path: str | Path) -> str:
-    """Read a spec file as text, refusing missing, unreadable, binary or non-UTF-8 files."""
+    """Read a spec file as text, refusing missing, unreadable, binary or non-UTF-8 files, and
+    anything but a regular file of at most `SPEC_MAX_BYTES` (1 MiB), before reading it."""
+    from netspec.io import SPEC_MAX_BYTES, read_input
+
     p = Path(path)
     if not p.exists():
         raise NetspecError(
@@ -85,7 +88,12 @@ def read_spec_file(path: str | Path) -> str:
         )
     if p.is_dir():
         raise NetspecError(f"{path} is a directory, not a spec file")
-    data = p.read_bytes()
+    start = Span(file=str(path), line=1, col=1, end_line=1, end_col=1)
+    try:
+        data = read_input(p, "spec file", SPEC_MAX_BYTES)
+    except NetspecError as e:
+        e.span = e.span or start
+        raise
     if b"\x00" in data:
         raise NetspecError(
             f"{path} is a binary file, not a netspec spec (NUL byte at offset {data.index(0)})",

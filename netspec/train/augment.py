@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from netspec.errors import NetspecError, did_you_mean
+from netspec.io import BOOL_WORDS, parse_bool
 
 # Largest accepted value of each numeric option, with what it means, for error messages.
 _LIMITS = {
@@ -92,10 +93,12 @@ def _parse_item(item: str, text: str) -> tuple[str, float | bool]:
 
 
 def _parse_flag(raw: str) -> bool:
-    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-    if raw.lower() not in words:
-        raise NetspecError(f"expected flip=true or flip=false. Received: flip={raw}")
-    return words[raw.lower()]
+    value = parse_bool(raw)
+    if value is None:
+        raise NetspecError(
+            f"expected flip=true or flip=false (or {', '.join(BOOL_WORDS)}). Received: flip={raw}"
+        )
+    return value
 
 
 def _parse_amount(key: str, raw: str) -> float:

@@ -1,8 +1,7 @@
 """Checkpoints: model weights as safetensors, the resumable training state via torch.save.
 
-Every file is written atomically: into a temporary file beside the target, flushed to disk,
-then moved over the target with `os.replace`. A run killed at any instant (even `kill -9`)
-leaves each file either whole and old or whole and new, never partial.
+Every file is written atomically through `netspec.io.atomic_write`: a run killed at any
+instant (even `kill -9`) leaves each file either whole and old or whole and new, never partial.
 
 Weights files hold the model's `state_dict` with its keys as is (`layer2.basic1.conv1.weight`),
 so any safetensors reader can use them. The training state (`last.state.pt`) holds the
@@ -13,8 +12,8 @@ epoch with the optimizer state of another.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,46 +22,20 @@ import torch
 from torch import nn
 
 from netspec.errors import NetspecError
+from netspec.io import CHECKPOINT_NAMES, atomic_write, checkpoint_file, clean_stale_temps
 
-WEIGHTS = "last.safetensors"
-BEST = "best.safetensors"
+BEST, WEIGHTS = CHECKPOINT_NAMES  # best.safetensors, last.safetensors
 STATE = "last.state.pt"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write `path` through `write(tmp)` so that it appears whole or not at all.
-
-    Args:
-        path: the file to create or replace.
-        write: writes the complete contents to the temporary path it is given.
-
-    Raises:
-        Whatever `write` raises; the temporary file is removed and `path` is untouched.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_text(path: Path, text: str) -> None:
     """Atomically write a text file (UTF-8)."""
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, text)
 
 
 def remove_partial_files(folder: Path) -> None:
     """Delete temporary files a killed run left behind (they were never moved into place)."""
-    for tmp in Path(folder).glob(".*.tmp-*"):
-        tmp.unlink(missing_ok=True)
+    clean_stale_temps(Path(folder), older_than_s=0)
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -76,7 +49,7 @@ def save_weights(path: Path, tensors: Mapping[str, torch.Tensor], epoch: int | N
 
     metadata = {"format": "pt", "epoch": str(epoch)} if epoch is not None else {"format": "pt"}
     blob = save(dict(tensors), metadata=metadata)
-    atomic_write(path, lambda tmp: tmp.write_bytes(blob))
+    atomic_write(path, blob)
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -97,15 +70,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def weights_file(path: str | Path) -> Path:
     """`path` itself, or for a run folder its best.safetensors (last.safetensors otherwise)."""
-    file = Path(path).expanduser()
-    if file.is_dir():
-        for name in (BEST, WEIGHTS):
-            if (file / name).is_file():
-                return file / name
-        raise NetspecError(f"the folder {file} holds no {BEST} or {WEIGHTS}")
-    if not file.is_file():
-        raise NetspecError(f"weights file not found: {path}")
-    return file
+    return checkpoint_file(path)
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -116,9 +81,19 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 def load_state(path: Path) -> dict[str, Any]:
     """Read what `save_state` wrote (tensors only, no arbitrary objects)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as err:
-        raise NetspecError(f"cannot read the training state {path}: {err}") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NetspecError(
+            f"cannot read the training state {path}: {first[:300]}",
+            hint="it is damaged, or not a file `netspec train` wrote",
+        ) from None
+    if not isinstance(state, dict):
+        raise NetspecError(
+            f"cannot read the training state {path}: it holds a {type(state).__name__}, not a dict",
+            hint="it is damaged, or not a file `netspec train` wrote",
+        )
+    return state
 
 
 @dataclass

@@ -18,6 +18,7 @@ import gzip
 import math
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from netspec.errors import NetspecError, did_you_mean
+from netspec.io import fmt_bytes, read_image
 
 SOURCES = ("digits", "synthetic", "npz", "idx", "folder")
 _USAGE = "known sources: digits, synthetic[:N], npz:PATH, idx:PATH, folder:PATH"
 _NEEDS_PATH = ("npz", "idx", "folder")
 _SYNTHETIC_SIZE = 256
+_SYNTHETIC_MAX_BYTES = 4 << 30  # 4 GiB of generated examples
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # IDX type codes (third byte of the magic number) to big-endian numpy dtypes.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -63,6 +66,7 @@ class DataSplit:
 
     train: Dataset
     val: Dataset
+    notes: tuple[str, ...] = ()  # what was converted on the way (channels-last -> first)
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class _Part:
 
     x: np.ndarray
     y: np.ndarray
+    note: str | None = None  # what was converted, said to the user
 
 
 def _as_tensor(x: np.ndarray) -> torch.Tensor:
@@ -151,6 +156,7 @@ def load_data(
     _check_options(val_split, limit)
     raw = _read_source(source, target, seed)
     rng = np.random.default_rng(seed)
+    held = raw
     if val_source is not None:
         held = _read_source(val_source, target, seed + 1)
         _check_same_classes(raw.class_names, held.class_names, source, val_source)
@@ -164,7 +170,23 @@ def load_data(
         val = raw.take(raw.train, val_index)
     if limit is not None:
         train_index = train_index[:limit]
-    return DataSplit(train=raw.take(raw.train, train_index), val=val)
+    if len(train_index) == 0:
+        raise NetspecError(
+            f"no training examples in {source}"
+            + (
+                f" (it holds {len(raw.train.y)}, all held out for validation)"
+                if len(raw.train.y)
+                else ""
+            ),
+            hint="training needs data: check the file, or lower --val-split",
+        )
+    parts = (
+        [raw.train, raw.test, held.train, held.test]
+        if val_source is not None
+        else [raw.train, raw.test]
+    )
+    notes = tuple(dict.fromkeys(p.note for p in parts if p is not None and p.note))
+    return DataSplit(train=raw.take(raw.train, train_index), val=val, notes=notes)
 
 
 def stratified_split(
@@ -330,7 +352,7 @@ def fit_image(images: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _read_synthetic(origin: str, arg: str, target: _Target, seed: int) -> _Raw:
-    n = _synthetic_size(arg, origin)
+    n = _synthetic_size(arg, origin, target)
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.arange(n) % target.classes)
     if target.kind == "tokens":
@@ -344,14 +366,23 @@ def _read_synthetic(origin: str, arg: str, target: _Target, seed: int) -> _Raw:
     return _Raw(_Part(x, y), None, names)
 
 
-def _synthetic_size(arg: str, origin: str) -> int:
+def _synthetic_size(arg: str, origin: str, target: _Target) -> int:
     if not arg:
         return _SYNTHETIC_SIZE
     if not arg.isdigit() or int(arg) < 1:
         raise NetspecError(
             f"expected a positive example count in `synthetic:N`. Received: {origin!r}"
         )
-    return int(arg)
+    n = int(arg)
+    per_example = math.prod(target.shape) * 8  # float32 noise plus the mixed copy
+    if len(arg) > 18 or n * per_example > _SYNTHETIC_MAX_BYTES:
+        most = _SYNTHETIC_MAX_BYTES // per_example
+        raise NetspecError(
+            f"`{origin}` asks for {n:,} examples of {list(target.shape)}, over netspec's "
+            f"{fmt_bytes(_SYNTHETIC_MAX_BYTES)} for synthetic data",
+            hint=f"at most synthetic:{most} for this input",
+        )
+    return n
 
 
 def _synthetic_tokens(y: np.ndarray, target: _Target, rng: np.random.Generator) -> np.ndarray:
@@ -391,16 +422,21 @@ def _read_npz(origin: str, path: Path, target: _Target) -> _Raw:
 def _load_npz_arrays(origin: str, path: Path) -> dict[str, np.ndarray]:
     if path.is_dir():
         raise NetspecError(f"`{origin}` names a directory, not an .npz file")
+    if not path.is_file():
+        raise NetspecError(f"`{origin}` is not a regular file, so not an .npz archive")
     try:
-        with np.load(path, allow_pickle=False) as loaded:
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise NetspecError(
-                    f"{path} holds a single array, not an .npz archive",
-                    hint="save with np.savez(path, x=images, y=labels)",
-                )
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise NetspecError(
+                f"{path} holds a single array (a .npy file), not an .npz archive",
+                hint="save with np.savez(path, x=images, y=labels)",
+            )
+        with loaded:
             return {name: loaded[name] for name in loaded.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise NetspecError(f"cannot read {path} as an .npz archive: {err}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise NetspecError(
+            f"cannot read {path} as an .npz archive: {err or 'the file is empty'}"
+        ) from None
 
 
 def _class_names(names: np.ndarray | None, classes: int) -> list[str]:
@@ -453,8 +489,8 @@ def _read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as handle:
                 return handle.read()
         return path.read_bytes()
-    except (OSError, EOFError) as err:
-        raise NetspecError(f"cannot read {path}: {err}") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise NetspecError(f"cannot read {path}: {err or 'the file is empty'}") from None
 
 
 def _read_idx_source(origin: str, path: Path, target: _Target) -> _Raw:
@@ -566,16 +602,8 @@ def _read_class_folders(origin: str, root: Path, target: _Target) -> tuple[_Part
 
 
 def _read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     channels, height, width = shape
-    try:
-        with Image.open(path) as image:
-            converted = image.convert("L" if channels == 1 else "RGB")
-            resized = converted.resize((width, height), Image.Resampling.BILINEAR)
-            return np.asarray(resized)
-    except (UnidentifiedImageError, OSError) as err:
-        raise NetspecError(f"cannot read the image {path}: {err}") from None
+    return read_image(path, channels, height, width)
 
 
 # --- fitting arrays to the spec ------------------------------------------------------------
@@ -583,10 +611,25 @@ def _read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 def _checked_part(origin: str, x: np.ndarray, y: np.ndarray, target: _Target) -> _Part:
     """Check labels and layout, and convert `x` to the spec's channels-first layout."""
+    for name, array in (("examples", x), ("labels", y)):
+        if array.ndim == 0:
+            raise NetspecError(
+                f"data from {origin} has {name} that are a single value (a 0-d array), "
+                "not one per example"
+            )
+        if np.iscomplexobj(array):
+            raise NetspecError(f"data from {origin} has complex {name}; expected real numbers")
     labels = _checked_labels(origin, y, len(x), target.classes)
     if target.kind == "tokens":
         return _Part(_fit_tokens(origin, x, target), labels)
-    return _Part(_scaled(origin, _fit_layout(origin, x, target)), labels)
+    fitted = _fit_layout(origin, x, target)
+    note = None
+    if fitted.shape[1:] == target.shape and x.shape[1:] != target.shape and x.ndim == fitted.ndim:
+        note = (
+            f"{origin} holds channels-last {target.noun} {list(x.shape[1:])}; "
+            f"converted to channels-first {list(target.shape)}"
+        )
+    return _Part(_scaled(origin, fitted), labels, note)
 
 
 def _checked_labels(origin: str, y: np.ndarray, n: int, classes: int) -> np.ndarray:
@@ -646,6 +689,8 @@ def _fit_layout(origin: str, x: np.ndarray, target: _Target) -> np.ndarray:
 def _scaled(origin: str, x: np.ndarray) -> np.ndarray:
     if x.dtype == np.uint8:
         return x.astype(np.float32) / 255.0
+    if not np.issubdtype(x.dtype, np.number):
+        raise NetspecError(f"data from {origin} holds {x.dtype} values; expected numbers")
     values = x.astype(np.float32)
     if not np.isfinite(values).all():
         raise NetspecError(f"data from {origin} holds NaN or infinite values")

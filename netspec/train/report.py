@@ -6,14 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Mapping
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from netspec.train.checkpoint import InitReport, atomic_write, write_text
+from netspec.io import atomic_write
+from netspec.train.checkpoint import InitReport, write_text
 from netspec.train.evaluate import Evaluation
 
 
@@ -165,8 +168,9 @@ class EpochProgress:
             self.console.print(text, highlight=False, soft_wrap=True)
 
 
-def init_table(report: InitReport, origin: str) -> Table:
-    """Which layers `--init` loaded, which are new, which were skipped for their shape."""
+def init_table(report: InitReport, origin: str, model: Mapping[str, Any] | None = None) -> Table:
+    """Which layers `--init` loaded, which are new, which were skipped for their shape (with
+    both shapes); with the model's state_dict, the shapes of the loaded and new tensors too."""
     layers: dict[str, list[str]] = {}
     detail: dict[str, str] = {}
 
@@ -176,16 +180,23 @@ def init_table(report: InitReport, origin: str) -> Table:
         if status not in statuses:
             statuses.append(status)
 
+    def shapes(key: str) -> None:
+        if model is not None and key in model:
+            layer, name = key.rsplit(".", 1) if "." in key else (key, key)
+            shown = f"{name} {list(model[key].shape)}"
+            detail[layer] = f"{detail[layer]}, {shown}" if layer in detail else shown
+
     for key in report.loaded:
         mark(key, "loaded")
+        shapes(key)
     for key in report.new:
         mark(key, "new")
+        shapes(key)
     for key, theirs, ours in report.skipped:
         mark(key, "skipped")
-        detail.setdefault(
-            key.rsplit(".", 1)[0],
-            f"{key.rsplit('.', 1)[1]}: checkpoint {list(theirs)}, model {list(ours)}",
-        )
+        layer = key.rsplit(".", 1)[0]
+        shown = f"{key.rsplit('.', 1)[-1]}: checkpoint {list(theirs)}, model {list(ours)}"
+        detail[layer] = f"{detail[layer]}, {shown}" if layer in detail else shown
     for key in report.unused:
         mark(key, "unused")
     table = Table(title=f"--init {origin}")

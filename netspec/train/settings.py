@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netspec.errors import NetspecError, Span, did_you_mean
+from netspec.io import parse_bool
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
@@ -333,7 +334,7 @@ def parse_call(text: str) -> Any:
     """
     try:
         tree = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise NetspecError(
             f"cannot read {text!r}", hint='write NAME or NAME(key=value, ...), e.g. "sgd(lr=0.1)"'
         ) from None
@@ -343,20 +344,26 @@ def parse_call(text: str) -> Any:
         raise NetspecError(
             f"cannot read {text!r}", hint='write NAME or NAME(key=value, ...), e.g. "sgd(lr=0.1)"'
         )
+    unpacked = [k for k in tree.keywords if k.arg is None]
+    if unpacked:
+        raise NetspecError(
+            f"cannot read `**{ast.unparse(unpacked[0].value)}` in {text!r}",
+            hint='write each option as key=value, e.g. "sgd(lr=0.1)"',
+        )
     return {
         "name": tree.func.id,
         "args": [_literal(a, text) for a in tree.args],
-        "kwargs": {k.arg: _literal(k.value, text) for k in tree.keywords if k.arg},
+        "kwargs": {k.arg: _literal(k.value, text) for k in tree.keywords if k.arg is not None},
     }
 
 
 def _literal(node: ast.expr, text: str) -> Any:
     if isinstance(node, ast.Name):
-        words = {"true": True, "on": True, "yes": True, "false": False, "off": False, "no": False}
-        return words.get(node.id.lower(), node.id)
+        flag = parse_bool(node.id)
+        return node.id if flag is None else flag
     try:
         value = ast.literal_eval(node)
-    except ValueError:
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         raise NetspecError(f"cannot read the value `{ast.unparse(node)}` in {text!r}") from None
     return list(value) if isinstance(value, tuple) else value
 

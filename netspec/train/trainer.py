@@ -62,6 +62,7 @@ class Job:
         init: weights to start from, matched by name and shape (transfer learning).
         resume: continue the run in `out` from its last checkpoint.
         quiet: print nothing.
+        init_shown: the caller already showed what `init` loads (the table is not repeated).
         threads: CPU threads per process; None picks by the load (see `cpu_threads`).
     """
 
@@ -75,6 +76,7 @@ class Job:
     resume: bool = False
     quiet: bool = False
     threads: int | None = None
+    init_shown: bool = False  # the command already showed (and checked) what --init loads
 
 
 @dataclass
@@ -336,8 +338,10 @@ class _Run:
         model = build(graph, seed=s.seed)
         if job.init and not job.resume:
             report = ckpt.load_matching(model, ckpt.load_weights(job.init))
-            if self.show:
-                console.print(init_table(report, job.init))
+            if not report.loaded:
+                raise NetspecError(f"--init {job.init} loads no weights into {graph.name}")
+            if self.show and not job.init_shown:
+                console.print(init_table(report, job.init, model.state_dict()))
         frozen = freeze(model, graph, s.freeze)
         if self.show and frozen:
             console.print(f"frozen: {', '.join(frozen)}", highlight=False, soft_wrap=True)
@@ -413,6 +417,10 @@ class _Run:
             state.stopped = "early stopping"
         if self.lead:
             _checkpoint(self.out, self.model, self.optimizer, self.scheduler, state, improved)
+            _write_results(  # after every epoch: a killed run keeps its curves and result
+                RunResult(self.out, state.history, state.best_epoch, state.stopped or "running"),
+                self.job.graph.name,
+            )
         return record
 
     def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, float]:
@@ -510,14 +518,24 @@ def _restore(
             hint="a run can resume once its first epoch has finished",
         )
     saved = ckpt.load_state(path)
-    state = _State(
-        epoch=saved["epoch"],
-        history=[EpochRecord(*row) for row in saved["history"]],
-        best_val_loss=saved["best_val_loss"],
-        best_epoch=saved["best_epoch"],
-        bad_epochs=saved["bad_epochs"],
-        stopped=saved["stopped"],
+    damaged = NetspecError(
+        f"{path} is not the training state of this run",
+        hint="it is written by `netspec train`; restore it, or start a new run "
+        "(--init RUN_DIR keeps the weights)",
     )
+    try:
+        state = _State(
+            epoch=int(saved["epoch"]),
+            history=[EpochRecord(*row) for row in saved["history"]],
+            best_val_loss=float(saved["best_val_loss"]),
+            best_epoch=saved["best_epoch"],
+            bad_epochs=int(saved["bad_epochs"]),
+            stopped=saved["stopped"],
+        )
+        if not isinstance(saved["model"], dict) or not isinstance(saved["optimizer"], dict):
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
+        raise damaged from None
     if state.stopped:
         raise NetspecError(
             f"the run in {out} already ended ({state.stopped} after epoch {state.epoch})"
@@ -527,10 +545,14 @@ def _restore(
             f"the run in {out} already finished its {s.epochs} epochs",
             hint="pass --epochs with a larger number to train further",
         )
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    if scheduler is not None and saved["scheduler"] is not None:
-        scheduler.load_state_dict(saved["scheduler"])
+    try:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None and saved["scheduler"] is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        damaged.notes = [str(err).strip().splitlines()[0][:300]]
+        raise damaged from None
         if hasattr(scheduler, "T_max"):
             scheduler.T_max = s.epochs  # --epochs may extend a resumed run
     return state
@@ -559,12 +581,18 @@ def _diverged(
     )
 
 
-def _finish(result: RunResult, name: str, console: Console, show: bool) -> None:
-    """The end of a run: the learning curves, result.json and the per-epoch table."""
+def _write_results(result: RunResult, name: str) -> None:
+    """The learning curves and result.json, each written atomically."""
     if result.history:
         plot_curves(result.out / CURVES, result.history, f"{name}: learning curves")
     ckpt.write_text(result.out / RESULT, json.dumps(result.to_json(), indent=2) + "\n")
-    if show and result.history:
+
+
+def _finish(result: RunResult, name: str, console: Console, show: bool) -> None:
+    """The end of a run: the learning curves, result.json and, on a terminal, the per-epoch
+    table (elsewhere each epoch was printed once already, as a line)."""
+    _write_results(result, name)
+    if show and result.history and console.is_terminal:
         console.print(epoch_table(result.history, result.best_epoch, f"{name}: {result.stopped}"))
 
 
