@@ -280,11 +280,11 @@ def _check_init(graph: Any, seed: int, init: str, share: float | None, console: 
     total = sum(sizes.values())
     loaded = sum(sizes.get(k, 0) for k in report.loaded) / total if total else 0.0
     table = init_table(report, str(file), model.state_dict())
-    if not report.loaded or (share is not None and loaded < share):
+    if not any(k in sizes for k in report.loaded) or (share is not None and loaded < share):
         raise NetspecError(
-            f"--init {init} loads {len(report.loaded)} of {len(sizes)} tensors "
+            f"--init {init} loads {sum(k in sizes for k in report.loaded)} of {len(sizes)} tensors "
             f"({loaded:.1%} of the model's weights)"
-            + (f", under --init-min {share:g}" if report.loaded else ": nothing to start from"),
+            + (f", under --init-min {share:g}" if loaded else ": nothing to start from"),
             notes=init_notes(report),
             hint="was it trained from another spec? weights match by layer name and shape "
             "(see `netspec check` for this spec's layer names)",

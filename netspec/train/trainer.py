@@ -338,7 +338,7 @@ class _Run:
         model = build(graph, seed=s.seed)
         if job.init and not job.resume:
             report = ckpt.load_matching(model, ckpt.load_weights(job.init))
-            if not report.loaded:
+            if all(k.endswith("num_batches_tracked") for k in report.loaded):
                 raise NetspecError(f"--init {job.init} loads no weights into {graph.name}")
             if self.show and not job.init_shown:
                 console.print(init_table(report, job.init, model.state_dict()))
