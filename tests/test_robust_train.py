@@ -239,13 +239,21 @@ def test_a_foreign_pickle_as_training_state_is_refused(run_dir: Path, tmp_path: 
     )
 
 
-def test_an_edited_spec_copy_is_refused_on_resume(run_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("edited", [WIDER, TINY + "# a comment\n"])
+def test_an_edited_spec_copy_is_refused_on_resume(
+    run_dir: Path, tmp_path: Path, edited: str
+) -> None:
     copy = _copy_run(run_dir, tmp_path)
-    (copy / "spec.ns").write_text(WIDER)
-    _refused(
-        _cli("train", "--resume", str(copy), "--epochs", "3", cwd=tmp_path),
-        "not the training state",
-    )
+    (copy / "spec.ns").write_text(edited)
+    _refused(_cli("train", "--resume", str(copy), "--epochs", "3", cwd=tmp_path), "was edited")
+    settings = json.loads((copy / "settings.json").read_text())
+    del settings["source_hash"]  # a run folder from before the hash: the weights still must fit
+    (copy / "settings.json").write_text(json.dumps(settings))
+    done = _cli("train", "--resume", str(copy), "--epochs", "3", cwd=tmp_path)
+    if edited == WIDER:
+        _refused(done, "not the training state")
+    else:
+        assert done.returncode == 0, done.stderr
 
 
 def test_eval_on_a_damaged_run_folder_is_a_clear_error(run_dir: Path, tmp_path: Path) -> None:

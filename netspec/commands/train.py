@@ -233,6 +233,13 @@ def _resume(
                 hint=f"leave SPEC out to resume with the run's own copy ({out / SPEC_COPY})",
             )
     graph = load_spec(out / SPEC_COPY).instantiate(saved["bindings"])
+    if saved.get("source_hash") not in (None, graph.source_hash):
+        raise NetspecError(
+            f"{out / SPEC_COPY} was edited after the run started (its source hash differs from "
+            f"{SETTINGS}'s)",
+            hint="a resumed run trains the spec it started with; start a new run with "
+            f"--init {run_dir} to keep the weights",
+        )
     settings = _saved_settings(saved["settings"], out / SETTINGS)
     if "epochs" in flags:
         settings = dataclasses.replace(
@@ -400,6 +407,7 @@ def _write_run_files(job: Any, spec: str | None) -> None:
     info = {
         "spec": spec,
         "network": job.graph.name,
+        "source_hash": job.graph.source_hash,  # a resume refuses an edited spec.ns
         "bindings": job.graph.bindings,
         "settings": job.settings.to_json(),
         "init": job.init,

@@ -29,13 +29,14 @@ import torch
 import torch.nn.functional as F
 
 from netspec.errors import NetspecError, did_you_mean
-from netspec.io import fmt_bytes, read_image
+from netspec.io import fmt_bytes, read_image, read_input
 
 SOURCES = ("digits", "synthetic", "npz", "idx", "folder")
 _USAGE = "known sources: digits, synthetic[:N], npz:PATH, idx:PATH, folder:PATH"
 _NEEDS_PATH = ("npz", "idx", "folder")
 _SYNTHETIC_SIZE = 256
 _SYNTHETIC_MAX_BYTES = 4 << 30  # 4 GiB of generated examples
+_IDX_MAX_BYTES = 4 << 30  # an IDX file, unpacked (MNIST's largest is 45 MiB)
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # IDX type codes (third byte of the magic number) to big-endian numpy dtypes.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -484,13 +485,20 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _read_bytes(path: Path) -> bytes:
+    if path.suffix != ".gz":
+        return read_input(path, "IDX file", _IDX_MAX_BYTES)
+    if not path.is_file():
+        read_input(path, "IDX file")  # raises: a folder, a pipe, a device
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
+        with gzip.open(path, "rb") as handle:
+            data = handle.read(_IDX_MAX_BYTES + 1)
     except (OSError, EOFError, zlib.error) as err:
         raise NetspecError(f"cannot read {path}: {err or 'the file is empty'}") from None
+    if len(data) > _IDX_MAX_BYTES:
+        raise NetspecError(
+            f"{path} unpacks to more than {fmt_bytes(_IDX_MAX_BYTES)}, over netspec's limit"
+        )
+    return data
 
 
 def _read_idx_source(origin: str, path: Path, target: _Target) -> _Raw:
