@@ -301,3 +301,30 @@ def test_train_on_an_empty_data_set_is_refused(tmp_path: Path) -> None:
         _cli("train", str(spec), "--data", f"npz:{data}", "--epochs", "1", cwd=tmp_path),
         "no training examples",
     )
+
+
+def test_slow_curves_are_drawn_less_often_but_always_at_the_end(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import time
+
+    from netspec.ir.build import load_spec_text
+    from netspec.train import trainer
+    from netspec.train.data import load_data
+    from netspec.train.settings import resolve_settings
+
+    drawn: list[int] = []
+
+    def slow_plot(path, history, title):
+        time.sleep(0.3)  # far longer than a tiny epoch
+        drawn.append(history[-1].epoch)
+
+    monkeypatch.setattr(trainer, "plot_curves", slow_plot)
+    graph = load_spec_text(TINY, "<tiny>").instantiate({})
+    s = resolve_settings({}, {"data": "synthetic:32", "epochs": 4, "batch_size": 16})
+    data = load_data(s.data, graph.input.shape, graph.classes)
+    out = tmp_path / "run"
+    out.mkdir()
+    trainer.train(trainer.Job(graph, s, data, out, device="cpu", quiet=True, threads=1))
+    assert drawn[0] == 1 and drawn[-1] == 4 and len(drawn) < 4  # first, last, not every one
+    assert json.loads((out / trainer.RESULT).read_text())["epochs_run"] == 4

@@ -46,6 +46,7 @@ from netspec.train.report import (
 from netspec.train.settings import TrainSettings
 
 METRICS, CURVES, RESULT = "metrics.csv", "curves.png", "result.json"
+_PLOT_SHARE = 0.1  # curves.png may take at most this share of a run's time between epochs
 
 
 @dataclass(frozen=True)
@@ -370,23 +371,32 @@ class _Run:
                 self.net, device_ids=[self.runtime.device.index] if cuda else None
             )
         self.augment = parse_augment(s.augment)
+        self.started = time.perf_counter()
+        self.plot_seconds, self.plotted = 0.0, 0  # time spent drawing curves.png; its epoch
 
     def loop(self) -> RunResult:
         s, state = self.s, self.state
-        with EpochProgress(self.console, s.epochs, enabled=self.show) as progress:
-            for epoch in range(state.epoch + 1, s.epochs + 1):
-                record = self.epoch(epoch, progress)
-                progress.finish(record)
-                if state.stopped:
-                    progress.note(
-                        f"early stopping: the validation loss has not improved for "
-                        f"{s.patience} epochs (best: epoch {state.best_epoch})"
-                    )
-                    break
+        self.started = time.perf_counter()
+        try:
+            with EpochProgress(self.console, s.epochs, enabled=self.show) as progress:
+                for epoch in range(state.epoch + 1, s.epochs + 1):
+                    record = self.epoch(epoch, progress)
+                    progress.finish(record)
+                    if state.stopped:
+                        progress.note(
+                            f"early stopping: the validation loss has not improved for "
+                            f"{s.patience} epochs (best: epoch {state.best_epoch})"
+                        )
+                        break
+        except KeyboardInterrupt:
+            if self.lead and state.history:
+                self.write_results("interrupted", final=True)
+            raise
         result = RunResult(self.out, state.history, state.best_epoch, state.stopped or "completed")
         if self.world > 1:
             result.ranks_max_diff = _ranks_max_diff(self.model)
         if self.lead:
+            self.write_results(result.stopped, final=True)
             _finish(result, self.job.graph.name, self.console, self.show)
         return result
 
@@ -417,11 +427,25 @@ class _Run:
             state.stopped = "early stopping"
         if self.lead:
             _checkpoint(self.out, self.model, self.optimizer, self.scheduler, state, improved)
-            _write_results(  # after every epoch: a killed run keeps its curves and result
-                RunResult(self.out, state.history, state.best_epoch, state.stopped or "running"),
-                self.job.graph.name,
-            )
+            self.write_results(state.stopped or "running")
         return record
+
+    def write_results(self, stopped: str, final: bool = False) -> None:
+        """result.json after every epoch, so a killed run keeps it; curves.png too, unless
+        drawing it (about 0.3 s) would take over a tenth of the time trained so far, in which
+        case it waits for a later epoch, an interruption or the end (`final`)."""
+        state = self.state
+        result = RunResult(self.out, state.history, state.best_epoch, stopped)
+        trained = time.perf_counter() - self.started
+        curves = final or self.plotted == 0 or self.plot_seconds <= _PLOT_SHARE * trained
+        if curves and state.history and self.plotted != state.epoch:
+            began = time.perf_counter()
+            plot_curves(
+                result.out / CURVES, state.history, f"{self.job.graph.name}: learning curves"
+            )
+            self.plot_seconds += time.perf_counter() - began
+            self.plotted = state.epoch
+        ckpt.write_text(result.out / RESULT, json.dumps(result.to_json(), indent=2) + "\n")
 
     def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, float]:
         """One pass over this process's share of the training set: (mean loss, accuracy)."""
@@ -568,6 +592,7 @@ def _diverged(
             job.graph.name,
             console,
             show,
+            written=False,
         )
     kept = (
         f"the last good checkpoint is kept: {out / ckpt.WEIGHTS} (epoch {state.epoch})"
@@ -588,10 +613,13 @@ def _write_results(result: RunResult, name: str) -> None:
     ckpt.write_text(result.out / RESULT, json.dumps(result.to_json(), indent=2) + "\n")
 
 
-def _finish(result: RunResult, name: str, console: Console, show: bool) -> None:
-    """The end of a run: the learning curves, result.json and, on a terminal, the per-epoch
-    table (elsewhere each epoch was printed once already, as a line)."""
-    _write_results(result, name)
+def _finish(
+    result: RunResult, name: str, console: Console, show: bool, written: bool = True
+) -> None:
+    """The end of a run: the learning curves and result.json (unless `written` already), and
+    on a terminal the per-epoch table (elsewhere each epoch was printed once, as a line)."""
+    if not written:
+        _write_results(result, name)
     if show and result.history and console.is_terminal:
         console.print(epoch_table(result.history, result.best_epoch, f"{name}: {result.stopped}"))
 
