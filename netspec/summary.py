@@ -39,6 +39,19 @@ def compact(n: float) -> str:
     return f"{n:g}"
 
 
+def limit_text(metric: str, limit: float) -> str:
+    """A budget's limit in the spec's own units: `4M` params; `4MB` (4*10^6) or `2MiB` (2*2^20)
+    memory, whichever divides the limit exactly."""
+    if metric != "memory":
+        return compact(limit)
+    units = (("GB", 10**9), ("MB", 10**6), ("KB", 10**3))
+    units += (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
+    for unit, scale in units:
+        if limit >= scale and float(limit).is_integer() and int(limit) % scale == 0:
+            return f"{int(limit) // scale}{unit}"
+    return f"{compact(limit)}B"
+
+
 def count(n: int) -> str:
     return f"{n:,}" if n else "-"
 
@@ -270,7 +283,7 @@ def _tail(graph: Graph) -> list[tuple[str, str, str]]:
         unit = " bytes" if b.metric == "memory" else ""
         rows.append(
             (
-                f"budget {b.metric} {b.op} {compact(b.limit)}",
+                f"budget {b.metric} {b.op} {limit_text(b.metric, b.limit)}",
                 "pass" if b.ok else "FAIL",
                 f"{b.value:,.0f}{unit} ({b.value / b.limit:.0%} of the limit)" if b.limit else "",
             )

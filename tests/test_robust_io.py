@@ -124,6 +124,9 @@ def test_budget_limits_echo_the_unit_the_spec_wrote(capsys) -> None:
     main(["check", FAMILY, "N=1", "M=1", "K=0", "width=16", "pool=on"])
     out = capsys.readouterr().out
     assert "memory <= 4MB" in out and "memory <= 4M " not in out
+    from netspec.summary import limit_text
+
+    assert limit_text("memory", 2 * 2**20) == "2MiB" and limit_text("params", 4e6) == "4M"
 
 
 def test_explore_refuses_a_missing_output_folder_before_the_work(tmp_path: Path) -> None:
