@@ -439,3 +439,21 @@ def test_optimizer_call_with_unpacked_options_is_refused() -> None:
     with pytest.raises(NetspecError, match=r"\*\*"):
         resolve_settings({}, {"optimizer": "sgd(**{'lr': 5})"})
     assert json.loads(json.dumps(resolve_settings({}, {"optimizer": "sgd(lr=5)"}).lr)) == 5
+
+
+def test_export_fp16_refuses_weights_past_float16s_range(tmp_path: Path, capsys) -> None:
+    from safetensors.numpy import save_file
+
+    from netspec.backends.lower_onnx import initial_weights
+    from netspec.ir.build import load_spec
+
+    spec = tmp_path / "t.ns"
+    spec.write_text(TINY)
+    weights = initial_weights(load_spec(spec).instantiate({}), 0)
+    weights["fc1.weight"][0, 0] = 1e6  # fine in float32, infinite in float16
+    save_file(weights, str(tmp_path / "w.safetensors"))
+    args = ["export", str(spec), "--weights", str(tmp_path / "w.safetensors")]
+    assert main([*args, "-o", str(tmp_path / "a.onnx")]) == 0
+    assert main([*args, "-o", str(tmp_path / "b.onnx"), "--fp16"]) == 2
+    err = capsys.readouterr().err
+    assert "float16's range" in err and "fc1.weight (1 of" in err and "bug in netspec" not in err
