@@ -255,7 +255,10 @@ def _resume(
 
     remove_partial_files(out)
     write_text(out / SETTINGS, json.dumps(saved, indent=2) + "\n")
-    return graph, settings, out, saved.get("threads")
+    threads = saved.get("threads")
+    if threads is not None and (type(threads) is not int or threads < 1):
+        raise NetspecError(f"{out / SETTINGS} is damaged: `threads` is {threads!r}")
+    return graph, settings, out, threads
 
 
 def _saved_settings(values: dict[str, Any], path: Path) -> TrainSettings:
