@@ -223,6 +223,9 @@ def _resume(
     if not (out / SETTINGS).is_file() or not (out / SPEC_COPY).is_file():
         raise NetspecError(f"{run_dir} is not a run folder: it has no {SETTINGS} or {SPEC_COPY}")
     saved = read_settings(out, required=("bindings", "settings"))
+    threads = saved.get("threads")
+    if threads is not None and (type(threads) is not int or threads < 1):
+        raise NetspecError(f"{out / SETTINGS} is damaged: `threads` is {threads!r}")
     copy = read_spec_copy(out)
     if spec is not None:
         from netspec.frontend.parser import read_spec_file
@@ -255,9 +258,6 @@ def _resume(
 
     remove_partial_files(out)
     write_text(out / SETTINGS, json.dumps(saved, indent=2) + "\n")
-    threads = saved.get("threads")
-    if threads is not None and (type(threads) is not int or threads < 1):
-        raise NetspecError(f"{out / SETTINGS} is damaged: `threads` is {threads!r}")
     return graph, settings, out, threads
 
 
