@@ -207,12 +207,23 @@ def test_train_says_it_converted_channels_last_data(tmp_path: Path) -> None:
 # --- 11.3: damaged run folders ------------------------------------------------------------------
 
 
+def _edit_settings(folder: Path, **changes) -> None:
+    path = folder / "settings.json"
+    saved = json.loads(path.read_text())
+    for key, value in changes.items():
+        saved[key] = value if not isinstance(value, dict) else {**saved[key], **value}
+    path.write_text(json.dumps(saved))
+
+
 @pytest.mark.parametrize(
     ("damage", "needle"),
     [
         (lambda d: (d / "settings.json").write_text("{not json"), "is damaged: it is not JSON"),
         (lambda d: (d / "settings.json").write_text("{}"), "has no `bindings`, `settings`"),
         (lambda d: (d / "settings.json").write_text("[1, 2]"), "holds a list"),
+        (lambda d: _edit_settings(d, threads="x"), "`threads` is 'x'"),
+        (lambda d: _edit_settings(d, settings={"epochs": "many"}), "do not read back"),
+        (lambda d: _edit_settings(d, bindings=[1]), "`bindings` is not an object"),
         (lambda d: (d / "spec.ns").write_bytes(b"network x\n\xff\xfe\n"), "not UTF-8"),
         (lambda d: (d / "last.state.pt").write_bytes(b"PK\x03\x04 not a zip"), "cannot read the training state"),
         (lambda d: torch.save([1, 2, 3], d / "last.state.pt"), "holds a list"),
