@@ -163,7 +163,7 @@ def read_input(path: str | Path, what: str = "file", limit: int | None = None) -
         raise NetspecError(
             f"{path} is not a regular file (a device, pipe or socket); netspec reads a {what} "
             "only from a regular file",
-            hint="copy the data into a file first",
+            hint="save it to a regular file first",
         )
     if limit is not None and st.st_size > limit:
         raise NetspecError(

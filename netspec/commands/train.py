@@ -543,6 +543,8 @@ def eval_cmd(
         vocab=graph.input.vocab,
     )
     dataset = split_data.val if split == "val" else split_data.train
+    for note in split_data.notes:
+        click.echo(f"note: {note}", err=True)
     if len(dataset) == 0:
         raise NetspecError(
             f"the {split} part of {source} is empty", hint="use --val-split above 0, or --val-data"
