@@ -87,7 +87,9 @@ class TrainSettings:
     def from_json(cls, values: Mapping[str, Any]) -> TrainSettings:
         """Read back what `to_json` wrote (a run folder's settings.json)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        plain = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known}
+        plain: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known
+        }
         return cls(**plain)
 
 

@@ -18,9 +18,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,6 +45,9 @@ from netspec.train.report import (
     write_metrics,
 )
 from netspec.train.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from netspec.backends.lower_torch import NetspecModule
 
 METRICS, CURVES, RESULT = "metrics.csv", "curves.png", "result.json"
 _PLOT_SHARE = 0.1  # curves.png may take at most this share of a run's time between epochs
@@ -140,7 +144,7 @@ class Penalty:
     layer. Only weights are penalized (not biases or batch norm), and frozen weights are not.
     """
 
-    def __init__(self, terms: list[tuple[torch.Tensor, float, float]]) -> None:
+    def __init__(self, terms: Sequence[tuple[torch.Tensor, float, float]]) -> None:
         self.terms = terms
 
     @classmethod
@@ -267,7 +271,7 @@ def batches(
 class _Logits(nn.Module):
     """`forward` = the model's logits, so a DDP wrapper sees (and synchronizes) the call."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: NetspecModule) -> None:
         super().__init__()
         self.model = model
 
@@ -354,7 +358,8 @@ class _Run:
         ]
         model.to(self.runtime.device)
         if self.runtime.channels_last:
-            model.to(memory_format=torch.channels_last)
+            # torch's stubs lack Module.to(memory_format=...), which torch has
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model
         self.penalty = Penalty.build(graph, model, s.l1, s.l2)
         self.optimizer = make_optimizer(s, [p for p in model.parameters() if p.requires_grad])
@@ -491,7 +496,7 @@ class _Run:
 
 
 def _validate(
-    model: nn.Module, data: Dataset, runtime: Runtime, batch_size: int, rank: int, world: int
+    model: NetspecModule, data: Dataset, runtime: Runtime, batch_size: int, rank: int, world: int
 ) -> tuple[float, float]:
     """Validation loss and accuracy (NaN without a validation set), sharded across ranks."""
     model.eval()
