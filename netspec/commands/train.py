@@ -324,7 +324,9 @@ def init_notes(report: Any, limit: int = 8) -> list[str]:
 
 def _check_batch(graph: Any, batch_size: int, nproc: int, examples: int | None = None) -> None:
     """Batch norm cannot train on a batch of one example (per process): refuse it up front."""
-    if not any(n.kind == "batchnorm" for n in graph.nodes):
+    from netspec.layers.norm import BatchNorm
+
+    if not any(isinstance(n.layer, BatchNorm) for n in graph.nodes):
         return
     per_rank = batch_size // nproc
     if per_rank < 2 or (examples is not None and examples // nproc < 2):
