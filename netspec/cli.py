@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f" {e.filename}" if e.filename else ""
         click.echo(f"error: cannot use{where}: {e.strerror or e}", err=True)
         return 2
+    except MemoryError:  # an input too large for this machine, read or built whole
+        click.echo("error: out of memory (is an input, a data set or a batch too large?)", err=True)
+        return 2
     return _exit_code
 
 

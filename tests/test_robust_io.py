@@ -457,3 +457,12 @@ def test_export_fp16_refuses_weights_past_float16s_range(tmp_path: Path, capsys)
     assert main([*args, "-o", str(tmp_path / "b.onnx"), "--fp16"]) == 2
     err = capsys.readouterr().err
     assert "float16's range" in err and "fc1.weight (1 of" in err and "bug in netspec" not in err
+
+
+def test_cli_turns_memory_errors_into_exit_2(tmp_path: Path, monkeypatch, capsys) -> None:
+    def huge(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("netspec.ir.build.load_spec", huge)
+    assert main(["check", str(tmp_path / "x.ns")]) == 2
+    assert "out of memory" in capsys.readouterr().err
