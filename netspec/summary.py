@@ -44,7 +44,7 @@ def limit_text(metric: str, limit: float) -> str:
     memory, whichever divides the limit exactly."""
     if metric != "memory":
         return compact(limit)
-    units = (("GB", 10**9), ("MB", 10**6), ("KB", 10**3))
+    units: tuple[tuple[str, int], ...] = (("GB", 10**9), ("MB", 10**6), ("KB", 10**3))
     units += (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
     for unit, scale in units:
         if limit >= scale and float(limit).is_integer() and int(limit) % scale == 0:
