@@ -88,3 +88,97 @@ def test_upsample_matches_torch_in_fp16_and_mid_graph(mode: str, opset: int) -> 
         assert all(c.ok for c in L.verify(lowered, graph)), L.verify(lowered, graph)
         x = example_input(graph.input.shape, None, 3)
         assert rel_error(session(lowered.to_bytes()).run(x), torch_out(module, x)) <= tol
+
+
+# ---- CHANNELSHUFFLE and SLICE ---------------------------------------------------------------------
+
+
+def test_channel_shuffle_is_shufflenets_permutation() -> None:
+    graph = compile_text("input [6, 2, 3]\nINPUT -> CHANNELSHUFFLE(3)")
+    x = torch.arange(2 * 6 * 2 * 3, dtype=torch.float32).reshape(2, 6, 2, 3)
+    with torch.no_grad():
+        got = build(graph).eval()(x)
+    assert torch.equal(got, torch.nn.ChannelShuffle(3)(x))  # torch's own: [0, 2, 4, 1, 3, 5]
+    assert torch.equal(got[:, 1], x[:, 2])
+    lowered = L.lower(graph, {})
+    assert (session(lowered.to_bytes()).run(x.numpy()) == got.numpy()).all()
+
+
+def test_shuffle_and_groupnorm_refuse_groups_that_do_not_divide() -> None:
+    err = refused("input [6, 8, 8]\nINPUT -> CHANNELSHUFFLE(4)")
+    assert "expected a divisor of the 6 input channels; received groups=4" in str(err)
+    assert err.hint == "the divisors of 6: 1, 2, 3, 6"
+    err = refused("input [6, 8, 8]\nINPUT -> GROUPNORM(4)")
+    assert "GROUPNORM groups: expected a divisor of the 6 input channels" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            "SLICE(6, 8)",
+            "SLICE start: expected 0 to 5 (the input has 6 channels); received start=6",
+        ),
+        (
+            "SLICE(2, 7)",
+            "SLICE stop: expected at most 6 (the input has 6 channels); received stop=7",
+        ),
+        ("SLICE(3, 2)", "SLICE is empty: expected stop > start; received start=3, stop=2"),
+    ],
+)
+def test_slice_refuses_ranges_outside_the_channels(call: str, message: str) -> None:
+    err = refused(f"input [6, 8, 8]\nINPUT -> {call}")
+    assert message in str(err) and err.span is not None and err.hint
+
+
+def test_a_channel_split_takes_each_slice_once() -> None:
+    graph = compile_text("input [6, 4, 4]\nINPUT -> concat(SLICE(3, 6), SLICE(0, 3))")
+    x = torch.randn(2, 6, 4, 4)
+    with torch.no_grad():
+        got = build(graph).eval()(x)
+    assert torch.equal(got, torch.cat([x[:, 3:], x[:, :3]], 1))
+    memory = {n.kind: n.memory for n in graph.nodes}
+    assert memory["slice"] == 0 and memory["concat"] == 6 * 16  # slices are views
+
+
+# ---- LAYERNORM, GROUPNORM, LAYERSCALE, DROPPATH ----------------------------------------------------
+
+
+def test_layernorm_on_a_map_is_convnexts_layernorm2d() -> None:
+    graph = compile_text("input [5, 3, 4]\nINPUT -> LAYERNORM")
+    module, weights = randomized(graph)
+    ref = R.LayerNorm2d(5, eps=1e-6)
+    ref.load_state_dict({k.split(".", 1)[1]: torch.from_numpy(v) for k, v in weights.items()})
+    x = torch.randn(2, 5, 3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), ref(x))
+    assert graph.totals.params == 10 and graph.nodes[-1].args["eps"] == 1e-6
+
+
+def test_layer_scale_holds_its_initial_value_per_channel() -> None:
+    graph = compile_text("input [4, 3, 3]\nINPUT -> LAYERSCALE(1e-6)")
+    state = build(graph).state_dict()
+    assert list(state) == ["scale1.weight"] and state["scale1.weight"].shape == (4, 1, 1)
+    assert torch.all(state["scale1.weight"] == torch.tensor(1e-6))
+
+
+def test_prelu_learns_one_slope_per_channel() -> None:
+    graph = compile_text("input [7, 3, 3]\nINPUT -> PRELU(0.1)")
+    assert graph.totals.params == 7
+    slope = build(graph).state_dict()["prelu1.weight"]
+    assert slope.shape == (7,) and torch.all(slope == torch.tensor(0.1))
+
+
+def test_drop_path_drops_whole_samples_in_training_only() -> None:
+    graph = compile_text("input [3, 4, 4]\nINPUT -> DROPPATH(0.5)")
+    assert graph.totals.params == 0 and graph.nodes[-1].memory == 0
+    module = build(graph)
+    x = torch.ones(400, 3, 4, 4)
+    torch.manual_seed(0)
+    y = module.train()(x)
+    per_sample = y.flatten(1)
+    assert set(per_sample.min(1).values.tolist()) == {0.0, 2.0}  # dropped, or kept and rescaled
+    assert torch.equal(per_sample.min(1).values, per_sample.max(1).values)
+    assert 120 < int((per_sample[:, 0] == 0).sum()) < 280
+    assert torch.equal(module.eval()(x), x)
+    assert [n.op_type for n in L.lower(graph, {}).model.graph.node] == ["Identity"]

@@ -333,7 +333,8 @@ OPSET_SENSITIVE = (
     "input [4, 6, 6]\nINPUT -> CONV(6) -> RELU6 -> HARDSWISH -> CONV(6) -> HARDSIGMOID -> GELU"
     " -> CONV(6) -> GELU(approximate=tanh) -> ELU(0.7) -> PRELU -> UPSAMPLE(2, bilinear)"
     " -> CONVTRANSPOSE(4, 3, stride=2, padding=1, output_padding=1) -> UPSAMPLE((1, 3))"
-    " -> MAXPOOL(2) -> GAP"
+    " -> MAXPOOL(2) -> LAYERNORM -> GROUPNORM(2) -> CHANNELSHUFFLE(2) -> SLICE(1, 4) -> GAP"
+    " -> FC(6) -> LAYERNORM"
 )
 
 

@@ -39,14 +39,14 @@ from netspec.errors import NetspecError
 from netspec.io import atomic_path
 from netspec.io import checkpoint_file as io_checkpoint_file
 from netspec.ir.graph import Graph, Node
-from netspec.layers import KINDS, Layer, fmt_shape
+from netspec.layers import KINDS, Layer, fmt_shape, numel
 from netspec.layers.activation import ELU, GELU, LeakyReLU
 from netspec.layers.base import expand
 from netspec.layers.conv import Conv, ConvTranspose, window_out
 from netspec.layers.linear import Dense, Embedding
-from netspec.layers.norm import BatchNorm, LocalResponseNorm
+from netspec.layers.norm import BatchNorm, GroupNorm, LayerNorm, LocalResponseNorm
 from netspec.layers.pool import AdaptiveAvgPool, GlobalPool, Pool, Upsample
-from netspec.layers.structure import Input
+from netspec.layers.structure import ChannelShuffle, Input, Slice
 
 DEFAULT_OPSET = 21
 MIN_OPSET = 13  # Softmax over one axis, Squeeze/Unsqueeze/Slice taking their axes as inputs
@@ -348,6 +348,12 @@ class Context:
         spatial = len(self.in_shape(node)) - 1
         return self.initializer(key, array.reshape(array.shape[0], *([1] * spatial)))
 
+    def reduce_mean(self, x: str, axis: int, name: str) -> str:
+        """ReduceMean over one axis, kept (axes became an input at opset 18)."""
+        if self.options.opset >= 18:
+            return self.emit("ReduceMean", [x, self.constant(f"{name}.axes", [axis])], name)
+        return self.emit("ReduceMean", [x], name, axes=[axis], keepdims=1)
+
     def in_shape(self, node: Node, i: int = 0) -> tuple[int, ...]:
         return self.shapes[node.inputs[i]]
 
@@ -579,6 +585,78 @@ def _batchnorm(ctx: Context, node: Node, layer: BatchNorm, xs: list[str]) -> str
     )
 
 
+def _normalize(ctx: Context, x: str, axis: int, eps: float, n: str) -> str:
+    """(x - mean) / sqrt(var + eps) over one axis, the variance biased (PyTorch's)."""
+    centered = ctx.emit("Sub", [x, ctx.reduce_mean(x, axis, f"{n}.mean")], f"{n}.centered")
+    square = ctx.emit("Mul", [centered, centered], f"{n}.square")
+    var = ctx.reduce_mean(square, axis, f"{n}.var")
+    std = ctx.emit(
+        "Sqrt", [ctx.emit("Add", [var, ctx.scalar(f"{n}.eps", eps)], f"{n}.var_eps")], f"{n}.std"
+    )
+    return ctx.emit("Div", [centered, std], f"{n}.normalized")
+
+
+def _affine(ctx: Context, node: Node, x: str) -> str:
+    """x * weight + bias, per channel (broadcast over the positions)."""
+    n = node.id
+    scaled = ctx.emit("Mul", [x, ctx.channel_weight(node, "weight")], f"{n}.scale")
+    return ctx.emit("Add", [scaled, ctx.channel_weight(node, "bias")], n, out=n)
+
+
+@LOWERINGS.register("layernorm")
+def _layernorm(ctx: Context, node: Node, layer: LayerNorm, xs: list[str]) -> str:
+    # Over the channels (axis 1) at each position, for maps and vectors alike: ONNX's
+    # LayerNormalization normalizes over trailing axes, which is not a map's channels.
+    return _affine(ctx, node, _normalize(ctx, xs[0], 1, layer.eps, node.id))
+
+
+@LOWERINGS.register("groupnorm")
+def _groupnorm(ctx: Context, node: Node, layer: GroupNorm, xs: list[str]) -> str:
+    n, shape = node.id, ctx.in_shape(node)
+    grouped = ctx.emit(
+        "Reshape",
+        [
+            xs[0],
+            ctx.constant(f"{n}.grouped_shape", [0, layer.groups, numel(shape) // layer.groups]),
+        ],
+        f"{n}.grouped",
+    )
+    normalized = _normalize(ctx, grouped, 2, layer.eps, n)
+    back = ctx.emit(
+        "Reshape", [normalized, ctx.constant(f"{n}.shape", [0, *shape])], f"{n}.ungrouped"
+    )
+    return _affine(ctx, node, back)
+
+
+@LOWERINGS.register("layer_scale")
+def _layer_scale(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
+    return ctx.emit("Mul", [xs[0], ctx.weight(node, "weight")], node.id)  # [C, 1, 1] already
+
+
+@LOWERINGS.register("channel_shuffle")
+def _channel_shuffle(ctx: Context, node: Node, layer: ChannelShuffle, xs: list[str]) -> str:
+    n = node.id
+    c, *rest = ctx.in_shape(node)
+    g = layer.groups
+    split = ctx.constant(f"{n}.split_shape", [0, g, c // g, *rest])  # 0: the batch, copied
+    grid = ctx.emit("Reshape", [xs[0], split], f"{n}.split")
+    perm = [0, 2, 1, *range(3, 3 + len(rest))]
+    swapped = ctx.emit("Transpose", [grid], f"{n}.transpose", perm=perm)
+    flat = ctx.constant(f"{n}.shape", [0, c, *rest])
+    return ctx.emit("Reshape", [swapped, flat], n, out=n)
+
+
+@LOWERINGS.register("slice")
+def _slice(ctx: Context, node: Node, layer: Slice, xs: list[str]) -> str:
+    n = node.id
+    bounds = [
+        ctx.constant(f"{n}.start", [layer.start]),
+        ctx.constant(f"{n}.stop", [layer.stop]),
+        ctx.constant(f"{n}.axes", [1]),
+    ]
+    return ctx.emit("Slice", [xs[0], *bounds], n)
+
+
 @LOWERINGS.register("lrn")
 def _lrn(ctx: Context, node: Node, layer: LocalResponseNorm, xs: list[str]) -> str:
     if len(ctx.in_shape(node)) == 3 and layer.size % 2:
@@ -691,9 +769,10 @@ def _softmax(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     return ctx.emit("Softmax", xs, node.id, axis=1)
 
 
-@LOWERINGS.register("dropout", "identity")
+@LOWERINGS.register("dropout", "drop_path", "identity")
 def _passthrough(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
-    """Dropout (the identity at inference) and identity: no node, the input's tensor."""
+    """Dropout and stochastic depth (the identity at inference) and identity: no node, the
+    input's tensor."""
     return xs[0]
 
 

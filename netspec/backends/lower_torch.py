@@ -42,12 +42,13 @@ from torch import Tensor, nn
 from netspec.backends import LoweringError, LoweringTable, MissingLowering
 from netspec.ir.graph import Graph, Node
 from netspec.layers import Layer, Shape
-from netspec.layers.activation import ELU, GELU, Dropout, LeakyReLU, PReLU
+from netspec.layers.activation import ELU, GELU, Dropout, DropPath, LeakyReLU, PReLU
 from netspec.layers.base import expand
 from netspec.layers.conv import Conv, ConvTranspose
 from netspec.layers.linear import Dense, Embedding
-from netspec.layers.norm import BatchNorm, LocalResponseNorm
+from netspec.layers.norm import BatchNorm, GroupNorm, LayerNorm, LayerScale, LocalResponseNorm
 from netspec.layers.pool import AdaptiveAvgPool, GlobalPool, Pool, Upsample
+from netspec.layers.structure import ChannelShuffle, Slice
 
 Lowering = Callable[[Any, tuple[Shape, ...]], nn.Module]
 
@@ -133,6 +134,73 @@ class Concat(nn.Module):
 
     def forward(self, *xs: Tensor) -> Tensor:
         return torch.cat(xs, 1)
+
+
+class ShuffleChannels(nn.Module):
+    """[B, C, ...] viewed as [B, groups, C / groups, ...], transposed, flattened back."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, *rest = x.shape
+        return x.view(b, self.groups, c // self.groups, *rest).transpose(1, 2).reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+class ChannelSlice(nn.Module):
+    """x[:, start:stop]: a view of channels start to stop - 1."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        super().__init__()
+        self.start = start
+        self.stop = stop
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, self.start : self.stop]
+
+    def extra_repr(self) -> str:
+        return f"start={self.start}, stop={self.stop}"
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """nn.LayerNorm over dim 1 of [B, C, *spatial] (torchvision's LayerNorm2d): torch's state."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+
+
+class ScaleChannels(nn.Module):
+    """x * weight, a learned scale per channel shaped to broadcast ([C, 1, 1] on maps)."""
+
+    def __init__(self, shape: tuple[int, ...], init: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full(shape, float(init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.weight
+
+
+class StochasticDepth(nn.Module):
+    """Stochastic depth, torchvision's "row" mode: in training each sample is zeroed with
+    probability p, the others scaled by 1 / (1 - p); the identity in eval."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty([x.shape[0]] + [1] * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 # ---- one lowering per kind -------------------------------------------------------------------
@@ -238,6 +306,33 @@ def lower_batchnorm(layer: BatchNorm, ins: tuple[Shape, ...]) -> nn.Module:
     return cls(ins[0][0], eps=layer.eps, momentum=layer.momentum)
 
 
+@LOWERINGS.register("layernorm")
+def lower_layernorm(layer: LayerNorm, ins: tuple[Shape, ...]) -> nn.Module:
+    cls = ChannelLayerNorm if len(ins[0]) > 1 else nn.LayerNorm
+    return cls(ins[0][0], eps=layer.eps)
+
+
+@LOWERINGS.register("groupnorm")
+def lower_groupnorm(layer: GroupNorm, ins: tuple[Shape, ...]) -> nn.Module:
+    return nn.GroupNorm(layer.groups, ins[0][0], eps=layer.eps)
+
+
+@LOWERINGS.register("layer_scale")
+def lower_layer_scale(layer: LayerScale, ins: tuple[Shape, ...]) -> nn.Module:
+    (shape,) = layer.weights(ins, ins[0]).values()
+    return ScaleChannels(shape, layer.init)
+
+
+@LOWERINGS.register("channel_shuffle")
+def lower_channel_shuffle(layer: ChannelShuffle, ins: tuple[Shape, ...]) -> nn.Module:
+    return ShuffleChannels(layer.groups)
+
+
+@LOWERINGS.register("slice")
+def lower_slice(layer: Slice, ins: tuple[Shape, ...]) -> nn.Module:
+    return ChannelSlice(layer.start, layer.stop)
+
+
 @LOWERINGS.register("lrn")
 def lower_lrn(layer: LocalResponseNorm, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.LocalResponseNorm(layer.size, alpha=layer.alpha, beta=layer.beta, k=layer.k)
@@ -306,6 +401,11 @@ def lower_softmax(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
 @LOWERINGS.register("dropout")
 def lower_dropout(layer: Dropout, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.Dropout(layer.p)
+
+
+@LOWERINGS.register("drop_path")
+def lower_drop_path(layer: DropPath, ins: tuple[Shape, ...]) -> nn.Module:
+    return StochasticDepth(layer.p)
 
 
 @LOWERINGS.register("concat")

@@ -133,3 +133,19 @@ class Dropout(Layer):
     examples = (("image", "DROPOUT(0.3)"), ("vector", "DROPOUT"))
 
     p: Rate = 0.5
+
+
+class DropPath(Layer):
+    """Stochastic depth (ConvNeXt, EfficientNet): in training, each sample's whole input is
+    zeroed with probability `p` and the rest scaled by 1 / (1 - p) (torchvision's "row" mode);
+    the identity at inference and in ONNX. Put it at the end of a residual branch. Args: p (0.1).
+    """
+
+    kind = "drop_path"
+    short = "droppath"
+    spellings = {"DROPPATH": {}, "STOCHASTICDEPTH": {}}
+    positional = ("p",)
+    inplace = True
+    examples = (("image", "residual(CONV(3) -> DROPPATH(0.2))"), ("vector", "DROPPATH"))
+
+    p: Rate = 0.1

@@ -1,6 +1,9 @@
-"""Normalization: batch norm (1-D and 2-D) and local response norm (AlexNet, ZF Net)."""
+"""Normalization: batch norm (1-D and 2-D), local response norm (AlexNet, ZF Net), layer norm
+and group norm; and ConvNeXt's learned per-channel layer scale."""
 
 from __future__ import annotations
+
+from pydantic import StrictFloat, StrictInt
 
 from netspec.layers.base import (
     Layer,
@@ -9,9 +12,11 @@ from netspec.layers.base import (
     PosInt,
     Rate,
     Shape,
+    ShapeError,
     numel,
     spatial_dims,
 )
+from netspec.layers.structure import divisors
 
 
 class BatchNorm(Layer):
@@ -73,3 +78,95 @@ class LocalResponseNorm(Layer):
 
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return numel(out) * (self.size + 3)
+
+
+def _per_channel(shape: Shape) -> dict[str, Shape]:
+    return {"weight": (shape[0],), "bias": (shape[0],)}
+
+
+class LayerNorm(Layer):
+    """Layer normalization over the channels, at each position: ConvNeXt's LayerNorm2d on a
+    [C, H, W] map (and on a [C, L] signal), PyTorch's nn.LayerNorm(N) on an [N] vector. A
+    learned scale and shift per channel.
+
+    Args:
+        eps: added to the variance (1e-6, ConvNeXt's; PyTorch's default is 1e-5).
+    """
+
+    kind = "layernorm"
+    short = "ln"
+    spellings = {"LAYERNORM": {}, "LN": {}}
+    positional = ("eps",)
+    fresh_output = True
+    examples = (("image", "LAYERNORM"), ("signal", "LN(1e-5)"), ("vector", "FC(6) -> LAYERNORM"))
+
+    eps: PosFloat = 1e-6
+
+    def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
+        return _per_channel(ins[0])
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return 4 * numel(out)
+
+
+class GroupNorm(Layer):
+    """Group normalization: channels in `groups` groups, each normalized over its channels and
+    all positions (PyTorch's nn.GroupNorm); a learned scale and shift per channel.
+
+    Args:
+        groups: the number of groups; it must divide the channels.
+        eps: added to the variance.
+    """
+
+    kind = "groupnorm"
+    short = "gn"
+    spellings = {"GROUPNORM": {}, "GN": {}}
+    positional = ("groups", "eps")
+    fresh_output = True
+    examples = (
+        ("image", "CONV(6, 1) -> GROUPNORM(3)"),
+        ("signal", "CONV1D(4, 1) -> GN(2, eps=0.001)"),
+    )
+
+    groups: PosInt = 32
+    eps: PosFloat = 1e-5
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        channels = ins[0][0]
+        if channels % self.groups:
+            raise ShapeError(
+                f"GROUPNORM groups: expected a divisor of the {channels} input channels; "
+                f"received groups={self.groups}",
+                hint=f"the divisors of {channels}: {divisors(channels)}",
+            )
+        return ins[0]
+
+    def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
+        return _per_channel(ins[0])
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return 4 * numel(out)
+
+
+class LayerScale(Layer):
+    """A learned scale per channel (CaiT, ConvNeXt): x * gamma, gamma of shape [C, 1, 1] on a
+    map ([C, 1] on a signal, [C] on a vector), as torchvision's ConvNeXt holds it.
+
+    Args:
+        init: gamma's initial value (1e-6, ConvNeXt's).
+    """
+
+    kind = "layer_scale"
+    short = "scale"
+    spellings = {"LAYERSCALE": {}}
+    positional = ("init",)
+    fresh_output = True
+    examples = (("image", "LAYERSCALE(0.5)"), ("signal", "LAYERSCALE(2)"), ("vector", "LAYERSCALE"))
+
+    init: StrictFloat | StrictInt = 1e-6
+
+    def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
+        return {"weight": (ins[0][0], *([1] * (len(ins[0]) - 1)))}
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return numel(out)

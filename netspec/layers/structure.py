@@ -1,8 +1,13 @@
-"""Graph structure: the input, concatenation, addition and identity."""
+"""Graph structure: the input, concatenation, addition, identity, and channel slices and
+shuffles (ShuffleNet, CSP)."""
 
 from __future__ import annotations
 
-from netspec.layers.base import Layer, PosInt, Shape, ShapeError, fmt_shape, numel
+from netspec.layers.base import Layer, NonNegInt, PosInt, Shape, ShapeError, fmt_shape, numel
+
+
+def divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
 
 
 class Input(Layer):
@@ -73,3 +78,77 @@ class Identity(Layer):
     kind = "identity"
     spellings = {"IDENTITY": {}, "SKIP": {}}
     inplace = True
+
+
+class ChannelShuffle(Layer):
+    """ShuffleNet's channel shuffle: `CHANNELSHUFFLE(groups=2)`. Channels [g0 | g1 | ...] are
+    interleaved (view as [groups, C / groups], transpose, flatten), so that the next grouped
+    convolution mixes the groups. No parameters.
+    """
+
+    kind = "channel_shuffle"
+    short = "shuffle"
+    spellings = {"CHANNELSHUFFLE": {}}
+    positional = ("groups",)
+    examples = (
+        ("image", "CONV(6, 1) -> CHANNELSHUFFLE(3)"),
+        ("signal", "CONV1D(4, 1) -> CHANNELSHUFFLE"),
+    )
+
+    groups: PosInt = 2
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        channels = ins[0][0]
+        if channels % self.groups:
+            raise ShapeError(
+                f"CHANNELSHUFFLE groups: expected a divisor of the {channels} input channels; "
+                f"received groups={self.groups}",
+                hint=f"the divisors of {channels}: {divisors(channels)}",
+            )
+        return ins[0]
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return numel(out)
+
+
+class Slice(Layer):
+    """Channels `start` to `stop` (excluded) of its input: `SLICE(start, stop)`, as Python's
+    `x[:, start:stop]`. A channel split: `concat(SLICE(0, c) -> ..., SLICE(c, 2*c) -> ...)`.
+    """
+
+    kind = "slice"
+    spellings = {"SLICE": {}}
+    positional = ("start", "stop")
+    inplace = True  # a view
+    examples = (
+        ("image", "CONV(6, 1) -> concat(SLICE(0, 2), SLICE(2, 6) -> CONV(2))"),
+        ("signal", "SLICE(1, 2)"),
+        ("vector", "SLICE(3, 9)"),
+    )
+
+    start: NonNegInt
+    stop: PosInt
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        channels = ins[0][0]
+        what = "channels" if len(ins[0]) > 1 else "features"
+        if self.start >= channels:
+            raise ShapeError(
+                f"SLICE start: expected 0 to {channels - 1} (the input has {channels} {what}); "
+                f"received start={self.start}",
+                hint=f"the input is [{fmt_shape(ins[0])}]",
+            )
+        if self.stop > channels:
+            raise ShapeError(
+                f"SLICE stop: expected at most {channels} (the input has {channels} {what}); "
+                f"received stop={self.stop}",
+                hint=f"stop is excluded, as in Python: SLICE({self.start}, {channels}) "
+                f"takes {what} {self.start} to {channels - 1}",
+            )
+        if self.stop <= self.start:
+            raise ShapeError(
+                f"SLICE is empty: expected stop > start; received start={self.start}, "
+                f"stop={self.stop}",
+                hint="stop is excluded, as in Python: SLICE(a, a + n) takes n " + what,
+            )
+        return (self.stop - self.start, *ins[0][1:])
