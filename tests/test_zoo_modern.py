@@ -37,6 +37,9 @@ SPEC_DIR = Path(__file__).resolve().parents[1] / "specs"
 
 # spec name: (params, GMACs as published, source). The reference is `run(name)`.
 MODERN: dict[str, tuple[int, str, str]] = {
+    "resnext50_32x4d": (25_028_904, "4.23", "torchvision resnext50_32x4d"),
+    "wide_resnet50_2": (68_883_240, "11.398", "torchvision wide_resnet50_2"),
+    "convnext_tiny": (28_589_128, "4.456", "torchvision convnext_tiny"),
     # Not new: the machinery checked on a network test_zoo already holds.
     "resnet50": (25_557_032, "4.09", "torchvision resnet50"),
 }
@@ -81,3 +84,30 @@ def test_weights_have_the_reference_shapes(name: str) -> None:
     ours = {k: tuple(v.shape) for k, v in build(g).state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     assert weight_shapes(ours) == weight_shapes(theirs)
+
+
+# --- per-network checks ------------------------------------------------------------------------
+
+
+def test_convnext_blocks_follow_torchvision() -> None:
+    g = graph("convnext_tiny")
+    # Stochastic depth grows linearly over the 18 blocks: block i drops with 0.1 * i / 17.
+    rates = [n.args["p"] for n in g.nodes if n.kind == "drop_path"]
+    assert rates == pytest.approx([0.1 * i / 17 for i in range(18)])
+    assert {n.args["eps"] for n in g.nodes if n.kind == "layernorm"} == {1e-6}
+    assert {n.args["init"] for n in g.nodes if n.kind == "layer_scale"} == {1e-6}
+    assert {n.args["approximate"] for n in g.nodes if n.kind == "gelu"} == {"none"}
+    # A block: 8 c^2 + 58 c parameters (79,296 at c = 96); the first stage 237,888.
+    stage1 = sum(n.params for n in g.nodes if n.id.startswith("stage1."))
+    assert stage1 == 3 * (8 * 96**2 + 58 * 96) == 237_888
+
+
+@pytest.mark.parametrize(("name", "groups"), [("resnext50_32x4d", 32), ("wide_resnet50_2", 1)])
+def test_bottleneck_widths_and_groups(name: str, groups: int) -> None:
+    g = graph(name)
+    grouped = [n for n in g.nodes if n.kind == "conv" and n.args["kernel"] == 3]
+    assert {n.args["groups"] for n in grouped} == {groups}
+    assert sorted({n.shape[0] for n in grouped}) == [128, 256, 512, 1024]
+    # A projection shortcut in the first block of each stage, and only there.
+    shortcuts = [n.id for n in g.nodes if n.id.endswith(".shortcut.conv1")]
+    assert shortcuts == [f"layer{s}.bottleneck1.shortcut.conv1" for s in range(1, 5)]
