@@ -182,3 +182,10 @@ def test_drop_path_drops_whole_samples_in_training_only() -> None:
     assert 120 < int((per_sample[:, 0] == 0).sum()) < 280
     assert torch.equal(module.eval()(x), x)
     assert [n.op_type for n in L.lower(graph, {}).model.graph.node] == ["Identity"]
+
+
+def test_a_rate_past_its_range_gets_no_integer_division_hint() -> None:
+    # DROPPATH's p takes numbers: "use // for integer division" would mislead.
+    err = refused("input [4, 8, 8]\nINPUT -> DROPPATH(1.0)")
+    assert "argument `p` of DROPPATH: expected a number in [0, 1); received 1.0" in str(err)
+    assert err.hint is None

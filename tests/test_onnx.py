@@ -153,6 +153,13 @@ KIND_SPECS = {
         " -> residual(CONV(20, stride=2) -> BN(eps=0.001), project=auto) -> GAP"
     ),
     "embedding": "input tokens(length=9, vocab=50)\nINPUT -> EMBEDDING(16) -> CONV(8, 2) -> BN -> RELU -> GAP -> FC(3) -> SOFTMAX",
+    "modern_kinds": (
+        "input [4, 6, 6]\nINPUT -> CONV(8) -> BN -> HARDSWISH -> CONVTRANSPOSE(6, 3, stride=2) -> BN"
+        " -> GELU -> residual(CONV(6, 3, groups=6) -> LAYERNORM -> CONV(12, 1) -> PRELU -> CONV(6, 1)"
+        " -> LAYERSCALE(0.5) -> DROPPATH(0.2)) -> GROUPNORM(3) -> RELU6"
+        " -> concat(SLICE(0, 2), SLICE(2, 6) -> CHANNELSHUFFLE(2) -> ELU) -> UPSAMPLE(2, bilinear)"
+        " -> CONV(4, stride=2) -> UPSAMPLE -> HARDSIGMOID -> GAP -> FC(5) -> LAYERNORM -> GELU(tanh)"
+    ),
     "dropout_only": "input [5]\nINPUT -> DROPOUT(0.1)",
     "ends_in_identity": "input [5]\nINPUT -> FC(4) -> IDENTITY -> DROPOUT",
 }
@@ -165,7 +172,9 @@ def test_kind_parity_with_torch(name: str) -> None:
     check_parity(graph, module, weights)
 
 
-@pytest.mark.parametrize("name", ["conv1d_bn_pool1d", "branches", "embedding", "lrn_odd_even_1d"])
+@pytest.mark.parametrize(
+    "name", ["conv1d_bn_pool1d", "branches", "embedding", "lrn_odd_even_1d", "modern_kinds"]
+)
 def test_kind_parity_in_fp16(name: str) -> None:
     graph = compile_text(KIND_SPECS[name], name)
     module, weights = randomized(graph)

@@ -139,7 +139,7 @@ def expectation(cls: type[Layer], name: str) -> str:
         choices = re.findall(r"Literal\[([^\]]*)\]", ann)
         words = ", ".join(c.strip() for ch in choices for c in ch.split(","))
         parts.append(f"one of {words.replace(chr(39), '')}")
-    if "int" in ann:
+    if "int" in ann and "float" not in ann:  # a number field takes integers too: say "a number"
         if "Gt(gt=0)" in ann or "gt=0" in ann:
             parts.append("a positive integer")
         elif "ge=0" in ann:
@@ -149,12 +149,14 @@ def expectation(cls: type[Layer], name: str) -> str:
         if "tuple" in ann:
             parts.append("a tuple such as (3, 5)")
     if "float" in ann:
-        bound = (
-            "in [0, 1)"
-            if "lt=1" in ann
-            else ("positive" if "gt=0" in ann else "non-negative" if "ge=0" in ann else "")
-        )
-        parts.append(f"a number {bound}".strip())
+        if "lt=1" in ann:
+            parts.append("a number in [0, 1)")
+        elif "gt=0" in ann:
+            parts.append("a positive number")
+        elif "ge=0" in ann:
+            parts.append("a non-negative number")
+        else:
+            parts.append("a number")
     if "bool" in ann:
         parts.append("on/off (true/false)")
     return " or ".join(dict.fromkeys(parts)) or "a valid value"
