@@ -189,3 +189,44 @@ def test_a_rate_past_its_range_gets_no_integer_division_hint() -> None:
     err = refused("input [4, 8, 8]\nINPUT -> DROPPATH(1.0)")
     assert "argument `p` of DROPPATH: expected a number in [0, 1); received 1.0" in str(err)
     assert err.hint is None
+
+
+# ---- a design space over widths -------------------------------------------------------------------
+
+WIDTH_FAMILY = """
+input [3, 16, 16]
+classes 4
+budget params <= 100K
+m in {1, 2, 3}
+g in {2, 4, 5}
+INPUT -> CONV(8 * m, 3, stride=2) -> GROUPNORM(g) -> HARDSWISH -> CONVTRANSPOSE(8 * m) -> PRELU
+  -> residual(CONV(8 * m, 3, groups=8 * m) -> LAYERNORM -> CONV(16 * m, 1) -> GELU -> CONV(8 * m, 1)
+              -> LAYERSCALE(0.1) -> DROPPATH(0.1))
+  -> CHANNELSHUFFLE(g) -> concat(SLICE(0, 4 * m), SLICE(4 * m, 8 * m) -> RELU6)
+  -> UPSAMPLE(2, bilinear) -> GAP -> FC(4) -> SOFTMAX
+"""
+
+
+def test_explore_a_width_family_of_the_new_kinds(tmp_path) -> None:
+    from netspec import explore as ex
+    from netspec.ir.build import load_spec
+
+    path = tmp_path / "widths.ns"
+    path.write_text(WIDTH_FAMILY)
+    result = ex.explore(load_spec(path))
+    members = {(m.bindings["m"], m.bindings["g"]): m for m in result.members}
+    assert len(members) == 9
+    for (m, g), member in members.items():
+        if g == 5:  # divides none of 8, 16, 24
+            assert not member.valid and "GROUPNORM groups: expected a divisor" in member.reason()
+            continue
+        assert member.fits, member.reason()
+        graph = compile_text(
+            WIDTH_FAMILY.replace("m in {1, 2, 3}", f"m = {m}").replace("g in {2, 4, 5}", f"g = {g}")
+        )
+        assert (
+            member.params
+            == graph.totals.params
+            == sum(p.numel() for p in build(graph).parameters())
+        )
+        assert member.macs == graph.totals.macs
