@@ -59,6 +59,7 @@ class ReLU6(_Elementwise):
     """min(max(0, x), 6) (MobileNet V2)."""
 
     kind = "relu6"
+    short = "relu6_"  # node names relu6_1, relu6_2 (not relu61)
     spellings = {"RELU6": {}}
 
 

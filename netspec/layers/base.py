@@ -162,6 +162,8 @@ def _fmt(value: Any) -> str:
         return "x".join(str(v) for v in value)
     if isinstance(value, bool):
         return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:.4g}"  # 0.1 * i / 17 reads 0.005882
     return str(value)
 
 

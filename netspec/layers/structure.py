@@ -129,6 +129,9 @@ class Slice(Layer):
     start: NonNegInt
     stop: PosInt
 
+    def describe(self) -> str:
+        return f"{self.start}:{self.stop}"
+
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         channels = ins[0][0]
         what = "channels" if len(ins[0]) > 1 else "features"
