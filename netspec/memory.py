@@ -18,7 +18,11 @@ Activations kept for backward follow what each kind's backward needs, per exampl
   training makes a new tensor and keeps its mask, one element per element at the dtype as
   PyTorch on the CPU does; CUDA's fused dropout keeps 1 byte, so this is the upper figure);
 - max pooling keeps int64 indices, one per output element; batch norm keeps a mean and an
-  inverse std per channel (fp32, per batch, not per example);
+  inverse std per channel (fp32, per batch, not per example); layer norm one pair per
+  position and group norm one per group (fp32, per example);
+- channel shuffle, slices (views, sharing their input's storage) and stochastic depth keep
+  nothing of their input (stochastic depth keeps its per-example mask; with p = 0 it is its
+  input);
 - training runs the scores before the spec's final SOFTMAX into the loss (cross-entropy), which
   keeps its log-probabilities (classes per example) and the int64 targets; token inputs are
   int64 ids.
@@ -41,8 +45,21 @@ from netspec.ir.graph import DTYPE_BYTES, Graph
 # input: leaky ReLU, ReLU6, SiLU, GELU, ELU, PReLU, hard swish and hard sigmoid), so a kind
 # added to the registry is counted, never silently left out.
 KEEPS_OUTPUT = frozenset({"relu", "tanh", "sigmoid", "softmax"})
-KEEPS_NOTHING = frozenset({"input", "add", "concat", "flatten", "identity", "dropout", "upsample"})
-SHARES_INPUT = frozenset({"relu", "flatten", "identity"})  # in place, or a view
+KEEPS_NOTHING = frozenset(
+    {
+        "input",
+        "add",
+        "concat",
+        "flatten",
+        "identity",
+        "dropout",
+        "upsample",
+        "channel_shuffle",
+        "slice",
+        "drop_path",
+    }
+)
+SHARES_INPUT = frozenset({"relu", "flatten", "identity", "slice"})  # in place, or a view
 INDEX_BYTES = 8  # int64: max pooling's indices, token ids
 STAT_BYTES = 4  # fp32: batch norm's saved mean and inverse std
 
@@ -84,7 +101,9 @@ def activations_kept(graph: Graph) -> tuple[int, int]:
             extra += math.prod(node.shape) * eb
             break
         elements = math.prod(node.shape)
-        if node.kind in SHARES_INPUT and node.inputs:
+        # Stochastic depth with p = 0 returns its input itself.
+        passes = node.kind == "drop_path" and getattr(node.layer, "p", 1) == 0
+        if (node.kind in SHARES_INPUT or passes) and node.inputs:
             root[node.id] = root[node.inputs[0]]
         else:
             root[node.id] = node.id
@@ -100,6 +119,12 @@ def activations_kept(graph: Graph) -> tuple[int, int]:
             extra += elements * INDEX_BYTES
         if node.kind == "batchnorm":
             fixed += 2 * node.shape[0] * STAT_BYTES
+        if node.kind == "layernorm":  # a mean and an inverse std per position
+            extra += 2 * (elements // node.shape[0]) * STAT_BYTES
+        if node.kind == "groupnorm":  # a mean and an inverse std per group
+            extra += 2 * getattr(node.layer, "groups", 1) * STAT_BYTES
+        if node.kind == "drop_path" and not passes:
+            extra += eb  # the mask: one value per example
     else:
         if last is not None:
             # No final SOFTMAX: the loss still takes log-softmax of the graph's output.

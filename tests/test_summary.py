@@ -267,9 +267,20 @@ INPUT -> CONV(8) -> RELU6 -> CONV(8) -> HARDSWISH -> CONV(8) -> GELU -> POOL
 """
 
 
-@pytest.mark.parametrize("name", [*TORCH_SPECS, "kinds_chain"])
+# The normalization, channel and regularization kinds, likewise.
+KINDS_CHAIN_2 = """input [3, 16, 16]
+classes 10
+INPUT -> CONV(8) -> LAYERNORM -> CONV(8) -> GROUPNORM(2) -> CONV(8) -> LAYERSCALE(0.5)
+  -> CHANNELSHUFFLE(2) -> CONV(8) -> SLICE(2, 6) -> CONV(8) -> DROPPATH(0.2) -> CONV(8)
+  -> DROPPATH(0) -> CONV(8) -> residual(CONV(8) -> DROPPATH(0.3)) -> GAP -> LAYERNORM -> FC(10)
+  -> SOFTMAX
+"""
+CHAINS = {"kinds_chain": KINDS_CHAIN, "kinds_chain_2": KINDS_CHAIN_2}
+
+
+@pytest.mark.parametrize("name", [*TORCH_SPECS, *CHAINS])
 def test_activations_kept_match_what_torch_saves(name: str) -> None:
-    g = netspec.compile_spec(KINDS_CHAIN if name == "kinds_chain" else f"zoo:{name}")
+    g = netspec.compile_spec(CHAINS.get(name, f"zoo:{name}"))
     per_example, fixed = activations_kept(g)
     for batch in (2, 3):
         measured = saved_by_torch(g, batch)
