@@ -50,6 +50,9 @@ PUBLISHED: dict[str, Published] = {
     "resnet50": Published(25_557_032, "4.09", "torchvision resnet50"),
     "resnet101": Published(44_549_160, "7.80", "torchvision resnet101"),
     "resnet152": Published(60_192_808, "11.51", "torchvision resnet152"),
+    "resnext50_32x4d": Published(25_028_904, "4.23", "torchvision resnext50_32x4d"),
+    "wide_resnet50_2": Published(68_883_240, "11.398", "torchvision wide_resnet50_2"),
+    "convnext_tiny": Published(28_589_128, "4.456", "torchvision convnext_tiny"),
 }
 
 
