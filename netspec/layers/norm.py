@@ -126,6 +126,7 @@ class GroupNorm(Layer):
     examples = (
         ("image", "CONV(6, 1) -> GROUPNORM(3)"),
         ("signal", "CONV1D(4, 1) -> GN(2, eps=0.001)"),
+        ("vector", "FC(6) -> GN(3)"),
     )
 
     groups: PosInt = 32

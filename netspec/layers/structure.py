@@ -93,6 +93,7 @@ class ChannelShuffle(Layer):
     examples = (
         ("image", "CONV(6, 1) -> CHANNELSHUFFLE(3)"),
         ("signal", "CONV1D(4, 1) -> CHANNELSHUFFLE"),
+        ("vector", "FC(6) -> CHANNELSHUFFLE(3)"),
     )
 
     groups: PosInt = 2
