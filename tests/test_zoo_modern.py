@@ -28,6 +28,7 @@ import modern_refs as R
 import pytest
 import torch
 from test_modern_refs import run
+from test_onnx import rel_error
 
 import netspec
 from netspec.backends.lower_torch import build
@@ -113,3 +114,64 @@ def test_bottleneck_widths_and_groups(name: str, groups: int) -> None:
     # A projection shortcut in the first block of each stage, and only there.
     shortcuts = [n.id for n in g.nodes if n.id.endswith(".shortcut.conv1")]
     assert shortcuts == [f"layer{s}.bottleneck1.shortcut.conv1" for s in range(1, 5)]
+
+
+# --- the same network: the reference's weights loaded into the spec's module -------------------
+
+
+def reference_keys(name: str, keys: list[str]) -> list[str]:
+    """The reference's state_dict keys in the order of the spec's layers. ConvNeXt's block holds
+    `layer_scale` itself, so torch lists it before the block's layers; it comes after them."""
+    if name != "convnext_tiny":
+        return keys
+    out: list[str] = []
+    held: dict[str, str] = {}
+    for key in keys:
+        if key.endswith(".layer_scale"):
+            held[key.rsplit(".", 1)[0]] = key
+            continue
+        out.append(key)
+        if key.endswith(".block.5.bias"):  # the block's last layer
+            out.append(held.pop(key.rsplit(".", 3)[0]))
+    assert not held
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(MODERN))
+def test_the_spec_computes_the_reference(name: str) -> None:
+    """With the reference's weights, layer by layer in order, the spec's module gives the
+    reference's logits (eval mode): the spec is that network, not only its counts."""
+    torch.manual_seed(0)
+    ref = getattr(R, name)().eval()
+    ours = build(graph(name)).eval()
+    theirs = randomized(ref.state_dict())
+    mine = ours.state_dict()
+    order = reference_keys(name, list(theirs))
+    assert len(order) == len(mine)
+    loaded = {}
+    for key, their_key in zip(mine, order, strict=True):
+        assert mine[key].numel() == theirs[their_key].numel(), (key, their_key)
+        loaded[key] = theirs[their_key].reshape(mine[key].shape)
+    ours.load_state_dict(loaded)
+    x = torch.randn(1, *graph(name).input.shape, generator=torch.Generator().manual_seed(1))
+    ref.load_state_dict(theirs)
+    with torch.no_grad():
+        want = ref(x)
+        assert rel_error(ours.logits(x).numpy(), want.numpy()) <= 1e-4
+        assert want.std() > 1e-3  # a network that computes something
+
+
+def randomized(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-channel tensors drawn away from their initial values (batch norm statistics, norm
+    and layer-scale weights, biases), so that every layer's part shows in the output: at its
+    initial 1e-6, ConvNeXt's layer scale would hide each block's branch."""
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for key, value in state.items():
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf in ("running_var", "layer_scale") or (leaf == "weight" and value.ndim == 1):
+            value = torch.rand(value.shape, generator=gen) + 0.5
+        elif leaf in ("running_mean", "bias"):
+            value = torch.randn(value.shape, generator=gen) * 0.2
+        out[key] = value
+    return out
