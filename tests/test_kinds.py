@@ -230,3 +230,15 @@ def test_explore_a_width_family_of_the_new_kinds(tmp_path) -> None:
             == sum(p.numel() for p in build(graph).parameters())
         )
         assert member.macs == graph.totals.macs
+
+
+@pytest.mark.parametrize(
+    ("call", "hint"),
+    [
+        ("CONVTRANSPOSE(8, 3, stride=2, padding=1)", "output_padding=1 gives 16"),
+        ("CONVTRANSPOSE(8, 5, stride=2, padding=0)", "output_padding reaches 19 to 20 from 8"),
+    ],
+)
+def test_a_failed_size_assertion_after_conv_transpose_says_why(call: str, hint: str) -> None:
+    err = refused(f"input [4, 8, 8]\nINPUT -> {call} : [8, 16, 16]")
+    assert "output_padding 0 + 1 =" in str(err.notes) and err.hint.startswith(hint)

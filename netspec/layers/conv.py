@@ -246,6 +246,32 @@ class ConvTranspose(Layer):
             )
         return (self.channels, *out)
 
+    def explain_size(
+        self, in_shape: Shape, out: Shape, declared: Shape
+    ) -> tuple[list[str], str | None] | None:
+        """The output-size rule on the first axis that differs, and the output_padding (if any)
+        that gives the declared size (U-Net's 3x3 stride-2 up-convolution gives 2n - 1)."""
+        k, s, p, op, d = self.geometry(in_shape)
+        for axis, (n, got, want) in enumerate(
+            zip(in_shape[1:], out[1:], declared[1:], strict=True)
+        ):
+            if got == want:
+                continue
+            kk, ss, pp, oo, dd = k[axis], s[axis], p[axis], op[axis], d[axis]
+            notes = [
+                f"(in {n} - 1) * stride {ss} - 2 * padding {pp} + dilation {dd} * (kernel {kk} - 1)"
+                f" + output_padding {oo} + 1 = {got}"
+            ]
+            base = got - oo
+            reach = max(ss, dd)  # output_padding ranges over 0 .. max(stride, dilation) - 1
+            if base <= want < base + reach:
+                return notes, f"output_padding={want - base} gives {want}"
+            return (
+                notes,
+                f"output_padding reaches {base} to {base + reach - 1} from {n}; change the kernel, stride or padding",
+            )
+        return None
+
     def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
         k = expand(self.kernel, len(out) - 1, "kernel")
         shapes: dict[str, Shape] = {"weight": (ins[0][0], self.channels // self.groups, *k)}
