@@ -170,6 +170,11 @@ def layer_columns(
             params.append(sum(n.params for n in group))
             macs.append(sum(n.macs for n in group))
             ops.append(sum(n.ops for n in group))
+    if graph.heads:  # mark the side heads' rows: they run in training only
+        for i, name in enumerate(names):
+            head = graph.head_of(name) or graph.head_of(name + ".")
+            if head is not None:
+                kinds[i] += f" (head {head})"
     columns = [
         Column("layer", "layer", False, names, names),
         Column("kind", "kind", False, kinds, kinds, descriptive=True),
@@ -279,6 +284,24 @@ def _tail(graph: Graph) -> list[tuple[str, str, str]]:
     """The output and the budgets."""
     classes = f"{graph.classes} classes" if graph.classes else ""
     rows = [("output", fmt_shape(graph.output_shape), classes)]
+    main = graph.main_totals
+    if main is not None:
+        names = ", ".join(h.name for h in graph.heads)
+        rows += [
+            (
+                "main path params",
+                f"{main.params:,}",
+                f"{compact(main.params)}; the totals above count the side heads ({names}) too",
+            ),
+            (
+                "main path MACs",
+                f"{main.macs:,}",
+                f"{compact(main.macs)} on the main path (inference); the heads run in training",
+            ),
+        ]
+        for head in graph.heads:
+            shape = fmt_shape(graph.node(head.output).shape)
+            rows.append((f"head {head.name}", shape, f"branches off `{head.at}`"))
     for b in graph.budgets:
         unit = " bytes" if b.metric == "memory" else ""
         rows.append(

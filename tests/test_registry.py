@@ -176,7 +176,9 @@ def layers_listing() -> str:
 def test_netspec_layers_lists_it(kind: str, layers_listing: str) -> None:
     cls = KINDS[kind]
     if not cls.spellings:  # a statement or a combinator (input, concat(...), add(...))
-        assert kind in ("input", "concat", "add"), f"`{kind}` has no spelling: specs cannot use it"
+        assert kind in ("input", "concat", "add", "mul"), (
+            f"`{kind}` has no spelling: specs cannot use it"
+        )
         return
     row = re.search(rf"^\W*{re.escape(kind)}\s+│\s*(.*?)│", layers_listing, re.M)
     assert row, f"`netspec layers` has no row for `{kind}`"

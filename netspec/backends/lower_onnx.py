@@ -14,6 +14,8 @@ Options:
     fp16: weights and compute in half precision; the input and the output stay float32, with a
         Cast after the input and one before the output (token ids need no cast).
     logits: leave out a final softmax, so the output is the raw class scores.
+    all_outputs: with side heads (`head aux1 at ...`), each head is an output too, named after
+        it; by default the heads (training-only outputs) are left out with their weights.
 
 torch is imported only to draw the seeded initial weights (`initial_weights`).
 """
@@ -67,6 +69,7 @@ class LowerOptions:
     fold_bn: bool = False
     fp16: bool = False
     logits: bool = False
+    all_outputs: bool = False
 
     def __post_init__(self) -> None:
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
@@ -786,6 +789,16 @@ def _add(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
     return ctx.emit("Add" if len(xs) == 2 else "Sum", xs, node.id)
 
 
+@LOWERINGS.register("mul")
+def _mul(ctx: Context, node: Node, layer: Layer, xs: list[str]) -> str:
+    # ONNX's Mul broadcasts as NumPy does; the IR's shapes have one rank (the batch leads).
+    out = xs[0]
+    for i, x in enumerate(xs[1:]):
+        last = i == len(xs) - 2
+        out = ctx.emit("Mul", [out, x], node.id if last else f"{node.id}.{i + 1}")
+    return out
+
+
 LOWERINGS.register("relu")(_unary("Relu"))
 LOWERINGS.register("tanh")(_unary("Tanh"))
 LOWERINGS.register("sigmoid")(_unary("Sigmoid"))
@@ -815,6 +828,7 @@ def lower(
         NetspecError: a layer ONNX cannot express, or weights that do not fit the graph.
     """
     options = options or LowerOptions()
+    graph, weights = for_outputs(graph, weights, options)
     LOWERINGS.require(n.kind for n in graph.nodes)
     _check_token_ids(graph)
     ctx = Context(graph, check_weights(graph, weights, origin), options)
@@ -835,11 +849,20 @@ def lower(
     out_type = (
         TensorProto.INT64 if graph.input.is_tokens and final == INPUT_NAME else TensorProto.FLOAT
     )
+    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, out_type, [BATCH, *out_shape])]
+    for head in graph.heads:  # only with all_outputs: for_outputs drops them otherwise
+        tensor = ctx.tensors[head.output]
+        if options.fp16:
+            ctx.emit("Cast", [tensor], f"{head.name}.cast", out=head.name, to=TensorProto.FLOAT)
+        else:
+            ctx.emit("Identity", [tensor], f"{head.name}.identity", out=head.name)
+        shape: list[str | int | None] = [BATCH, *graph.node(head.output).shape]
+        outputs.append(helper.make_tensor_value_info(head.name, TensorProto.FLOAT, shape))
     onnx_graph = helper.make_graph(
         ctx.nodes,
         graph.name,
         ctx.inputs,
-        [helper.make_tensor_value_info(OUTPUT_NAME, out_type, [BATCH, *out_shape])],
+        outputs,
         initializer=ctx.initializers,
         doc_string=graph.description or "",
         value_info=ctx.value_info,
@@ -855,6 +878,17 @@ def lower(
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
     helper.set_model_props(model, _metadata(graph, options, note) | dict(metadata or {}))
     return Lowered(model, ctx.arrays, ctx.tensors, sorted(ctx.folded), ctx.parameters)
+
+
+def for_outputs(
+    graph: Graph, weights: Mapping[str, np.ndarray], options: LowerOptions
+) -> tuple[Graph, Mapping[str, np.ndarray]]:
+    """The graph and weights to lower: without the side heads (and their weights) unless
+    `options.all_outputs`."""
+    if not graph.heads or options.all_outputs:
+        return graph, weights
+    prefixes = tuple(h.name + "." for h in graph.heads)
+    return graph.main_path(), {k: v for k, v in weights.items() if not k.startswith(prefixes)}
 
 
 def _check_token_ids(graph: Graph) -> None:
@@ -1054,6 +1088,7 @@ def export(
         ExportCheckFailed: the model failed a check (a bug in netspec).
     """
     options = options or LowerOptions()
+    graph, weights = for_outputs(graph, weights, options)
     lowered = lower(graph, weights, options, origin=origin, note=note, metadata=metadata)
     checks: list[Check] = []
     with staged(path) as tmp:

@@ -32,6 +32,8 @@ it; which kinds may overwrite is the class's `reuses_input`.
 
 from __future__ import annotations
 
+import functools
+from collections import namedtuple
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -127,6 +129,16 @@ class Add(nn.Module):
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
+
+
+class Mul(nn.Module):
+    """Multiplies its inputs element-wise, broadcasting (a gate: squeeze-excitation)."""
+
+    def forward(self, first: Tensor, *rest: Tensor) -> Tensor:
+        out = first
+        for x in rest:
+            out = out * x
+        return out
 
 
 class Concat(nn.Module):
@@ -418,6 +430,11 @@ def lower_add(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return Add()
 
 
+@LOWERINGS.register("mul")
+def lower_mul(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
+    return Mul()
+
+
 @LOWERINGS.register("identity")
 def lower_identity(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.Identity()
@@ -444,22 +461,48 @@ class NetspecModule(nn.Module):
         self.graph = graph
         for node in graph.nodes:
             self._place(node.id, modules[node.id])
-        self._slots, self._plan = _plan(graph.nodes, modules, inputs, graph.output)
+        self._slots, self._plan = _plan(graph.nodes, modules, inputs, [graph.output])
         head = graph.node(graph.output)
+        logits = head.inputs[0] if graph.ends_in_probabilities else graph.output
         if graph.ends_in_probabilities:
-            self._logit_slots, self._logit_plan = _plan(
-                graph.nodes, modules, inputs, head.inputs[0]
-            )
+            self._logit_slots, self._logit_plan = _plan(graph.nodes, modules, inputs, [logits])
         else:
             self._logit_slots, self._logit_plan = self._slots, self._plan
+        # Side heads: one plan computing the main output and every head's (training mode).
+        self.head_names = tuple(h.name for h in graph.heads)
+        if graph.heads:
+            outs = [h.output for h in graph.heads]
+            head_logits = [_logit_node(graph, h.output) for h in graph.heads]
+            self._head_slots, self._head_plan, self._head_out = _plan_many(
+                graph.nodes, modules, inputs, [graph.output, *outs]
+            )
+            self._hl_slots, self._hl_plan, self._hl_out = _plan_many(
+                graph.nodes, modules, inputs, [logits, *head_logits]
+            )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """The graph's output for a batch `x` (probabilities when the spec ends in SOFTMAX)."""
+    def forward(self, x: Tensor) -> Any:
+        """The graph's output for a batch `x` (probabilities when the spec ends in SOFTMAX).
+
+        With side heads, in training mode: a named tuple `(output, <head>, ...)`, the main
+        output first and each head's by its name; in eval mode the main output alone.
+        """
+        if self.head_names and self.training:
+            outs = _run_many(x, self._head_plan, self._head_slots, self._head_out)
+            return _named("Outputs", ("output", *self.head_names))(*outs)
         return _run(x, self._plan, self._slots)
 
     def logits(self, x: Tensor) -> Tensor:
-        """The output before a final SOFTMAX (a cross-entropy loss's input); else as `forward`."""
+        """The output before a final SOFTMAX (a cross-entropy loss's input); else as `forward`.
+        Always the main head's alone (see `all_logits` for the side heads')."""
         return _run(x, self._logit_plan, self._logit_slots)
+
+    def all_logits(self, x: Tensor) -> Any:
+        """The main head's logits and every side head's (each before its own final SOFTMAX),
+        in one pass: a named tuple `(logits, <head>, ...)`. Training's loss reads it."""
+        kind = _named("Logits", ("logits", *self.head_names))
+        if not self.head_names:
+            return kind(self.logits(x))
+        return kind(*_run_many(x, self._hl_plan, self._hl_slots, self._hl_out))
 
     def _place(self, node_id: str, module: nn.Module) -> None:
         *scopes, name = node_id.split(".")
@@ -504,15 +547,58 @@ def _run(x: Tensor, plan: Sequence[Step], nslots: int) -> Tensor:
     return x
 
 
+@functools.cache
+def _named(name: str, fields: tuple[str, ...]) -> Any:
+    """The named tuple type of a module's outputs (made once per set of head names)."""
+    return namedtuple(name, fields)
+
+
+def _logit_node(graph: Graph, node_id: str) -> str:
+    node = graph.node(node_id)
+    return node.inputs[0] if node.layer.probabilities else node_id
+
+
+def _run_many(x: Tensor, plan: Sequence[Step], nslots: int, outs: Sequence[int]) -> list[Tensor]:
+    slots: list[Any] = [None] * nslots
+    for module, ins, out, free in plan:
+        x = module(*[slots[i] for i in ins]) if ins else module(x)
+        if out >= 0:
+            slots[out] = x
+        for i in free:
+            slots[i] = None
+    return [slots[i] for i in outs]
+
+
+def _plan_many(
+    nodes: list[Node],
+    modules: dict[str, nn.Module],
+    inputs: dict[str, list[str]],
+    targets: list[str],
+) -> tuple[int, list[Step], list[int]]:
+    """As `_plan` for several outputs: each target keeps a slot of its own, never freed;
+    returns the slots too, in the order of `targets`."""
+    nslots, steps = _plan(nodes, modules, inputs, targets, keep=True)
+    return nslots, steps, [_slot_of(steps, modules[t]) for t in targets]
+
+
+def _slot_of(steps: list[Step], module: nn.Module) -> int:
+    return next(out for m, _, out, _ in steps if m is module)
+
+
 def _plan(
-    nodes: list[Node], modules: dict[str, nn.Module], inputs: dict[str, list[str]], target: str
+    nodes: list[Node],
+    modules: dict[str, nn.Module],
+    inputs: dict[str, list[str]],
+    targets: list[str],
+    keep: bool = False,
 ) -> tuple[int, list[Step]]:
-    """The steps computing `target`, and the number of slots they use.
+    """The steps computing `targets`, and the number of slots they use.
 
     A step with no input slots reads the previous step's output (the batch, for the first
-    step); any other read goes through a slot, freed after its last read.
+    step); any other read goes through a slot, freed after its last read. With `keep`, each
+    target gets a slot of its own that is never freed (its output stays for the caller).
     """
-    needed = {target}
+    needed = set(targets)
     for node in reversed(nodes):
         if node.id in needed:
             needed.update(inputs[node.id])
@@ -528,6 +614,10 @@ def _plan(
             for src in inputs[nid]:
                 slot.setdefault(src, len(slot))
                 last_read[src] = nid
+    if keep:
+        for t in targets:
+            slot.setdefault(t, len(slot))
+            last_read[t] = ""  # never freed
     steps: list[Step] = []
     for i, nid in enumerate(order):
         srcs = inputs[nid]

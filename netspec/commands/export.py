@@ -53,6 +53,13 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 )
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="the ONNX opset")
 @click.option("--logits", is_flag=True, help="leave out a final softmax: output the class scores")
+@click.option(
+    "--outputs",
+    type=click.Choice(["main", "all"]),
+    default="main",
+    show_default=True,
+    help="all: the side heads (`head NAME at ...`) are outputs too, named after them",
+)
 @set_option
 def export(
     spec: str,
@@ -63,6 +70,7 @@ def export(
     fp16: bool,
     opset: int,
     logits: bool,
+    outputs: str,
     sets: tuple[str, ...],
     extra: tuple[str, ...],
 ) -> None:
@@ -76,7 +84,9 @@ def export(
     the model passes onnx's full checker, matches the IR's shape at every layer and runs a
     batch in onnxruntime; a model failing any of these is never written.
     """
-    options = LowerOptions(opset=opset, fold_bn=fold_bn, fp16=fp16, logits=logits)
+    options = LowerOptions(
+        opset=opset, fold_bn=fold_bn, fp16=fp16, logits=logits, all_outputs=outputs == "all"
+    )
     if weights is not None and seed is not None:
         raise NetspecError(
             "--seed draws random initial weights and --weights loads trained ones: give one"
@@ -113,7 +123,9 @@ def export(
             hint="this is a bug in netspec; please report it with the spec",
         ) from None
     took = time.perf_counter() - start
-    _print_report(report, graph, options, origin, took)
+    _print_report(
+        report, graph if options.all_outputs else graph.main_path(), options, origin, took
+    )
 
 
 def _check_finite(arrays: dict[str, np.ndarray], origin: str, fp16: bool = False) -> None:

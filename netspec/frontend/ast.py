@@ -113,7 +113,7 @@ class Group:
 class Branches:
     """`concat(a, b, ...)`, `add(a, b, ...)` or `residual(main, project=auto)`."""
 
-    op: str  # "concat" | "add" | "residual"
+    op: str  # "concat" | "add" | "mul" | "residual"
     chains: list[Chain]
     kwargs: list[Arg]
     span: Span
@@ -251,6 +251,17 @@ class Setting:
 @dataclass(eq=False, slots=True)
 class TrainDecl(Statement):
     settings: list[Setting]
+
+
+@dataclass(eq=False, slots=True)
+class HeadDecl(Statement):
+    """`head aux1 at inception4a: chain`: a side output branching off the main chain."""
+
+    name: str
+    name_span: Span
+    at: str  # a layer or a named group/block of the main chain (dotted)
+    at_span: Span
+    chain: Chain
 
 
 @dataclass(eq=False, slots=True)

@@ -363,6 +363,15 @@ class _ToAst(Transformer_NonRecursive):
         name, *params, body = items
         return ast.BlockDef(self._s(meta), str(name), [p for p in params if p is not None], body)
 
+    def head_decl(self, meta, items):
+        name, (at, at_span), chain = items
+        return ast.HeadDecl(
+            self._s(meta), str(name), _tok_span(self.path, name), at, at_span, chain
+        )
+
+    def dotted(self, meta, items):
+        return (".".join(str(i) for i in items), self._s(meta))
+
     def train_decl(self, meta, items):
         return ast.TrainDecl(self._s(meta), list(items))
 
@@ -450,6 +459,9 @@ class _ToAst(Transformer_NonRecursive):
     def residual(self, meta, items):
         return self._branches("residual", meta, items)
 
+    def mul(self, meta, items):
+        return self._branches("mul", meta, items)
+
     # ---- expressions
     def number(self, meta, items):
         tok = items[0]
@@ -476,6 +488,10 @@ class _ToAst(Transformer_NonRecursive):
 
     def name(self, meta, items):
         return ast.Name(self._s(meta), str(items[0]))
+
+    def in_attr(self, meta, items):
+        # `in.c`: one name, which only a block body defines (netspec.ir.expand.block).
+        return ast.Name(self._s(meta), f"in.{items[0]}")
 
     def tuple(self, meta, items):
         return ast.TupleExpr(self._s(meta), [i for i in items if i is not None])

@@ -39,13 +39,14 @@ from netspec.ir.expr import Symbol, eval_int, free_names
 from netspec.ir.graph import (
     DTYPE_BYTES,
     Graph,
+    Head,
     InputSpec,
     Node,
     Scalar,
     compute_totals,
     make_totals,
 )
-from netspec.ir.naming import Scope, Value
+from netspec.ir.naming import RESERVED_NAMES, Scope, Value
 from netspec.ir.spec import Domain, Spec, load_spec, load_spec_text, switch_name
 from netspec.layers import SPELLINGS, Layer, fmt_shape
 from netspec.layers.linear import Dense, Flatten
@@ -79,6 +80,9 @@ class Builder(Expansion):
         self.block_stack: list[str] = []
         self.budget_nodes = MAX_NODES
         self.classes: int | None = None
+        # Side heads: the names they tap, and the output of each tapped layer or named group.
+        self.tap_names = {h.at for h in spec.heads}
+        self.taps: dict[str, Value] = {}
 
     # ---- entry
     def build(self) -> Graph:
@@ -132,10 +136,21 @@ class Builder(Expansion):
                     hint=f"end with FC({self.classes}) -> SOFTMAX, or declare `classes {out.shape[0]}`",
                 )
             )
+        main_sums, main_nodes = list(self.sums), len(self.nodes)
+        heads = [self._head(h, env) for h in spec.heads]
         p, b, m, o, mem = self.sums[:5]
         totals = (
             make_totals(p, b, m, o, mem, dtype) if self.light else compute_totals(self.nodes, dtype)
         )
+        main_totals = None
+        if heads:
+            main_totals = (
+                make_totals(
+                    main_sums[0], main_sums[1], main_sums[2], main_sums[3], main_sums[4], dtype
+                )
+                if self.light
+                else compute_totals(self.nodes[:main_nodes], dtype)
+            )
         graph = construct(
             Graph,
             dict(
@@ -152,12 +167,43 @@ class Builder(Expansion):
                 budgets=[],
                 train={} if self.light else self._train(env),
                 totals=totals,
+                heads=heads,
+                main_totals=main_totals,
             ),
         )
         graph.budgets = budget_checks(self.spec, graph, env, self.errors)
         if self.spec.train is not None and not self.light:
             graph.keep_train_spans({s.name: s.name_span for s in self.spec.train.settings})
         return graph
+
+    def _head(self, head: ast.HeadDecl, env: dict[str, Any]) -> Head:
+        """Build a side head: its chain from the tapped output, in a scope named after it."""
+        tap = self.taps.get(head.at)
+        if tap is None:
+            raise NetspecError(
+                f"head `{head.name}` taps `{head.at}`, which names no layer or group of the main chain",
+                head.at_span,
+                hint=did_you_mean(head.at, [k for k in self.ids if k] + list(self.taps))
+                or "name the layer with `as`, e.g. `inception(...) as inception4a`",
+            )
+        if not self.light and (
+            head.name in self.ids or head.name in self.scopes or head.name in self.taps
+        ):
+            raise NetspecError(
+                f"head `{head.name}` has the name of a layer or group of the main chain",
+                head.name_span,
+                hint="node names must be unique; call the head e.g. `aux1`",
+            )
+        if head.name in RESERVED_NAMES:
+            raise NetspecError(
+                f"`{head.name}` is reserved (every PyTorch module has an attribute of that name)",
+                head.name_span,
+                hint="pick another head name",
+            )
+        out = self.chain(head.chain, tap, env, Scope(head.name + "."))
+        if out.node == tap.node:
+            raise NetspecError(f"head `{head.name}` has no layers", head.span)
+        return Head(name=head.name, at=tap.node, output=out.node, span=head.span)
 
     def _read_defaults(self, env: dict[str, Any]) -> None:
         for call in self.spec.defaults:
@@ -215,7 +261,7 @@ class Builder(Expansion):
         return cur
 
     def element(self, el: ast.Element, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
-        if not self.light:
+        if not self.light or self.tap_names:  # a cached element would hide the layers it taps
             return self._element(el, cur, env, scope)
         # Light mode: an element's effect (output shape, figures, soft errors) depends only on
         # its input shape and the values of the names it uses, so members of a family share it.
@@ -290,6 +336,8 @@ class Builder(Expansion):
             cur = self.primary(p, cur, env, scope, el.label)
         if el.assertion:
             self._assert(el, cur, env)
+        if el.label and self.tap_names:
+            self.taps[scope.prefix + el.label] = cur
         return cur
 
     def primary(

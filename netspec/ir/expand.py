@@ -15,7 +15,7 @@ from netspec.ir.spec import switch_name
 from netspec.layers import fmt_shape
 from netspec.layers.conv import Conv
 from netspec.layers.norm import BatchNorm
-from netspec.layers.structure import Add, Concat
+from netspec.layers.structure import Add, Concat, Mul
 
 if TYPE_CHECKING:
     from netspec.ir.spec import Spec
@@ -79,6 +79,7 @@ class Expansion(Propagation):
                 raise NetspecError(f"argument `{a.name}` given twice", a.span)
             bound[a.name] = evaluate(a.value, env, symbols=True)
         body_env = dict(self.globals)
+        body_env.update(input_names(cur.shape))
         for param in block.params:
             if param.name in bound:
                 body_env[param.name] = bound[param.name]
@@ -114,20 +115,24 @@ class Expansion(Propagation):
         outs = [
             self.chain(ch, cur, env, scope.child(scope.next_name("branch"))) for ch in br.chains
         ]
-        layer = Concat() if br.op == "concat" else Add()
+        layer = {"concat": Concat, "add": Add, "mul": Mul}[br.op]()
         return self.add_node(layer, outs, br.span, scope, label=label)
 
     def residual(
         self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
     ) -> Value:
-        project = False
+        project: bool | str = False
+        when = True
         for kw in br.kwargs:
+            if kw.name == "when":
+                when = _condition(evaluate(kw.value, env), kw.value, "the condition of when=")
+                continue
             if kw.name != "project":
                 raise NetspecError(
                     f"residual(...) has no argument `{kw.name}`",
                     kw.span,
-                    hint=did_you_mean(kw.name or "", ["project"])
-                    or "its argument: project=auto|on|off",
+                    hint=did_you_mean(kw.name or "", ["project", "when"])
+                    or "its arguments: project=auto|on|off, when=(condition)",
                 )
             value = evaluate(kw.value, env, symbols=True)
             if value not in (True, False, "auto"):
@@ -141,6 +146,8 @@ class Expansion(Propagation):
                 br.span,
             )
         main = self.chain(br.chains[0], cur, env, scope)
+        if not when:  # the skip exists only when the condition holds: here, the body alone
+            return main
         shortcut = cur
         if project is True or (project == "auto" and main.shape != cur.shape):
             n = scope.counters.get("shortcut", 0) + 1
@@ -151,19 +158,24 @@ class Expansion(Propagation):
         return self.add_node(Add(), [main, shortcut], br.span, scope, label=label)
 
     def _projection(self, cur: Value, main: Value, br: ast.Branches, scope: Scope) -> Value:
-        """1x1 conv (no bias) + BN from cur's shape to main's, as torchvision's downsample."""
+        """1x1 conv (no bias) + BN from cur's shape to main's, as torchvision's downsample: the
+        stride per dim is the smallest whose output size, (n - 1) // s + 1, equals the body's."""
         if len(cur.shape) != len(main.shape) or len(cur.shape) < 2:
             raise NetspecError(
                 f"cannot project [{fmt_shape(cur.shape)}] onto [{fmt_shape(main.shape)}]", br.span
             )
         strides = []
         for a, b in zip(cur.shape[1:], main.shape[1:], strict=True):
-            if a % b:
+            s = projection_stride(a, b)
+            if s is None:
                 raise NetspecError(
-                    f"cannot project [{fmt_shape(cur.shape)}] onto [{fmt_shape(main.shape)}]: {a} is not a multiple of {b}",
+                    f"cannot project [{fmt_shape(cur.shape)}] onto [{fmt_shape(main.shape)}]: "
+                    f"no stride takes a 1x1 conv from size {a} to {b}",
                     br.span,
+                    hint="a strided 1x1 conv gives (n - 1) // stride + 1; the body must not "
+                    "grow the map or shrink it unevenly",
                 )
-            strides.append(a // b)
+            strides.append(s)
         stride = strides[0] if len(set(strides)) == 1 else tuple(strides)
         conv = Conv(channels=main.shape[0], kernel=1, stride=stride, padding=0, bias=False)
         out = self.add_node(conv, [cur], br.span, scope)
@@ -172,13 +184,7 @@ class Expansion(Propagation):
     # ---- helpers
     def _switch_on(self, el: ast.Element, env: Mapping[str, Any]) -> bool:
         if el.condition is not None:
-            value = evaluate(el.condition, env)
-            if not isinstance(value, bool | int):
-                raise NetspecError(
-                    f"the condition of `?` must be true or false; received {value!r}",
-                    el.condition.span,
-                )
-            return bool(value)
+            return _condition(evaluate(el.condition, env), el.condition, "the condition of `?`")
         name = switch_name(el) or ""
         value = env.get(name)
         if not isinstance(value, bool):
@@ -224,3 +230,32 @@ class Expansion(Propagation):
             if total > MAX_NODES:
                 return total
         return total
+
+
+def _condition(value: Any, e: ast.Expr, what: str) -> bool:
+    if not isinstance(value, bool | int):
+        raise NetspecError(f"{what} must be true or false; received {value!r}", e.span)
+    return bool(value)
+
+
+def projection_stride(size: int, target: int) -> int | None:
+    """The smallest stride s with (size - 1) // s + 1 == target (a 1x1 conv, no padding), or
+    None when no stride gives that size (75 -> 38: s = 2; 8 -> 3: s = 3; 8 -> 9: none)."""
+    if target < 1 or target > size:
+        return None
+    if target == 1:
+        return size  # any s >= size; the smallest is size (1 when size is 1)
+    # (size - 1) // s == target - 1  <=>  (size - 1) / target < s <= (size - 1) / (target - 1)
+    s = (size - 1) // target + 1
+    return s if (size - 1) // s == target - 1 else None
+
+
+def input_names(shape: tuple[int, ...]) -> dict[str, Any]:
+    """The names a block body reads its input's shape by: `in.c` (channels, or a vector's
+    length), `in.h` and `in.w` (a map), `in.l` (a 1-D signal), `in.shape` (the tuple)."""
+    names: dict[str, Any] = {"in.shape": shape, "in.c": shape[0]}
+    if len(shape) == 3:
+        names["in.h"], names["in.w"] = shape[1], shape[2]
+    elif len(shape) == 2:
+        names["in.l"] = shape[1]
+    return names

@@ -45,6 +45,8 @@ def evaluate(e: ast.Expr, env: Mapping[str, Any], symbols: bool = False) -> Any:
     if isinstance(e, ast.Name):
         if e.id in env:
             return env[e.id]
+        if e.id.startswith("in."):
+            raise undefined(e, env)
         low = e.id.lower()
         if low in BOOL_WORDS:
             return BOOL_WORDS[low]
@@ -110,6 +112,21 @@ def _bounded(value: Any, e: ast.Expr) -> Any:
 
 
 def undefined(e: ast.Name, env: Mapping[str, Any]) -> NetspecError:
+    if e.id.startswith("in.") and "in.shape" in env:
+        shape = env["in.shape"]
+        names = sorted(k for k in env if k.startswith("in."))
+        return NetspecError(
+            f"`{e.id}` is not defined for this block's input [{'x'.join(map(str, shape))}]",
+            e.span,
+            hint=did_you_mean(e.id, names) or "defined here: " + ", ".join(names),
+        )
+    if e.id.startswith("in."):
+        return NetspecError(
+            f"`{e.id}` is used outside a block",
+            e.span,
+            hint="`in.c`, `in.h`, `in.w` name the shape of a block's input, inside its body "
+            "(`block dw(k=3) = CONV(in.c, k, groups=in.c)`)",
+        )
     return NetspecError(
         f"undefined name `{e.id}`",
         e.span,

@@ -103,6 +103,17 @@ class Totals(BaseModel):
     dtype: str
 
 
+class Head(BaseModel):
+    """A side output (`head aux1 at inception4a: ...`): its nodes' ids start with `name.`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    at: str  # the main-chain node it branches off
+    output: str  # its last node
+    span: Span | None = None
+
+
 class Graph(BaseModel):
     """A concrete network: nodes in execution order, the output node, checks and totals."""
 
@@ -121,6 +132,9 @@ class Graph(BaseModel):
     budgets: list[BudgetCheck] = []
     train: dict[str, Any] = {}
     totals: Totals
+    heads: list[Head] = []
+    # With side heads: the main path's totals (totals counts the heads too); None without heads.
+    main_totals: Totals | None = None
 
     _positions: dict[str, int] | None = PrivateAttr(default=None)
     # Where each train setting stands in the source (the key), kept by the builder; not in the
@@ -179,6 +193,23 @@ class Graph(BaseModel):
             if self.nodes[-1].id == self.output
             else self.node(self.output).shape
         )
+
+    def main_path(self) -> Graph:
+        """This graph without its side heads (what inference runs); itself when it has none."""
+        if not self.heads:
+            return self
+        assert self.main_totals is not None  # the builder sets it with the heads
+        nodes = [n for n in self.nodes if self.head_of(n.id) is None]
+        return self.model_copy(
+            update={"nodes": nodes, "heads": [], "totals": self.main_totals, "main_totals": None}
+        )
+
+    def head_of(self, node_id: str) -> str | None:
+        """The side head a node belongs to, or None for the main path."""
+        for head in self.heads:
+            if node_id.startswith(head.name + "."):
+                return head.name
+        return None
 
     @property
     def budgets_ok(self) -> bool:

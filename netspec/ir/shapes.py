@@ -26,6 +26,8 @@ class Propagation:
     ids: dict[str, Node | None]
     scopes: set[str]
     sums: list[int]
+    tap_names: set[str]
+    taps: dict[str, Value]
 
     def add_node(
         self,
@@ -72,6 +74,8 @@ class Propagation:
         out, params, buffers, macs, ops, memory, args = result
         name = label or scope.next_name(layer.short)
         node_id = scope.prefix + name
+        if node_id in self.tap_names:
+            self.taps[node_id] = Value(node_id, out)
         if not self.light:
             if label is not None and label in RESERVED_NAMES:
                 raise NetspecError(

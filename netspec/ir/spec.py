@@ -57,6 +57,7 @@ class Spec:
         self.free_decls: dict[str, ast.FreeParam] = {}
         self.blocks: dict[str, ast.BlockDef] = {}
         self.train: ast.TrainDecl | None = None
+        self.heads: list[ast.HeadDecl] = []
         self.chain: ast.Chain | None = None
         errors: list[NetspecError] = []
         self._collect(errors)
@@ -140,6 +141,9 @@ class Spec:
                     )
                 define(stmt.name, stmt.span)
                 self.blocks[stmt.name] = stmt
+            elif isinstance(stmt, ast.HeadDecl):
+                if once(f"head {stmt.name}", stmt, f"head `{stmt.name}`"):
+                    self.heads.append(stmt)
             elif isinstance(stmt, ast.TrainDecl):
                 if once("train", stmt, "the train section"):
                     self.train = stmt
@@ -216,7 +220,9 @@ class Spec:
 
     def elements(self) -> Iterator[ast.Element]:
         """Every chain element of the spec, in the main chain and in blocks, at any depth."""
-        chains = [self.chain] + [b.body for b in self.blocks.values()]
+        chains = (
+            [self.chain] + [b.body for b in self.blocks.values()] + [h.chain for h in self.heads]
+        )
         while chains:
             chain = chains.pop()
             if chain is None:

@@ -72,6 +72,68 @@ class Add(Layer):
         return numel(out) * (len(ins) - 1)
 
 
+def broadcast(ins: tuple[Shape, ...]) -> Shape | None:
+    """NumPy's broadcasting of shapes of one rank (each dim equal, or 1); None when they do not.
+
+    The ranks must match: the batch dimension, left out of IR shapes, would otherwise take part
+    in the alignment in PyTorch and ONNX and change the meaning.
+    """
+    first = ins[0]
+    if any(len(s) != len(first) for s in ins):
+        return None
+    out = []
+    for dims in zip(*ins, strict=True):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            return None
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+class Mul(Layer):
+    """Element-wise product of branches, with NumPy's broadcasting (a gate: squeeze-excitation).
+
+    `mul(IDENTITY, ADAPTIVEAVGPOOL(1) -> CONV(c // 4, 1) -> RELU -> CONV(c, 1) -> SIGMOID)`
+    scales each channel of a [C, H, W] map by a [C, 1, 1] gate. Each dimension must be equal or
+    1 in every branch, and the branches must have the same rank. Costs no MACs (a rescale).
+    """
+
+    kind = "mul"
+    arity = None
+    fresh_output = True
+    examples = (
+        ("image", "CONV(4) -> mul(IDENTITY, ADAPTIVEAVGPOOL(1) -> CONV(4, 1) -> SIGMOID)"),
+        ("image", "mul(RELU, IDENTITY, TANH)"),
+        ("signal", "mul(IDENTITY, ADAPTIVEAVGPOOL(1))"),
+    )
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        out = broadcast(ins)
+        if out is None:
+            listing = " * ".join(f"[{fmt_shape(s)}]" for s in ins)
+            ranks = len({len(s) for s in ins}) > 1
+            where = ""
+            if not ranks:
+                names = ("channels", "height", "width") if len(ins[0]) == 3 else ("channels",)
+                for i, dims in enumerate(zip(*ins, strict=True)):
+                    if len({d for d in dims if d != 1}) > 1:
+                        name = names[i] if i < len(names) else f"dim {i}"
+                        where = f" ({name}: {' vs '.join(map(str, dims))})"
+                        break
+            raise ShapeError(
+                "mul needs branches whose shapes broadcast (each dim equal, or 1); "
+                f"received {listing}{where}",
+                hint="a gate keeps its map's rank: ADAPTIVEAVGPOOL(1) gives [C, 1, 1] where GAP "
+                "flattens to [C]"
+                if ranks
+                else "make the gate's channels equal the map's, e.g. CONV(in.c, 1) inside a block",
+            )
+        return out
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return numel(out) * (len(ins) - 1)
+
+
 class Identity(Layer):
     """Passes its input through unchanged (a plain skip in add(...))."""
 

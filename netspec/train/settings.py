@@ -76,6 +76,7 @@ class TrainSettings:
     augment: str = "none"
     freeze: tuple[str, ...] = field(default=())
     seed: int = 0
+    aux_weight: float = 0.3
 
     def to_json(self) -> dict[str, Any]:
         """The settings as plain JSON values (tuples become lists)."""
@@ -228,6 +229,9 @@ KEYS: dict[str, Key] = {
         'layer-id patterns (fnmatch) whose weights stay fixed, e.g. ["conv*", "layer1.*"]',
     ),
     "seed": Key(_int(0), "seed for initialization, data split and order, augmentation, dropout"),
+    "aux_weight": Key(
+        _float(0.0), "the weight of each side head's loss (`head NAME at ...`), added to the main's"
+    ),
 }
 _GROUP_OF = {
     **{k: "optimizer" for k in ("lr", "momentum", "nesterov", "weight_decay", "betas")},

@@ -269,13 +269,16 @@ def batches(
 
 
 class _Logits(nn.Module):
-    """`forward` = the model's logits, so a DDP wrapper sees (and synchronizes) the call."""
+    """`forward` = the model's logits, so a DDP wrapper sees (and synchronizes) the call. With
+    side heads, in training mode: every head's logits, the main head's first (`all_logits`)."""
 
     def __init__(self, model: NetspecModule) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> Any:
+        if self.training and getattr(self.model, "head_names", ()):
+            return self.model.all_logits(x)
         return self.model.logits(x)
 
 
@@ -476,7 +479,14 @@ class _Run:
                 x = augment_batch(x, self.augment, aug)
             with runtime.autocast():
                 logits = self.net(x)
-            loss = objective(logits, y)
+            if isinstance(logits, tuple):  # side heads: their losses weighted by aux_weight
+                heads = logits[1:]
+                logits = logits[0]
+                loss = objective(logits, y)
+                for head in heads:
+                    loss = loss + s.aux_weight * objective(head, y)
+            else:
+                loss = objective(logits, y)
             if self.penalty:
                 loss = loss + self.penalty()
             self.optimizer.zero_grad(set_to_none=True)
