@@ -50,9 +50,12 @@ def weighted(g: Graph, kind: str | None = None) -> list[Node]:
 
 
 def assert_gmacs(macs: int, published: str) -> None:
+    """Rounds to the figure at its precision; within 0.5%, or the figure's own rounding
+    interval where that is wider (mobilenet_v3_small's 0.057: +-0.88%)."""
     decimals = len(published.split(".")[1]) if "." in published else 0
     assert round(macs / 1e9, decimals) == float(published), f"{macs:,} MACs is not {published} G"
-    assert macs == pytest.approx(float(published) * 1e9, rel=0.005)
+    band = max(0.005, 0.5 * 10**-decimals / float(published))
+    assert macs == pytest.approx(float(published) * 1e9, rel=band)
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))

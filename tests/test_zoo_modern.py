@@ -43,6 +43,8 @@ MODERN: dict[str, str] = {
     "convnext_tiny": "torchvision's ConvNeXt, stochastic depth 0.1, layer scale 1e-6",
     # Not new: the machinery checked on a network test_zoo already holds.
     "resnet50": "torchvision's ResNet-50",
+    "mobilenet_v3_large": "torchvision's MobileNetV3-Large (its _make_divisible SE widths)",
+    "mobilenet_v3_small": "torchvision's MobileNetV3-Small",
 }
 
 
