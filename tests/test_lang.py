@@ -309,3 +309,33 @@ def test_train_weights_the_head_losses(tmp_path, monkeypatch: pytest.MonkeyPatch
     assert calls and len(calls) % 3 == 0  # main, aux1, aux2 per step
     (row,) = list(csv.DictReader((out / "metrics.csv").open()))
     assert float(row["train_loss"]) == pytest.approx(1 + 0.25 * 10 * 2)
+
+
+# ---- POOL padding=same -------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 13), st.integers(1, 4), st.integers(1, 3), st.sampled_from(["max", "avg"]))
+def test_pool_same_padding_is_tensorflows(n: int, k: int, s: int, mode: str) -> None:
+    graph = text_graph(
+        f"input [2, {n}, {n + 1}]\nINPUT -> {mode.upper()}POOL({k}, stride={s}, padding=same)"
+    )
+    pool = graph.nodes[-1]
+    assert pool.shape == (2, -(-n // s), -(-(n + 1) // s))
+    x = torch.randn(1, 2, n, n + 1)
+    with torch.no_grad():
+        y = build(graph).eval()(x)
+    # TensorFlow's rule, by hand: total padding max((out - 1) * s + k - n, 0), the odd pixel after
+    pads = []
+    for size in (n + 1, n):  # F.pad order: last dim first
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        pads += [total // 2, total - total // 2]
+    padded = torch.nn.functional.pad(x, pads, value=-float("inf") if mode == "max" else 0.0)
+    pool_fn = torch.nn.functional.max_pool2d if mode == "max" else torch.nn.functional.avg_pool2d
+    assert torch.equal(y, pool_fn(padded, k, s))
+
+
+def test_pool_same_refuses_ceil() -> None:
+    assert "ceil=on and padding=same" in errors_of(
+        "input [2, 8, 8]\nINPUT -> POOL(3, stride=2, padding=same, ceil=on)"
+    )

@@ -503,7 +503,9 @@ def _pool(ctx: Context, node: Node, layer: Pool, xs: list[str]) -> str:
         for n, kk, ss, pp in zip(in_shape[1:], k, s, p, strict=True)
     )
     begins, ends, ceil = list(p), list(p), 0
-    if layer.ceil and want != floor:
+    if layer.padding == "same":  # TensorFlow's rule: the odd pixel after (no ceil mode)
+        begins, ends = [b for b, _ in layer.pads(in_shape)], [a for _, a in layer.pads(in_shape)]
+    elif layer.ceil and want != floor:
         if want == onnx_ceil:
             ceil = 1
         elif layer.mode == "max":  # extra end padding never wins a max

@@ -33,6 +33,7 @@ it; which kinds may overwrite is the class's `reuses_input`.
 from __future__ import annotations
 
 import functools
+import math
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -86,6 +87,27 @@ class PaddedConv2d(nn.Conv2d):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, pad={self.pad}"
+
+
+class PaddedPool(nn.Module):
+    """Pooling after asymmetric padding (TensorFlow's `same`): -inf for max, zeros for avg
+    (counted in the average, as a symmetric padding is: count_include_pad)."""
+
+    def __init__(
+        self, mode: str, dims: int, kernel: Any, stride: Any, pad: tuple[int, ...]
+    ) -> None:
+        super().__init__()
+        self.mode, self.pad, self.value = mode, pad, -math.inf if mode == "max" else 0.0
+        cls: Any = {("max", 2): nn.MaxPool2d, ("max", 1): nn.MaxPool1d}.get((mode, dims))
+        self.pool = (
+            cls(kernel, stride) if cls else (nn.AvgPool2d, nn.AvgPool1d)[2 - dims](kernel, stride)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(F.pad(x, self.pad, value=self.value))
+
+    def extra_repr(self) -> str:
+        return f"pad={self.pad}"
 
 
 class ChannelsFirstEmbedding(nn.Embedding):
@@ -278,6 +300,10 @@ def lower_pool(layer: Pool, ins: tuple[Shape, ...]) -> nn.Module:
     s: Any
     p: Any
     k, s, p = layer.geometry(ins[0])  # torch types sizes per dimensionality: 1-D or 2-D
+    pads = layer.pads(ins[0])
+    if any(b != a for b, a in pads):  # padding=same with an odd total: pad first, then pool
+        flat = tuple(x for pair in reversed(pads) for x in pair)
+        return PaddedPool(layer.mode, len(k), k, s, flat)
     if layer.mode == "max":
         pool: type[nn.Module] = nn.MaxPool2d if len(k) == 2 else nn.MaxPool1d
         return pool(k, s, p, ceil_mode=layer.ceil)

@@ -17,7 +17,7 @@ from netspec.layers.base import (
     numel,
     spatial_dims,
 )
-from netspec.layers.conv import window_out
+from netspec.layers.conv import conv_padding, window_out
 
 
 class Pool(Layer):
@@ -25,7 +25,9 @@ class Pool(Layer):
 
     Args:
         kernel, stride: an int or one per spatial dim; stride defaults to the kernel.
-        padding: pixels added on each side (at most half the kernel, as in PyTorch), or `valid`.
+        padding: pixels added on each side (at most half the kernel, as in PyTorch), `valid`, or
+            `same` (TensorFlow's rule, as CONV's: output = ceil(input / stride), an odd total
+            padding puts the extra pixel after; max pads with -inf, avg counts the zeros).
         mode: `max` or `avg` (MAXPOOL and AVGPOOL preset it).
         ceil: round the output size up (PyTorch's ceil_mode; GoogLeNet uses it).
 
@@ -48,11 +50,14 @@ class Pool(Layer):
         ("image", "MAXPOOL(3, stride=2, padding=1, ceil=on)"),
         ("image", "AVGPOOL(2)"),
         ("signal", "AVGPOOL1D(3, stride=2, padding=1)"),
+        ("image", "MAXPOOL(3, stride=2, padding=same)"),
+        ("image", "CONV(4) -> AVGPOOL(3, stride=2, padding=same)"),
+        ("signal", "MAXPOOL1D(2, stride=3, padding=same)"),
     )
 
     kernel: IntOrTuple = 2
     stride: IntOrTuple | None = None
-    padding: Literal["valid"] | NonNegInt | tuple[NonNegInt, ...] = 0
+    padding: Literal["valid", "same"] | NonNegInt | tuple[NonNegInt, ...] = 0
     mode: Literal["max", "avg"] = "max"
     ceil: Bool = False
     dims: Literal[1, 2] | None = None
@@ -61,19 +66,38 @@ class Pool(Layer):
         dims = spatial_dims("POOL", shape, self.dims)
         k = expand(self.kernel, dims, "kernel")
         s = expand(self.stride if self.stride is not None else self.kernel, dims, "stride")
-        p = (0,) * dims if self.padding == "valid" else expand(self.padding, dims, "padding")
+        if self.padding == "valid":
+            p: Shape = (0,) * dims
+        elif self.padding == "same":
+            p = tuple(b for b, _ in self.pads(shape))
+        else:
+            p = expand(self.padding, dims, "padding")
         return k, s, p
+
+    def pads(self, shape: Shape) -> tuple[tuple[int, int], ...]:
+        """(before, after) padding per spatial dim; unequal only with `padding=same`."""
+        if self.padding == "same":
+            dims = spatial_dims("POOL", shape, self.dims)
+            k = expand(self.kernel, dims, "kernel")
+            s = expand(self.stride if self.stride is not None else self.kernel, dims, "stride")
+            return conv_padding("same", shape[1:], k, s, (1,) * dims)
+        return tuple((p, p) for p in self.geometry(shape)[2])
 
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         (shape,) = ins
         k, s, p = self.geometry(shape)
+        if self.padding == "same" and self.ceil:
+            raise ShapeError(
+                "ceil=on and padding=same both set the output size",
+                hint="padding=same already gives ceil(input / stride)",
+            )
         if any(pp * 2 > kk for pp, kk in zip(p, k, strict=True)):
             raise ShapeError(
                 f"padding {fmt_shape(p)} is more than half the {fmt_shape(k)} pooling window"
             )
         out = tuple(
-            window_out(n, kk, ss, 1, pp, pp, self.ceil)
-            for n, kk, ss, pp in zip(shape[1:], k, s, p, strict=True)
+            window_out(n, kk, ss, 1, b, a, self.ceil)
+            for n, kk, ss, (b, a) in zip(shape[1:], k, s, self.pads(shape), strict=True)
         )
         if min(out) <= 0:
             raise ShapeError(
