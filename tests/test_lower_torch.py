@@ -104,7 +104,8 @@ def check_counts(model: NetspecModule, graph: Graph) -> None:
 
 
 def check_shapes(model: NetspecModule, graph: Graph, *, train: bool, batch: int = 2) -> None:
-    """Every node's output shape is (batch, *node.shape); in training, backward runs too."""
+    """Every node's output shape is (batch, *node.shape); in training, backward runs too. Side
+    heads run in training only: in eval, only the main path's nodes run."""
     seen: dict[str, tuple[int, ...]] = {}
 
     def record(node_id: str):
@@ -115,8 +116,10 @@ def check_shapes(model: NetspecModule, graph: Graph, *, train: bool, batch: int 
     try:
         if train:
             model.train()
-            y = model.logits(x)  # as training does; forward adds only the final softmax
-            (y * torch.randn_like(y)).sum().backward()
+            # as training does; forward adds only the final softmax (and with side heads,
+            # all_logits is what training reads)
+            ys = model.all_logits(x) if graph.heads else (model.logits(x),)
+            sum((y * torch.randn_like(y)).sum() for y in ys).backward()
             with torch.no_grad():
                 model(x)
         else:
@@ -126,7 +129,7 @@ def check_shapes(model: NetspecModule, graph: Graph, *, train: bool, batch: int 
     finally:
         for h in handles:
             h.remove()
-    expected = {n.id: (batch, *n.shape) for n in graph.nodes}
+    expected = {n.id: (batch, *n.shape) for n in (graph if train else graph.main_path()).nodes}
     wrong = {k: (expected[k], seen.get(k)) for k in expected if seen.get(k) != expected[k]}
     assert not wrong, "node: (IR, torch) shapes\n" + "\n".join(
         f"{k}: {v}" for k, v in wrong.items()

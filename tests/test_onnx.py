@@ -98,7 +98,9 @@ def folded_count(graph: Graph) -> int:
 
 
 def check_parity(graph: Graph, module, weights, batches=(1, 2, 7), fp16: bool = False) -> None:
-    """Plain export vs forward; fold_bn + logits vs logits; every check passing; exact counts."""
+    """Plain export vs forward; fold_bn + logits vs logits; every check passing; exact counts.
+    With side heads: the main output (the export's default)."""
+    graph, weights = L.for_outputs(graph, weights, L.LowerOptions())
     tol = FP16_TOL if fp16 else FP32_TOL
     plain = L.lower(graph, weights, L.LowerOptions(fp16=fp16))
     folded = L.lower(graph, weights, L.LowerOptions(fold_bn=True, logits=True, fp16=fp16))

@@ -26,7 +26,7 @@ from pathlib import Path
 import modern_refs as R
 import pytest
 import torch
-from test_modern_refs import run
+from test_modern_refs import assert_gmacs, run
 from test_onnx import rel_error
 
 import netspec
@@ -163,3 +163,77 @@ def randomized(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             value = torch.randn(value.shape, generator=gen) * 0.2
         out[key] = value
     return out
+
+
+# --- googlenet_aux: side heads -------------------------------------------------------------
+
+
+def test_googlenet_aux_is_the_reference_with_its_heads() -> None:
+    """13,004,888 params in all (tests/modern_refs.py's GoogLeNet with aux_logits=True), the
+    main path torchvision's published googlenet: 6,624,904 params, 1.50 GMACs; the heads'
+    MACs only in the training totals."""
+    g = graph("googlenet_aux")
+    ref = R.googlenet(aux_logits=True)
+    assert g.totals.params == R.n_params(ref) == 13_004_888
+    assert g.main_totals is not None
+    main = run("googlenet")  # the reference without its heads, forwarded and counted
+    assert (g.main_totals.params, g.main_totals.macs) == (main.params, main.macs)
+    assert_gmacs(g.main_totals.macs, "1.50")
+    heads = {h.name: (h.at, g.node(h.output).shape) for h in g.heads}
+    assert heads == {
+        "aux1": ("inception4a.concat1", (1000,)),
+        "aux2": ("inception4d.concat1", (1000,)),
+    }
+    per_head = {name: sum(n.params for n in g.nodes if g.head_of(n.id) == name) for name in heads}
+    assert per_head == {"aux1": 3_188_968, "aux2": 3_191_016}
+    ref.train()
+    with torch.no_grad(), R.count_macs(ref) as counter:
+        ref(torch.zeros(2, 3, 224, 224))
+    assert g.totals.macs == counter.macs == 1_506_748_416  # train mode: the heads run
+
+
+def test_googlenet_aux_train_mode_outputs_equal_the_reference() -> None:
+    """The reference's weights moved onto ours (state_dicts align once torchvision's aux heads,
+    registered before `fc`, are moved after it), dropout off: the main logits and both heads'
+    equal the reference's (logits, aux_logits2, aux_logits1) in training mode (batch
+    statistics), and the eval-mode output is the main head alone."""
+    g = graph("googlenet_aux")
+    torch.manual_seed(0)
+    ref = R.googlenet(aux_logits=True)
+    model = build(g)
+    state = ref.state_dict()
+    order = [k for k in state if not k.startswith("aux")] + [
+        k for k in state if k.startswith("aux")
+    ]
+    ours = model.state_dict()
+    assert [tuple(state[k].shape) for k in order] == [tuple(v.shape) for v in ours.values()]
+
+    def transplant() -> None:
+        state = ref.state_dict()
+        model.load_state_dict(dict(zip(ours, (state[k] for k in order), strict=True)))
+
+    transplant()
+    for m in [*model.modules(), *ref.modules()]:
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    x = torch.randn(2, 3, 224, 224)
+    model.train()
+    ref.train()
+    with torch.no_grad():
+        want = ref(x)
+        got = model.all_logits(x)
+        assert got._fields == ("logits", "aux1", "aux2")
+        for a, b in (
+            (got.logits, want.logits),
+            (got.aux1, want.aux_logits1),
+            (got.aux2, want.aux_logits2),
+        ):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        outputs = model(x)
+        torch.testing.assert_close(
+            outputs.output, torch.softmax(want.logits, 1), rtol=1e-4, atol=1e-5
+        )
+        model.eval()
+        ref.eval()
+        transplant()  # our second train-mode pass moved the running statistics once more
+        torch.testing.assert_close(model(x), torch.softmax(ref(x), 1), rtol=1e-4, atol=1e-5)
