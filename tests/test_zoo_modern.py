@@ -237,3 +237,48 @@ def test_googlenet_aux_train_mode_outputs_equal_the_reference() -> None:
         ref.eval()
         transplant()  # our second train-mode pass moved the running statistics once more
         torch.testing.assert_close(model(x), torch.softmax(ref(x), 1), rtol=1e-4, atol=1e-5)
+
+
+# --- a family over width multipliers: explore ----------------------------------------------
+
+
+def _mobilenet_v3_large_at(width: float) -> torch.nn.Module:
+    """The reference at torchvision's `width_mult`: every width make_divisible(w * width, 8)."""
+
+    def adjust(c: int) -> int:
+        return R._make_divisible(c * width, 8)
+
+    setting = [
+        R.Bneck(
+            adjust(b.cin),
+            b.kernel,
+            adjust(b.expanded),
+            adjust(b.cout),
+            b.use_se,
+            b.activation,
+            b.stride,
+        )
+        for b in R.MOBILENET_V3_LARGE
+    ]
+    return R.MobileNetV3(setting, adjust(1280))
+
+
+def test_explore_a_width_family_member_by_member() -> None:
+    """`explore` over specs/mobilenet_family.ns: every member valid, each member's params and
+    MACs those of the reference built at its width; width 1.0 is mobilenet_v3_large."""
+    from netspec import explore as ex
+    from netspec.ir.build import load_spec
+
+    spec = load_spec(SPEC_DIR / "mobilenet_family.ns")
+    exp = ex.explore(spec)
+    assert len(exp.members) == 3 and len(exp.valid) == 3
+    assert all(m.verified for m in exp.front)
+    for m in exp.members:
+        ref = _mobilenet_v3_large_at(float(m.bindings["width"])).eval()
+        with torch.no_grad(), R.count_macs(ref) as counter:
+            ref(torch.zeros(1, 3, 224, 224))
+        assert (m.params, m.macs) == (R.n_params(ref), counter.macs), m.label()
+    full = next(m for m in exp.members if m.bindings["width"] == 1.0)
+    assert (full.params, full.macs) == (5_483_032, 216_589_760)
+    text, member, g = ex.pick(spec, 2)  # width 0.75, written as a plain spec
+    assert "width = 0.75" in text and g.totals.params == member.params

@@ -67,6 +67,10 @@ def evaluate(e: ast.Expr, env: Mapping[str, Any], symbols: bool = False) -> Any:
             result = _ARITH[e.op](left, right)
         except OverflowError:
             result = math.inf
+        if e.op == "//" and isinstance(result, float) and math.isfinite(result):
+            result = int(
+                result
+            )  # integer division gives an integer, floats in or not (16 * 0.75 // 1)
         return _bounded(result, e)
     if isinstance(e, ast.Neg):
         return -_number(evaluate(e.operand, env), e.operand)
