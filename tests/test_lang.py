@@ -339,3 +339,25 @@ def test_pool_same_refuses_ceil() -> None:
     assert "ceil=on and padding=same" in errors_of(
         "input [2, 8, 8]\nINPUT -> POOL(3, stride=2, padding=same, ceil=on)"
     )
+
+
+def test_a_graph_with_heads_round_trips_through_json() -> None:
+    from netspec.ir.graph import Graph
+
+    graph = text_graph(HEADS)
+    again = Graph.model_validate_json(graph.model_dump_json())
+    assert again == graph and again.main_path().totals == graph.main_totals
+
+
+def test_export_cli_writes_the_heads_only_with_outputs_all(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from netspec.cli import cli
+
+    spec = tmp_path / "heads.ns"
+    spec.write_text(HEADS)
+    for flag, names in (([], ["output"]), (["--outputs", "all"], ["output", "aux1", "aux2"])):
+        out = tmp_path / f"m{len(names)}.onnx"
+        result = CliRunner().invoke(cli, ["export", str(spec), "-o", str(out), *flag])
+        assert result.exit_code == 0, result.output
+        assert [o.name for o in ort.InferenceSession(str(out)).get_outputs()] == names
