@@ -5,6 +5,8 @@ ONNX Runtime."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import modern_refs as R
 import numpy as np
 import onnxruntime as ort
@@ -20,6 +22,8 @@ from netspec.errors import NetspecError, SpecErrors
 from netspec.ir.build import load_spec, load_spec_text
 from netspec.ir.expand import projection_stride
 from netspec.layers.structure import broadcast
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SE = """
 input [C, H, W]
@@ -170,7 +174,7 @@ def test_projection_stride_is_the_smallest_that_fits(size: int, target: int) -> 
 
 
 def test_resnet50_at_299_compiles_and_matches_torch() -> None:
-    graph = load_spec("specs/resnet50.ns").instantiate({"size": 299})
+    graph = load_spec(ROOT / "specs" / "resnet50.ns").instantiate({"size": 299})
     shortcut = graph.node("layer2.bottleneck1.shortcut.conv1")
     assert shortcut.shape == (512, 38, 38) and shortcut.layer.stride == 2  # type: ignore[attr-defined]
     assert graph.output_shape == (1000,)

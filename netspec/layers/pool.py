@@ -52,7 +52,7 @@ class Pool(Layer):
         ("signal", "AVGPOOL1D(3, stride=2, padding=1)"),
         ("image", "MAXPOOL(3, stride=2, padding=same)"),
         ("image", "CONV(4) -> AVGPOOL(3, stride=2, padding=same)"),
-        ("signal", "MAXPOOL1D(2, stride=3, padding=same)"),
+        ("signal", "AVGPOOL1D(3, stride=2, padding=same)"),
     )
 
     kernel: IntOrTuple = 2
