@@ -277,7 +277,7 @@ class _Logits(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> Any:
-        if self.training and getattr(self.model, "head_names", ()):
+        if self.training and self.model.head_names:
             return self.model.all_logits(x)
         return self.model.logits(x)
 
