@@ -125,7 +125,12 @@ class Expansion(Propagation):
         when = True
         for kw in br.kwargs:
             if kw.name == "when":
-                when = _condition(evaluate(kw.value, env), kw.value, "the condition of when=")
+                when = _condition(
+                    evaluate(kw.value, env),
+                    kw.value,
+                    "the condition of when=",
+                    hint="the skip exists when it holds, e.g. when=(s == 1 and in.c == c)",
+                )
                 continue
             if kw.name != "project":
                 raise NetspecError(
@@ -232,9 +237,9 @@ class Expansion(Propagation):
         return total
 
 
-def _condition(value: Any, e: ast.Expr, what: str) -> bool:
+def _condition(value: Any, e: ast.Expr, what: str, hint: str | None = None) -> bool:
     if not isinstance(value, bool | int):
-        raise NetspecError(f"{what} must be true or false; received {value!r}", e.span)
+        raise NetspecError(f"{what} must be true or false; received {value!r}", e.span, hint=hint)
     return bool(value)
 
 
