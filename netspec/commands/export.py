@@ -179,7 +179,11 @@ def _print_report(
         (
             "graph",
             f"{report.onnx_nodes} ONNX nodes; `{INPUT_NAME}` [batch, {', '.join(map(str, graph.input.shape))}] {in_type}"
-            f" -> `{OUTPUT_NAME}` [batch, {', '.join(map(str, graph.output_shape))}] float32 {out_kind}",
+            f" -> `{OUTPUT_NAME}` [batch, {', '.join(map(str, graph.output_shape))}] float32 {out_kind}"
+            + "".join(
+                f", `{h.name}` [batch, {', '.join(map(str, graph.node(h.output).shape))}]"
+                for h in graph.heads  # side heads, with --outputs all
+            ),
         ),
     ]
     click.echo(f"wrote {report.path} ({io.fmt_bytes(report.bytes)}) in {took:.2f} s")
