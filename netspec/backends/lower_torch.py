@@ -97,11 +97,14 @@ class PaddedPool(nn.Module):
         self, mode: str, dims: int, kernel: Any, stride: Any, pad: tuple[int, ...]
     ) -> None:
         super().__init__()
-        self.mode, self.pad, self.value = mode, pad, -math.inf if mode == "max" else 0.0
-        cls: Any = {("max", 2): nn.MaxPool2d, ("max", 1): nn.MaxPool1d}.get((mode, dims))
-        self.pool = (
-            cls(kernel, stride) if cls else (nn.AvgPool2d, nn.AvgPool1d)[2 - dims](kernel, stride)
-        )
+        self.pad, self.value = pad, -math.inf if mode == "max" else 0.0
+        pools: dict[tuple[str, int], Any] = {
+            ("max", 1): nn.MaxPool1d,
+            ("max", 2): nn.MaxPool2d,
+            ("avg", 1): nn.AvgPool1d,
+            ("avg", 2): nn.AvgPool2d,
+        }
+        self.pool = pools[(mode, dims)](kernel, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(F.pad(x, self.pad, value=self.value))
