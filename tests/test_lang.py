@@ -365,3 +365,32 @@ def test_export_cli_writes_the_heads_only_with_outputs_all(tmp_path) -> None:
         result = CliRunner().invoke(cli, ["export", str(spec), "-o", str(out), *flag])
         assert result.exit_code == 0, result.output
         assert [o.name for o in ort.InferenceSession(str(out)).get_outputs()] == names
+
+
+# ---- DWCONV ------------------------------------------------------------------------------
+
+
+def test_dwconv_is_conv_with_in_c_channels_and_groups() -> None:
+    short = text_graph("input [3, 16, 16]\nINPUT -> CONV(8) -> DWCONV(5, 2, bias=off)")
+    long = text_graph(
+        "input [3, 16, 16]\nblock dw() = CONV(in.c, 5, stride=2, groups=in.c, bias=off)\n"
+        "INPUT -> CONV(8) -> dw"
+    )
+    a, b = short.nodes[-1], long.nodes[-1]
+    assert a.kind == "dwconv" and a.id == "dwconv1"
+    assert (a.shape, a.params, a.macs) == (b.shape, b.params, b.macs) == ((8, 8, 8), 200, 12_800)
+    multiplier = text_graph("input [4, 8, 8]\nINPUT -> DWCONV(3, channels=8)").nodes[-1]
+    assert multiplier.shape == (8, 8, 8) and multiplier.params == 8 * 9 + 8
+    msg = errors_of("input [4, 8, 8]\nINPUT -> DWCONV(3, channels=6)")
+    assert "groups=4 must divide both the 4 input and 6 output channels" in msg
+
+
+def test_the_readme_bottleneck_compiles() -> None:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("    block se(sq) = mul(")
+    snippet = "\n".join(line[4:] for line in readme[start:].split("\n\n")[0].splitlines())
+    graph = text_graph(
+        f"input [16, 8, 8]\n{snippet}\nINPUT -> bneck(3, 64, 16) -> bneck(5, 64, 24, 2)"
+    )
+    assert [n.id for n in graph.nodes if n.kind == "add"] == ["bneck1.add1"]
+    assert graph.output_shape == (24, 4, 4)

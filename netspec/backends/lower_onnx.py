@@ -382,7 +382,7 @@ def _input(ctx: Context, node: Node, layer: Input, xs: list[str]) -> str:
     return INPUT_NAME
 
 
-@LOWERINGS.register("conv")
+@LOWERINGS.register("conv", "dwconv")
 def _conv(ctx: Context, node: Node, layer: Conv, xs: list[str]) -> str:
     k, s, d, pads = layer.geometry(ctx.in_shape(node))
     attrs: dict[str, Any] = {

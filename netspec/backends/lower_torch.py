@@ -248,7 +248,7 @@ def lower_input(layer: Layer, ins: tuple[Shape, ...]) -> nn.Module:
     return nn.Identity()
 
 
-@LOWERINGS.register("conv")
+@LOWERINGS.register("conv", "dwconv")
 def lower_conv(layer: Conv, ins: tuple[Shape, ...]) -> nn.Module:
     (shape,) = ins
     k, s, d, pads = layer.geometry(shape)

@@ -374,6 +374,9 @@ class Builder(Expansion):
         for arg, key in cls.contextual.items():
             if arg not in args and key in self.context:
                 args[arg] = self.context[key]
+        for arg in cls.from_input_channels:
+            if arg not in args:
+                args[arg] = cur.shape[0]
         layer = self._validate(cls, args, call)
         from_tokens = cur.node == "input" and "vocab" in self.context
         if from_tokens != cls.takes_tokens:

@@ -72,6 +72,9 @@ class Layer(BaseModel):
     inplace: ClassVar[bool] = False
     # Arguments filled from the spec's context when not given: {"vocab": "vocab"}.
     contextual: ClassVar[dict[str, str]] = {}
+    # Arguments that default to the input's channel count when not given (a depthwise conv's
+    # channels and groups).
+    from_input_channels: ClassVar[tuple[str, ...]] = ()
     # Builder behaviour: a map input gets an implicit FLATTEN first (FC).
     flattens_input: ClassVar[bool] = False
     # Builder behaviour: reads the token ids of a `tokens(...)` input, and only it does.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from netspec.layers.base import (
     Bool,
@@ -67,7 +67,7 @@ class Conv(Layer):
 
     kind = "conv"
     spellings = {"CONV": {}, "CONV2D": {"dims": 2}, "CONV1D": {"dims": 1}}
-    positional = ("channels", "kernel", "stride", "padding")
+    positional: ClassVar[tuple[str, ...]] = ("channels", "kernel", "stride", "padding")
     penalized = True
     fresh_output = True
     examples = (
@@ -157,6 +157,29 @@ class Conv(Layer):
         else:
             options.append(f"padding=valid on this input gives {valid_here}x{valid_here}")
         return notes, "; ".join(options) if options else None
+
+
+class DepthwiseConv(Conv):
+    """Depthwise convolution: `DWCONV(kernel=3, stride=1, padding=same)`, one kxk filter per
+    input channel (MobileNet's); `CONV(in.c, kernel, groups=in.c)` by another name.
+
+    Args:
+        kernel, stride, padding, dilation, bias, l1, l2: as CONV's.
+        channels, groups: the input's channel count unless given (channels = a multiple of
+            it: a depth multiplier).
+    """
+
+    kind = "dwconv"
+    short = "dwconv"  # not Conv's
+    spellings = {"DWCONV": {}, "DWCONV2D": {"dims": 2}, "DWCONV1D": {"dims": 1}}
+    positional = ("kernel", "stride", "padding")
+    from_input_channels = ("channels", "groups")
+    examples = (
+        ("image", "CONV(4) -> DWCONV(3, 2)"),
+        ("image", "DWCONV(5, padding=valid, bias=off)"),
+        ("image", "DWCONV(3, channels=6)"),
+        ("signal", "DWCONV1D(3, stride=2)"),
+    )
 
 
 class ConvTranspose(Layer):
