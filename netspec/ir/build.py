@@ -101,6 +101,7 @@ class Builder(Expansion):
             )
         self._read_defaults(env)
         inp = self._input(env)
+        self.input_shape = inp.shape
         chain = spec.chain
         assert chain is not None  # Spec refuses a spec without its main chain
         elements = chain.elements

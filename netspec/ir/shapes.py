@@ -61,7 +61,7 @@ class Propagation:
                 err = NetspecError(
                     f"at `{node_id}`: {e.message}" if node_id else e.message,
                     span,
-                    hint=e.hint,
+                    hint=_channels_last_hint(getattr(self, "input_shape", ()), e.hint),
                     notes=self._trace(inputs),
                 )
                 err.node = node_id
@@ -156,3 +156,16 @@ class Propagation:
         if len(steps) > 12:
             steps = steps[:4] + ["..."] + steps[-7:]
         return ["spatial size so far: " + " -> ".join(steps)] if steps else []
+
+
+def _channels_last_hint(shape: tuple[int, ...], hint: str | None) -> str | None:
+    """Add a word when the spec's input looks channels-last (`[32, 32, 3]`): the likely cause of
+    a shape rule failing further on. netspec's shapes are channels-first, like PyTorch's."""
+    if len(shape) == 3 and shape[2] in (1, 3, 4) and shape[0] > 4 and shape[1] > 4:
+        h, w, c = shape
+        note = (
+            f"the input [{h}, {w}, {c}] looks channels-last (height, width, channels); netspec "
+            f"takes channels first: `input [{c}, {h}, {w}]`"
+        )
+        return f"{hint}; {note}" if hint else note
+    return hint
