@@ -1,0 +1,356 @@
+"""Static int8 quantization of an fp32 ONNX model with onnxruntime.quantization.
+
+The recipe (chosen by measurement on AVX-512 VNNI CPUs, see tools/bench_quant.py):
+- `quant_pre_process` first: shape inference and onnxruntime's basic graph optimizations,
+  which fold a batch norm into the convolution before it;
+- QDQ format, weights int8 per output channel (symmetric), activations uint8 (asymmetric):
+  onnxruntime's CPU kernels for u8 x s8 use VNNI's dot products, s8 x s8 is ~3x slower;
+- a final Softmax stays float: its probabilities would round to steps of 1/256.
+
+What really runs in int8 is read from the graph onnxruntime optimizes for the CPU (after it
+fuses DequantizeLinear -> Conv -> QuantizeLinear into QLinearConv and the like): a node still
+fed by a DequantizeLinear there runs in float, and `Quantized.float_nodes` says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from netspec.deploy import files
+from netspec.errors import NetspecError, did_you_mean
+
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+CALIB_BATCH = 32  # examples per calibration run
+BOUNDARY_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE})
+
+
+@dataclass(frozen=True)
+class FloatNodes:
+    """Nodes of one op type that run in float in the quantized model, and why."""
+
+    op: str
+    names: list[str]
+    why: str
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """A quantized model as written (to a staged path) and what runs in int8.
+
+    Attributes:
+        path: the int8 model file.
+        side: its external-data file, when the weights went to one.
+        int8_ops: op type -> count of nodes running on int8 tensors (after onnxruntime's fusion).
+        float_nodes: the nodes left in float, grouped by op type, with why.
+        calibration: examples seen in calibration.
+        method: the calibration method.
+    """
+
+    path: Path
+    side: Path | None
+    int8_ops: dict[str, int]
+    float_nodes: list[FloatNodes]
+    calibration: int
+    method: str
+
+
+@dataclass(frozen=True)
+class Parity:
+    """fp32 against int8 outputs on the same inputs."""
+
+    examples: int
+    max_abs: float
+    mean_abs: float
+    top1_agreement: float
+
+
+def check_method(method: str) -> str:
+    """The calibration method's short name (minmax, entropy, percentile)."""
+    key = method.lower()
+    if key not in METHODS:
+        raise NetspecError(
+            f"unknown calibration method `{method}`",
+            hint=did_you_mean(key, METHODS) or "one of " + ", ".join(METHODS),
+        )
+    return key
+
+
+def check_calibration(
+    x: Any, input_shape: Sequence[int], batch: int = CALIB_BATCH, origin: str = "the calibration data"
+) -> np.ndarray:
+    """Calibration examples as float32 `[N, *input_shape]`, at least one batch of them.
+
+    Raises:
+        NetspecError: not an array of numbers, another shape (both shapes named), non-finite
+            values, or fewer examples than one batch.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    want = f"[N, {', '.join(map(str, shape))}]"
+    if not isinstance(x, np.ndarray):
+        raise NetspecError(f"{origin} is a {type(x).__name__}; expected a float32 array {want}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise NetspecError(
+            f"{origin} holds {x.dtype} values; the model takes float32 {want}",
+            hint="scale images to [0, 1] floats, as training does",
+        )
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        raise NetspecError(
+            f"{origin} has shape [{', '.join(map(str, x.shape))}]; the model takes {want}"
+        )
+    if len(x) < batch:
+        raise NetspecError(
+            f"{origin} has {len(x)} example{'s' * (len(x) != 1)}, fewer than one calibration "
+            f"batch of {batch}",
+            hint=f"give at least {batch} examples (--calib-size {batch} or more)",
+        )
+    if not np.isfinite(x).all():
+        raise NetspecError(f"{origin} holds NaN or infinite values")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_classes(y: np.ndarray, class_names: Sequence[str], origin: str) -> None:
+    """Refuse a calibration set of a single class: its activation ranges would fit that class
+    only, and the int8 model would clip the others."""
+    present = np.unique(np.asarray(y))
+    if len(present) < 2 and len(class_names) > 1:
+        only = class_names[int(present[0])] if len(present) else "none"
+        raise NetspecError(
+            f"{origin} holds examples of a single class ({only}) of {len(class_names)}",
+            hint="calibrate on data covering the classes (a larger --calib-size, or another source)",
+        )
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime.quantization logs advice and warnings on every call: keep them off the
+    report (errors still raise)."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def quantize(
+    fp32: Path,
+    output: Path,
+    calibration: np.ndarray,
+    *,
+    method: str = "minmax",
+    batch: int = CALIB_BATCH,
+    external_threshold: int = files.MAX_PROTO_BYTES,
+) -> Quantized:
+    """Quantize the fp32 model file `fp32` to `output` (a staged path: see `files.staging`).
+
+    Args:
+        calibration: float32 examples `[N, *input_shape]` (see `check_calibration`).
+        method: minmax, entropy or percentile.
+        batch: examples per calibration run.
+        external_threshold: weights past this many bytes go to `files.side_file(output)`.
+
+    Raises:
+        NetspecError: bad calibration data, a model onnxruntime cannot prepare or quantize, or
+            one where no node runs in int8.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    method = check_method(method)
+    model = files.load(fp32, weights=False)
+    if len(model.graph.input) != 1:
+        raise NetspecError(f"{fp32} has {len(model.graph.input)} inputs; netspec quantizes models with one")
+    inp = model.graph.input[0]
+    if inp.type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise NetspecError(
+            f"{fp32} takes {TensorProto.DataType.Name(inp.type.tensor_type.elem_type).lower()} "
+            "input; int8 quantization needs a float32 input (token models are not quantized)"
+        )
+    dims = [d.dim_value for d in inp.type.tensor_type.shape.dim[1:]]
+    x = check_calibration(calibration, dims, batch)
+    big = files.file_bytes(fp32) > external_threshold
+    work = output.parent / (output.name + ".work")
+    work.mkdir()
+    pre, raw = work / "pre.onnx", work / "int8.onnx"
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.start = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self.start + batch > len(x):  # whole batches only: the last partial one is left
+                return None
+            chunk = x[self.start : self.start + batch]
+            self.start += batch
+            return {inp.name: chunk}
+
+        def rewind(self) -> None:
+            self.start = 0
+
+    try:
+        with _quiet():
+            quant_pre_process(
+                str(fp32),
+                str(pre),
+                skip_symbolic_shape=True,
+                save_as_external_data=big,
+                all_tensors_to_one_file=True,
+            )
+    except Exception as err:  # onnxruntime's errors have no common base class
+        raise NetspecError(f"onnxruntime could not prepare {fp32} for quantization: {_first(err)}") from None
+    keep = _final_softmax(files.load(pre, weights=False))
+    try:
+        with _quiet():
+            quantize_static(
+                str(pre),
+                str(raw),
+                Batches(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+                nodes_to_exclude=keep,
+                use_external_data_format=big,
+                calibration_providers=["CPUExecutionProvider"],
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
+    except Exception as err:
+        raise NetspecError(f"onnxruntime could not quantize {fp32}: {_first(err)}") from None
+    quantized = files.load(raw)
+    # onnx would stamp its newest IR version; onnxruntime 1.31 reads up to 13
+    quantized.ir_version = onnx.helper.find_min_ir_version_for(
+        list(quantized.opset_import), ignore_unknown=True
+    )
+    side = files.save(quantized, output, external_threshold=external_threshold)
+    int8_ops, float_nodes = runtime_nodes(output, work / "optimized.onnx", keep)
+    if not int8_ops:
+        raise NetspecError(
+            f"onnxruntime quantized no node of {fp32} to int8: "
+            + "; ".join(f"{f.op}: {f.why}" for f in float_nodes),
+        )
+    return Quantized(output, side, int8_ops, float_nodes, len(x) // batch * batch, method)
+
+
+def _first(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def _final_softmax(model: onnx.ModelProto) -> list[str]:
+    """The name of the Softmax producing the model's output, if one does."""
+    outputs = {o.name for o in model.graph.output}
+    return [n.name for n in model.graph.node if n.op_type == "Softmax" and set(n.output) & outputs]
+
+
+def runtime_nodes(
+    path: Path, optimized: Path, kept: Sequence[str] = ()
+) -> tuple[dict[str, int], list[FloatNodes]]:
+    """What onnxruntime's CPU provider runs in int8 and in float, from the graph it optimizes.
+
+    Returns:
+        op type -> count of nodes on int8 tensors, and the float nodes grouped by op type.
+    """
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    from netspec.runtime import LOG_ERRORS_ONLY, _ort
+
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.log_severity_level = LOG_ERRORS_ONLY
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(optimized)
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", optimized.name + ".data"
+    )
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+    )
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise NetspecError(f"onnxruntime cannot run the quantized model: {_first(err)}") from None
+    graph = onnx.load(str(optimized), load_external_data=False).graph
+    floating = {i.name for i in graph.input if i.type.tensor_type.elem_type in FLOAT_TYPES}
+    int8_ops: dict[str, int] = {}
+    float_by_op: dict[str, list[str]] = {}
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear":
+            floating.update(node.output)
+            continue
+        if node.op_type == "QuantizeLinear":
+            continue
+        if any(i in floating for i in node.input):  # an activation in float (scales are not)
+            floating.update(node.output)
+            float_by_op.setdefault(node.op_type, []).append(node.name or node.op_type)
+        else:
+            int8_ops[node.op_type] = int8_ops.get(node.op_type, 0) + 1
+    kept_set = set(kept)
+    float_nodes = []
+    for op, names in float_by_op.items():
+        if names and set(names) <= kept_set:
+            why = "kept float on purpose: the output's probabilities (int8 would round them to steps of 1/256)"
+        elif op in QDQRegistry or op in QLinearOpsRegistry:
+            why = "onnxruntime's CPU provider has no int8 kernel for it here: it runs in float between DequantizeLinear and QuantizeLinear"
+        else:
+            why = f"onnxruntime.quantization has no int8 form of {op}"
+        float_nodes.append(FloatNodes(op, names, why))
+    return int8_ops, float_nodes
+
+
+def compare(fp32: Any, int8: Any, x: np.ndarray, batch: int = 64) -> Parity:
+    """fp32 and int8 outputs (two `runtime.Session`s) on the same examples, batch by batch."""
+    diffs, agree, count = [], 0, 0
+    for start in range(0, len(x), batch):
+        chunk = x[start : start + batch]
+        a, b = fp32.run(chunk).astype(np.float64), int8.run(chunk).astype(np.float64)
+        diffs.append(np.abs(a - b).reshape(len(chunk), -1))
+        if a.ndim == 2:
+            agree += int((a.argmax(1) == b.argmax(1)).sum())
+        count += len(chunk)
+    d = np.concatenate(diffs) if diffs else np.zeros((0, 1))
+    return Parity(
+        count,
+        float(d.max()) if d.size else 0.0,
+        float(d.mean()) if d.size else 0.0,
+        agree / count if count else float("nan"),
+    )
+
+
+__all__ = [
+    "CALIB_BATCH",
+    "METHODS",
+    "FloatNodes",
+    "Parity",
+    "Quantized",
+    "check_calibration",
+    "check_classes",
+    "check_method",
+    "compare",
+    "quantize",
+    "runtime_nodes",
+]
