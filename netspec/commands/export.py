@@ -60,6 +60,42 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
     show_default=True,
     help="all: the side heads (`head NAME at ...`) are outputs too, named after them",
 )
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="static int8 quantization (QDQ, per-channel weights), calibrated on --calibrate",
+)
+@click.option(
+    "--calibrate",
+    metavar="SOURCE",
+    help="calibration data for --int8, read as `netspec train --data` reads it",
+)
+@click.option(
+    "--calib-size",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="calibration examples (from the training part)",
+)
+@click.option(
+    "--calib-method",
+    type=click.Choice(["minmax", "entropy", "percentile"], case_sensitive=False),
+    default="minmax",
+    show_default=True,
+    help="how activation ranges are set from the calibration data",
+)
+@click.option(
+    "--val-split",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="with --int8: the data's validation fraction (when it has no held-out part)",
+)
+@click.option(
+    "--external-data",
+    is_flag=True,
+    help="weights in a side file MODEL.onnx.data (automatic past 2 GiB)",
+)
 @set_option
 def export(
     spec: str,
@@ -71,6 +107,12 @@ def export(
     opset: int,
     logits: bool,
     outputs: str,
+    int8: bool,
+    calibrate: str | None,
+    calib_size: int,
+    calib_method: str,
+    val_split: float,
+    external_data: bool,
     sets: tuple[str, ...],
     extra: tuple[str, ...],
 ) -> None:
@@ -83,6 +125,12 @@ def export(
     the input and the output stay float32 (Cast nodes at both ends). Before it is written,
     the model passes onnx's full checker, matches the IR's shape at every layer and runs a
     batch in onnxruntime; a model failing any of these is never written.
+
+    \b
+    --int8 --calibrate SOURCE: static post-training quantization with onnxruntime
+    (batch norms folded first), calibrated on SOURCE's training part; the report names the
+    nodes left in float and why, and compares fp32 and int8 accuracy on the validation part.
+    Weights past 2 GiB (or with --external-data) go to a side file MODEL.onnx.data.
     """
     options = LowerOptions(
         opset=opset, fold_bn=fold_bn, fp16=fp16, logits=logits, all_outputs=outputs == "all"
@@ -113,6 +161,39 @@ def export(
             f"seed {seed}",
             f"seed={seed}",
         )
+    from netspec.commands import deploy
+
+    if int8 or calibrate is not None:
+        if not (int8 and calibrate):
+            raise NetspecError(
+                "--int8 needs --calibrate SOURCE" if int8 else "--calibrate is for --int8",
+                hint=f"netspec export {spec} -o MODEL.onnx --int8 --calibrate digits",
+            )
+        result = deploy.export_int8(
+            graph,
+            output,
+            arrays,
+            options,
+            origin=origin,
+            note=note,
+            metadata=metadata,
+            calibrate=calibrate,
+            calib_size=calib_size,
+            method=calib_method,
+            val_split=val_split,
+            seed=seed or 0,
+            external_threshold=0 if external_data else deploy.files.MAX_PROTO_BYTES,
+        )
+        deploy.print_int8_report(result, graph, origin, time.perf_counter() - start)
+        return
+    if external_data or deploy.weight_bytes(arrays, options) > deploy.files.MAX_PROTO_BYTES:
+        report, side = deploy.export_external(
+            graph, output, arrays, options, origin=origin, note=note, metadata=metadata
+        )
+        shown = graph if options.all_outputs else graph.main_path()
+        _print_report(report, shown, options, origin, time.perf_counter() - start)
+        click.echo(f"  {'weights':<8} in the side file {side} (keep it beside the model)")
+        return
     try:
         report = lower_onnx.export(
             graph, output, arrays, options, origin=origin, note=note, metadata=metadata
@@ -468,7 +549,26 @@ def bench(
     sets: tuple[str, ...],
     extra: tuple[str, ...],
 ) -> None:
-    """Latency (median, p90) and throughput of SPEC in torch eager and in ONNX Runtime, side by side."""
+    """Latency (median, p90) and throughput of SPEC in torch eager and in ONNX Runtime, side by side.
+
+    \b
+    Given .onnx files instead (netspec bench fp32.onnx int8.onnx fp16.onnx), times the model
+    files side by side in onnxruntime, with ratios against the first.
+    """
+    from netspec.commands.deploy import bench_onnx, is_model_file
+
+    if is_model_file(spec):
+        models = [spec, *extra]
+        not_models = [m for m in extra if not is_model_file(m)] + list(sets)
+        if not_models:
+            raise NetspecError(
+                f"bench times either one spec or .onnx model files; received {not_models[0]}",
+                hint="give only .onnx files after the first one",
+            )
+        if fold_bn:
+            raise NetspecError("--fold-bn is for a spec; a model file is benchmarked as written")
+        bench_onnx(models, batches, seconds, threads, provider)
+        return
     import torch
     from rich.console import Console
     from rich.table import Table

@@ -454,9 +454,9 @@ def _headline(job: Any, device: str) -> str:
 @click.option(
     "--weights",
     "weights",
-    required=True,
+    default=None,
     metavar="CKPT",
-    help="a .safetensors file, or a run folder (its best.safetensors)",
+    help="a .safetensors file, or a run folder (its best.safetensors); not with a .onnx MODEL",
 )
 @click.option(
     "--data", default=None, metavar="SOURCE", help="data source [default: the run folder's]"
@@ -485,11 +485,14 @@ def _headline(job: Any, device: str) -> str:
 )
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
+@click.option(
+    "--provider", default="cpu", show_default=True, help="for a .onnx MODEL: onnxruntime's provider"
+)
 def eval_cmd(
     spec: str | None,
     sets: tuple[str, ...],
     extra: tuple[str, ...],
-    weights: str,
+    weights: str | None,
     data: str | None,
     val_data: str | None,
     val_split: float | None,
@@ -497,13 +500,26 @@ def eval_cmd(
     split: str,
     batch_size: int,
     device: str,
+    provider: str,
 ) -> None:
     """Evaluate weights on data: accuracy, per-class accuracy and the confusion matrix.
 
     \b
     netspec eval specs/mnist_cnn.ns --weights runs/mnist_cnn-20250101-120000 --data digits
     netspec eval --weights runs/mnist_cnn-20250101-120000      (the run's spec and data)
+    netspec eval mnist_cnn.int8.onnx --data digits              (an fp32, fp16 or int8 model)
     """
+    if spec is not None and spec.lower().endswith(".onnx"):
+        from netspec.commands.deploy import eval_onnx
+
+        if weights is not None or sets or extra:
+            raise NetspecError(
+                f"{spec} holds its weights and sizes: --weights and NAME=VALUE are for a spec"
+            )
+        eval_onnx(spec, data, val_data, val_split, seed, split, batch_size, provider)
+        return
+    if weights is None:
+        raise click.UsageError("missing --weights CKPT (a .safetensors file or a run folder)")
     from rich.console import Console
 
     from netspec.backends.lower_torch import build

@@ -111,7 +111,11 @@ def save_lowered(lowered, path: Path) -> Path:
             tensor.ClearField("raw_data")
             tensor.data_location = TensorProto.EXTERNAL
             del tensor.external_data[:]
-            for key, value in (("location", side.name), ("offset", offset), ("length", data.nbytes)):
+            for key, value in (
+                ("location", side.name),
+                ("offset", offset),
+                ("length", data.nbytes),
+            ):
                 entry = tensor.external_data.add()
                 entry.key, entry.value = key, str(value)
             f.write(data.data)

@@ -19,7 +19,7 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,10 @@ def check_method(method: str) -> str:
 
 
 def check_calibration(
-    x: Any, input_shape: Sequence[int], batch: int = CALIB_BATCH, origin: str = "the calibration data"
+    x: Any,
+    input_shape: Sequence[int],
+    batch: int = CALIB_BATCH,
+    origin: str = "the calibration data",
 ) -> np.ndarray:
     """Calibration examples as float32 `[N, *input_shape]`, at least one batch of them.
 
@@ -183,7 +186,9 @@ def quantize(
     method = check_method(method)
     model = files.load(fp32, weights=False)
     if len(model.graph.input) != 1:
-        raise NetspecError(f"{fp32} has {len(model.graph.input)} inputs; netspec quantizes models with one")
+        raise NetspecError(
+            f"{fp32} has {len(model.graph.input)} inputs; netspec quantizes models with one"
+        )
     inp = model.graph.input[0]
     if inp.type.tensor_type.elem_type != TensorProto.FLOAT:
         raise NetspecError(
@@ -221,7 +226,9 @@ def quantize(
                 all_tensors_to_one_file=True,
             )
     except Exception as err:  # onnxruntime's errors have no common base class
-        raise NetspecError(f"onnxruntime could not prepare {fp32} for quantization: {_first(err)}") from None
+        raise NetspecError(
+            f"onnxruntime could not prepare {fp32} for quantization: {_first(err)}"
+        ) from None
     keep = _final_softmax(files.load(pre, weights=False))
     try:
         with _quiet():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -80,3 +81,18 @@ def evaluate(
     loss, confusion = evaluation_sums(logits, x, y, len(class_names), runtime, batch_size)
     mean = float(loss) / len(y) if len(y) else float("nan")
     return Evaluation(mean, confusion.cpu(), class_names)
+
+
+def onnx_logits(run: Callable[[np.ndarray], np.ndarray], probabilities: bool) -> Logits:
+    """An ONNX model's run function (e.g. `runtime.Session.run`) as `Logits` for `evaluate`.
+
+    A model ending in a softmax outputs probabilities p: log p serves as its scores (the
+    log-softmax of log p is log p itself), so the loss is the same cross-entropy as the
+    checkpoint's. A model exported with --logits outputs the scores themselves.
+    """
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        out = torch.from_numpy(np.asarray(run(np.ascontiguousarray(x.cpu().numpy())), np.float32))
+        return out.clamp_min(1e-12).log() if probabilities else out
+
+    return logits
