@@ -31,6 +31,14 @@ from netspec.deploy import files
 from netspec.errors import NetspecError, did_you_mean
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+# Histogram settings per method. onnxruntime's entropy default (128 bins into 128 quantized
+# bins) leaves one candidate threshold, the full range: exactly MinMax. 2048 bins is
+# TensorRT's setting for the same KL-divergence search.
+HISTOGRAMS: dict[str, dict[str, Any]] = {
+    "minmax": {},
+    "entropy": {"num_bins": 2048, "num_quantized_bins": 128},
+    "percentile": {"num_bins": 2048, "percentile": 99.999},
+}
 CALIB_BATCH = 32  # examples per calibration run
 BOUNDARY_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE})
@@ -179,9 +187,12 @@ def quantize(
         CalibrationMethod,
         QuantFormat,
         QuantType,
+        create_calibrator,
         quant_pre_process,
         quantize_static,
     )
+    from onnxruntime.quantization.calibrate import save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     method = check_method(method)
     model = files.load(fp32, weights=False)
@@ -230,21 +241,39 @@ def quantize(
             f"onnxruntime could not prepare {fp32} for quantization: {_first(err)}"
         ) from None
     keep = _final_softmax(files.load(pre, weights=False))
+    calibrate_method = getattr(CalibrationMethod, METHODS[method])
+    ranges = work / "calibration.json"  # onnxruntime's tensor-range cache
+    try:
+        with _quiet():
+            calibrator = create_calibrator(
+                pre,
+                sorted(set(QDQRegistry) | set(QLinearOpsRegistry)),
+                augmented_model_path=str(work / "augmented.onnx"),
+                calibrate_method=calibrate_method,
+                use_external_data_format=big,
+                providers=["CPUExecutionProvider"],
+                extra_options={"symmetric": False, **HISTOGRAMS[method]},
+            )
+            calibrator.collect_data(Batches())
+            save_tensors_data(calibrator.compute_data(), ranges)
+            del calibrator
+    except Exception as err:
+        raise NetspecError(f"onnxruntime could not calibrate {fp32}: {_first(err)}") from None
     try:
         with _quiet():
             quantize_static(
                 str(pre),
                 str(raw),
-                Batches(),
+                None,
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+                calibrate_method=calibrate_method,
                 nodes_to_exclude=keep,
                 use_external_data_format=big,
-                calibration_providers=["CPUExecutionProvider"],
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                calibration_cache_path=ranges,
             )
     except Exception as err:
         raise NetspecError(f"onnxruntime could not quantize {fp32}: {_first(err)}") from None
