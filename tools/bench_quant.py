@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -71,7 +70,7 @@ def speed(names: list[str], batch: int, threads: int, seconds: float, folder: Pa
         sessions = {k: open_session(p, "cpu", threads) for k, p in paths.items()}
         x = example_input(graph.input.shape, None, batch)
         timings = measure_side_by_side(
-            {k: (lambda s=s: s.run(x)) for k, s in sessions.items()}, seconds, min_runs=5
+            {k: (lambda s=s, x=x: s.run(x)) for k, s in sessions.items()}, seconds, min_runs=5
         )
         base = timings["fp32"]
         for kind in ("fp32", "int8", "fp16"):
