@@ -359,12 +359,12 @@ def bench_onnx(
 
     threads = threads or cpu_threads()
     labels = _labels(models)
-    sessions = {
-        label: open_session(m, provider, threads) for label, m in zip(labels, models, strict=True)
-    }
     kinds = {
         label: files.precision(files.load(m, weights=False))
         for label, m in zip(labels, models, strict=True)
+    }
+    sessions = {
+        label: open_session(m, provider, threads) for label, m in zip(labels, models, strict=True)
     }
     sizes = {label: files.file_bytes(m) for label, m in zip(labels, models, strict=True)}
     console = Console()
