@@ -141,6 +141,7 @@ def accuracy(
             note="",
             calibrate="digits",
             method=method,
+            **deploy.run_split(str(run), "digits"),
         )
         assert result.accuracy is not None
         a32, a8 = result.accuracy

@@ -84,6 +84,24 @@ def export_external(
 # --- int8 ------------------------------------------------------------------------------------------
 
 
+def run_split(weights: str | None, source: str) -> dict[str, Any]:
+    """How the training run behind `weights` split `source`: its val_split, seed and val_data,
+    so that int8 accuracy is measured on examples the run held out. Empty when `weights` is
+    not a run folder or the run trained on other data."""
+    import json
+
+    if weights is None or not Path(weights).is_dir():
+        return {}
+    try:
+        saved = json.loads((Path(weights) / "settings.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    settings = saved.get("settings", {})
+    if settings.get("data") != source:
+        return {}
+    return {k: settings[k] for k in ("val_split", "seed", "val_data") if k in settings}
+
+
 @dataclass(frozen=True)
 class Int8Export:
     """What `export_int8` wrote and measured."""
@@ -114,6 +132,7 @@ def export_int8(
     method: str = "minmax",
     val_split: float = 0.2,
     seed: int = 0,
+    val_data: str | None = None,
     external_threshold: int = files.MAX_PROTO_BYTES,
 ) -> Int8Export:
     """Lower to fp32, calibrate on `calibrate`'s training part (the same source and
@@ -153,6 +172,7 @@ def export_int8(
         _classes(graph),
         val_split=val_split,
         seed=seed,
+        val_source=val_data,
         vocab=graph.input.vocab,
     )
     train = data.train

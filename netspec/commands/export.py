@@ -87,9 +87,9 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 @click.option(
     "--val-split",
     type=float,
-    default=0.2,
-    show_default=True,
-    help="with --int8: the data's validation fraction (when it has no held-out part)",
+    default=None,
+    help="with --int8: the data's validation fraction [the run's when --weights is its "
+    "folder, else 0.2]",
 )
 @click.option(
     "--external-data",
@@ -111,7 +111,7 @@ def export(
     calibrate: str | None,
     calib_size: int,
     calib_method: str,
-    val_split: float,
+    val_split: float | None,
     external_data: bool,
     sets: tuple[str, ...],
     extra: tuple[str, ...],
@@ -169,6 +169,10 @@ def export(
                 "--int8 needs --calibrate SOURCE" if int8 else "--calibrate is for --int8",
                 hint=f"netspec export {spec} -o MODEL.onnx --int8 --calibrate digits",
             )
+        # the run's own split, so that validation examples are ones it never trained on
+        split = deploy.run_split(weights, calibrate)
+        if val_split is not None:
+            split["val_split"] = val_split
         result = deploy.export_int8(
             graph,
             output,
@@ -180,8 +184,9 @@ def export(
             calibrate=calibrate,
             calib_size=calib_size,
             method=calib_method,
-            val_split=val_split,
-            seed=seed or 0,
+            val_split=split.get("val_split", 0.2),
+            seed=split.get("seed", seed or 0),
+            val_data=split.get("val_data"),
             external_threshold=0 if external_data else deploy.files.MAX_PROTO_BYTES,
         )
         deploy.print_int8_report(result, graph, origin, time.perf_counter() - start)
