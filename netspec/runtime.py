@@ -240,6 +240,34 @@ def open_session(
     return wrapped
 
 
+def save_optimized(model: str | Path, out: Path) -> None:
+    """Write the graph onnxruntime's CPU provider runs for the model file `model`, after its
+    extended optimizations (fusions such as DequantizeLinear -> Conv -> QuantizeLinear into
+    QLinearConv, without the layout changes of the `all` level), to `out`; initializers past
+    1 KiB go to a side file `out.data`.
+
+    Raises:
+        NetspecError: a model onnxruntime cannot load.
+    """
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.log_severity_level = LOG_ERRORS_ONLY
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(out)
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", out.name + ".data"
+    )
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+    )
+    try:
+        with _quiet():
+            ort.InferenceSession(str(model), options, providers=[PROVIDERS["cpu"]])
+    except Exception as err:  # onnxruntime's errors have no common base class
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NetspecError(f"cannot load {model}: {_short_ort_error(first)}") from None
+
+
 def _short_name(name: str) -> str:
     return next((s for s, n in PROVIDERS.items() if n == name), name)
 
@@ -374,6 +402,7 @@ __all__ = [
     "open_session",
     "probe_providers",
     "provider_line",
+    "save_optimized",
 ]
 
 if __name__ == "__main__":  # `python -m netspec.runtime`: what this machine offers

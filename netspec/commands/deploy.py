@@ -273,7 +273,9 @@ def print_int8_report(result: Int8Export, graph: Graph, origin: str, took: float
             f"int8 {a8:.2%} ({(a8 - a32) * 100:+.2f} points)"
         )
     else:
-        click.echo(f"  {'accuracy':<8} not measured: {result.source} has no validation part")
+        click.echo(
+            f"  {'accuracy':<8} not measured: the validation part of {result.source} is empty"
+        )
     for i, check in enumerate(result.checks):
         mark = "ok" if check.ok else "FAILED"
         click.echo(f"  {'fp32' if i == 0 else '':<8} {mark:<3} {check.name}: {check.detail}")

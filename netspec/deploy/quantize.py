@@ -313,23 +313,9 @@ def runtime_nodes(
     """
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    from netspec.runtime import LOG_ERRORS_ONLY, _ort
+    from netspec.runtime import save_optimized
 
-    ort = _ort()
-    options = ort.SessionOptions()
-    options.log_severity_level = LOG_ERRORS_ONLY
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(optimized)
-    options.add_session_config_entry(
-        "session.optimized_model_external_initializers_file_name", optimized.name + ".data"
-    )
-    options.add_session_config_entry(
-        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-    )
-    try:
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:
-        raise NetspecError(f"onnxruntime cannot run the quantized model: {_first(err)}") from None
+    save_optimized(path, optimized)
     graph = onnx.load(str(optimized), load_external_data=False).graph
     floating = {i.name for i in graph.input if i.type.tensor_type.elem_type in FLOAT_TYPES}
     int8_ops: dict[str, int] = {}
