@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -23,6 +23,9 @@ from netspec.deploy import files
 from netspec.errors import NetspecError
 from netspec.io import check_output_folder, fmt_bytes
 from netspec.ir.graph import Graph
+
+if TYPE_CHECKING:
+    from netspec.deploy.quantize import Parity, Quantized
 
 
 def is_model_file(name: str) -> bool:
@@ -110,8 +113,8 @@ class Int8Export:
     side: Path | None
     bytes: int
     fp32_bytes: int
-    quantized: Any  # deploy.quantize.Quantized
-    parity: Any  # deploy.quantize.Parity
+    quantized: Quantized
+    parity: Parity
     accuracy: tuple[float, float] | None  # fp32, int8 on the validation part
     val_examples: int
     source: str

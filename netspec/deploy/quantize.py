@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -182,36 +183,81 @@ def quantize(
         NetspecError: bad calibration data, a model onnxruntime cannot prepare or quantize, or
             one where no node runs in int8.
     """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        create_calibrator,
-        quant_pre_process,
-        quantize_static,
-    )
+    method = check_method(method)
+    name, dims = _float_input(fp32)
+    x = check_calibration(calibration, dims, batch)
+    big = files.file_bytes(fp32) > external_threshold
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
+        work = Path(tmp)
+        pre = _pre_process(fp32, work / "pre.onnx", big)
+        keep = _final_softmax(files.load(pre, weights=False))
+        ranges = _calibrate(pre, work, {name: x}, batch, method, big)
+        raw = _quantize_static(pre, work / "int8.onnx", ranges, method, keep, big)
+        quantized = files.load(raw)
+        # onnx would stamp its newest IR version; onnxruntime 1.31 reads up to 13
+        quantized.ir_version = onnx.helper.find_min_ir_version_for(
+            list(quantized.opset_import), ignore_unknown=True
+        )
+        side = files.save(quantized, output, external_threshold=external_threshold)
+        int8_ops, float_nodes = runtime_nodes(output, work / "optimized.onnx", keep)
+    if not int8_ops:
+        output.unlink(missing_ok=True)
+        files.side_file(output).unlink(missing_ok=True)
+        raise NetspecError(
+            f"onnxruntime quantized no node of {fp32} to int8: "
+            + "; ".join(f"{f.op}: {f.why}" for f in float_nodes),
+        )
+    return Quantized(output, side, int8_ops, float_nodes, len(x) // batch * batch, method)
+
+
+def _float_input(path: Path) -> tuple[str, list[int]]:
+    """The name and the example shape (past the batch) of a model's single float32 input."""
+    model = files.load(path, weights=False)
+    if len(model.graph.input) != 1:
+        raise NetspecError(
+            f"{path} has {len(model.graph.input)} inputs; netspec quantizes models with one"
+        )
+    inp = model.graph.input[0]
+    elem = inp.type.tensor_type.elem_type
+    if elem != TensorProto.FLOAT:
+        raise NetspecError(
+            f"{path} takes {TensorProto.DataType.Name(elem).lower()} input; int8 quantization "
+            "needs a float32 input (token models are not quantized)"
+        )
+    return inp.name, [d.dim_value for d in inp.type.tensor_type.shape.dim[1:]]
+
+
+def _pre_process(fp32: Path, out: Path, big: bool) -> Path:
+    """onnxruntime's pre-processing: shape inference, and its basic optimizations (a batch norm
+    after a convolution folded into it)."""
+    from onnxruntime.quantization import quant_pre_process
+
+    try:
+        with _quiet():
+            quant_pre_process(
+                str(fp32),
+                str(out),
+                skip_symbolic_shape=True,  # every shape but the batch is fixed
+                save_as_external_data=big,
+                all_tensors_to_one_file=True,
+            )
+    except Exception as err:  # onnxruntime's errors have no common base class
+        raise NetspecError(
+            f"onnxruntime could not prepare {fp32} for quantization: {_first(err)}"
+        ) from None
+    return out
+
+
+def _calibrate(
+    model: Path, work: Path, inputs: dict[str, np.ndarray], batch: int, method: str, big: bool
+) -> Path:
+    """Activation ranges from whole batches of `inputs`, in onnxruntime's calibration-cache
+    file (what `quantize_static` reads instead of calibrating with its own settings)."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
     from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    method = check_method(method)
-    model = files.load(fp32, weights=False)
-    if len(model.graph.input) != 1:
-        raise NetspecError(
-            f"{fp32} has {len(model.graph.input)} inputs; netspec quantizes models with one"
-        )
-    inp = model.graph.input[0]
-    if inp.type.tensor_type.elem_type != TensorProto.FLOAT:
-        raise NetspecError(
-            f"{fp32} takes {TensorProto.DataType.Name(inp.type.tensor_type.elem_type).lower()} "
-            "input; int8 quantization needs a float32 input (token models are not quantized)"
-        )
-    dims = [d.dim_value for d in inp.type.tensor_type.shape.dim[1:]]
-    x = check_calibration(calibration, dims, batch)
-    big = files.file_bytes(fp32) > external_threshold
-    work = output.parent / (output.name + ".work")
-    work.mkdir()
-    pre, raw = work / "pre.onnx", work / "int8.onnx"
+    ((name, x),) = inputs.items()
 
     class Batches(CalibrationDataReader):
         def __init__(self) -> None:
@@ -222,34 +268,19 @@ def quantize(
                 return None
             chunk = x[self.start : self.start + batch]
             self.start += batch
-            return {inp.name: chunk}
+            return {name: chunk}
 
         def rewind(self) -> None:
             self.start = 0
 
-    try:
-        with _quiet():
-            quant_pre_process(
-                str(fp32),
-                str(pre),
-                skip_symbolic_shape=True,
-                save_as_external_data=big,
-                all_tensors_to_one_file=True,
-            )
-    except Exception as err:  # onnxruntime's errors have no common base class
-        raise NetspecError(
-            f"onnxruntime could not prepare {fp32} for quantization: {_first(err)}"
-        ) from None
-    keep = _final_softmax(files.load(pre, weights=False))
-    calibrate_method = getattr(CalibrationMethod, METHODS[method])
-    ranges = work / "calibration.json"  # onnxruntime's tensor-range cache
+    ranges = work / "calibration.json"
     try:
         with _quiet():
             calibrator = create_calibrator(
-                pre,
+                model,
                 sorted(set(QDQRegistry) | set(QLinearOpsRegistry)),
                 augmented_model_path=str(work / "augmented.onnx"),
-                calibrate_method=calibrate_method,
+                calibrate_method=getattr(CalibrationMethod, METHODS[method]),
                 use_external_data_format=big,
                 providers=["CPUExecutionProvider"],
                 extra_options={"symmetric": False, **HISTOGRAMS[method]},
@@ -257,39 +288,37 @@ def quantize(
             calibrator.collect_data(Batches())
             save_tensors_data(calibrator.compute_data(), ranges)
             del calibrator
-    except Exception as err:
-        raise NetspecError(f"onnxruntime could not calibrate {fp32}: {_first(err)}") from None
+    except Exception as err:  # onnxruntime's errors have no common base class
+        raise NetspecError(f"onnxruntime could not calibrate {model.name}: {_first(err)}") from None
+    return ranges
+
+
+def _quantize_static(
+    model: Path, out: Path, ranges: Path, method: str, keep: list[str], big: bool
+) -> Path:
+    """QDQ int8 with the ranges of `_calibrate`: weights int8 symmetric per output channel,
+    activations uint8 asymmetric, the nodes named in `keep` left float."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     try:
         with _quiet():
             quantize_static(
-                str(pre),
-                str(raw),
+                str(model),
+                str(out),
                 None,
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method=calibrate_method,
+                calibrate_method=getattr(CalibrationMethod, METHODS[method]),
                 nodes_to_exclude=keep,
                 use_external_data_format=big,
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
                 calibration_cache_path=ranges,
             )
-    except Exception as err:
-        raise NetspecError(f"onnxruntime could not quantize {fp32}: {_first(err)}") from None
-    quantized = files.load(raw)
-    # onnx would stamp its newest IR version; onnxruntime 1.31 reads up to 13
-    quantized.ir_version = onnx.helper.find_min_ir_version_for(
-        list(quantized.opset_import), ignore_unknown=True
-    )
-    side = files.save(quantized, output, external_threshold=external_threshold)
-    int8_ops, float_nodes = runtime_nodes(output, work / "optimized.onnx", keep)
-    if not int8_ops:
-        raise NetspecError(
-            f"onnxruntime quantized no node of {fp32} to int8: "
-            + "; ".join(f"{f.op}: {f.why}" for f in float_nodes),
-        )
-    return Quantized(output, side, int8_ops, float_nodes, len(x) // batch * batch, method)
+    except Exception as err:  # onnxruntime's errors have no common base class
+        raise NetspecError(f"onnxruntime could not quantize the model: {_first(err)}") from None
+    return out
 
 
 def _first(err: BaseException) -> str:
