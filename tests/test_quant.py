@@ -268,6 +268,7 @@ def test_calibration_data_of_another_shape_is_refused(tmp_path, capsys, trained)
         (["--calibrate", "digits"], "--calibrate is for --int8"),
         (["--int8", "--calibrate", "digits", "--fp16"], "--int8 and --fp16 are two precisions"),
         (["--int8", "--calibrate", "digits", "--calib-method", "kl"], "Invalid value"),
+        (["--int8", "--calibrate", "digits", "--outputs", "all"], "quantizes the main output only"),
     ],
 )
 def test_int8_option_mistakes(tmp_path, capsys, more, message) -> None:
