@@ -47,14 +47,17 @@ class Space:
     """The members selected for exploration: per domain, the indices of the chosen values."""
 
     domains: tuple[Domain, ...]
-    choices: tuple[tuple[int, ...], ...]
+    choices: tuple[Sequence[int], ...]  # a `range` for a whole domain (never materialised)
 
     @classmethod
     def of(cls, spec: Spec, grid: Mapping[str, Sequence[int]] | None = None) -> Space:
         """The spec's whole space, or the sub-grid `grid` (name -> value indices) of it."""
         domains = tuple(spec.free.values())
         grid = grid or {}
-        return cls(domains, tuple(tuple(grid.get(d.name, range(len(d.values)))) for d in domains))
+        return cls(
+            domains,
+            tuple(tuple(grid[d.name]) if d.name in grid else range(len(d.values)) for d in domains),
+        )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -79,7 +82,11 @@ class Space:
         """`N 1..3 x M 2..4 x pool on|off`."""
         parts = []
         for d, c in zip(self.domains, self.choices, strict=True):
-            sub = Domain(d.name, tuple(d.values[i] for i in c), d.span, d.switch and len(c) > 1)
+            if isinstance(c, range) and isinstance(d.values, range):
+                values: Sequence[Scalar] = d.values[c.start : c.stop]
+            else:
+                values = tuple(d.values[i] for i in c)
+            sub = Domain(d.name, values, d.span, d.switch and len(c) > 1)
             parts.append(
                 f"{d.name} {sub.describe()}" if len(c) > 1 else f"{d.name}={literal(sub.values[0])}"
             )

@@ -308,7 +308,9 @@ def _tail(graph: Graph) -> list[tuple[str, str, str]]:
             (
                 f"budget {b.metric} {b.op} {limit_text(b.metric, b.limit)}",
                 "pass" if b.ok else "FAIL",
-                f"{b.value:,.0f}{unit} ({b.value / b.limit:.0%} of the limit)" if b.limit else "",
+                f"{b.value:,.0f}{unit} ({b.value / b.limit:.0%} of the limit)"
+                if b.limit > 0
+                else f"{b.value:,.0f}{unit}",
             )
         )
     return rows

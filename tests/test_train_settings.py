@@ -117,7 +117,9 @@ def test_a_bad_flag_is_named() -> None:
 
 def test_a_bad_key_points_at_its_line_in_the_spec() -> None:
     text = "input [1, 8, 8]\nclasses 3\n# epoch = 1 in a comment\ntrain {\n  lr = 0.1,\n  epoch = 3\n}\nINPUT -> FC(3) -> SOFTMAX\n"
-    graph = load_spec_text(text, "spans.ns").instantiate({})
+    graph, errors = load_spec_text(text, "spans.ns").instantiate({}, collect=True)
+    assert [e.render() for e in errors] == [errors[0].render()]  # check refuses it too
+    assert errors[0].render().startswith("spans.ns:6:3: error: unknown training setting")
     with pytest.raises(NetspecError) as info:
         resolve_settings(graph.train, spans=graph.train_spans)
     span = info.value.span

@@ -9,14 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 from netspec.errors import NetspecError, did_you_mean
 from netspec.frontend import ast
-from netspec.ir.expr import BOOL_WORDS, Symbol, evaluate
+from netspec.ir.expr import BOOL_WORDS, Symbol, evaluate, free_names
 from netspec.ir.graph import Scalar
 from netspec.layers import Layer
 
 if TYPE_CHECKING:
     from netspec.ir.spec import Spec
 
-DEFERRED = object()  # `classes` before the class count is evaluated
+
+class _Deferred:
+    def __repr__(self) -> str:
+        return "`classes` (not known yet)"
+
+
+DEFERRED = _Deferred()  # `classes` before the class count is evaluated
 
 
 def coerce_binding(raw: Scalar) -> Scalar:
@@ -52,7 +58,7 @@ def global_env(spec: Spec, bindings: dict[str, Scalar]) -> dict[str, Any]:
     for name, domain in spec.free.items():
         if name in bindings:
             value = bindings[name]
-            if value not in domain.values:
+            if value not in domain:
                 raise NetspecError(
                     f"{name}={show_value(value)} is outside its domain {domain.describe()}",
                     domain.span,
@@ -65,8 +71,10 @@ def global_env(spec: Spec, bindings: dict[str, Scalar]) -> dict[str, Any]:
     for c in spec.consts:
         if c.name in bindings:
             env[c.name] = bindings[c.name]
-        else:
-            env[c.name] = evaluate(c.value, env, symbols=True)
+            continue
+        if env.get("classes") is DEFERRED and "classes" in free_names(c.value):
+            _classes_now(spec, env, c)
+        env[c.name] = evaluate(c.value, env, symbols=True)
     unbound = [d for n, d in spec.free.items() if n not in env]
     if unbound:
         names = " ".join(f"{d.name}={d.values[0] if not d.switch else 'on'}" for d in unbound)
@@ -77,6 +85,23 @@ def global_env(spec: Spec, bindings: dict[str, Scalar]) -> dict[str, Any]:
             hint=f"bind them: netspec check {spec.path} --set {names}  (or explore the family: netspec explore {spec.path})",
         )
     return env
+
+
+def _classes_now(spec: Spec, env: dict[str, Any], const: ast.ConstDef) -> None:
+    """`classes` used by a constant: evaluate the class count now, or say what it waits for."""
+    assert spec.classes is not None
+    waiting = sorted(
+        n for n in free_names(spec.classes.value) if n not in env or env[n] is DEFERRED
+    )
+    if waiting:
+        raise NetspecError(
+            f"`{const.name}` uses `classes` before its value is known",
+            const.value.span,
+            hint=f"the class count needs {', '.join(f'`{n}`' for n in waiting)}, defined later; "
+            "define it first",
+        )
+    value = evaluate(spec.classes.value, env)
+    env["classes"] = value if isinstance(value, int) and not isinstance(value, bool) else DEFERRED
 
 
 _LAYER_FIELDS: dict[type, dict[str, Any]] = {}

@@ -49,6 +49,7 @@ from netspec.ir.graph import (
 from netspec.ir.naming import RESERVED_NAMES, Scope, Value
 from netspec.ir.spec import Domain, Spec, load_spec, load_spec_text, switch_name
 from netspec.layers import SPELLINGS, Layer, fmt_shape
+from netspec.layers.conv import Conv
 from netspec.layers.linear import Dense, Flatten
 from netspec.layers.structure import Input
 
@@ -75,7 +76,9 @@ class Builder(Expansion):
         self.memo = spec.figure_cache
         self.layers = spec.layer_cache
         self.dumps: dict[Layer, dict[str, Any]] = {}
-        self.defaults: dict[type[Layer], dict[str, Any]] = {}
+        # `defaults` by spelling: (class, presets) -> arguments. A default belongs to the
+        # spelling written (MAXPOOL's never reach AVGPOOL); pure synonyms (FC, DENSE) share it.
+        self.defaults: dict[tuple[type[Layer], tuple], dict[str, Any]] = {}
         self.context: dict[str, Any] = {}
         self.block_stack: list[str] = []
         self.budget_nodes = MAX_NODES
@@ -83,6 +86,12 @@ class Builder(Expansion):
         # Side heads: the names they tap, and the output of each tapped layer or named group.
         self.tap_names = {h.at for h in spec.heads}
         self.taps: dict[str, Value] = {}
+        self.tail = None
+        self.flattened = None
+        self._estimates = {}
+        self._estimating = set()
+        self._primary_names = spec.primary_names
+        self._steps = 0
 
     # ---- entry
     def build(self) -> Graph:
@@ -120,23 +129,13 @@ class Builder(Expansion):
             if first.assertion:
                 self._assert(first, inp, env)
         self.final_softmax = elements[-1] if elements and _is_softmax(elements[-1]) else None
+        self._bound_main(elements[start:], env)
         scope = Scope("")
         out = inp
         for el in elements[start:]:
             out = self.element(el, out, env, scope)
-        if (
-            self.classes is not None
-            and len(out.shape) == 1
-            and out.shape[0] != self.classes
-            and self.spec.input is not None
-        ):
-            self.errors.append(
-                NetspecError(
-                    f"the network outputs [{fmt_shape(out.shape)}] but the spec declares {self.classes} classes",
-                    elements[-1].span,
-                    hint=f"end with FC({self.classes}) -> SOFTMAX, or declare `classes {out.shape[0]}`",
-                )
-            )
+        if self.classes is not None and self.spec.input is not None:
+            self._check_output(out, elements[-1])
         main_sums, main_nodes = list(self.sums), len(self.nodes)
         heads = [self._head(h, env) for h in spec.heads]
         p, b, m, o, mem = self.sums[:5]
@@ -175,6 +174,7 @@ class Builder(Expansion):
         graph.budgets = budget_checks(self.spec, graph, env, self.errors)
         if self.spec.train is not None and not self.light:
             graph.keep_train_spans({s.name: s.name_span for s in self.spec.train.settings})
+            self._check_train(graph)
         return graph
 
     def _head(self, head: ast.HeadDecl, env: dict[str, Any]) -> Head:
@@ -206,6 +206,28 @@ class Builder(Expansion):
             raise NetspecError(f"head `{head.name}` has no layers", head.span)
         return Head(name=head.name, at=tap.node, output=out.node, span=head.span)
 
+    def _check_output(self, out: Value, last: ast.Element) -> None:
+        """The output must be the declared classes: `[classes]` scores per example."""
+        classes = self.classes
+        if out.shape == (classes,):
+            return
+        if len(out.shape) == 1:
+            self.errors.append(
+                NetspecError(
+                    f"the network outputs [{fmt_shape(out.shape)}] but the spec declares {classes} classes",
+                    last.span,
+                    hint=f"end with FC({classes}) -> SOFTMAX, or declare `classes {out.shape[0]}`",
+                )
+            )
+            return
+        self.errors.append(
+            NetspecError(
+                f"the network outputs a map [{fmt_shape(out.shape)}], not the {classes} classes the spec declares",
+                last.span,
+                hint=f"for one label per example end with GAP -> FC({classes}) -> SOFTMAX",
+            )
+        )
+
     def _read_defaults(self, env: dict[str, Any]) -> None:
         for call in self.spec.defaults:
             entry = SPELLINGS.get(call.name.upper())
@@ -217,7 +239,7 @@ class Builder(Expansion):
                 )
             cls, presets = entry
             args = call_args(cls, call, env)
-            merged = self.defaults.setdefault(cls, {})
+            merged = self.defaults.setdefault(_spelling_key(cls, presets), {})
             merged.update(args)
             self._validate(cls, {**presets, **merged}, call, partial=True)
 
@@ -225,6 +247,14 @@ class Builder(Expansion):
         decl = self.spec.input
         assert decl is not None  # Spec refuses a spec without its input
         if decl.shape is not None:
+            first = decl.shape[0]
+            if len(decl.shape) > 1 and isinstance(first, ast.Name) and first.id not in env:
+                rest = ", ".join(self.spec.text_of(e.span) for e in decl.shape[1:])
+                raise NetspecError(
+                    f"`{first.id}` looks like a batch dimension; the input is one example",
+                    first.span,
+                    hint=f"write the input without the batch: `input [{rest}]`",
+                )
             dims = tuple(eval_int(e, env, "an input dimension", 1) for e in decl.shape)
             if len(dims) > 3:
                 raise NetspecError(
@@ -371,7 +401,11 @@ class Builder(Expansion):
                 hint=hint or "see `netspec layers` for the layer kinds",
             )
         cls, presets = entry
-        args = {**presets, **self.defaults.get(cls, {}), **call_args(cls, call, env)}
+        args = {
+            **presets,
+            **self.defaults.get(_spelling_key(cls, presets), {}),
+            **call_args(cls, call, env),
+        }
         for arg, key in cls.contextual.items():
             if arg not in args and key in self.context:
                 args[arg] = self.context[key]
@@ -379,6 +413,8 @@ class Builder(Expansion):
             if arg not in args:
                 args[arg] = cur.shape[0]
         layer = self._validate(cls, args, call)
+        if cls.takes_tokens and "vocab" in self.context:
+            self._check_vocab(layer, call)
         from_tokens = cur.node == "input" and "vocab" in self.context
         if from_tokens != cls.takes_tokens:
             raise NetspecError(
@@ -398,14 +434,54 @@ class Builder(Expansion):
             cur = self._classifier(cur, call, scope)
         return self.add_node(layer, [cur], call.span, scope, label=label)
 
+    def _check_vocab(self, layer: Layer, call: ast.Call) -> None:
+        """An embedding smaller than the input's vocabulary would index past its table."""
+        vocab = getattr(layer, "vocab", None)
+        if vocab is None or vocab >= self.context["vocab"]:
+            return
+        span = call.span
+        for i, arg in enumerate(call.args):
+            if arg.name == "vocab" or (arg.name is None and i == 1):
+                span = arg.value.span
+        raise NetspecError(
+            f"{call.name.upper()} has a vocabulary of {vocab}, smaller than the input's {self.context['vocab']}",
+            span,
+            hint=f"token ids go up to {self.context['vocab'] - 1}: drop the vocabulary "
+            "argument (it defaults to the input's) or raise it",
+        )
+
     def _classifier(self, cur: Value, call: ast.Call, scope: Scope) -> Value:
-        """The final SOFTMAX needs [classes] scores: add a flatten and an FC where missing."""
-        if self.classes is None or cur.shape == (self.classes,):
+        """The final SOFTMAX needs [classes] scores: add a flatten and an FC where missing,
+        but never under a classifier the spec wrote itself (an FC, a 1x1 conv to `classes`
+        maps): a mismatch there is an error showing both numbers."""
+        classes = self.classes
+        if classes is None or cur.shape == (classes,):
             return cur
+        if self.tail is not None:
+            layer, node_id, span = self.tail
+            if isinstance(layer, Dense):
+                raise NetspecError(
+                    f"the classifier `{node_id}` outputs {layer.units} scores but the spec declares {classes} classes",
+                    span,
+                    hint=f"write FC({classes}) (or FC(classes)), or declare `classes {layer.units}`",
+                )
+            if (
+                isinstance(layer, Conv)
+                and len(cur.shape) > 1
+                and cur.shape[0] == classes
+                and set(_as_tuple(layer.kernel)) == {1}
+            ):
+                raise NetspecError(
+                    f"the network ends in a 1x1 conv to {classes} maps [{fmt_shape(cur.shape)}]: "
+                    "scores per pixel, not one label per example",
+                    span,
+                    hint=f"add GAP before SOFTMAX for one label per example; "
+                    f"for a per-pixel output declare `classes {classes} per pixel`",
+                )
         if len(cur.shape) > 1:
             cur = self.add_node(Flatten(), [cur], call.span, scope, implicit=True)
-        if cur.shape != (self.classes,):
-            cur = self.add_node(Dense(units=self.classes), [cur], call.span, scope, implicit=True)
+        if cur.shape != (classes,):
+            cur = self.add_node(Dense(units=classes), [cur], call.span, scope, implicit=True)
         return cur
 
     def _validate(
@@ -432,10 +508,29 @@ class Builder(Expansion):
         if err is not None:
             self.errors.append(err)
 
+    def _check_train(self, graph: Graph) -> None:
+        """`check` validates the train section as `train` would (no torch needed)."""
+        from netspec.train.settings import resolve_settings
+
+        try:
+            resolve_settings(graph.train, spans=graph.train_spans)
+        except NetspecError as e:
+            if e.span is None and self.spec.train is not None:
+                e.span = self.spec.train.span
+            self.errors.append(e)
+
     def _train(self, env: Mapping[str, Any]) -> dict[str, Any]:
         if self.spec.train is None:
             return {}
         return {s.name: setting_value(s.value, env) for s in self.spec.train.settings}
+
+
+def _as_tuple(value: int | tuple[int, ...]) -> tuple[int, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _spelling_key(cls: type[Layer], presets: Mapping[str, Any]) -> tuple[type[Layer], tuple]:
+    return (cls, tuple(sorted(presets.items())))
 
 
 def _is_softmax(el: ast.Element) -> bool:

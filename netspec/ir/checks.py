@@ -50,6 +50,15 @@ def budget_checks(
                 )
             )
             continue
+        if limit < 0:
+            errors.append(
+                NetspecError(
+                    f"a budget limit is a size or a count, at least 0; received {show_value(limit)}",
+                    item.limit.span,
+                    hint=f"e.g. `budget {item.metric} <= 5M`",
+                )
+            )
+            continue
         value = values[item.metric]
         ok = _CMP[item.op](value, limit)
         checks.append(
@@ -66,15 +75,44 @@ def budget_checks(
             )
         )
         if not ok:
+            from netspec.summary import limit_text
+
             unit = " bytes" if item.metric == "memory" else ""
             errors.append(
                 NetspecError(
-                    f"budget exceeded: {item.metric} = {value:,}{unit}, over the limit {item.op} {show_value(limit)}",
+                    f"budget exceeded: {item.metric} = {value:,}{unit}, over the limit {item.op} {limit_text(item.metric, limit)}",
                     item.span,
                     hint=f"over by {value / limit - 1:.1%}" if limit else None,
+                    notes=_holders(graph, item.metric, value),
                 )
             )
     return checks
+
+
+_NODE_FIGURE = {
+    "params": "params",
+    "trainable": "params",
+    "macs": "macs",
+    "flops": "macs",
+    "memory": "memory",
+}
+
+
+def _holders(graph: Graph, metric: str, total: int) -> list[str]:
+    """The layers holding most of a failed budget, biggest first (up to three, each 5% or
+    more), as a note: `most of it: fc1 89.2%, conv3 6.1%`."""
+    attr = _NODE_FIGURE[metric]
+    figures = sorted(
+        ((getattr(n, attr), n.id) for n in graph.nodes if getattr(n, attr)), reverse=True
+    )
+    if metric == "memory":
+        total = sum(f for f, _ in figures)  # elements (the budget is in bytes)
+    if not figures or total <= 0:
+        return []
+    top = [(f, i) for f, i in figures[:3] if f / total >= 0.05]
+    if not top:
+        return []
+    return ["most of it: " + ", ".join(f"`{i}` {f / total:.1%}" for f, i in top)]
 
 
 def assertion_error(

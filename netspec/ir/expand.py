@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from netspec.errors import NetspecError, did_you_mean
 from netspec.frontend import ast
-from netspec.ir.expr import eval_int, evaluate
+from netspec.ir.expr import eval_int, evaluate, free_names
 from netspec.ir.naming import Scope, Value
 from netspec.ir.spec import switch_name
 from netspec.layers import fmt_shape
@@ -20,9 +20,17 @@ from netspec.layers.structure import Add, Concat, Mul
 if TYPE_CHECKING:
     from netspec.ir.spec import Spec
 
+import contextlib
+
 from netspec.ir.shapes import Propagation
 
-MAX_NODES = 100_000  # a spec expanding past this is refused before it is expanded
+# The cap on work: a spec expanding to more nodes than this is refused before it is expanded.
+# Each node (a layer, an implicit flatten, an activation) costs the compiler about the same
+# time and memory: 250,000 take about 5 s and 600 MB, and a 100,000-layer MLP (FC -> RELU)
+# fits.
+MAX_NODES = 250_000
+_SATURATED = 10**18  # estimates stop counting here
+_MAX_STEPS = 200_000  # elements visited by one estimate of the whole spec
 
 
 class Expansion(Propagation):
@@ -31,6 +39,10 @@ class Expansion(Propagation):
     spec: Spec
     globals: dict[str, Any]
     block_stack: list[str]
+    _estimates: dict[tuple, int]
+    _estimating: set[str]
+    _primary_names: dict[int, set[str]]
+    _steps: int
 
     if TYPE_CHECKING:  # the builder's own (netspec.ir.build.Builder)
 
@@ -91,6 +103,7 @@ class Expansion(Propagation):
                     call.span,
                     hint=f"call it as {block.name}({', '.join(params)})",
                 )
+        self._check_call(block, call, body_env)
         inner = scope.child(label or scope.next_name(block.name))
         self.block_stack.append(block.name)
         try:
@@ -154,6 +167,15 @@ class Expansion(Propagation):
         if not when:  # the skip exists only when the condition holds: here, the body alone
             return main
         shortcut = cur
+        if project is False and main.shape != cur.shape:
+            named = f" `{label}`" if label else ""
+            raise NetspecError(
+                f"residual(...){named}: its chain outputs [{fmt_shape(main.shape)}] but the skip "
+                f"carries its input [{fmt_shape(cur.shape)}]; they must be equal to add",
+                br.span,
+                hint="residual(..., project=auto) adds a 1x1 conv + BN shortcut when the shapes differ",
+                notes=self._trace([cur]),
+            )
         if project is True or (project == "auto" and main.shape != cur.shape):
             n = scope.counters.get("shortcut", 0) + 1
             scope.counters["shortcut"] = n
@@ -197,44 +219,136 @@ class Expansion(Propagation):
         return value
 
     def _check_size(self, el: ast.Element, count: int, env: Mapping[str, Any]) -> None:
-        if count == 0:
+        """A repetition about to expand: refused when it would take the network over the cap."""
+        if count <= 0:
             return
-        size = count * max(self._estimate_primary(el.primary, env, 0), 1)
-        if max(len(self.ids), self.sums[5]) + size > MAX_NODES:
+        self._steps = 0
+        size = self._estimate_element(el, env, count)
+        self._refuse_over(size, el.repeat.span if el.repeat else el.span, "this repetition")
+
+    def _check_call(self, block: ast.BlockDef, call: ast.Call, env: Mapping[str, Any]) -> None:
+        """A block call about to expand: refused when it would take the network over the cap."""
+        self._steps = 0
+        size = self._estimate_chain(block.body, env)
+        self._refuse_over(size, call.span, f"this call of `{block.name}`")
+
+    def _bound_main(self, elements: list[ast.Element], env: Mapping[str, Any]) -> None:
+        """The whole main chain's size, estimated before any of it is expanded."""
+        self._steps = 0
+        built = 1  # the input
+        for el in elements:
+            size = self._estimate_element(el, env)
+            what = "this repetition" if el.repeat is not None else "this element"
+            self._refuse_over(size, el.repeat.span if el.repeat else el.span, what, built)
+            built += size
+
+    def _refuse_over(self, size: int, span: Any, what: str, built: int | None = None) -> None:
+        if built is None:
+            built = max(len(self.ids), self.sums[5])
+        if built + size > MAX_NODES:
             raise NetspecError(
-                f"this repetition would expand to at least {size:,} layers, over netspec's limit of {MAX_NODES:,}",
-                el.repeat.span if el.repeat else el.span,
-                hint="a network this deep is almost certainly a typo in the repetition count",
+                f"{what} expands to {_at_least(size)} nodes: the network would have "
+                f"{_at_least(built + size)}, over netspec's limit of {MAX_NODES:,}",
+                span,
+                hint="a network this large is almost certainly a typo in a count; "
+                "netspec bounds the expansion before doing it (see `Limits` in the README)",
             )
 
-    def _estimate_primary(self, p: ast.Primary, env: Mapping[str, Any], depth: int) -> int:
-        """Layers a primary expands to, without expanding it (for the size limit)."""
-        if depth > 50:
-            return 1
-        if isinstance(p, ast.Call):
-            block = self.spec.blocks.get(p.name)
-            if block is None or p.name in self.block_stack:
-                return 1
-            return self._estimate_chain(block.body, {**self.globals}, depth + 1)
-        if isinstance(p, ast.Group):
-            return self._estimate_chain(p.chain, env, depth + 1)
-        return 3 + sum(self._estimate_chain(c, env, depth + 1) for c in p.chains)
-
-    def _estimate_chain(self, ch: ast.Chain, env: Mapping[str, Any], depth: int) -> int:
+    # ---- the size estimate: nodes a chain expands to, computed without expanding it
+    def _estimate_chain(self, ch: ast.Chain, env: Mapping[str, Any]) -> int:
         total = 0
         for el in ch.elements:
-            n = 1
-            if el.repeat is not None:
-                try:
-                    n = eval_int(
-                        el.repeat, {**env, **({el.index_var: 0} if el.index_var else {})}, "count"
-                    )
-                except NetspecError:
-                    n = 1
-            total += n * self._estimate_primary(el.primary, env, depth)
-            if total > MAX_NODES:
-                return total
+            total += self._estimate_element(el, env)
+            if total > _SATURATED:
+                return _SATURATED
         return total
+
+    def _estimate_element(
+        self, el: ast.Element, env: Mapping[str, Any], count: int | None = None
+    ) -> int:
+        self._estimate_step(el)
+        p = el.primary
+        if el.repeat is None:
+            return self._estimate_primary(p, env)
+        if count is None:
+            try:
+                count = eval_int(
+                    el.repeat, {**env, **({el.index_var: 0} if el.index_var else {})}, "count"
+                )
+            except NetspecError:
+                count = 1
+        if count <= 0:
+            return 0
+        if el.index_var and el.index_var in self._names_of(p):
+            # The body depends on the index: its size at both ends of the loop (sizes that
+            # grow or shrink with the index are bounded by one of them).
+            first = self._estimate_primary(p, {**env, el.index_var: 0})
+            last = self._estimate_primary(p, {**env, el.index_var: count - 1})
+            per = max(first, last)
+        else:
+            per = self._estimate_primary(p, env)
+        return min(count * per, _SATURATED)
+
+    def _estimate_primary(self, p: ast.Primary, env: Mapping[str, Any]) -> int:
+        if isinstance(p, ast.Call):
+            block = self.spec.blocks.get(p.name)
+            if block is None:
+                return 1
+            if block.name in self._estimating:
+                return 1  # a block calling itself: the expansion refuses it
+            return self._estimate_block(block, p, env)
+        if isinstance(p, ast.Group):
+            return self._estimate_chain(p.chain, env)
+        extra = 3 if p.op == "residual" else 1  # the add, and a projection conv + BN
+        return min(extra + sum(self._estimate_chain(c, env) for c in p.chains), _SATURATED)
+
+    def _estimate_block(self, block: ast.BlockDef, call: ast.Call, env: Mapping[str, Any]) -> int:
+        bound: dict[str, Any] = {}
+        params = [q.name for q in block.params]
+        positional = [a for a in call.args if a.name is None]
+        for name, arg in [*zip(params, positional, strict=False)] + [
+            (a.name, a) for a in call.args if a.name is not None
+        ]:
+            with contextlib.suppress(NetspecError):
+                bound[name] = evaluate(arg.value, env, symbols=True)
+        body_env = dict(self.globals)
+        for q in block.params:
+            if q.name in bound:
+                body_env[q.name] = bound[q.name]
+            elif q.default is not None:
+                with contextlib.suppress(NetspecError):
+                    body_env[q.name] = evaluate(q.default, body_env, symbols=True)
+        key: tuple | None = (block.name, *sorted(bound.items(), key=lambda kv: kv[0]))
+        try:
+            hit = self._estimates.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable argument value
+            key, hit = None, None
+        if hit is not None:
+            return hit
+        self._estimating.add(block.name)
+        try:
+            size = self._estimate_chain(block.body, body_env)
+        finally:
+            self._estimating.discard(block.name)
+        if key is not None:
+            self._estimates[key] = size
+        return size
+
+    def _estimate_step(self, el: ast.Element) -> None:
+        self._steps += 1
+        if self._steps > _MAX_STEPS:
+            raise NetspecError(
+                "this spec nests its loops and blocks too deeply to bound its size",
+                el.span,
+                hint="netspec bounds the expansion before doing it; "
+                "use fewer nested loops whose bodies depend on their index",
+            )
+
+    def _names_of(self, p: ast.Primary) -> set[str]:
+        names = self._primary_names.get(id(p))
+        if names is None:
+            names = self._primary_names[id(p)] = free_names(p)
+        return names
 
 
 def _condition(value: Any, e: ast.Expr, what: str, hint: str | None = None) -> bool:
@@ -264,3 +378,7 @@ def input_names(shape: tuple[int, ...]) -> dict[str, Any]:
     elif len(shape) == 2:
         names["in.l"] = shape[1]
     return names
+
+
+def _at_least(n: int) -> str:
+    return f"over {_SATURATED:,}" if n >= _SATURATED else f"{n:,}"

@@ -28,6 +28,10 @@ class Propagation:
     sums: list[int]
     tap_names: set[str]
     taps: dict[str, Value]
+    # The last node that is not the identity at inference (the classifier check reads it),
+    # and the first node that flattened a map (a per-pixel output's error names it).
+    tail: tuple[Layer, str, Span | None] | None
+    flattened: tuple[str, Span | None] | None
 
     def add_node(
         self,
@@ -76,6 +80,10 @@ class Propagation:
         node_id = scope.prefix + name
         if node_id in self.tap_names:
             self.taps[node_id] = Value(node_id, out)
+        if not layer.transparent:
+            self.tail = (layer, node_id, span)
+        if self.flattened is None and len(out) == 1 and any(len(s) > 1 for s in shapes):
+            self.flattened = (node_id, span)
         if not self.light:
             if label is not None and label in RESERVED_NAMES:
                 raise NetspecError(

@@ -4,7 +4,7 @@ parameters (with their domains) and main chain; `Spec.instantiate` hands it to t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,20 @@ class Domain:
     """The values a free parameter may take: `N in 1..3` or `w in {16, 32}` or a switch."""
 
     name: str
-    values: tuple[Scalar, ...]
+    values: Sequence[Scalar]  # a `range` for `lo..hi`: never materialised (`K in 2..1G`)
     span: Span | None
     switch: bool = False  # an `X?` choice point
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(self.values, range):  # `2.5 in range(...)` would walk the whole range
+            return isinstance(value, int) and not isinstance(value, bool) and value in self.values
+        return value in self.values
 
     def describe(self) -> str:
         if self.switch:
             return "on|off"
+        if isinstance(self.values, range):
+            return f"{self.values.start}..{self.values.stop - 1}"
         vals = self.values
         ints = [v for v in vals if isinstance(v, int) and not isinstance(v, bool)]
         if len(ints) == len(vals) > 2 and ints == list(range(ints[0], ints[-1] + 1)):
@@ -68,6 +75,7 @@ class Spec:
         self.figure_cache: dict[tuple, tuple] = {}
         self.element_cache: dict[tuple, Any] = {}  # light mode: an element's whole effect
         self.element_names: dict[int, tuple[str, ...]] = {}
+        self.primary_names: dict[int, set[str]] = {}  # the size estimate's, per primary
         self.source_hash = (
             hashlib.sha256(self.text.encode()).hexdigest()[:16] if self.text else None
         )
@@ -107,6 +115,38 @@ class Spec:
                 )
             names[name] = span
 
+        def unique(items: list[tuple[str | None, Span]], what: str) -> None:
+            """A name given twice in one list (block parameters, keyword arguments, settings)
+            is an error: the later one must never silently win."""
+            first: dict[str, Span] = {}
+            for name, span in items:
+                if name is None:
+                    continue
+                if name in first:
+                    errors.append(
+                        NetspecError(
+                            f"{what} `{name}` is given twice",
+                            span,
+                            notes=[f"first given at {first[name]}"],
+                            hint="keep one of them",
+                        )
+                    )
+                else:
+                    first[name] = span
+
+        for stmt in self.module.statements:
+            if isinstance(stmt, ast.InputDecl) and stmt.tokens:
+                unique([(a.name, a.span) for a in stmt.tokens], "tokens() argument")
+            elif isinstance(stmt, ast.BlockDef):
+                unique([(p.name, p.span) for p in stmt.params], f"block `{stmt.name}`'s parameter")
+            elif isinstance(stmt, ast.TrainDecl):
+                unique([(t.name, t.name_span) for t in stmt.settings], "training setting")
+                for t in stmt.settings:
+                    if isinstance(t.value, ast.ValueCall):
+                        unique(
+                            [(a.name, a.span) for a in t.value.args],
+                            f"argument of {t.value.name}()",
+                        )
         for stmt in self.module.statements:
             if isinstance(stmt, ast.NetworkDecl):
                 if once("network", stmt, "the network name"):
@@ -196,6 +236,7 @@ class Spec:
         env: dict[str, Any] = {}
         for name, decl in self.free_decls.items():
             try:
+                values: Sequence[Scalar]
                 if decl.choices is not None:
                     values = tuple(evaluate(c, env, symbols=True) for c in decl.choices)
                     values = tuple(str(v) if isinstance(v, Symbol) else v for v in values)
@@ -209,7 +250,7 @@ class Spec:
                             decl.span,
                             hint=f"write {hi}..{lo}",
                         )
-                    values = tuple(range(lo, hi + 1))
+                    values = range(lo, hi + 1)
                 self.free[name] = Domain(name, values, decl.span)
             except NetspecError as e:
                 errors.append(e)
@@ -251,6 +292,15 @@ class Spec:
                 else:
                     out.append((name, el.span))
         return out
+
+    def text_of(self, span: Span | None) -> str:
+        """The source text under a one-line span (empty when unknown)."""
+        if span is None or not self.text or span.line != span.end_line:
+            return ""
+        lines = self.text.splitlines()
+        return (
+            lines[span.line - 1][span.col - 1 : span.end_col - 1] if span.line <= len(lines) else ""
+        )
 
     # ---- instances
     @property

@@ -131,6 +131,7 @@ class Dropout(Layer):
     spellings = {"DROPOUT": {}}
     positional = ("p",)
     inplace = True
+    transparent = True
     examples = (("image", "DROPOUT(0.3)"), ("vector", "DROPOUT"))
 
     p: Rate = 0.5

@@ -81,6 +81,8 @@ class Layer(BaseModel):
     takes_tokens: ClassVar[bool] = False
     # Outputs class probabilities: a spec ending in it trains on the logits before it.
     probabilities: ClassVar[bool] = False
+    # The identity at inference (dropout, identity): the classifier check looks through it.
+    transparent: ClassVar[bool] = False
     # Training: its `weight` takes the L1/L2 penalties (its own l1=/l2= first, then global).
     penalized: ClassVar[bool] = False
     # torch lowering: the output is a fresh tensor its backward pass does not need, so the one

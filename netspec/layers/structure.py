@@ -140,6 +140,7 @@ class Identity(Layer):
     kind = "identity"
     spellings = {"IDENTITY": {}, "SKIP": {}}
     inplace = True
+    transparent = True
 
 
 class ChannelShuffle(Layer):
