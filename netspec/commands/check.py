@@ -76,7 +76,8 @@ def check(
         try:  # the training-memory estimate reads the train section: a mistake there is one
             resolve_settings(graph.train or None, spans=graph.train_spans)
         except NetspecError as e:
-            errors = [*errors, e]
+            if not any(e.message == seen.message for seen in errors):  # the IR's check found it
+                errors = [*errors, e]
 
         tty = sys.stdout.isatty()
         text = summary(
