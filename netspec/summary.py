@@ -283,6 +283,8 @@ def totals_rows(
 def _tail(graph: Graph) -> list[tuple[str, str, str]]:
     """The output and the budgets."""
     classes = f"{graph.classes} classes" if graph.classes else ""
+    if graph.classes and graph.per_pixel:
+        classes += " per pixel"
     rows = [("output", fmt_shape(graph.output_shape), classes)]
     main = graph.main_totals
     if main is not None:

@@ -57,6 +57,12 @@ PUBLISHED: dict[str, Published] = {
     # 0.057 to two significant digits (the paper: 56M): held exactly to the reference's
     # 56,510,400 in tests/test_zoo_modern.py.
     "mobilenet_v3_small": Published(2_542_856, "0.057", "torchvision mobilenet_v3_small"),
+    "unet": Published(
+        31_030_658,
+        "48.096",
+        "U-Net (Ronneberger et al. 2015), padded convs, input 1x256x256: the hand-written "
+        "reference tests/modern_refs.py R.unet (no torchvision U-Net)",
+    ),
 }
 
 

@@ -45,6 +45,7 @@ MODERN: dict[str, str] = {
     "resnet50": "torchvision's ResNet-50",
     "mobilenet_v3_large": "torchvision's MobileNetV3-Large (its _make_divisible SE widths)",
     "mobilenet_v3_small": "torchvision's MobileNetV3-Small",
+    "unet": "the paper's U-Net with padded convs (Ronneberger et al. 2015), 1x256x256",
 }
 
 

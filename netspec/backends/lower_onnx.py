@@ -934,6 +934,7 @@ def _metadata(graph: Graph, options: LowerOptions, note: str) -> dict[str, str]:
             {"fold_bn": options.fold_bn, "fp16": options.fp16, "logits": options.logits}
         ),
         "netspec.weights": note,
+        **({"netspec.per_pixel": "true"} if graph.per_pixel else {}),
     }
 
 

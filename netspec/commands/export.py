@@ -341,6 +341,10 @@ def run(
             + (f" and {len(bad) - 4} more" if len(bad) > 4 else ""),
             hint="its weights may hold NaN or infinite values (did the training diverge?)",
         )
+    if session.metadata.get("netspec.per_pixel") == "true" and out.ndim >= 3:
+        names_of = _class_names(labels, out.shape[1]) if labels else None
+        _print_pixel_classes(out, names, names_of)
+        return
     names_of = (
         _class_names(labels, out.shape[-1])
         if labels
@@ -481,6 +485,17 @@ def _metadata_classes(metadata: dict[str, str], classes: int) -> list[str] | Non
     if isinstance(names, list) and len(names) == classes and all(isinstance(n, str) for n in names):
         return names
     return None
+
+
+def _print_pixel_classes(out: np.ndarray, names: list[str], labels: list[str] | None) -> None:
+    """A per-pixel model: each input's class map, as the share of pixels of each class."""
+    for name, row in zip(names, out, strict=True):
+        winners = np.argmax(row, axis=0)
+        shares = np.bincount(winners.ravel(), minlength=row.shape[0]) / winners.size
+        listing = ", ".join(
+            f"{labels[c] if labels else c} {share:.1%}" for c, share in enumerate(shares)
+        )
+        click.echo(f"{name}: classes per pixel [{fmt_shape(winners.shape)}]: {listing}")
 
 
 def _print_predictions(

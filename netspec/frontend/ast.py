@@ -166,6 +166,7 @@ class InputDecl(Statement):
 @dataclass(eq=False, slots=True)
 class ClassesDecl(Statement):
     value: Expr
+    per_pixel: bool = False  # `classes 2 per pixel`: the output is a map [classes, H, W]
 
 
 @dataclass(eq=False, slots=True)

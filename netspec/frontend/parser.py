@@ -330,7 +330,10 @@ class _ToAst(Transformer_NonRecursive):
         return ast.InputDecl(self._s(meta), shape=None, tokens=[a for a in items if a is not None])
 
     def classes_decl(self, meta, items):
-        return ast.ClassesDecl(self._s(meta), items[0])
+        return ast.ClassesDecl(self._s(meta), items[0], per_pixel=items[1] is not None)
+
+    def per_pixel(self, meta, items):
+        return True
 
     def budget_item(self, meta, items):
         metric, op, limit = items

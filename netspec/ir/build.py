@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from netspec.errors import NetspecError, did_you_mean
+from netspec.errors import NetspecError, Span, did_you_mean
 from netspec.frontend import ast
 from netspec.ir.bindings import (
     DEFERRED,
@@ -88,6 +88,7 @@ class Builder(Expansion):
         self.taps: dict[str, Value] = {}
         self.tail = None
         self.flattened = None
+        self.per_pixel = False
         self._estimates = {}
         self._estimating = set()
         self._primary_names = spec.primary_names
@@ -99,6 +100,7 @@ class Builder(Expansion):
         env = global_env(self.spec, self.bindings)
         self.globals = env
         self.classes = eval_int(spec.classes.value, env, "classes", 1) if spec.classes else None
+        self.per_pixel = spec.classes is not None and spec.classes.per_pixel
         if env.get("classes") is DEFERRED:
             env["classes"] = self.classes
         dtype = spec.dtype.dtype.lower() if spec.dtype else "fp32"
@@ -160,6 +162,7 @@ class Builder(Expansion):
                 source_hash=spec.source_hash,
                 input=InputSpec(shape=inp.shape, vocab=self.context.get("vocab")),
                 classes=self.classes,
+                per_pixel=self.per_pixel,
                 dtype=dtype,
                 bindings={k: v for k, v in self.bindings.items()},
                 nodes=self.nodes,
@@ -209,6 +212,11 @@ class Builder(Expansion):
     def _check_output(self, out: Value, last: ast.Element) -> None:
         """The output must be the declared classes: `[classes]` scores per example."""
         classes = self.classes
+        if self.per_pixel:
+            err = self._dense_error(out, last.span)
+            if err is not None:
+                self.errors.append(err)
+            return
         if out.shape == (classes,):
             return
         if len(out.shape) == 1:
@@ -227,6 +235,31 @@ class Builder(Expansion):
                 hint=f"for one label per example end with GAP -> FC({classes}) -> SOFTMAX",
             )
         )
+
+    def _dense_error(self, out: Value, span: Span | None) -> NetspecError | None:
+        """A per-pixel output must be a map whose channels are the classes."""
+        classes = self.classes
+        if len(out.shape) == 1:
+            if self.flattened is not None:
+                where, at, flat = self.flattened
+                what = f"`{where}` flattens the map to [{fmt_shape(flat)}]"
+            else:
+                at, what = span, f"the output [{fmt_shape(out.shape)}] has no pixels"
+            return NetspecError(
+                f"the spec declares {classes} classes per pixel, but {what}",
+                at,
+                hint="a dense output keeps its map: end with a 1x1 conv to the classes, "
+                f"e.g. CONV({classes}, 1) -> SOFTMAX (no FLATTEN, FC or global pool)",
+            )
+        if out.shape[0] != classes:
+            _, node_id, at = self.tail or (None, None, span)
+            return NetspecError(
+                f"the per-pixel output has {out.shape[0]} maps [{fmt_shape(out.shape)}] but the "
+                f"spec declares {classes} classes",
+                at,
+                hint=f"end with CONV({classes}, 1) -> SOFTMAX, or declare `classes {out.shape[0]} per pixel`",
+            )
+        return None
 
     def _read_defaults(self, env: dict[str, Any]) -> None:
         for call in self.spec.defaults:
@@ -455,6 +488,11 @@ class Builder(Expansion):
         but never under a classifier the spec wrote itself (an FC, a 1x1 conv to `classes`
         maps): a mismatch there is an error showing both numbers."""
         classes = self.classes
+        if self.per_pixel:  # a dense output: no flatten, no FC; the map must be the classes
+            err = self._dense_error(cur, call.span)
+            if err is not None:
+                raise err
+            return cur
         if classes is None or cur.shape == (classes,):
             return cur
         if self.tail is not None:

@@ -125,6 +125,7 @@ class Graph(BaseModel):
     source_hash: str | None = None
     input: InputSpec
     classes: int | None = None
+    per_pixel: bool = False  # a dense output: `classes` scores per pixel, [classes, H, W]
     dtype: str = "fp32"
     bindings: dict[str, Scalar] = {}
     nodes: list[Node]

@@ -11,6 +11,7 @@ from netspec.errors import NetspecError, Span
 from netspec.ir.graph import Node
 from netspec.ir.naming import RESERVED_NAMES, Scope, Value
 from netspec.layers import Layer, ShapeError, fmt_shape, numel
+from netspec.layers.base import Shape
 
 if TYPE_CHECKING:
     pass
@@ -31,7 +32,7 @@ class Propagation:
     # The last node that is not the identity at inference (the classifier check reads it),
     # and the first node that flattened a map (a per-pixel output's error names it).
     tail: tuple[Layer, str, Span | None] | None
-    flattened: tuple[str, Span | None] | None
+    flattened: tuple[str, Span | None, Shape] | None
 
     def add_node(
         self,
@@ -83,7 +84,7 @@ class Propagation:
         if not layer.transparent:
             self.tail = (layer, node_id, span)
         if self.flattened is None and len(out) == 1 and any(len(s) > 1 for s in shapes):
-            self.flattened = (node_id, span)
+            self.flattened = (node_id, span, out)
         if not self.light:
             if label is not None and label in RESERVED_NAMES:
                 raise NetspecError(
