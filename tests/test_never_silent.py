@@ -303,3 +303,14 @@ def test_embedding_vocabulary_smaller_than_the_input() -> None:
     )
     assert "5" in err.message and "100" in err.message
     assert where(err) == "3:23"
+
+
+def test_deeply_nested_indexed_loops_are_bounded_in_linear_time() -> None:
+    names = [f"v{k}" for k in range(30)]
+    body = "CONV(1 + " + " + ".join(names) + ")"
+    for v in names:
+        body = f"[{body}]*2 for {v}"
+    start = time.perf_counter()
+    err = refused(HEAD + f"INPUT -> {body} -> FC(10) -> SOFTMAX\n")
+    assert time.perf_counter() - start < 1.0
+    assert "1,073,741,824 nodes" in err.message

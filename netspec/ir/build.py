@@ -93,6 +93,7 @@ class Builder(Expansion):
         self._estimating = set()
         self._primary_names = spec.primary_names
         self._steps = 0
+        self._indexed = 0
 
     # ---- entry
     def build(self) -> Graph:

@@ -30,7 +30,7 @@ from netspec.ir.shapes import Propagation
 # fits.
 MAX_NODES = 250_000
 _SATURATED = 10**18  # estimates stop counting here
-_MAX_STEPS = 200_000  # elements visited by one estimate of the whole spec
+_MAX_STEPS = 4 * MAX_NODES  # elements visited by one estimate (linear in the text)
 
 
 class Expansion(Propagation):
@@ -43,6 +43,7 @@ class Expansion(Propagation):
     _estimating: set[str]
     _primary_names: dict[int, set[str]]
     _steps: int
+    _indexed: int  # loops with an index the body reads, open in the estimate
 
     if TYPE_CHECKING:  # the builder's own (netspec.ir.build.Builder)
 
@@ -281,9 +282,16 @@ class Expansion(Propagation):
             return 0
         if el.index_var and el.index_var in self._names_of(p):
             # The body depends on the index: its size at both ends of the loop (sizes that
-            # grow or shrink with the index are bounded by one of them).
-            first = self._estimate_primary(p, {**env, el.index_var: 0})
-            last = self._estimate_primary(p, {**env, el.index_var: count - 1})
+            # grow or shrink with the index are bounded by one of them); loops nested deeper
+            # take the last end only, so the estimate stays linear in the text.
+            self._indexed += 1
+            try:
+                last = self._estimate_primary(p, {**env, el.index_var: count - 1})
+                first = (
+                    self._estimate_primary(p, {**env, el.index_var: 0}) if self._indexed <= 3 else 0
+                )
+            finally:
+                self._indexed -= 1
             per = max(first, last)
         else:
             per = self._estimate_primary(p, env)
