@@ -148,6 +148,7 @@ def train(
         if spec is None:
             raise click.UsageError("missing SPEC (or --resume RUN_DIR)")
         graph = load_graph(spec, sets, extra)
+        _refuse_per_pixel(graph)
         settings = resolve_settings(graph.train, flags, spans=graph.train_spans)
         init = options["init"]
         if options["init_min"] is not None and init is None:
@@ -448,6 +449,17 @@ def _headline(job: Any, device: str) -> str:
     )
 
 
+def _refuse_per_pixel(graph: Any) -> None:
+    """Training a dense output (per-pixel labels) is not built yet: say so, never crash."""
+    if graph.per_pixel:
+        raise NetspecError(
+            f"{graph.name} has a per-pixel output (`classes {graph.classes} per pixel`); "
+            "netspec train does not train dense outputs yet",
+            hint="check, build, export and run work; train it in PyTorch with "
+            "netspec.build(graph) and a per-pixel cross-entropy (labels [N, H, W])",
+        )
+
+
 @click.command("eval")
 @click.argument("spec", required=False, type=SPEC)
 @set_option
@@ -542,6 +554,7 @@ def eval_cmd(
         raise click.UsageError(
             "missing SPEC (it may be left out only when --weights is a run folder)"
         )
+    _refuse_per_pixel(graph)
     run_settings = saved.get("settings") or {}
     source = data or run_settings.get("data")
     if source is None:
