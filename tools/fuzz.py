@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: Counter[str] = Counter()
     failures: dict[str, list[FuzzFailure]] = {}
     slowest = 0.0
+    slow_once = 0
     start = time.perf_counter()
     n = 0
     while time.perf_counter() - start < args.seconds and (
@@ -42,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         text = generated_spec(rnd) if source == "generated" else mutated_spec(rnd)
         n += 1
         try:
-            verdict = judge(text, torch_check=not args.no_torch)
+            try:
+                verdict = judge(text, torch_check=not args.no_torch)
+            except FuzzFailure as f:
+                if f.kind != "slow":
+                    raise
+                slow_once += 1  # a shared machine pauses a process now and then: time it again
+                verdict = judge(text, torch_check=not args.no_torch)
         except FuzzFailure as f:
             failures.setdefault(f.kind, []).append(f)
             outcomes["FAILED"] += 1
@@ -51,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         slowest = max(slowest, verdict.seconds)
     elapsed = time.perf_counter() - start
     print(f"{n:,} specs in {elapsed:.0f} s (seed {args.seed}); slowest compile {slowest:.2f} s")
+    if slow_once:
+        print(f"  ({slow_once} slow once, in time when run again: counted as passing)")
     for key, count in sorted(outcomes.items()):
         print(f"  {key:<20} {count:>8,}")
     for kind, group in sorted(failures.items()):
