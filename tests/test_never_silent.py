@@ -314,3 +314,22 @@ def test_deeply_nested_indexed_loops_are_bounded_in_linear_time() -> None:
     err = refused(HEAD + f"INPUT -> {body} -> FC(10) -> SOFTMAX\n")
     assert time.perf_counter() - start < 1.0
     assert "1,073,741,824 nodes" in err.message
+
+
+def test_an_undefined_channel_name_is_not_called_a_batch() -> None:
+    err = refused("input [C, 32, 32]\nclasses 10\nINPUT -> FC(10) -> SOFTMAX\n")
+    assert "batch" not in err.message and "undefined name `C`" in err.message
+    err = refused("input [B, 3, 32, 32]\nclasses 10\nINPUT -> FC(10) -> SOFTMAX\n")
+    assert "batch" in err.message
+
+
+def test_a_zero_budget_prints_no_nan_or_inf() -> None:
+    from netspec.summary import summary
+
+    graph, errors = load_spec_text(
+        HEAD + "budget params <= 0, memory <= 0\nINPUT -> FC(10) -> SOFTMAX\n", "t.ns"
+    ).instantiate({}, collect=True)
+    assert graph is not None and len(errors) == 2
+    text = summary(graph, "table")
+    assert "budget params <= 0" in text and "budget memory <= 0" in text
+    assert "nan" not in text.lower() and "inf" not in text.lower()

@@ -54,6 +54,7 @@ from netspec.layers.linear import Dense, Flatten
 from netspec.layers.structure import Input
 
 _MISSING = object()
+_BATCH_NAMES = {"none", "n", "b", "batch", "batch_size", "bs"}  # `input [None, 3, 32, 32]`
 
 
 def compile_spec(path: str | Path, bindings: Mapping[str, Scalar] | None = None) -> Graph:
@@ -282,7 +283,11 @@ class Builder(Expansion):
         assert decl is not None  # Spec refuses a spec without its input
         if decl.shape is not None:
             first = decl.shape[0]
-            if len(decl.shape) > 1 and isinstance(first, ast.Name) and first.id not in env:
+            if (
+                isinstance(first, ast.Name)
+                and first.id not in env
+                and (len(decl.shape) == 4 or first.id.lower() in _BATCH_NAMES)
+            ):
                 rest = ", ".join(self.spec.text_of(e.span) for e in decl.shape[1:])
                 raise NetspecError(
                     f"`{first.id}` looks like a batch dimension; the input is one example",
