@@ -141,7 +141,13 @@ def parse_grid(spec: Spec, items: Iterable[str]) -> dict[str, tuple[int, ...]]:
             raise NetspecError(
                 f"--grid {name} is given twice", hint=f"list every value once: {name}=a,b,c"
             )
-        lookup = {literal(v): i for i, v in enumerate(domain.values)}
+        values = domain.values
+        # A range (`K in 2..1G`) is never listed: a value's index is its offset.
+        lookup = (
+            {literal(v): i for i, v in enumerate(values)}
+            if not isinstance(values, range)
+            else _RangeIndex(values)
+        )
         picked: set[int] = set()
         for token in _grid_tokens(text, name):
             key = _canonical(token, domain)
@@ -154,6 +160,29 @@ def parse_grid(spec: Spec, items: Iterable[str]) -> dict[str, tuple[int, ...]]:
             picked.add(lookup[key])
         out[name] = tuple(sorted(picked))
     return out
+
+
+class _RangeIndex:
+    """`literal(v) -> index` for a range domain, without listing it."""
+
+    def __init__(self, values: range) -> None:
+        self.values = values
+
+    def _value(self, key: str) -> int | None:
+        try:
+            value = int(key)
+        except ValueError:
+            return None
+        return value if value in self.values and literal(value) == key else None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._value(key) is not None
+
+    def __getitem__(self, key: str) -> int:
+        value = self._value(key)
+        if value is None:
+            raise KeyError(key)
+        return value - self.values.start
 
 
 def _grid_tokens(text: str, name: str) -> list[str]:

@@ -333,3 +333,17 @@ def test_a_zero_budget_prints_no_nan_or_inf() -> None:
     text = summary(graph, "table")
     assert "budget params <= 0" in text and "budget memory <= 0" in text
     assert "nan" not in text.lower() and "inf" not in text.lower()
+
+
+def test_explore_a_grid_of_a_huge_range_without_listing_it() -> None:
+    from netspec.explore import explore, parse_grid
+
+    spec = load_spec_text(HEAD + "K in 1..1G\nINPUT -> CONV(2, 1, stride=K) -> FC(10) -> SOFTMAX\n")
+    start = time.perf_counter()
+    grid = parse_grid(spec, ["K=1,3,7"])
+    assert grid == {"K": (0, 2, 6)}
+    result = explore(spec, grid, verify=False)
+    assert sorted(m.bindings["K"] for m in result.members) == [1, 3, 7]
+    with pytest.raises(NetspecError, match="outside its domain"):
+        parse_grid(spec, ["K=0"])
+    assert time.perf_counter() - start < 2.0
