@@ -347,3 +347,19 @@ def test_explore_a_grid_of_a_huge_range_without_listing_it() -> None:
     with pytest.raises(NetspecError, match="outside its domain"):
         parse_grid(spec, ["K=0"])
     assert time.perf_counter() - start < 2.0
+
+
+def test_a_text_too_long_to_parse_quickly_is_refused_before_parsing() -> None:
+    from netspec.frontend.parser import MAX_TOKENS
+
+    chain = " -> ".join(["RELU"] * 30_000)  # 60,000 tokens, about 200 KB
+    text = f"input [3, 8, 8]\nclasses 2\nINPUT -> {chain} -> FC(2) -> SOFTMAX\n"
+    start = time.perf_counter()
+    with pytest.raises(NetspecError) as info:
+        load_spec_text(text, "t.ns")
+    assert time.perf_counter() - start < 1.0
+    err = info.value
+    assert f"longer than {MAX_TOKENS:,} tokens" in err.message
+    assert err.span is not None and err.span.line == 3
+    # comments are free: a long comment is no reason to refuse
+    load_spec_text("# " + "x " * 60_000 + "\n" + HEAD + "INPUT -> FC(10) -> SOFTMAX\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from pathlib import Path
 
 from lark import Lark, Token, v_args
@@ -26,6 +27,11 @@ TABLES_FILE = "netspec.tables.json"
 MAX_NESTING = 100  # brackets of any kind, nested
 MAX_EXPR_DEPTH = 200  # operators chained in one expression (`1 + 1 + ...`)
 MAX_NUMBER = 10**18  # the largest number a spec may write or compute
+# Tokens a spec may hold: parsing costs some 10-25 microseconds a token, so 50,000 parse in
+# about a second (the largest bundled spec has under 2,000; repetitions and blocks keep
+# even a 100,000-layer network short).
+MAX_TOKENS = 50_000
+_TOKEN = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"|[A-Za-z_0-9.]+|->|\*\*|//|[<>=!]=|\S')
 
 # How the grammar's terminals read in an error message.
 _TERMINAL_WORDS = {
@@ -112,6 +118,7 @@ def parse_file(path: str | Path) -> ast.Module:
 def parse_text(text: str, path: str = "<spec>") -> ast.Module:
     """Parse spec text into a syntax tree; errors point at the offending text."""
     register_source(path, text)
+    _check_size(text, path)
     _check_brackets(text, path)
     try:
         tree = _parser().parse(text)
@@ -139,6 +146,27 @@ def _span(
     return Span(
         file=path, line=line, col=col, end_line=end_line or line, end_col=end_col or col + 1
     )
+
+
+def _check_size(text: str, path: str) -> None:
+    """Refuse a text too long to parse quickly, at the token past the limit, before parsing."""
+    if len(text) < MAX_TOKENS:  # fewer characters than the limit: fewer tokens too
+        return
+    count = 0
+    for match in _TOKEN.finditer(text):
+        if match.group().startswith("#"):
+            continue
+        count += 1
+        if count > MAX_TOKENS:
+            start = match.start()
+            line = text.count("\n", 0, start) + 1
+            col = start - (text.rfind("\n", 0, start) + 1) + 1
+            raise NetspecError(
+                f"the spec is longer than {MAX_TOKENS:,} tokens, netspec's limit",
+                _span(path, line, col),
+                hint="write repeated layers as a repetition `[...]*N` or a block; "
+                "the limit keeps a check within about a second",
+            )
 
 
 def _check_brackets(text: str, path: str) -> None:
