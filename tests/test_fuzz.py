@@ -55,3 +55,16 @@ def test_the_judge_fails_a_stray_exception(monkeypatch) -> None:
     monkeypatch.setattr("fuzz_specs.load_spec_text", crash)
     with pytest.raises(FuzzFailure, match="ZeroDivisionError"):
         judge("input [3]\n")
+
+
+# Specs the fuzzer found, kept: each once broke the promise (the class in the comment).
+FOUND = [
+    # torch-forward: GROUPNORM's 32 groups of one value each on a [32] vector; torch refuses it
+    "input [32]\nclasses 2\nINPUT -> GN -> SKIP -> SOFTMAX\n",
+    "input [4, 1, 1]\nclasses 4\nINPUT -> GROUPNORM(4) -> FC(4) -> SOFTMAX\n",
+]
+
+
+@pytest.mark.parametrize("text", FOUND)
+def test_specs_the_fuzzer_found(text: str) -> None:
+    judge(text, time_limit=CI_TIME_LIMIT)

@@ -13,6 +13,7 @@ from netspec.layers.base import (
     Rate,
     Shape,
     ShapeError,
+    fmt_shape,
     numel,
     spatial_dims,
 )
@@ -139,6 +140,12 @@ class GroupNorm(Layer):
                 f"GROUPNORM groups: expected a divisor of the {channels} input channels; "
                 f"received groups={self.groups}",
                 hint=f"the divisors of {channels}: {divisors(channels)}",
+            )
+        if numel(ins[0]) // self.groups < 2:  # PyTorch refuses: nothing to normalize
+            raise ShapeError(
+                f"GROUPNORM groups: each of the {self.groups} groups of [{fmt_shape(ins[0])}] "
+                "would hold one value; a group needs at least two",
+                hint=f"use fewer groups, e.g. GROUPNORM({max(1, self.groups // 2)})",
             )
         return ins[0]
 
