@@ -16,6 +16,7 @@ setup(
     package_dir={"netspec._grammars": "grammars", "netspec._zoo": "specs"},
     package_data={
         "netspec": ["py.typed"],
+        "netspec.serve": ["static/*"],
         "netspec._grammars": ["*.lark", "*.json"],
         "netspec._zoo": ["*.ns"],
     },

@@ -23,6 +23,8 @@ COMMANDS = {
     "bench": ("netspec.commands.export", "bench"),
     "explore": ("netspec.commands.explore", "explore"),
     "zoo": ("netspec.commands.zoo", "zoo"),
+    "draw": ("netspec.commands.draw", "draw"),
+    "serve": ("netspec.commands.serve", "serve"),
 }
 
 

@@ -1,0 +1,390 @@
+"""Diagrams of a network: one box per layer (or per collapsed group), laid out by Graphviz.
+
+The diagram is built from the IR alone (ids, kinds, inputs, shapes and figures), written as
+Graphviz DOT with the `graphviz` package and laid out by the `dot` program. `netspec draw`
+and the playground page (`netspec serve`) both use this module, so there is one layout engine.
+
+    dot = diagram(graph, depth=1, color="macs")   # DOT source text
+    svg = render(dot, "svg")                      # bytes, laid out by Graphviz `dot`
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import shutil
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from netspec.errors import NetspecError
+from netspec.ir.graph import Graph
+
+Metric = Literal["params", "macs", "memory"]
+METRICS: tuple[str, ...] = ("params", "macs", "memory")
+FORMATS = ("svg", "png", "pdf", "dot")
+INSTALL_HINT = (
+    "install Graphviz: `apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` "
+    "(macOS), or see https://graphviz.org/download/; `-o net.dot` needs no Graphviz"
+)
+# Brewer sequential schemes built into Graphviz: level 1 is near white, 9 the darkest.
+SCHEMES = {"params": "blues9", "macs": "oranges9", "memory": "greens9"}
+MAX_PERIOD = 64  # the longest repeated run of layers `collapse` looks for
+
+
+@dataclass
+class Box:
+    """One box of the diagram: a single layer, or a collapsed group of layers."""
+
+    key: str  # the DOT node name: a layer id, or a scope / repetition id
+    nodes: list[Any]  # the IR nodes it stands for, in execution order
+    title: str
+    detail: str
+    scope: str  # the enclosing scope still drawn as a cluster ("" for the top level)
+    implicit: bool = False
+    kind: str = "layer"  # layer | group | repeat | input
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.nodes[-1].shape)
+
+    def figure(self, metric: str) -> int:
+        return sum(int(getattr(n, metric)) for n in self.nodes)
+
+
+@dataclass
+class Diagram:
+    """The boxes and edges of a graph, after collapsing."""
+
+    graph: Graph
+    boxes: list[Box]
+    edges: list[tuple[str, str]]
+    color: str | None = None
+    levels: dict[str, int] = field(default_factory=dict)  # box key -> colour level 1..9
+
+
+def fmt_shape(shape: Iterable[int]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def compact(n: float) -> str:
+    """3211264 -> 3.21M (the figures on a box; the exact ones are in `netspec check`)."""
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}"
+    return f"{n:g}"
+
+
+def kind_text(node: Any) -> str:
+    """`CONV(64, 7, stride=2, padding=3)`: the kind and its main (non-default) arguments."""
+    if node.kind == "input":
+        return "INPUT"
+    from netspec.summary import describe
+
+    text = describe(node)
+    head, sep, rest = text.partition("(")
+    return head.upper() + sep + rest
+
+
+def _depth_of(node_id: str) -> int:
+    return node_id.count(".")
+
+
+def _scope_of(key: str) -> str:
+    return key.rpartition(".")[0]
+
+
+def _span_key(node: Any) -> tuple | None:
+    s = node.span
+    return None if s is None else (s.line, s.col, s.end_line, s.end_col)
+
+
+def build(
+    graph: Graph, depth: int | None = None, collapse: bool = False, color: str | None = None
+) -> Diagram:
+    """Group the graph's nodes into boxes.
+
+    Args:
+        depth: scopes (block calls, named groups, branches) nested deeper than `depth` are
+            drawn as one box each with their subtotals; `None` draws every layer.
+        collapse: draw each top-level scope as one box (`depth` 1 unless given) and each
+            unnamed repetition (`[CONV -> RELU]*3`) as one box.
+        color: shade boxes by their share of `params`, `macs` or `memory`.
+    """
+    if depth is not None and depth < 1:
+        raise NetspecError(f"--depth takes 1 or more; received {depth}")
+    if color is not None and color not in METRICS:
+        raise NetspecError(
+            f"--color takes one of {', '.join(METRICS)}; received `{color}`",
+        )
+    if collapse and depth is None:
+        depth = 1
+    boxes: list[Box] = []
+    owner: dict[str, str] = {}  # node id -> box key
+    by_key: dict[str, Box] = {}
+    for node in graph.nodes:
+        parts = node.id.split(".")
+        if depth is not None and len(parts) > depth:
+            key = ".".join(parts[:depth])
+            box = by_key.get(key)
+            if box is None:
+                box = Box(key, [], key.rpartition(".")[2], "", _scope_of(key), kind="group")
+                by_key[key] = box
+                boxes.append(box)
+            box.nodes.append(node)
+        else:
+            kind = "input" if node.kind == "input" else "layer"
+            box = Box(
+                node.id,
+                [node],
+                parts[-1],
+                kind_text(node),
+                _scope_of(node.id),
+                node.implicit,
+                kind,
+            )
+            by_key[node.id] = box
+            boxes.append(box)
+        owner[node.id] = box.key
+    if collapse:
+        boxes = _fold_repeats(boxes, owner)
+    for box in boxes:
+        if box.kind == "group":
+            n = len(box.nodes)
+            box.detail = f"{n} layer{'s' if n != 1 else ''}"
+    edges: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for node in graph.nodes:
+        for src in node.inputs:
+            edge = (owner[src], owner[node.id])
+            if edge[0] != edge[1] and edge not in seen:
+                seen.add(edge)
+                edges.append(edge)
+    diagram = Diagram(graph, boxes, edges, color)
+    if color:
+        _shade(diagram, color)
+    return diagram
+
+
+def _fold_repeats(boxes: list[Box], owner: dict[str, str]) -> list[Box]:
+    """Fold runs of single-layer boxes that repeat the same source elements (an unnamed
+    repetition such as `[CONV(64) -> RELU]*2`) into one box per run."""
+    out: list[Box] = []
+    i = 0
+    while i < len(boxes):
+        best = (0, 0)  # (layers covered, period)
+        for period in range(1, MAX_PERIOD + 1):
+            keys = _run_keys(boxes, i, period)
+            if keys is None:
+                break
+            count = 1
+            while _run_keys(boxes, i + count * period, period) == keys:
+                count += 1
+            if count >= 2 and count * period > best[0]:
+                best = (count * period, period)
+        covered, period = best
+        if not covered:
+            out.append(boxes[i])
+            i += 1
+            continue
+        run = boxes[i : i + covered]
+        first = run[0]
+        key = f"{first.key}~{run[-1].key}"
+        count = covered // period
+        steps = []
+        for j in range(period):
+            texts = {run[j + k * period].detail for k in range(count)}
+            steps.append(run[j].detail if len(texts) == 1 else run[j].detail.split("(")[0])
+        kinds = " -> ".join(steps)
+        if len(kinds) > 40:
+            kinds = kinds[:37] + "..."
+        box = Box(
+            key,
+            [n for b in run for n in b.nodes],
+            f"{first.title} .. {run[-1].title}",
+            f"[{kinds}] x{count}",
+            first.scope,
+            kind="repeat",
+        )
+        for b in run:
+            for n in b.nodes:
+                owner[n.id] = key
+        out.append(box)
+        i += covered
+    return out
+
+
+def _run_keys(boxes: list[Box], start: int, period: int) -> tuple | None:
+    """The source spans of `period` single layers from `start`, or None if not all are."""
+    if start + period > len(boxes):
+        return None
+    run = boxes[start : start + period]
+    if any(b.kind != "layer" or b.scope != run[0].scope for b in run):
+        return None
+    keys = tuple((b.nodes[0].kind, _span_key(b.nodes[0])) for b in run)
+    return None if any(k[1] is None for k in keys) else keys
+
+
+def _shade(diagram: Diagram, metric: str) -> None:
+    total = sum(b.figure(metric) for b in diagram.boxes)
+    top = max((b.figure(metric) for b in diagram.boxes), default=0)
+    for b in diagram.boxes:
+        value = b.figure(metric)
+        diagram.levels[b.key] = 1 if not value or not top else 1 + math.ceil(8 * value / top)
+    diagram.levels["__total__"] = total
+    diagram.levels["__top__"] = top
+
+
+def _label(box: Box, diagram: Diagram) -> str:
+    esc = html.escape
+    rows = [f"<B>{esc(box.title)}</B>"]
+    if box.detail:
+        rows.append(esc(box.detail))
+    rows.append(esc(fmt_shape(box.shape)))
+    if box.kind in ("group", "repeat"):
+        figures = (
+            f"params {compact(box.figure('params'))} &middot; MACs {compact(box.figure('macs'))}"
+        )
+        rows.append(f'<FONT POINT-SIZE="10">{figures}</FONT>')
+    if diagram.color and box.kind != "input":
+        total = diagram.levels["__total__"]
+        share = box.figure(diagram.color) / total if total else 0.0
+        rows.append(f'<FONT POINT-SIZE="10">{esc(diagram.color)} {share:.1%}</FONT>')
+    if box.implicit:
+        rows.append('<I><FONT POINT-SIZE="10">(implicit)</FONT></I>')
+    return "<" + "<BR/>".join(rows) + ">"
+
+
+def to_dot(diagram: Diagram) -> str:
+    """The DOT source of a diagram: clusters for the scopes still open, one node per box."""
+    import graphviz
+
+    g = graphviz.Digraph(diagram.graph.name)
+    g.attr(rankdir="TB", nodesep="0.25", ranksep="0.3", fontname="Helvetica", ordering="in")
+    g.attr("node", shape="box", style="rounded,filled", fillcolor="white", fontname="Helvetica")
+    g.attr("node", fontsize="11", margin="0.12,0.05")
+    g.attr("edge", arrowsize="0.6", color="#555555")
+    title = diagram.graph.name + (
+        f": {diagram.graph.description}" if diagram.graph.description else ""
+    )
+    g.attr(label=title, labelloc="t", fontsize="14")
+
+    # One cluster per scope that is still open, nested as the scopes are.
+    children: dict[str, list[str]] = {}
+    members: dict[str, list[Box]] = {}
+    for box in diagram.boxes:
+        members.setdefault(box.scope, []).append(box)
+        scope = box.scope
+        while scope:
+            parent = _scope_of(scope)
+            kids = children.setdefault(parent, [])
+            if scope not in kids:
+                kids.append(scope)
+            scope = parent
+
+    def node_attrs(box: Box) -> dict[str, str]:
+        attrs = {"label": _label(box, diagram), "id": "box:" + box.key, "tooltip": box.key}
+        if box.kind == "input":
+            attrs["shape"] = "box"
+            attrs["style"] = "filled"
+            attrs["fillcolor"] = "#eeeeee"
+        elif box.kind in ("group", "repeat"):
+            attrs["style"] = "rounded,filled,bold"
+            attrs["peripheries"] = "2"
+        if box.implicit:
+            attrs["style"] = "rounded,filled,dashed"
+            attrs["color"] = "#888888"
+        if diagram.color and box.kind != "input":
+            level = diagram.levels[box.key]
+            attrs["fillcolor"] = f"/{SCHEMES[diagram.color]}/{level}"
+            if level >= 7:
+                attrs["fontcolor"] = "white"
+        return attrs
+
+    def fill(target: Any, scope: str) -> None:
+        for box in members.get(scope, []):
+            target.node(box.key, **node_attrs(box))
+        for child in children.get(scope, []):
+            with target.subgraph(name="cluster_" + child) as sub:
+                sub.attr(
+                    label=child.rpartition(".")[2],
+                    style="rounded,dashed",
+                    color="#999999",
+                    fontsize="11",
+                    id="scope:" + child,
+                )
+                fill(sub, child)
+
+    fill(g, "")
+    for a, b in diagram.edges:
+        g.edge(a, b)
+    if diagram.color:
+        g.node("__legend__", label=_legend(diagram), shape="plaintext", style="")
+    return g.source
+
+
+def _legend(diagram: Diagram) -> str:
+    metric = diagram.color or ""
+    total = diagram.levels["__total__"]
+    top = diagram.levels["__top__"]
+    rows = [f'<TR><TD COLSPAN="2"><B>{metric}</B> (total {compact(total)})</TD></TR>']
+    rows.append(f'<TR><TD BGCOLOR="/{SCHEMES[metric]}/1"> </TD><TD ALIGN="LEFT">0</TD></TR>')
+    for level in range(2, 10):
+        lo = (level - 2) / 8 * top / total if total else 0
+        hi = (level - 1) / 8 * top / total if total else 0
+        rows.append(
+            f'<TR><TD BGCOLOR="/{SCHEMES[metric]}/{level}">    </TD>'
+            f'<TD ALIGN="LEFT">{lo:.1%} - {hi:.1%}</TD></TR>'
+        )
+    return '<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0">' + "".join(rows) + "</TABLE>>"
+
+
+def render(source: str, fmt: str = "svg", timeout: float | None = None) -> bytes:
+    """Lay out DOT `source` with Graphviz `dot` and return the `fmt` output (`dot`: the text).
+
+    Raises:
+        NetspecError: Graphviz is not installed (with how to install it), the layout took
+            longer than `timeout` seconds, or `dot` failed.
+    """
+    if fmt not in FORMATS:
+        raise NetspecError(
+            f"cannot draw to `{fmt}`: the formats are {', '.join(FORMATS)}",
+            hint="name the output file with one of these suffixes, e.g. -o net.svg",
+        )
+    if fmt == "dot":
+        return source.encode()
+    exe = shutil.which("dot")
+    if exe is None:
+        raise NetspecError("Graphviz's `dot` program is not installed", hint=INSTALL_HINT)
+    try:
+        done = subprocess.run(
+            [exe, f"-T{fmt}"],
+            input=source.encode(),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise NetspecError(
+            f"Graphviz took longer than {timeout:g} s to lay out the diagram",
+            hint="draw fewer boxes: --collapse, or --depth 1",
+        ) from None
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        raise NetspecError(
+            "Graphviz `dot` failed: " + (message[-1] if message else f"exit {done.returncode}")
+        )
+    return done.stdout
+
+
+def draw(
+    graph: Graph,
+    fmt: str = "svg",
+    depth: int | None = None,
+    collapse: bool = False,
+    color: str | None = None,
+    timeout: float | None = None,
+) -> bytes:
+    """The diagram of `graph` as `fmt` bytes (svg, png, pdf, or the DOT text)."""
+    return render(to_dot(build(graph, depth, collapse, color)), fmt, timeout)

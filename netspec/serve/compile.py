@@ -1,0 +1,171 @@
+"""Compile spec text for the playground: the summary, budgets, diagram and errors as JSON.
+
+Nothing here touches the network or the file system, so the tests call it directly.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from netspec.errors import NetspecError, SpecErrors, render_error
+
+_NETWORK = re.compile(r'^network\s+\w+\s+"([^"]*)"', re.M)
+SOURCE_NAME = "<editor>"  # the file name in the page's errors, as `check` shows a file's
+MAX_BOXES = 400  # a diagram over this many boxes is collapsed first, then left out
+DOT_TIMEOUT_S = 5.0
+# The error renderer reads source text from one table by file name, and a Spec's caches
+# are not shared across threads: one compile at a time (each takes milliseconds).
+_LOCK = threading.Lock()
+
+
+def zoo_dir() -> Path:
+    """The folder of the specs shipped with netspec: `specs/` in a checkout, else in the wheel."""
+    try:
+        from netspec.zoo import zoo_dir as shipped  # type: ignore[import-not-found]
+
+        return Path(shipped())
+    except ImportError:
+        here = Path(__file__).resolve().parents[2] / "specs"
+        return here if here.is_dir() else Path(__file__).resolve().parents[1] / "_zoo"
+
+
+def zoo() -> list[dict[str, str]]:
+    """The zoo menu: each spec's name and first comment line (its title)."""
+    out = []
+    for path in sorted(zoo_dir().glob("*.ns")):
+        head = path.read_text(encoding="utf-8")[:4096]
+        match = _NETWORK.search(head)
+        out.append({"name": path.stem, "title": match.group(1) if match else ""})
+    return out
+
+
+def zoo_text(name: str) -> str | None:
+    names = {p.stem: p for p in zoo_dir().glob("*.ns")}
+    path = names.get(name)
+    return path.read_text(encoding="utf-8") if path else None
+
+
+def error_json(err: NetspecError) -> dict[str, Any]:
+    """An error as the editor shows it: where (1-based line/col, end exclusive), what, hint."""
+    span = err.span
+    where = None
+    if span is not None and span.file == SOURCE_NAME:
+        where = {
+            "line": span.line,
+            "col": span.col,
+            "end_line": span.end_line,
+            "end_col": span.end_col,
+        }
+    return {
+        "message": err.message,
+        "hint": err.hint,
+        "notes": list(err.notes),
+        "span": where,
+        "rendered": render_error(err),
+    }
+
+
+def _flatten(err: NetspecError) -> list[NetspecError]:
+    return list(err.errors) if isinstance(err, SpecErrors) else [err]
+
+
+def compile_text(
+    text: str,
+    bindings: str = "",
+    depth: int | None = None,
+    collapse: bool = False,
+    color: str | None = None,
+    diagram: bool = True,
+) -> dict[str, Any]:
+    """Compile `text` as `netspec check` would and return everything the page shows."""
+    from netspec.commands.options import parse_bindings
+    from netspec.ir.build import load_spec_text
+
+    start = time.perf_counter()
+    out: dict[str, Any] = {"ok": False, "errors": [], "graph": None, "svg": None, "note": None}
+    with _LOCK:
+        graph = None
+        errors: list[NetspecError] = []
+        try:
+            values = parse_bindings((bindings,)) if bindings.strip() else {}
+            spec = load_spec_text(text, SOURCE_NAME)
+            out["free"] = sorted(spec.free)
+            graph, errors = spec.instantiate(values, collect=True)
+        except NetspecError as e:
+            errors = _flatten(e)
+        out["errors"] = [error_json(e) for e in errors]
+    if graph is not None:
+        out["graph"] = summary_json(graph)
+        if diagram:
+            out["svg"], out["note"] = _diagram(graph, depth, collapse, color)
+    out["ok"] = graph is not None and not errors
+    out["ms"] = round((time.perf_counter() - start) * 1000, 1)
+    return out
+
+
+def summary_json(graph: Any) -> dict[str, Any]:
+    """The check table's rows, totals and budget verdicts (numbers exact, as the IR has them)."""
+    from netspec.draw import fmt_shape, kind_text
+
+    rows = []
+    for node in graph.nodes:
+        span = node.span
+        rows.append(
+            {
+                "id": node.id,
+                "kind": kind_text(node),
+                "shape": fmt_shape(node.shape),
+                "memory": node.memory,
+                "params": node.params,
+                "macs": node.macs,
+                "implicit": node.implicit,
+                "line": span.line if span is not None and span.file == SOURCE_NAME else None,
+                "col": span.col if span is not None and span.file == SOURCE_NAME else None,
+            }
+        )
+    t = graph.totals
+    return {
+        "name": graph.name,
+        "description": graph.description,
+        "rows": rows,
+        "totals": {
+            "params": t.params,
+            "trainable_params": t.trainable_params,
+            "buffers": t.buffers,
+            "macs": t.macs,
+            "flops": t.flops,
+            "memory_elements": t.memory_elements,
+            "memory_bytes": t.memory_bytes,
+            "dtype": t.dtype,
+        },
+        "output": fmt_shape(graph.output_shape),
+        "classes": graph.classes,
+        "budgets": [
+            {"metric": b.metric, "op": b.op, "limit": b.limit, "value": b.value, "ok": b.ok}
+            for b in graph.budgets
+        ],
+    }
+
+
+def _diagram(
+    graph: Any, depth: int | None, collapse: bool, color: str | None
+) -> tuple[str | None, str | None]:
+    from netspec import draw
+
+    note = None
+    try:
+        built = draw.build(graph, depth=depth, collapse=collapse, color=color)
+        if len(built.boxes) > MAX_BOXES and not collapse:
+            built = draw.build(graph, depth=depth, collapse=True, color=color)
+            note = f"{len(graph.nodes):,} layers: drawn collapsed"
+        if len(built.boxes) > MAX_BOXES:
+            return None, f"{len(built.boxes):,} boxes even collapsed: no diagram (over {MAX_BOXES})"
+        svg = draw.render(draw.to_dot(built), "svg", timeout=DOT_TIMEOUT_S).decode()
+    except NetspecError as e:
+        return None, e.message + (f" ({e.hint})" if e.hint else "")
+    start = svg.find("<svg")
+    return (svg[start:] if start >= 0 else svg), note

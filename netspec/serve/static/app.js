@@ -1,0 +1,205 @@
+// The playground page: compile on every pause in typing, show the summary, diagram and errors.
+"use strict";
+(function () {
+  const DEBOUNCE_MS = 30;
+  const $ = (id) => document.getElementById(id);
+  const fmt = (n) => Number(n).toLocaleString("en-US");
+  const state = { seq: 0, shown: 0, controller: null, timer: null, lastEdit: 0, result: null, rows: [] };
+  const page = (window.netspecPlayground = { updates: 0, latencyMs: null, state });
+
+  function compact(n) {
+    for (const [div, s] of [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "K"]]) {
+      if (Math.abs(n) >= div) return (n / div).toPrecision(3).replace(/\.?0+$/, "") + s;
+    }
+    return String(n);
+  }
+  function el(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") e.className = v; else if (k.startsWith("data-")) e.setAttribute(k, v); else e[k] = v;
+    }
+    for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+    return e;
+  }
+  function options() {
+    return {
+      text: NetspecEditor.getText(page.view),
+      bindings: $("bindings").value,
+      collapse: $("collapse").checked,
+      depth: $("depth").value ? Number($("depth").value) : null,
+      color: $("color").value || null,
+    };
+  }
+  function schedule() {
+    state.lastEdit = performance.now();
+    clearTimeout(state.timer);
+    state.timer = setTimeout(compile, DEBOUNCE_MS);
+  }
+  async function compile() {
+    const seq = ++state.seq;
+    if (state.controller) state.controller.abort();
+    const controller = (state.controller = new AbortController());
+    setStatus("compiling…", "busy");
+    let result;
+    try {
+      const response = await fetch("/api/compile", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(options()), signal: controller.signal,
+      });
+      result = await response.json();
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      setStatus("server unreachable: " + err.message, "bad");
+      return;
+    }
+    if (seq !== state.seq) return; // a newer edit is on its way
+    show(result);
+    page.latencyMs = performance.now() - state.lastEdit;
+    page.updates += 1;
+    document.body.dataset.updates = String(page.updates);
+  }
+  function setStatus(text, cls) {
+    const s = $("status");
+    s.textContent = text;
+    s.className = "status " + cls;
+  }
+  function show(result) {
+    state.result = result;
+    NetspecEditor.setErrors(page.view, result.errors || []);
+    showErrors(result.errors || []);
+    if (result.graph) {
+      showTotals(result.graph);
+      showTable(result.graph);
+      showDiagram(result.svg, result.note);
+      for (const id of ["totals", "table", "diagram"]) $(id).classList.remove("stale");
+    } else {
+      for (const id of ["totals", "table", "diagram"]) $(id).classList.add("stale");
+    }
+    const n = (result.errors || []).length;
+    if (n) setStatus(`${n} error${n > 1 ? "s" : ""}`, "bad");
+    else setStatus(`ok · ${result.graph.name} · ${compact(result.graph.totals.params)} params · ${compact(result.graph.totals.macs)} MACs · ${result.ms} ms`, "ok");
+  }
+  function showErrors(errors) {
+    const box = $("errors");
+    box.replaceChildren();
+    for (const e of errors) {
+      const where = e.span ? `${e.span.line}:${e.span.col}` : "";
+      const item = el("div", { class: "error", "data-line": e.span ? e.span.line : "", "data-col": e.span ? e.span.col : "" },
+        el("span", { class: "where" }, where ? where + ": " : ""), "error: " + e.message);
+      for (const note of e.notes || []) item.append("\n  " + note);
+      if (e.hint) item.append("\n  hint: " + e.hint);
+      if (e.span) item.onclick = () => NetspecEditor.select(page.view, e.span.line, e.span.col);
+      box.append(item);
+    }
+  }
+  function showTotals(g) {
+    const t = g.totals;
+    const rows = [
+      ["params", fmt(t.params), compact(t.params)],
+      ["non-trainable buffers", fmt(t.buffers), "batch norm running statistics"],
+      ["MACs", fmt(t.macs), compact(t.macs) + " multiply-adds (conv + fc)"],
+      ["FLOPs", fmt(t.flops), compact(t.flops) + " = 2 x MACs"],
+      ["activation memory", fmt(t.memory_elements), "elements, forward, per example"],
+      ["  at " + t.dtype, fmt(t.memory_bytes), "bytes (" + (t.memory_bytes / 2 ** 20).toFixed(1) + " MiB)"],
+      ["output", g.output, g.classes ? g.classes + " classes" : ""],
+    ];
+    const table = el("table", { id: "totals-table" });
+    table.append(el("tr", {}, el("td", { colSpan: 3 }, el("b", {}, g.name + (g.description ? ": " + g.description : "")))));
+    for (const [a, b, c] of rows) table.append(el("tr", {}, el("td", {}, a), el("td", { class: "num" }, b), el("td", { class: "dim" }, c)));
+    for (const b of g.budgets) {
+      const unit = b.metric === "memory" ? " bytes" : "";
+      table.append(el("tr", { class: "budget" },
+        el("td", {}, `budget ${b.metric} ${b.op} ${compact(b.limit)}`),
+        el("td", { class: "num " + (b.ok ? "pass" : "fail") }, b.ok ? "pass" : "FAIL"),
+        el("td", { class: "dim" }, `${fmt(Math.round(b.value))}${unit} (${b.limit ? Math.round((100 * b.value) / b.limit) : 0}% of the limit)`)));
+    }
+    $("totals").replaceChildren(table);
+  }
+  function showTable(g) {
+    state.rows = g.rows;
+    const body = document.createDocumentFragment();
+    for (const r of g.rows) {
+      const tr = el("tr", { class: r.implicit ? "implicit" : "", "data-id": r.id },
+        el("td", {}, r.id), el("td", {}, r.kind + (r.implicit ? " (implicit)" : "")),
+        el("td", { class: "num" }, r.shape), el("td", { class: "num" }, r.memory ? fmt(r.memory) : "-"),
+        el("td", { class: "num" }, r.params ? fmt(r.params) : "-"), el("td", { class: "num" }, r.macs ? fmt(r.macs) : "-"));
+      if (r.line) tr.onclick = () => NetspecEditor.select(page.view, r.line, r.col);
+      body.append(tr);
+    }
+    $("table").tBodies[0].replaceChildren(body);
+  }
+  function showDiagram(svg, note) {
+    $("diagram-note").textContent = note || "";
+    $("diagram").innerHTML = svg || "";
+  }
+  $("diagram").addEventListener("click", (ev) => {
+    const node = ev.target.closest("g.node");
+    if (!node || !node.id.startsWith("box:")) return;
+    const key = node.id.slice(4).split("~")[0];
+    const row = state.rows.find((r) => r.id === key || r.id.startsWith(key + "."));
+    if (row && row.line) NetspecEditor.select(page.view, row.line, row.col);
+  });
+
+  async function load(url) {
+    const r = await fetch(url);
+    const data = await r.json();
+    NetspecEditor.setText(page.view, data.text || "");
+  }
+  async function exportOnnx() {
+    setStatus("exporting ONNX…", "busy");
+    const r = await fetch("/api/export", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ text: NetspecEditor.getText(page.view), bindings: $("bindings").value }),
+    });
+    if (!r.ok) {
+      const data = await r.json();
+      showErrors(data.errors || []);
+      setStatus("export failed", "bad");
+      return;
+    }
+    const blob = await r.blob();
+    const name = (r.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/);
+    const a = el("a", { href: URL.createObjectURL(blob), download: name ? name[1] : "model.onnx" });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    page.exported = { name: a.download, bytes: blob.size };
+    setStatus(`exported ${a.download} (${fmt(blob.size)} bytes)`, "ok");
+  }
+  async function explore() {
+    setStatus("exploring…", "busy");
+    const box = $("explore-result");
+    const r = await fetch("/api/explore", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ text: NetspecEditor.getText(page.view) }),
+    });
+    const data = await r.json();
+    box.hidden = false;
+    box.replaceChildren();
+    if (!data.ok) {
+      box.append(el("div", { class: "error" }, (data.errors || []).map((e) => e.message + (e.hint ? "\nhint: " + e.hint : "")).join("\n")));
+      setStatus("explore failed", "bad");
+      return;
+    }
+    box.append(el("div", {}, `${fmt(data.members)} members${data.sampled ? " (sampled)" : ""}: ${fmt(data.valid)} valid, ${fmt(data.fitting)} within budget; Pareto front of ${data.front.length} (${data.seconds} s)`));
+    box.append(el("img", { src: data.plot, alt: "Pareto front" }));
+    const t = el("table", { id: "front" });
+    t.append(el("tr", {}, el("th", {}, "#"), el("th", {}, "bindings"), el("th", {}, "params"), el("th", {}, "MACs"), el("th", {}, "memory")));
+    for (const m of data.front) t.append(el("tr", {}, el("td", {}, m.number), el("td", {}, m.bindings), el("td", { class: "num" }, fmt(m.params)), el("td", { class: "num" }, fmt(m.macs)), el("td", { class: "num" }, fmt(m.memory))));
+    box.append(t);
+    setStatus("explored", "ok");
+  }
+
+  async function main() {
+    page.view = NetspecEditor.create($("editor"), "", schedule);
+    for (const id of ["bindings"]) $(id).addEventListener("input", schedule);
+    for (const id of ["collapse", "depth", "color"]) $(id).addEventListener("change", schedule);
+    $("export").onclick = exportOnnx;
+    $("explore").onclick = explore;
+    const zoo = await (await fetch("/api/zoo")).json();
+    for (const z of zoo) $("zoo").append(el("option", { value: z.name }, z.name + (z.title ? " — " + z.title : "")));
+    $("zoo").onchange = () => { if ($("zoo").value) load("/api/zoo/" + encodeURIComponent($("zoo").value)); };
+    await load("/api/start");
+  }
+  main();
+})();
