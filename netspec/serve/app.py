@@ -3,7 +3,8 @@
     GET  /                 the page (every asset is served from the package; nothing external)
     GET  /api/start        the spec to open with (`netspec serve SPEC`, or the zoo's first)
     GET  /api/zoo          the zoo menu;  GET /api/zoo/NAME: one zoo spec's text
-    POST /api/compile      {text, bindings, depth, collapse, color} -> summary, errors, SVG
+    POST /api/compile      {text, bindings, depth, collapse, color, diagram, summary}
+                           -> the summary, errors, and diagram (SVG)
     POST /api/export       {text, bindings} -> the ONNX model (checked as `netspec export` does)
     POST /api/explore      {text} -> the design space's Pareto front and its plot (PNG)
 
@@ -115,7 +116,14 @@ def create_app(spec: str | Path | None = None) -> Starlette:
             if color is not None and color not in ("params", "macs", "memory"):
                 raise ValueError("`color` must be params, macs or memory")
             result = await run_in_threadpool(
-                comp.compile_text, text, bindings, depth, bool(data.get("collapse")), color
+                comp.compile_text,
+                text,
+                bindings,
+                depth,
+                bool(data.get("collapse")),
+                color,
+                data.get("diagram", True) is not False,
+                data.get("summary", True) is not False,
             )
             return JSONResponse(result)
 
