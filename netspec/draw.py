@@ -250,7 +250,8 @@ def _label(box: Box, diagram: Diagram) -> str:
     if diagram.color and box.kind != "input":
         total = diagram.levels["__total__"]
         share = box.figure(diagram.color) / total if total else 0.0
-        rows.append(f'<FONT POINT-SIZE="10">{esc(diagram.color)} {share:.1%}</FONT>')
+        shown = "&lt;0.1%" if 0 < share < 0.0005 else f"{share:.1%}"
+        rows.append(f'<FONT POINT-SIZE="10">{esc(diagram.color)} {shown}</FONT>')
     if box.implicit:
         rows.append('<I><FONT POINT-SIZE="10">(implicit)</FONT></I>')
     return "<" + "<BR/>".join(rows) + ">"
@@ -258,7 +259,7 @@ def _label(box: Box, diagram: Diagram) -> str:
 
 def to_dot(diagram: Diagram) -> str:
     """The DOT source of a diagram: clusters for the scopes still open, one node per box."""
-    import graphviz
+    import graphviz  # type: ignore[import-untyped]
 
     g = graphviz.Digraph(diagram.graph.name)
     g.attr(rankdir="TB", nodesep="0.25", ranksep="0.3", fontname="Helvetica", ordering="in")

@@ -79,6 +79,13 @@ def shots(tmp_path_factory) -> Path:
     return path
 
 
+def cannot_start(reason: str) -> None:
+    """Skip, saying why; CI sets NETSPEC_REQUIRE_BROWSER=1 so that there it fails instead."""
+    if os.environ.get("NETSPEC_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"Chromium cannot start (NETSPEC_REQUIRE_BROWSER=1): {reason}")
+    pytest.skip(f"Chromium cannot start: {reason}")
+
+
 @pytest.fixture(scope="module")
 def browser(downloads):
     binary, driver = _which(CHROMIUM), _which(DRIVER)
@@ -106,7 +113,7 @@ def browser(downloads):
         service = webdriver.ChromeService(executable_path=driver)
         drv = webdriver.Chrome(service=service, options=options)
     except Exception as e:  # any failure to start the browser is the one reason to skip
-        pytest.skip(f"Chromium cannot start: {type(e).__name__}: {str(e).splitlines()[0]}")
+        cannot_start(f"{type(e).__name__}: {str(e).splitlines()[0]}")
     drv.execute_cdp_cmd(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
     )

@@ -37,4 +37,6 @@ test "$(grep -c '^zoo:' zoo.txt)" -eq "$(ls "$root"/specs/*.ns | wc -l)"
 "$work/venv/bin/netspec" layers >/dev/null
 "$work/venv/bin/netspec" export mnist_cnn.ns -o mnist_cnn.onnx
 test -s mnist_cnn.onnx
-echo "check_wheel: the installed wheel checks (by file and by zoo name), lists and exports outside the checkout"
+"$work/venv/bin/netspec" draw mnist_cnn.ns -o mnist_cnn.dot && test -s mnist_cnn.dot
+"$work/venv/bin/python" -c 'from netspec.serve.app import STATIC; assert (STATIC / "editor.js").is_file()'
+echo "check_wheel: the installed wheel checks (by file and by zoo name), lists, exports and draws outside the checkout"

@@ -153,8 +153,9 @@
   }
   function showDiagram(svg, note) {
     $("diagram-note").textContent = note || "";
-    $("diagram").innerHTML = svg || "";
-    $("diagram").classList.remove("stale");
+    const box = $("diagram");
+    box.innerHTML = svg || "";
+    box.classList.remove("stale");
   }
   $("diagram").addEventListener("click", (ev) => {
     const node = ev.target.closest("g.node");
