@@ -24,6 +24,7 @@ selenium = pytest.importorskip(
 uvicorn = pytest.importorskip("uvicorn")
 
 from selenium import webdriver  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -198,6 +199,12 @@ def test_playground_in_chromium(server, browser, shots, downloads):
     assert lines[3].find_elements(By.CSS_SELECTOR, ".cm-lintRange-error")
     assert "bad" in drv.find_element(By.ID, "status").get_attribute("class")
     assert "stale" in drv.find_element(By.ID, "table").get_attribute("class")
+    # hovering the underline shows check's message and hint in the editor
+    ActionChains(drv).move_to_element(marks[0]).perform()
+    tip = WebDriverWait(drv, 10).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, ".cm-tooltip-lint")
+    )[0]
+    assert "unknown layer `CONVV`" in tip.text and "hint: did you mean `CONV`" in tip.text
     drv.save_screenshot(str(shots / "3-typo.png"))
 
     # 4. Fix it: the error and the underline go, the table is live again.
@@ -210,6 +217,13 @@ def test_playground_in_chromium(server, browser, shots, downloads):
         lambda d: "stale" not in d.find_element(By.ID, "table").get_attribute("class")
     )
     assert table_ids(drv) == [n.id for n in tiny.nodes]
+    # a row selects its layer in the spec: pool1 is written at line 4, column 25
+    drv.find_element(By.CSS_SELECTOR, '#table tr[data-id="pool1"]').click()
+    head = drv.execute_script(
+        "const v = window.netspecPlayground.view; const h = v.state.selection.main.head;"
+        "const l = v.state.doc.lineAt(h); return [l.number, h - l.from + 1];"
+    )
+    assert head == [4, TINY.split("\n")[3].index("POOL") + 1]
     drv.save_screenshot(str(shots / "4-fixed.png"))
 
     # 5. Export: the browser downloads an ONNX model whose weights are the IR's parameters.
