@@ -10,7 +10,7 @@ update parses, builds and draws in full, and the diagram cache never hits.
   2. server, diagram:        the same spec's diagram (Graphviz dot, SVG), the page's 2nd step;
   3. browser, keystroke to the summary and errors painted, in headless Chromium;
   4. browser, keystroke to the diagram painted.
-(3) and (4) include the page's 30 ms pause detection and need chromium and chromedriver.
+(3) and (4) include the page's 20 ms pause detection and need chromium and chromedriver.
 The target is 100 ms; the ratios print against it.
 """
 
@@ -70,10 +70,11 @@ def stats(samples: list[float]) -> str:
     return f"median {statistics.median(samples):6.1f} ms   p90 {p90:6.1f} ms"
 
 
-def server_side(url: str, text: str, repeat: int) -> tuple[list[float], list[float]]:
+def server_side(url: str, text: str, repeat: int) -> tuple[list[float], ...]:
+    """Round trips from this process (httpx) and the server's own time for each step."""
     import httpx
 
-    summary, diagram = [], []
+    summary, diagram, summary_ms, diagram_ms = [], [], [], []
     with httpx.Client() as client:
         for i in range(repeat + 2):
             body = {"text": variant(text, 1000 + i)}
@@ -86,7 +87,9 @@ def server_side(url: str, text: str, repeat: int) -> tuple[list[float], list[flo
             if i >= 2:  # warm-up
                 summary.append((mid - start) * 1000)
                 diagram.append((end - mid) * 1000)
-    return summary, diagram
+                summary_ms.append(r.json()["ms"])
+                diagram_ms.append(d.json()["ms"])
+    return summary, diagram, summary_ms, diagram_ms
 
 
 def browser_side(url: str, name: str, repeat: int) -> tuple[list[float], list[float]] | str:
@@ -125,7 +128,7 @@ def browser_side(url: str, name: str, repeat: int) -> tuple[list[float], list[fl
             "v.dispatch({selection: {anchor: m.index + m[0].length}}); v.focus();"
         )
         editor = drv.find_element(By.CSS_SELECTOR, "#editor .cm-content")
-        summary, diagram = [], []
+        summary, diagram, parts = [], [], []
         for i in range(repeat + 2):
             before = drv.execute_script(count)
             editor.send_keys("x")
@@ -137,11 +140,21 @@ def browser_side(url: str, name: str, repeat: int) -> tuple[list[float], list[fl
             assert drv.find_elements(By.CSS_SELECTOR, "#diagram svg g.node"), "no diagram"
             page = drv.execute_script(
                 "const p = window.netspecPlayground;"
-                "return {latencyMs: p.latencyMs, diagramLatencyMs: p.diagramLatencyMs};"
+                "return {latencyMs: p.latencyMs, diagramLatencyMs: p.diagramLatencyMs,"
+                " timing: p.timing};"
             )
             if i >= 2:
                 summary.append(float(page["latencyMs"]))
                 diagram.append(float(page["diagramLatencyMs"]))
+                parts.append(page["timing"])
+        print(
+            "  (browser, summary step: median "
+            + ", ".join(
+                f"{k} {statistics.median(p[k] for p in parts):.1f} ms"
+                for k in ("wait", "request", "update", "frame")
+            )
+            + ")"
+        )
         return summary, diagram
     finally:
         drv.quit()
@@ -156,7 +169,7 @@ def main() -> None:
     text = Path(args.spec).read_text()
     proc, url = start_server()
     try:
-        summary, diagram = server_side(url, text, args.repeat)
+        summary, diagram, summary_ms, diagram_ms = server_side(url, text, args.repeat)
         browser = (
             "skipped: --no-browser"
             if args.no_browser
@@ -166,9 +179,12 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=10)
     name = Path(args.spec).name
-    print(f"{name}: playground update latency ({args.repeat} edits each)")
-    print(f"  server, summary and errors    {stats(summary)}")
-    print(f"  server, diagram               {stats(diagram)}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{name}: playground update latency ({args.repeat} edits each; load average {load})")
+    print(f"  server's own time, summary    {stats(summary_ms)}")
+    print(f"  server's own time, diagram    {stats(diagram_ms)}")
+    print(f"  round trip, summary and errors{stats(summary)}")
+    print(f"  round trip, diagram           {stats(diagram)}")
     print(
         f"    the diagram costs {statistics.median(diagram) / statistics.median(summary):.1f}x"
         " the summary"

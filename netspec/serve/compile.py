@@ -5,6 +5,7 @@ Nothing here touches the network or the file system, so the tests call it direct
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import threading
@@ -37,6 +38,7 @@ def zoo_dir() -> Path:
         return here if here.is_dir() else Path(__file__).resolve().parents[1] / "_zoo"
 
 
+@functools.cache
 def zoo() -> list[dict[str, str]]:
     """The zoo menu: each spec's name and first comment line (its title)."""
     out = []

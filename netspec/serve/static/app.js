@@ -1,7 +1,7 @@
 // The playground page: compile on every pause in typing, show the summary, diagram and errors.
 "use strict";
 (function () {
-  const DEBOUNCE_MS = 30;
+  const DEBOUNCE_MS = 20; // a pause in typing this long sends the spec
   const $ = (id) => document.getElementById(id);
   const fmt = (n) => Number(n).toLocaleString("en-US");
   const state = { seq: 0, shown: 0, controller: null, timer: null, lastEdit: 0, result: null, rows: [] };
@@ -57,13 +57,18 @@
     setStatus("compiling…", "busy");
     const body = options();
     let result;
+    const t0 = performance.now();
     try {
       result = await post({ ...body, diagram: false }, controller.signal);
       if (seq !== state.seq) return; // a newer edit is on its way
+      const t1 = performance.now();
       show(result);
+      const t2 = performance.now();
       await painted();
       if (seq !== state.seq) return;
       page.latencyMs = performance.now() - state.lastEdit;
+      // where the time went: the pause, the request, the page update, the next frame
+      page.timing = { wait: t0 - state.lastEdit, request: t1 - t0, update: t2 - t1, frame: performance.now() - t2 };
       page.diagramLatencyMs = null;
       if (result.graph) {
         const drawn = await post({ ...body, summary: false }, controller.signal);
