@@ -10,12 +10,18 @@ and the playground page (`netspec serve`) both use this module, so there is one 
 
 from __future__ import annotations
 
+import atexit
+import functools
 import html
 import math
+import os
+import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from netspec.errors import NetspecError
@@ -285,7 +291,7 @@ def to_dot(diagram: Diagram) -> str:
             scope = parent
 
     def node_attrs(box: Box) -> dict[str, str]:
-        attrs = {"label": _label(box, diagram), "id": "box:" + box.key, "tooltip": box.key}
+        attrs = {"label": _label(box, diagram), "id": "box:" + box.key}
         if box.kind == "input":
             attrs["shape"] = "box"
             attrs["style"] = "filled"
@@ -341,8 +347,14 @@ def _legend(diagram: Diagram) -> str:
     return '<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0">' + "".join(rows) + "</TABLE>>"
 
 
-def render(source: str, fmt: str = "svg", timeout: float | None = None) -> bytes:
+def render(
+    source: str, fmt: str = "svg", timeout: float | None = None, fast: bool = False
+) -> bytes:
     """Lay out DOT `source` with Graphviz `dot` and return the `fmt` output (`dot`: the text).
+
+    Args:
+        fast: for SVG, lay out with Graphviz's built-in font metrics instead of Pango's
+            (`core_plugins`): about three times faster, for the playground's live updates.
 
     Raises:
         NetspecError: Graphviz is not installed (with how to install it), the layout took
@@ -358,6 +370,11 @@ def render(source: str, fmt: str = "svg", timeout: float | None = None) -> bytes
     exe = shutil.which("dot")
     if exe is None:
         raise NetspecError("Graphviz's `dot` program is not installed", hint=INSTALL_HINT)
+    env = None
+    if fast and fmt == "svg":
+        plugins = core_plugins(exe)
+        if plugins is not None:
+            env = {**os.environ, "GVBINDIR": str(plugins)}
     try:
         done = subprocess.run(
             [exe, f"-T{fmt}"],
@@ -365,6 +382,7 @@ def render(source: str, fmt: str = "svg", timeout: float | None = None) -> bytes
             capture_output=True,
             timeout=timeout,
             check=False,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         raise NetspecError(
@@ -377,6 +395,35 @@ def render(source: str, fmt: str = "svg", timeout: float | None = None) -> bytes
             "Graphviz `dot` failed: " + (message[-1] if message else f"exit {done.returncode}")
         )
     return done.stdout
+
+
+@functools.cache
+def core_plugins(exe: str) -> Path | None:
+    """A Graphviz plugin folder holding only the `core` renderers and the `dot` layout.
+
+    `dot` given this folder (GVBINDIR, Graphviz's documented setting) measures text with its
+    built-in font metrics instead of loading Pango and fontconfig, which cost most of the time
+    of a small layout. None when the folder cannot be made; the caller then runs `dot` as is.
+    """
+    try:
+        probe = subprocess.run([exe, "-v"], input=b"", capture_output=True, timeout=10)
+        match = re.search(r'libdir = "([^"]+)"', probe.stderr.decode(errors="replace"))
+        if not match:
+            return None
+        libdir = Path(match.group(1))
+        folder = Path(tempfile.mkdtemp(prefix="netspec-graphviz-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        for pattern in ("libgvplugin_core*", "libgvplugin_dot_layout*"):
+            for lib in libdir.glob(pattern):
+                (folder / lib.name).symlink_to(lib)
+        env = {**os.environ, "GVBINDIR": str(folder)}
+        subprocess.run([exe, "-c"], env=env, capture_output=True, timeout=10, check=True)
+        test = subprocess.run(
+            [exe, "-Tsvg"], input=b"digraph{a}", env=env, capture_output=True, timeout=10
+        )
+        return folder if test.returncode == 0 and b"<svg" in test.stdout else None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def draw(

@@ -161,6 +161,25 @@ def test_render_svg_png_and_dot():
     assert draw.draw(g, "dot").decode() == draw.to_dot(draw.build(g))
 
 
+@needs_dot
+def test_fast_svg_has_the_same_boxes_and_edges():
+    """The playground's SVG (Graphviz's own font metrics, no Pango) draws the same diagram."""
+    g = graph("googlenet")
+    source = draw.to_dot(draw.build(g, depth=2))
+    plugins = draw.core_plugins(shutil.which("dot"))
+    assert plugins is not None and any(p.name.startswith("config") for p in plugins.iterdir())
+    fast, full = draw.render(source, "svg", fast=True), draw.render(source, "svg")
+    assert fast != full  # really laid out differently (text measured without Pango)
+    assert svg_titles(fast) == svg_titles(full)
+    edges = [
+        g_.find(f"{SVG}title").text
+        for svg in (fast, full)
+        for g_ in ET.fromstring(svg).iter(f"{SVG}g")
+        if g_.get("class") == "edge"
+    ]
+    assert edges[: len(edges) // 2] == edges[len(edges) // 2 :]
+
+
 def test_without_graphviz_a_clear_error(monkeypatch):
     monkeypatch.setattr(draw.shutil, "which", lambda name: None)
     g = graph("lenet5")

@@ -128,7 +128,7 @@ def browser_side(url: str, name: str, repeat: int) -> tuple[list[float], list[fl
             "v.dispatch({selection: {anchor: m.index + m[0].length}}); v.focus();"
         )
         editor = drv.find_element(By.CSS_SELECTOR, "#editor .cm-content")
-        summary, diagram, parts = [], [], []
+        summary, diagram, parts, drawn = [], [], [], []
         for i in range(repeat + 2):
             before = drv.execute_script(count)
             editor.send_keys("x")
@@ -141,17 +141,26 @@ def browser_side(url: str, name: str, repeat: int) -> tuple[list[float], list[fl
             page = drv.execute_script(
                 "const p = window.netspecPlayground;"
                 "return {latencyMs: p.latencyMs, diagramLatencyMs: p.diagramLatencyMs,"
-                " timing: p.timing};"
+                " timing: p.timing, diagramTiming: p.diagramTiming};"
             )
             if i >= 2:
                 summary.append(float(page["latencyMs"]))
                 diagram.append(float(page["diagramLatencyMs"]))
                 parts.append(page["timing"])
+                drawn.append(page["diagramTiming"])
         print(
             "  (browser, summary step: median "
             + ", ".join(
                 f"{k} {statistics.median(p[k] for p in parts):.1f} ms"
                 for k in ("wait", "request", "update", "frame")
+            )
+            + ")"
+        )
+        print(
+            "  (browser, diagram step: median "
+            + ", ".join(
+                f"{k} {statistics.median(p[k] for p in drawn):.1f} ms"
+                for k in ("request", "update", "frame")
             )
             + ")"
         )

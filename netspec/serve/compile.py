@@ -198,7 +198,7 @@ def _diagram(
         key = hashlib.sha1(source.encode()).hexdigest()
         svg = _svgs.get(key)
         if svg is None:
-            svg = draw.render(source, "svg", timeout=DOT_TIMEOUT_S).decode()
+            svg = draw.render(source, "svg", timeout=DOT_TIMEOUT_S, fast=True).decode()
             _svgs[key] = svg
             while len(_svgs) > SVG_CACHE:
                 _svgs.popitem(last=False)

@@ -71,12 +71,16 @@
       page.timing = { wait: t0 - state.lastEdit, request: t1 - t0, update: t2 - t1, frame: performance.now() - t2 };
       page.diagramLatencyMs = null;
       if (result.graph) {
+        const t3 = performance.now();
         const drawn = await post({ ...body, summary: false }, controller.signal);
         if (seq !== state.seq) return;
+        const t4 = performance.now();
         showDiagram(drawn.svg, drawn.note);
+        const t5 = performance.now();
         await painted();
         if (seq !== state.seq) return;
         page.diagramLatencyMs = performance.now() - state.lastEdit;
+        page.diagramTiming = { request: t4 - t3, update: t5 - t4, frame: performance.now() - t5 };
       }
     } catch (err) {
       if (err.name === "AbortError") return;
