@@ -93,6 +93,14 @@ def kind_text(node: Any) -> str:
     return head.upper() + sep + rest
 
 
+def _layer_key(node: Any, typed: bool) -> Any:
+    """A hashable key of what a node computes (its kind and arguments), to describe each
+    distinct layer once: a 40,000-fold repetition has two. `typed`: nodes hold their layer."""
+    if typed:
+        return node.layer
+    return (node.kind, repr(getattr(node, "args", None)))
+
+
 def _depth_of(node_id: str) -> int:
     return node_id.count(".")
 
@@ -128,6 +136,13 @@ def build(
         depth = 1
     boxes: list[Box] = []
     owner: dict[str, str] = {}  # node id -> box key
+    texts: dict[Any, str] = {}  # layer key -> kind_text
+    typed = bool(graph.nodes) and "layer" in type(graph.nodes[0]).model_fields
+    if typed:
+        try:
+            hash(graph.nodes[0].layer)
+        except TypeError:
+            typed = False
     by_key: dict[str, Box] = {}
     for node in graph.nodes:
         parts = node.id.split(".")
@@ -141,11 +156,15 @@ def build(
             box.nodes.append(node)
         else:
             kind = "input" if node.kind == "input" else "layer"
+            key = _layer_key(node, typed)
+            text = texts.get(key)
+            if text is None:
+                text = texts[key] = kind_text(node)
             box = Box(
                 node.id,
                 [node],
                 parts[-1],
-                kind_text(node),
+                text,
                 _scope_of(node.id),
                 node.implicit,
                 kind,
@@ -176,16 +195,23 @@ def build(
 def _fold_repeats(boxes: list[Box], owner: dict[str, str]) -> list[Box]:
     """Fold runs of single-layer boxes that repeat the same source elements (an unnamed
     repetition such as `[CONV(64) -> RELU]*2`) into one box per run."""
+    # What a layer was written as: its scope, kind and source span (None: never folded).
+    keys = [
+        (b.scope, b.nodes[0].kind, _span_key(b.nodes[0]))
+        if b.kind == "layer" and b.nodes[0].span is not None
+        else None
+        for b in boxes
+    ]
     out: list[Box] = []
     i = 0
     while i < len(boxes):
         best = (0, 0)  # (layers covered, period)
         for period in range(1, MAX_PERIOD + 1):
-            keys = _run_keys(boxes, i, period)
-            if keys is None:
+            window = keys[i : i + period]
+            if len(window) < period or None in window:
                 break
             count = 1
-            while _run_keys(boxes, i + count * period, period) == keys:
+            while keys[i + count * period : i + (count + 1) * period] == window:
                 count += 1
             if count >= 2 and count * period > best[0]:
                 best = (count * period, period)
@@ -219,17 +245,6 @@ def _fold_repeats(boxes: list[Box], owner: dict[str, str]) -> list[Box]:
         out.append(box)
         i += covered
     return out
-
-
-def _run_keys(boxes: list[Box], start: int, period: int) -> tuple | None:
-    """The source spans of `period` single layers from `start`, or None if not all are."""
-    if start + period > len(boxes):
-        return None
-    run = boxes[start : start + period]
-    if any(b.kind != "layer" or b.scope != run[0].scope for b in run):
-        return None
-    keys = tuple((b.nodes[0].kind, _span_key(b.nodes[0])) for b in run)
-    return None if any(k[1] is None for k in keys) else keys
 
 
 def _shade(diagram: Diagram, metric: str) -> None:

@@ -229,7 +229,9 @@ def test_serve_binds_loopback_and_stays_responsive(tmp_path):
         assert time.perf_counter() - t0 < 1.0
         thread.join(timeout=120)
         data = done["r"].json()
-        assert data["graph"] is not None and len(data["graph"]["rows"]) == 80_004
+        assert data["graph"]["layers"] == 80_004  # the first MAX_ROWS rows travel
+        assert len(data["graph"]["rows"]) == comp.MAX_ROWS
+        assert data["note"] == "80,004 layers: drawn collapsed" and data["svg"]
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -19,6 +19,7 @@ from netspec.errors import NetspecError, SpecErrors, render_error
 _NETWORK = re.compile(r'^network\s+\w+\s+"([^"]*)"', re.M)
 SOURCE_NAME = "<editor>"  # the file name in the page's errors, as `check` shows a file's
 MAX_BOXES = 400  # a diagram over this many boxes is collapsed first, then left out
+MAX_ROWS = 5_000  # table rows sent to the page (the totals always cover every layer)
 DOT_TIMEOUT_S = 5.0
 SVG_CACHE = 32  # diagrams kept by their DOT source: fixing a typo redraws nothing
 _svgs: OrderedDict[str, str] = OrderedDict()
@@ -138,11 +139,12 @@ def _compiled(text: str, bindings: str) -> tuple[Any, list[dict[str, Any]], list
 
 
 def summary_json(graph: Any) -> dict[str, Any]:
-    """The check table's rows, totals and budget verdicts (numbers exact, as the IR has them)."""
+    """The check table's rows (the first MAX_ROWS), totals and budget verdicts, the numbers
+    exact as the IR has them."""
     from netspec.draw import fmt_shape, kind_text
 
     rows = []
-    for node in graph.nodes:
+    for node in graph.nodes[:MAX_ROWS]:
         span = node.span
         rows.append(
             {
@@ -162,6 +164,7 @@ def summary_json(graph: Any) -> dict[str, Any]:
         "name": graph.name,
         "description": graph.description,
         "rows": rows,
+        "layers": len(graph.nodes),  # rows holds the first MAX_ROWS of them
         "totals": {
             "params": t.params,
             "trainable_params": t.trainable_params,
@@ -188,6 +191,8 @@ def _diagram(
 
     note = None
     try:
+        if depth is None and not collapse and len(graph.nodes) > MAX_BOXES:
+            collapse, note = True, f"{len(graph.nodes):,} layers: drawn collapsed"
         built = draw.build(graph, depth=depth, collapse=collapse, color=color)
         if len(built.boxes) > MAX_BOXES and not collapse:
             built = draw.build(graph, depth=depth, collapse=True, color=color)

@@ -158,6 +158,10 @@
       if (r.line) tr.onclick = () => NetspecEditor.select(page.view, r.line, r.col);
       body.append(tr);
     }
+    if (g.layers > g.rows.length) {
+      body.append(el("tr", { class: "more" }, el("td", { colSpan: 6 },
+        `… ${fmt(g.layers - g.rows.length)} more layers (the totals count all ${fmt(g.layers)}; netspec check lists every row)`)));
+    }
     $("table").tBodies[0].replaceChildren(body);
   }
   function showDiagram(svg, note) {
