@@ -7,6 +7,7 @@ import io
 import math
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -232,9 +233,14 @@ def test_serve_binds_loopback_and_stays_responsive(tmp_path):
         assert data["graph"]["layers"] == 80_004  # the first MAX_ROWS rows travel
         assert len(data["graph"]["rows"]) == comp.MAX_ROWS
         assert data["note"] == "80,004 layers: drawn collapsed" and data["svg"]
+        # Ctrl+C stops it cleanly: no traceback, exit status 0
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "stopped" in out and "Traceback" not in err
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def test_serve_refuses_a_missing_spec():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def serve(spec: str | None, host: str, port: int, open_browser: bool) -> None:
 
         webbrowser.open(url)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    server.run(sockets=[sock])
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how a server stops
+        server.run(sockets=[sock])
+    click.echo("netspec playground stopped")
 
 
 def _resolve(spec: str) -> Path:
