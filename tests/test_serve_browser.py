@@ -266,3 +266,17 @@ def test_hostile_repetition_in_chromium(server, browser, shots):
     graph = load_spec(SPECS / "resnet50.ns").instantiate()
     WebDriverWait(drv, 30).until(lambda d: table_ids(d) == [n.id for n in graph.nodes])
     drv.save_screenshot(str(shots / "7-resnet50.png"))
+    # A family: Explore shows the Pareto front that `netspec explore` finds, and its plot.
+    before = updates(drv)
+    Select(drv.find_element(By.ID, "zoo")).select_by_value("cs231n_family")
+    wait_update(drv, before)
+    drv.find_element(By.ID, "explore").click()
+    WebDriverWait(drv, 120).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#explore-result img[src^='data:image/png']")
+    )
+    from netspec.explore import explore
+
+    front = explore(load_spec(SPECS / "cs231n_family.ns")).front
+    rows = drv.find_elements(By.CSS_SELECTOR, "#front tr")[1:]
+    assert [r.find_element(By.TAG_NAME, "td").text for r in rows] == [str(m.number) for m in front]
+    drv.save_screenshot(str(shots / "8-explore.png"))

@@ -40,9 +40,10 @@ def serve(spec: str | None, host: str, port: int, open_browser: bool) -> None:
             raise NetspecError(f"no such spec file: {spec}")
         spec = str(path)
     app = create_app(spec)
-    if host in LOOPBACK:
+    if host in ("127.0.0.1", "localhost"):
+        # Starlette's host check cannot read an IPv6 Host header, so ::1 goes without it
         app = local_only(app)  # type: ignore[assignment]
-    else:
+    elif host not in LOOPBACK:
         click.echo(f"warning: listening on {host}: other machines can reach this page", err=True)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

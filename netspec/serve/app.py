@@ -37,7 +37,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 256 * 1024  # bytes; the largest zoo spec is about 2 KB
 EXPLORE_CAP = 50_000  # members explored in full on the page; larger spaces are sampled
 EXPLORE_SAMPLE = 5_000
-LOCAL_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+LOCAL_HOSTS = ["127.0.0.1", "localhost"]
 
 
 class BodyTooLarge(Exception):

@@ -38,6 +38,7 @@
   function schedule() {
     state.lastEdit = performance.now();
     page.busy = true;
+    $("explore-result").classList.add("stale"); // explored an earlier text
     clearTimeout(state.timer);
     state.timer = setTimeout(() => { state.timer = null; compile(); }, DEBOUNCE_MS);
   }
@@ -213,7 +214,8 @@
     });
     const data = await r.json();
     box.hidden = false;
-    box.replaceChildren();
+    box.classList.remove("stale");
+    box.replaceChildren(el("button", { class: "close", title: "close", onclick: () => { box.hidden = true; } }, "×"));
     if (!data.ok) {
       box.append(el("div", { class: "error" }, (data.errors || []).map((e) => e.message + (e.hint ? "\nhint: " + e.hint : "")).join("\n")));
       setStatus("explore failed", "bad");
