@@ -140,7 +140,7 @@ def build(
     typed = bool(graph.nodes) and "layer" in type(graph.nodes[0]).model_fields
     if typed:
         try:
-            hash(graph.nodes[0].layer)
+            hash(getattr(graph.nodes[0], "layer"))  # noqa: B009 (not on every IR version)
         except TypeError:
             typed = False
     by_key: dict[str, Box] = {}
