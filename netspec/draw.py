@@ -4,8 +4,10 @@ The diagram is built from the IR alone (ids, kinds, inputs, shapes and figures),
 Graphviz DOT with the `graphviz` package and laid out by the `dot` program. `netspec draw`
 and the playground page (`netspec serve`) both use this module, so there is one layout engine.
 
-    dot = diagram(graph, depth=1, color="macs")   # DOT source text
-    svg = render(dot, "svg")                      # bytes, laid out by Graphviz `dot`
+    boxes = build(graph, depth=1, color="macs")   # boxes and edges, after collapsing
+    source = to_dot(boxes)                        # DOT text (the `graphviz` package)
+    svg = render(source, "svg")                   # bytes, laid out by Graphviz `dot`
+    svg = draw(graph, "svg", collapse=True)       # the three at once
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from netspec.errors import NetspecError
 from netspec.ir.graph import Graph
 
-Metric = Literal["params", "macs", "memory"]
 METRICS: tuple[str, ...] = ("params", "macs", "memory")
 FORMATS = ("svg", "png", "pdf", "dot")
 INSTALL_HINT = (
@@ -68,6 +69,8 @@ class Diagram:
     edges: list[tuple[str, str]]
     color: str | None = None
     levels: dict[str, int] = field(default_factory=dict)  # box key -> colour level 1..9
+    total: int = 0  # the colour metric summed over every box
+    top: int = 0  # and its largest box's figure
 
 
 def fmt_shape(shape: Iterable[int]) -> str:
@@ -99,10 +102,6 @@ def _layer_key(node: Any, typed: bool) -> Any:
     if typed:
         return node.layer
     return (node.kind, repr(getattr(node, "args", None)))
-
-
-def _depth_of(node_id: str) -> int:
-    return node_id.count(".")
 
 
 def _scope_of(key: str) -> str:
@@ -248,13 +247,12 @@ def _fold_repeats(boxes: list[Box], owner: dict[str, str]) -> list[Box]:
 
 
 def _shade(diagram: Diagram, metric: str) -> None:
-    total = sum(b.figure(metric) for b in diagram.boxes)
-    top = max((b.figure(metric) for b in diagram.boxes), default=0)
-    for b in diagram.boxes:
-        value = b.figure(metric)
-        diagram.levels[b.key] = 1 if not value or not top else 1 + math.ceil(8 * value / top)
-    diagram.levels["__total__"] = total
-    diagram.levels["__top__"] = top
+    """Levels 2..9 split (0, largest box] in eighths; level 1 is a box with none of `metric`."""
+    figures = {b.key: b.figure(metric) for b in diagram.boxes}
+    diagram.total = sum(figures.values())
+    diagram.top = max(figures.values(), default=0)
+    for key, value in figures.items():
+        diagram.levels[key] = 1 if not value else 1 + math.ceil(8 * value / diagram.top)
 
 
 def _label(box: Box, diagram: Diagram) -> str:
@@ -269,7 +267,7 @@ def _label(box: Box, diagram: Diagram) -> str:
         )
         rows.append(f'<FONT POINT-SIZE="10">{figures}</FONT>')
     if diagram.color and box.kind != "input":
-        total = diagram.levels["__total__"]
+        total = diagram.total
         share = box.figure(diagram.color) / total if total else 0.0
         shown = "&lt;0.1%" if 0 < share < 0.0005 else f"{share:.1%}"
         rows.append(f'<FONT POINT-SIZE="10">{esc(diagram.color)} {shown}</FONT>')
@@ -348,8 +346,7 @@ def to_dot(diagram: Diagram) -> str:
 
 def _legend(diagram: Diagram) -> str:
     metric = diagram.color or ""
-    total = diagram.levels["__total__"]
-    top = diagram.levels["__top__"]
+    total, top = diagram.total, diagram.top
     rows = [f'<TR><TD COLSPAN="2"><B>{metric}</B> (total {compact(total)})</TD></TR>']
     rows.append(f'<TR><TD BGCOLOR="/{SCHEMES[metric]}/1"> </TD><TD ALIGN="LEFT">0</TD></TR>')
     for level in range(2, 10):
