@@ -136,7 +136,8 @@ def create_app(spec: str | Path | None = None) -> Starlette:
                 name, blob = await run_in_threadpool(export_onnx, text, bindings)
             except NetspecError as e:
                 return JSONResponse(
-                    {"ok": False, "errors": [comp.error_json(x) for x in comp._flatten(e)]}, 400
+                    {"ok": False, "errors": [comp.error_json(x) for x in comp.flatten_errors(e)]},
+                    400,
                 )
             return Response(
                 blob,
@@ -153,7 +154,8 @@ def create_app(spec: str | Path | None = None) -> Starlette:
                 result = await run_in_threadpool(explore_json, text)
             except NetspecError as e:
                 return JSONResponse(
-                    {"ok": False, "errors": [comp.error_json(x) for x in comp._flatten(e)]}, 400
+                    {"ok": False, "errors": [comp.error_json(x) for x in comp.flatten_errors(e)]},
+                    400,
                 )
             return JSONResponse(result)
 
@@ -190,7 +192,7 @@ def _graph(text: str, bindings: str) -> Any:
     from netspec.commands.options import parse_bindings
     from netspec.ir.build import load_spec_text
 
-    with comp._LOCK:
+    with comp.LOCK:
         return load_spec_text(text, comp.SOURCE_NAME).instantiate(
             parse_bindings((bindings,)) if bindings.strip() else {}
         )
@@ -218,7 +220,7 @@ def explore_json(text: str) -> dict[str, Any]:
     from netspec import explore as ex
     from netspec.ir.build import load_spec_text
 
-    with comp._LOCK:
+    with comp.LOCK:
         spec = load_spec_text(text, comp.SOURCE_NAME)
         space_size = ex.Space.of(spec, None).size if spec.free else 0
         sample = EXPLORE_SAMPLE if space_size > EXPLORE_CAP else None

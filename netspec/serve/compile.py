@@ -1,6 +1,5 @@
-"""Compile spec text for the playground: the summary, budgets, diagram and errors as JSON.
-
-Nothing here touches the network or the file system, so the tests call it directly.
+"""Compile spec text for the playground: the summary, budgets, diagram and errors as JSON,
+and the zoo menu. Plain functions of text (no HTTP), so the tests call them directly.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ SVG_CACHE = 32  # diagrams kept by their DOT source: fixing a typo redraws nothi
 _svgs: OrderedDict[str, str] = OrderedDict()
 # The error renderer reads source text from one table by file name, and a Spec's caches
 # are not shared across threads: one compile at a time (each takes milliseconds).
-_LOCK = threading.Lock()
+LOCK = threading.Lock()
 
 
 def zoo_dir() -> Path:
@@ -41,7 +40,7 @@ def zoo_dir() -> Path:
 
 @functools.cache
 def zoo() -> list[dict[str, str]]:
-    """The zoo menu: each spec's name and first comment line (its title)."""
+    """The zoo menu: each spec's name and its `network` line's description (its title)."""
     out = []
     for path in sorted(zoo_dir().glob("*.ns")):
         head = path.read_text(encoding="utf-8")[:4096]
@@ -76,7 +75,7 @@ def error_json(err: NetspecError) -> dict[str, Any]:
     }
 
 
-def _flatten(err: NetspecError) -> list[NetspecError]:
+def flatten_errors(err: NetspecError) -> list[NetspecError]:
     return list(err.errors) if isinstance(err, SpecErrors) else [err]
 
 
@@ -117,7 +116,7 @@ def _compiled(text: str, bindings: str) -> tuple[Any, list[dict[str, Any]], list
     from netspec.ir.build import load_spec_text
 
     key = (text, bindings)
-    with _LOCK:
+    with LOCK:
         hit = _last.get(key)
         if hit is not None:
             return hit
@@ -130,7 +129,7 @@ def _compiled(text: str, bindings: str) -> tuple[Any, list[dict[str, Any]], list
             free = sorted(spec.free)
             graph, errors = spec.instantiate(values, collect=True)
         except NetspecError as e:
-            errors = _flatten(e)
+            errors = flatten_errors(e)
         # rendered here: the error renderer's source table holds this text only under the lock
         shown = [error_json(e) for e in errors]
         _last.clear()
