@@ -7,7 +7,7 @@ figure is the median (and p90) over --repeat edits that each type one more lette
 network's name (`network resnet50a`, `resnet50ab`, ...): every edit is a new spec, so each
 update parses, builds and draws in full, and the diagram cache never hits.
   1. server, summary:        POST /api/compile without the diagram, over HTTP;
-  2. server, diagram:        the same spec's diagram (Graphviz dot, SVG), the page's 2nd step;
+  2. server, diagram:        the same spec's diagram (Graphviz dot, SVG), its 2nd request;
   3. browser, keystroke to the summary and errors painted, in headless Chromium;
   4. browser, keystroke to the diagram painted.
 (3) and (4) include the page's 20 ms pause detection and need chromium and chromedriver.
@@ -190,20 +190,23 @@ def main() -> None:
     name = Path(args.spec).name
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{name}: playground update latency ({args.repeat} edits each; load average {load})")
-    print(f"  server's own time, summary    {stats(summary_ms)}")
-    print(f"  server's own time, diagram    {stats(diagram_ms)}")
-    print(f"  round trip, summary and errors{stats(summary)}")
-    print(f"  round trip, diagram           {stats(diagram)}")
+    for label, samples in (
+        ("server's own time, summary", summary_ms),
+        ("server's own time, diagram", diagram_ms),
+        ("round trip (httpx), summary", summary),
+        ("round trip (httpx), diagram", diagram),
+    ):
+        print(f"  {label:<44}{stats(samples)}")
     print(
         f"    the diagram costs {statistics.median(diagram) / statistics.median(summary):.1f}x"
         " the summary"
     )
     if isinstance(browser, str):
-        print(f"  browser                       {browser}")
+        print(f"  {'browser':<44}{browser}")
         return
     for label, samples in (("summary and errors", browser[0]), ("diagram", browser[1])):
         med = statistics.median(samples)
-        print(f"  browser, keystroke to {label:<18}{stats(samples)}")
+        print(f"  {'browser, keystroke to ' + label + ' painted':<44}{stats(samples)}")
         print(
             f"    {med / TARGET_MS:.2f}x the {TARGET_MS:.0f} ms target"
             f" ({'within' if med <= TARGET_MS else 'OVER'} it at the median)"

@@ -49,45 +49,47 @@
     return response.json();
   }
   const painted = () => new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)));
-  // Two steps per edit: the summary and errors first (milliseconds), then the diagram
-  // (Graphviz), so the table never waits for the layout. A newer edit cancels both.
+  // Two requests per edit, sent together: the summary and errors (milliseconds) and the
+  // diagram (Graphviz). Each part of the page updates when its answer arrives, so the table
+  // never waits for the layout; the server compiles once for both. A newer edit cancels both.
   async function compile() {
     const seq = ++state.seq;
     if (state.controller) state.controller.abort();
     const controller = (state.controller = new AbortController());
     setStatus("compiling…", "busy");
     const body = options();
-    let result;
     const t0 = performance.now();
-    try {
-      result = await post({ ...body, diagram: false }, controller.signal);
-      if (seq !== state.seq) return; // a newer edit is on its way
+    const current = () => seq === state.seq;
+    const summary = post({ ...body, diagram: false }, controller.signal).then(async (result) => {
+      if (!current()) return;
       const t1 = performance.now();
       show(result);
       const t2 = performance.now();
       await painted();
-      if (seq !== state.seq) return;
+      if (!current()) return;
       page.latencyMs = performance.now() - state.lastEdit;
       // where the time went: the pause, the request, the page update, the next frame
       page.timing = { wait: t0 - state.lastEdit, request: t1 - t0, update: t2 - t1, frame: performance.now() - t2 };
-      page.diagramLatencyMs = null;
-      if (result.graph) {
-        const t3 = performance.now();
-        const drawn = await post({ ...body, summary: false }, controller.signal);
-        if (seq !== state.seq) return;
-        const t4 = performance.now();
-        showDiagram(drawn.svg, drawn.note);
-        const t5 = performance.now();
-        await painted();
-        if (seq !== state.seq) return;
-        page.diagramLatencyMs = performance.now() - state.lastEdit;
-        page.diagramTiming = { request: t4 - t3, update: t5 - t4, frame: performance.now() - t5 };
-      }
+    });
+    const diagram = post({ ...body, summary: false }, controller.signal).then(async (drawn) => {
+      if (!current()) return;
+      const t1 = performance.now();
+      if (drawn.svg || drawn.note) showDiagram(drawn.svg, drawn.note);
+      else $("diagram").classList.add("stale"); // no graph: keep the last diagram, dimmed
+      const t2 = performance.now();
+      await painted();
+      if (!current()) return;
+      page.diagramLatencyMs = performance.now() - state.lastEdit;
+      page.diagramTiming = { request: t1 - t0, update: t2 - t1, frame: performance.now() - t2 };
+    });
+    try {
+      await Promise.all([summary, diagram]);
     } catch (err) {
       if (err.name === "AbortError") return;
-      setStatus("server unreachable: " + err.message, "bad");
+      if (current()) setStatus("server unreachable: " + err.message, "bad");
       return;
     }
+    if (!current()) return;
     page.updates += 1;
     page.busy = state.timer !== null;
     document.body.dataset.updates = String(page.updates);
@@ -106,7 +108,7 @@
       showTable(result.graph);
       for (const id of ["totals", "table"]) $(id).classList.remove("stale");
     } else {
-      for (const id of ["totals", "table", "diagram"]) $(id).classList.add("stale");
+      for (const id of ["totals", "table"]) $(id).classList.add("stale");
     }
     const n = (result.errors || []).length;
     if (n) setStatus(`${n} error${n > 1 ? "s" : ""}`, "bad");
