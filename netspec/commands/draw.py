@@ -32,8 +32,9 @@ from netspec.errors import NetspecError
 )
 @click.option(
     "--depth",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
+    metavar="N",
     help="draw scopes nested deeper than N as one box each (1: top-level groups only)",
 )
 @click.option(
