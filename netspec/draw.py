@@ -104,6 +104,14 @@ def _layer_key(node: Any, typed: bool) -> Any:
     return (node.kind, repr(getattr(node, "args", None)))
 
 
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _scope_of(key: str) -> str:
     return key.rpartition(".")[0]
 
@@ -136,12 +144,9 @@ def build(
     boxes: list[Box] = []
     owner: dict[str, str] = {}  # node id -> box key
     texts: dict[Any, str] = {}  # layer key -> kind_text
-    typed = bool(graph.nodes) and "layer" in type(graph.nodes[0]).model_fields
-    if typed:
-        try:
-            hash(getattr(graph.nodes[0], "layer"))  # noqa: B009 (not on every IR version)
-        except TypeError:
-            typed = False
+    # Nodes that hold their validated layer (hashable) key it directly; else kind and args.
+    first = getattr(graph.nodes[0], "layer", None) if graph.nodes else None
+    typed = first is not None and _hashable(first)
     by_key: dict[str, Box] = {}
     for node in graph.nodes:
         parts = node.id.split(".")

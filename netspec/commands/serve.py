@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import socket
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def serve(spec: str | None, host: str, port: int, open_browser: bool) -> None:
         raise NetspecError(
             "netspec serve needs uvicorn and starlette", hint="pip install uvicorn starlette"
         ) from None
+    from starlette.types import ASGIApp
+
     from netspec.serve.app import create_app, local_only
 
     if spec is not None:
@@ -39,10 +42,10 @@ def serve(spec: str | None, host: str, port: int, open_browser: bool) -> None:
         if not path.is_file():
             raise NetspecError(f"no such spec file: {spec}")
         spec = str(path)
-    app = create_app(spec)
+    app: ASGIApp = create_app(spec)
     if host in ("127.0.0.1", "localhost"):
         # Starlette's host check cannot read an IPv6 Host header, so ::1 goes without it
-        app = local_only(app)  # type: ignore[assignment]
+        app = local_only(app)
     elif host not in LOOPBACK:
         click.echo(f"warning: listening on {host}: other machines can reach this page", err=True)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -69,9 +72,7 @@ def serve(spec: str | None, host: str, port: int, open_browser: bool) -> None:
 
 
 def _resolve(spec: str) -> Path:
-    try:
-        from netspec.zoo import resolve  # type: ignore[import-not-found]
-
-        return Path(resolve(spec))
+    try:  # `zoo:resnet50` (netspec.zoo, imported by name: newer than this command)
+        return Path(importlib.import_module("netspec.zoo").resolve(spec))
     except ImportError:
         return Path(spec)

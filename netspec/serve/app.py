@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from netspec.errors import NetspecError
 from netspec.serve import compile as comp
@@ -183,7 +184,7 @@ async def _warm(app: Starlette) -> AsyncIterator[None]:
     yield
 
 
-def local_only(app: Starlette) -> TrustedHostMiddleware:
+def local_only(app: ASGIApp) -> TrustedHostMiddleware:
     """Refuse requests whose Host is not this machine (a page elsewhere rebinding a name)."""
     return TrustedHostMiddleware(app, allowed_hosts=LOCAL_HOSTS)
 

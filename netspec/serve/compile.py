@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import re
 import threading
 import time
@@ -29,10 +30,8 @@ LOCK = threading.Lock()
 
 def zoo_dir() -> Path:
     """The folder of the specs shipped with netspec: `specs/` in a checkout, else in the wheel."""
-    try:
-        from netspec.zoo import zoo_dir as shipped  # type: ignore[import-not-found]
-
-        return Path(shipped())
+    try:  # netspec.zoo knows where a wheel keeps them (imported by name: newer than this)
+        return Path(importlib.import_module("netspec.zoo").zoo_dir())
     except ImportError:
         here = Path(__file__).resolve().parents[2] / "specs"
         return here if here.is_dir() else Path(__file__).resolve().parents[1] / "_zoo"
