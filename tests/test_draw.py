@@ -233,3 +233,20 @@ def test_cli_dot_without_graphviz(tmp_path):
         draw.shutil.which = real  # type: ignore[assignment]
     assert out.read_text().startswith("digraph lenet5")
     assert not (tmp_path / "n.svg").exists()
+
+
+@pytest.mark.parametrize("path", sorted(SPECS.glob("*.ns")), ids=lambda p: p.stem)
+def test_every_zoo_spec_draws(path):
+    """Every spec (a family at its first member) draws, in full and collapsed: each layer in
+    one box, every input an edge between boxes or inside one."""
+    spec = load_spec(path)
+    g, _ = spec.instantiate({n: d.values[0] for n, d in spec.free.items()}, collect=True)
+    assert g is not None
+    for d in (draw.build(g), draw.build(g, collapse=True, color="memory")):
+        owner = {n.id: b.key for b in d.boxes for n in b.nodes}
+        assert sorted(owner) == sorted(n.id for n in g.nodes)
+        expected = {(owner[s], owner[n.id]) for n in g.nodes for s in n.inputs}
+        assert set(d.edges) == {e for e in expected if e[0] != e[1]}
+        assert draw.to_dot(d).startswith("digraph")
+    if shutil.which("dot") and len(g.nodes) < 1000:
+        assert svg_titles(draw.draw(g, "svg", collapse=True))
