@@ -252,3 +252,24 @@ def test_serve_refuses_a_missing_spec():
         timeout=60,
     )
     assert r.returncode == 2 and "no such spec file: nope.ns" in r.stderr
+
+
+def test_save_writes_only_the_served_file_and_never_over_a_change(tmp_path, client):
+    spec = tmp_path / "net.ns"
+    spec.write_text(TINY)
+    with TestClient(local_only(create_app(spec)), base_url="http://127.0.0.1") as c:
+        start = c.get("/api/start").json()
+        assert start["name"] == "net.ns" and start["text"] == TINY and start["saves"]
+        edited = TINY.replace("CONV(8)", "CONV(16)")
+        r = c.post("/api/save", json={"text": edited, "base": start["saves"]})
+        assert r.status_code == 200 and spec.read_text() == edited
+        assert not list(tmp_path.glob("*.netspec-tmp"))  # written atomically, no temp left
+        # the page's base is now stale: someone else's change on disk is never overwritten
+        spec.write_text(TINY + "# changed by another editor\n")
+        r = c.post("/api/save", json={"text": edited, "base": start["saves"]})
+        assert r.status_code == 409 and "changed on disk" in r.json()["errors"][0]["message"]
+        assert spec.read_text().endswith("# changed by another editor\n")
+    # a page opened on a zoo spec has no file to write
+    assert client.get("/api/start").json()["saves"] is None
+    r = client.post("/api/save", json={"text": TINY, "base": "x"})
+    assert r.status_code == 404

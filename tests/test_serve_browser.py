@@ -7,6 +7,7 @@ $NETSPEC_SCREENSHOTS when set (CI keeps them), else to pytest's temporary folder
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -47,13 +48,13 @@ def _which(names: tuple[str, ...]) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def server():
-    """The playground on a free loopback port, served by uvicorn in a thread."""
+@contextlib.contextmanager
+def serving(app):
+    """`app` on a free loopback port, served by uvicorn in a thread; yields its URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(local_only(create_app()), log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(local_only(app), log_level="warning"))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -61,10 +62,18 @@ def server():
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("the playground server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serving(create_app()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +289,25 @@ def test_hostile_repetition_in_chromium(server, browser, shots):
     rows = drv.find_elements(By.CSS_SELECTOR, "#front tr")[1:]
     assert [r.find_element(By.TAG_NAME, "td").text for r in rows] == [str(m.number) for m in front]
     drv.save_screenshot(str(shots / "8-explore.png"))
+
+
+def test_save_with_ctrl_s_in_chromium(browser, shots, tmp_path):
+    """`netspec serve SPEC`: edits mark the page unsaved; Ctrl+S writes the file back."""
+    spec = tmp_path / "tiny.ns"
+    spec.write_text(TINY + "\n")
+    with serving(create_app(spec)) as url:
+        drv = browser
+        drv.get(url + "/")
+        wait_update(drv, 0)
+        button = drv.find_element(By.ID, "save")
+        assert button.is_displayed() and button.text == "Save"
+        before = updates(drv)
+        type_keys(drv, Keys.CONTROL, Keys.END)
+        type_keys(drv, "# edited in the page")
+        wait_update(drv, before)
+        assert button.text == "Save \u2022"
+        type_keys(drv, Keys.CONTROL, "s")
+        WebDriverWait(drv, 30).until(lambda d: button.text == "Save")
+        assert spec.read_text() == TINY + "\n# edited in the page"
+        assert "saved" in drv.find_element(By.ID, "status").text
+        drv.save_screenshot(str(shots / "9-saved.png"))

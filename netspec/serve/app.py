@@ -7,6 +7,7 @@
                            -> the summary, errors, and diagram (SVG)
     POST /api/export       {text, bindings} -> the ONNX model (checked as `netspec export` does)
     POST /api/explore      {text} -> the design space's Pareto front and its plot (PNG)
+    POST /api/save         {text, base} -> writes SPEC (`netspec serve SPEC` only), atomically
 
 Request bodies are capped (`MAX_BODY`); compiling runs in a worker thread so the server keeps
 answering while it works.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import tempfile
 from collections.abc import AsyncIterator
@@ -32,6 +34,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from netspec.errors import NetspecError
+from netspec.io import atomic_write
 from netspec.serve import compile as comp
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -83,20 +86,40 @@ async def guarded(request: Request, handler) -> Response:
 
 
 def create_app(spec: str | Path | None = None) -> Starlette:
-    """The playground app; `spec` is the file the page opens with (read once, never written)."""
-    start_text = Path(spec).read_text(encoding="utf-8") if spec else None
-    start_name = Path(spec).name if spec else None
-
-    async def index(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    """The playground app; `spec` is the file the page opens with, and the only file it
+    writes (Save)."""
+    path = Path(spec) if spec else None
 
     async def start(request: Request) -> Response:
-        if start_text is not None:
-            return JSONResponse({"name": start_name, "text": start_text})
+        if path is not None:
+            text = path.read_text(encoding="utf-8")
+            return JSONResponse({"name": path.name, "text": text, "saves": _digest(text)})
         names = [z["name"] for z in comp.zoo()]
         first = "mnist_cnn" if "mnist_cnn" in names else (names[0] if names else None)
         text = comp.zoo_text(first) if first else ""
-        return JSONResponse({"name": first, "text": text or ""})
+        return JSONResponse({"name": first, "text": text or "", "saves": None})
+
+    async def save(request: Request) -> Response:
+        """Write the page's text to SPEC (the one file given at start), atomically, unless
+        the file changed on disk since the page read it (`base`: the digest it read)."""
+
+        async def handle(data: dict[str, Any]) -> Response:
+            text, _ = _text(data)
+            if path is None:
+                return _bad("nothing to save to: start with `netspec serve SPEC`", 404)
+            current = path.read_text(encoding="utf-8") if path.exists() else ""
+            if data.get("base") != _digest(current):
+                return _bad(f"{path} changed on disk since the page read it; not saved", 409)
+            try:
+                await run_in_threadpool(atomic_write, path, text)
+            except NetspecError as e:  # a folder gone or unwritable: nothing was written
+                return _bad(e.message, 500)
+            return JSONResponse({"ok": True, "saves": _digest(text), "path": str(path)})
+
+        return await guarded(request, handle)
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def zoo(request: Request) -> Response:
         return JSONResponse(comp.zoo())
@@ -170,6 +193,7 @@ def create_app(spec: str | Path | None = None) -> Starlette:
         Route("/api/compile", compile_, methods=["POST"]),
         Route("/api/export", export, methods=["POST"]),
         Route("/api/explore", explore, methods=["POST"]),
+        Route("/api/save", save, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, lifespan=_warm)
@@ -187,6 +211,10 @@ async def _warm(app: Starlette) -> AsyncIterator[None]:
 def local_only(app: ASGIApp) -> TrustedHostMiddleware:
     """Refuse requests whose Host is not this machine (a page elsewhere rebinding a name)."""
     return TrustedHostMiddleware(app, allowed_hosts=LOCAL_HOSTS)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _graph(text: str, bindings: str) -> Any:

@@ -39,6 +39,7 @@
     state.lastEdit = performance.now();
     page.busy = true;
     $("explore-result").classList.add("stale"); // explored an earlier text
+    if (state.saves && !state.dirty) setDirty(true);
     clearTimeout(state.timer);
     state.timer = setTimeout(() => { state.timer = null; compile(); }, DEBOUNCE_MS);
   }
@@ -185,6 +186,31 @@
     const r = await fetch(url);
     const data = await r.json();
     NetspecEditor.setText(page.view, data.text || "");
+    if (data.saves) { // `netspec serve SPEC`: Save writes the file back
+      state.saves = data.saves;
+      state.name = data.name;
+      $("save").hidden = false;
+      setDirty(false);
+    }
+  }
+  function setDirty(dirty) {
+    state.dirty = dirty;
+    $("save").textContent = dirty ? "Save •" : "Save";
+  }
+  async function save() {
+    if (!state.saves) return;
+    const r = await fetch("/api/save", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ text: NetspecEditor.getText(page.view), base: state.saves }),
+    });
+    const data = await r.json();
+    if (!r.ok) {
+      setStatus("not saved: " + data.errors[0].message, "bad");
+      return;
+    }
+    state.saves = data.saves;
+    setDirty(false);
+    setStatus("saved " + data.path, "ok");
   }
   async function exportOnnx() {
     setStatus("exporting ONNX…", "busy");
@@ -237,6 +263,10 @@
     for (const id of ["bindings"]) $(id).addEventListener("input", schedule);
     for (const id of ["collapse", "depth", "color"]) $(id).addEventListener("change", schedule);
     $("export").onclick = exportOnnx;
+    $("save").onclick = save;
+    document.addEventListener("keydown", (ev) => {
+      if ((ev.ctrlKey || ev.metaKey) && ev.key === "s") { ev.preventDefault(); save(); }
+    });
     $("explore").onclick = explore;
     const zoo = await (await fetch("/api/zoo")).json();
     for (const z of zoo) $("zoo").append(el("option", { value: z.name }, z.name + (z.title ? " — " + z.title : "")));
