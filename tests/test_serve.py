@@ -125,6 +125,8 @@ def test_request_bodies_are_capped(client):
     assert client.post("/api/compile", content=b"[1, 2]").status_code == 400
     assert client.post("/api/compile", content=b"{not json").status_code == 400
     assert client.post("/api/compile", json={"text": 3}).status_code == 400
+    assert client.post("/api/compile", json={"text": TINY, "depth": 0}).status_code == 400
+    assert client.post("/api/compile", json={"text": TINY, "color": "x"}).status_code == 400
 
 
 def test_only_this_machine_by_host(client):

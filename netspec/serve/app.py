@@ -48,6 +48,10 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BadRequest(Exception):
+    """A request the page would never send: answered 400 with the reason."""
+
+
 async def read_json(request: Request) -> dict[str, Any]:
     """The request's JSON object, refusing bodies over MAX_BODY before reading them whole."""
     declared = request.headers.get("content-length")
@@ -58,16 +62,19 @@ async def read_json(request: Request) -> dict[str, Any]:
         body += chunk
         if len(body) > MAX_BODY:
             raise BodyTooLarge
-    data = json.loads(body or b"{}")
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"not JSON: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError("expected a JSON object")
+        raise BadRequest("expected a JSON object")
     return data
 
 
 def _text(data: dict[str, Any]) -> tuple[str, str]:
     text, bindings = data.get("text", ""), data.get("bindings", "") or ""
     if not isinstance(text, str) or not isinstance(bindings, str):
-        raise ValueError("`text` and `bindings` must be strings")
+        raise BadRequest("`text` and `bindings` must be strings")
     return text, bindings
 
 
@@ -81,7 +88,7 @@ async def guarded(request: Request, handler) -> Response:
         return await handler(data)
     except BodyTooLarge:
         return _bad(f"request body over the limit of {MAX_BODY // 1024} KiB", 413)
-    except (ValueError, TypeError) as e:
+    except BadRequest as e:
         return _bad(f"bad request: {e}")
 
 
@@ -135,10 +142,10 @@ def create_app(spec: str | Path | None = None) -> Starlette:
             text, bindings = _text(data)
             depth = data.get("depth")
             if depth is not None and (not isinstance(depth, int) or depth < 1):
-                raise ValueError("`depth` must be a positive integer")
+                raise BadRequest("`depth` must be a positive integer")
             color = data.get("color") or None
             if color is not None and color not in ("params", "macs", "memory"):
-                raise ValueError("`color` must be params, macs or memory")
+                raise BadRequest("`color` must be params, macs or memory")
             result = await run_in_threadpool(
                 comp.compile_text,
                 text,
