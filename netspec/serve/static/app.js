@@ -102,6 +102,10 @@
   }
   function show(result) {
     state.result = result;
+    // a family: say which parameters the bindings box takes, and point at Explore
+    const free = result.free || [];
+    $("bindings").placeholder = free.length ? free.map((n) => n + "=…").join(" ") : "N=2 M=3 pool=on";
+    $("explore").classList.toggle("suggest", free.length > 0);
     NetspecEditor.setErrors(page.view, result.errors || []);
     showErrors(result.errors || []);
     if (result.graph) {
