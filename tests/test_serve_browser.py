@@ -100,9 +100,8 @@ def cannot_start(reason: str) -> None:
 def browser(downloads):
     binary, driver = _which(CHROMIUM), _which(DRIVER)
     if binary is None or driver is None:
-        pytest.skip(
-            "Chromium cannot start: `chromium` or `chromedriver` is not installed "
-            "(apt-get install chromium chromium-driver)"
+        cannot_start(
+            "`chromium` or `chromedriver` is not installed (apt-get install chromium chromium-driver)"
         )
     options = webdriver.ChromeOptions()
     options.binary_location = binary
