@@ -275,3 +275,12 @@ def test_save_writes_only_the_served_file_and_never_over_a_change(tmp_path, clie
     assert client.get("/api/start").json()["saves"] is None
     r = client.post("/api/save", json={"text": TINY, "base": "x"})
     assert r.status_code == 404
+
+
+@needs_dot
+def test_spec_text_never_becomes_markup_in_the_diagram(client):
+    """The SVG goes into the page as markup: a description holding HTML stays text."""
+    text = TINY.replace("network tiny", 'network tiny "<script>alert(1)</script><img src=x>"')
+    svg = client.post("/api/compile", json={"text": text}).json()["svg"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x&gt;" in svg
+    assert "<script" not in svg and "<img" not in svg
