@@ -218,7 +218,7 @@ def test_serve_binds_loopback_and_stays_responsive(tmp_path):
         if other != "127.0.0.1":
             with pytest.raises(OSError):
                 socket.create_connection((other, port), timeout=2).close()
-        heavy = "input [1, 8, 8]\nclasses 2\nINPUT -> [CONV(2) -> RELU]*40000 -> FC(2) -> SOFTMAX"
+        heavy = "input [1, 8, 8]\nclasses 2\nINPUT -> [CONV(2) -> RELU]*15000 -> FC(2) -> SOFTMAX"
         done = {}
         thread = threading.Thread(
             target=lambda: done.setdefault(
@@ -226,15 +226,16 @@ def test_serve_binds_loopback_and_stays_responsive(tmp_path):
             )
         )
         thread.start()
-        time.sleep(0.3)
+        time.sleep(0.1)
         t0 = time.perf_counter()
         assert httpx.get(url + "api/zoo", timeout=10).status_code == 200
         assert time.perf_counter() - t0 < 1.0
+        assert thread.is_alive()  # answered while the heavy compile was still running
         thread.join(timeout=120)
         data = done["r"].json()
-        assert data["graph"]["layers"] == 80_004  # the first MAX_ROWS rows travel
+        assert data["graph"]["layers"] == 30_004  # the first MAX_ROWS rows travel
         assert len(data["graph"]["rows"]) == comp.MAX_ROWS
-        assert data["note"] == "80,004 layers: drawn collapsed" and data["svg"]
+        assert data["note"] == "30,004 layers: drawn collapsed" and data["svg"]
         # Ctrl+C stops it cleanly: no traceback, exit status 0
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
