@@ -271,7 +271,7 @@ def _label(box: Box, diagram: Diagram) -> str:
             f"params {compact(box.figure('params'))} &middot; MACs {compact(box.figure('macs'))}"
         )
         rows.append(f'<FONT POINT-SIZE="10">{figures}</FONT>')
-    if diagram.color and box.kind != "input":
+    if diagram.color and box.kind != "input" and box.figure(diagram.color):
         total = diagram.total
         share = box.figure(diagram.color) / total if total else 0.0
         shown = "&lt;0.1%" if 0 < share < 0.0005 else f"{share:.1%}"
