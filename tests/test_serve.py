@@ -272,7 +272,10 @@ def test_save_writes_only_the_served_file_and_never_over_a_change(tmp_path, clie
         r = c.post("/api/save", json={"text": edited, "base": start["saves"]})
         assert r.status_code == 409 and "changed on disk" in r.json()["errors"][0]["message"]
         assert spec.read_text().endswith("# changed by another editor\n")
-    # a page opened on a zoo spec has no file to write
+    # a zoo spec given by name opens read-only; a page opened on the zoo has no file either
+    with TestClient(local_only(create_app(spec, writable=False)), base_url="http://127.0.0.1") as c:
+        assert c.get("/api/start").json()["saves"] is None
+        assert c.post("/api/save", json={"text": "", "base": "x"}).status_code == 404
     assert client.get("/api/start").json()["saves"] is None
     r = client.post("/api/save", json={"text": TINY, "base": "x"})
     assert r.status_code == 404

@@ -37,12 +37,14 @@ def serve(spec: str | None, host: str, port: int, open_browser: bool) -> None:
 
     from netspec.serve.app import create_app, local_only
 
+    spec_arg = spec
     if spec is not None:
         path = _resolve(spec)
         if not path.is_file():
             raise NetspecError(f"no such spec file: {spec}")
         spec = str(path)
-    app: ASGIApp = create_app(spec)
+    # a zoo spec (`zoo:resnet50`) opens read-only: Save never writes into the package
+    app: ASGIApp = create_app(spec, writable=not (spec_arg or "").startswith("zoo:"))
     if host in ("127.0.0.1", "localhost"):
         # Starlette's host check cannot read an IPv6 Host header, so ::1 goes without it
         app = local_only(app)

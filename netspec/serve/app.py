@@ -92,15 +92,16 @@ async def guarded(request: Request, handler) -> Response:
         return _bad(f"bad request: {e}")
 
 
-def create_app(spec: str | Path | None = None) -> Starlette:
+def create_app(spec: str | Path | None = None, writable: bool = True) -> Starlette:
     """The playground app; `spec` is the file the page opens with, and the only file it
-    writes (Save)."""
+    writes (Save), unless `writable` is False (a zoo spec opens read-only)."""
     path = Path(spec) if spec else None
 
     async def start(request: Request) -> Response:
         if path is not None:
             text = path.read_text(encoding="utf-8")
-            return JSONResponse({"name": path.name, "text": text, "saves": _digest(text)})
+            saves = _digest(text) if writable else None
+            return JSONResponse({"name": path.name, "text": text, "saves": saves})
         names = [z["name"] for z in comp.zoo()]
         first = "mnist_cnn" if "mnist_cnn" in names else (names[0] if names else None)
         text = comp.zoo_text(first) if first else ""
@@ -112,7 +113,7 @@ def create_app(spec: str | Path | None = None) -> Starlette:
 
         async def handle(data: dict[str, Any]) -> Response:
             text, _ = _text(data)
-            if path is None:
+            if path is None or not writable:
                 return _bad("nothing to save to: start with `netspec serve SPEC`", 404)
             current = path.read_text(encoding="utf-8") if path.exists() else ""
             if data.get("base") != _digest(current):
