@@ -104,8 +104,8 @@ def create_app(spec: str | Path | None = None, writable: bool = True) -> Starlet
             return JSONResponse({"name": path.name, "text": text, "saves": saves})
         names = [z["name"] for z in comp.zoo()]
         first = "mnist_cnn" if "mnist_cnn" in names else (names[0] if names else None)
-        text = comp.zoo_text(first) if first else ""
-        return JSONResponse({"name": first, "text": text or "", "saves": None})
+        opening = (comp.zoo_text(first) if first else None) or ""
+        return JSONResponse({"name": first, "text": opening, "saves": None})
 
     async def save(request: Request) -> Response:
         """Write the page's text to SPEC (the one file given at start), atomically, unless
