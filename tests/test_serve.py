@@ -288,3 +288,29 @@ def test_spec_text_never_becomes_markup_in_the_diagram(client):
     svg = client.post("/api/compile", json={"text": text}).json()["svg"]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x&gt;" in svg
     assert "<script" not in svg and "<img" not in svg
+
+
+def test_serve_opens_a_zoo_spec_by_name_read_only():
+    httpx = pytest.importorskip("httpx")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netspec", "serve", "zoo:lenet5", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert match, line + proc.stderr.read()
+        for _ in range(200):
+            try:
+                start = httpx.get(match.group(0) + "api/start", timeout=10).json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert start["name"] == "lenet5.ns" and start["saves"] is None
+        assert start["text"] == (SPECS / "lenet5.ns").read_text()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

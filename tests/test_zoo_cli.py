@@ -115,7 +115,7 @@ def test_zoo_names_work_in_every_command_that_takes_a_spec() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "7,135" in proc.stdout.split()
     # Every command reads its spec argument through the zoo: a misspelt name is the zoo's error.
-    for command in ("export", "train", "eval", "bench", "explore"):
+    for command in ("export", "train", "eval", "bench", "explore", "draw", "serve"):
         proc = netspec_cli(command, "zoo:mnist_cnnn")
         assert proc.returncode == 2, (command, proc.stderr)
         assert "no spec named `mnist_cnnn` in the zoo" in proc.stderr, command

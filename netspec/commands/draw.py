@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from netspec.commands.options import load_graph, set_option
+from netspec.commands.options import SPEC, load_graph, set_option
 from netspec.errors import NetspecError
 
 
 @click.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=SPEC)
 @click.option(
     "-o",
     "--output",
@@ -54,7 +54,7 @@ def draw(
     sets: tuple[str, ...],
     extra: tuple[str, ...],
 ) -> None:
-    """Draw SPEC: one box per layer with its arguments and output shape, branches as
+    """Draw SPEC (a file, or zoo:NAME for a bundled spec): one box per layer with its arguments and output shape, branches as
     branches, implicit layers dashed. Laid out by Graphviz `dot` (not needed for .dot)."""
     from netspec import draw as diagram
     from netspec.io import atomic_write

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import socket
 from pathlib import Path
 
@@ -22,7 +21,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 )
 @click.option("--open", "open_browser", is_flag=True, help="open the page in a web browser")
 def serve(spec: str | None, host: str, port: int, open_browser: bool) -> None:
-    """Serve the playground: an editor for SPEC (or a zoo spec) with, as you type, the summary
+    """Serve the playground: an editor for SPEC (a file, or zoo:NAME) with, as you type, the summary
     table, budget verdicts, diagram and errors. Specs are compiled, never executed.
 
     \b
@@ -74,7 +73,7 @@ def serve(spec: str | None, host: str, port: int, open_browser: bool) -> None:
 
 
 def _resolve(spec: str) -> Path:
-    try:  # `zoo:resnet50` (netspec.zoo, imported by name: newer than this command)
-        return Path(importlib.import_module("netspec.zoo").resolve(spec))
-    except ImportError:
-        return Path(spec)
+    """A file, or `zoo:NAME` for a bundled spec (an unknown name: the zoo's error)."""
+    from netspec.zoo import PREFIX, path_of
+
+    return path_of(spec[len(PREFIX) :]) if spec.startswith(PREFIX) else Path(spec)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import re
 import threading
 import time
@@ -29,12 +28,11 @@ LOCK = threading.Lock()
 
 
 def zoo_dir() -> Path:
-    """The folder of the specs shipped with netspec: `specs/` in a checkout, else in the wheel."""
-    try:  # netspec.zoo knows where a wheel keeps them (imported by name: newer than this)
-        return Path(importlib.import_module("netspec.zoo").zoo_dir())
-    except ImportError:
-        here = Path(__file__).resolve().parents[2] / "specs"
-        return here if here.is_dir() else Path(__file__).resolve().parents[1] / "_zoo"
+    """The folder of the specs shipped with netspec (netspec.zoo knows where a wheel keeps
+    them)."""
+    from netspec.zoo import zoo_dir as shipped
+
+    return shipped()
 
 
 @functools.cache
