@@ -352,7 +352,7 @@ def to_dot(diagram: Diagram) -> str:
 def _legend(diagram: Diagram) -> str:
     metric = diagram.color or ""
     total, top = diagram.total, diagram.top
-    rows = [f'<TR><TD COLSPAN="2"><B>{metric}</B> (total {compact(total)})</TD></TR>']
+    rows = [f'<TR><TD COLSPAN="2"><B>{metric}</B><BR/>total {compact(total)}</TD></TR>']
     rows.append(f'<TR><TD BGCOLOR="/{SCHEMES[metric]}/1"> </TD><TD ALIGN="LEFT">0</TD></TR>')
     for level in range(2, 10):
         lo = (level - 2) / 8 * top / total if total else 0

@@ -147,7 +147,7 @@ def test_color_shades_by_share_with_a_legend():
     assert d.levels["softmax1"] == 1  # no MACs: the lightest shade
     source = draw.to_dot(d)
     assert 'fillcolor="/oranges9/9"' in source
-    assert "__legend__" in source and "macs</B> (total 4.09G)" in source
+    assert "__legend__" in source and "macs</B><BR/>total 4.09G" in source
     with pytest.raises(NetspecError, match="--color takes one of"):
         draw.build(g, color="flops")
 
