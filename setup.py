@@ -5,18 +5,19 @@ inside the wheel as `netspec/_grammars` and `netspec/_zoo`, so an installed nets
 and knows its zoo (`netspec check zoo:resnet50`) without the checkout.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     packages=[
-        *find_packages(include=["netspec", "netspec.*"]),
+        # namespace packages too: netspec/serve/static holds the playground's files, no code
+        *find_namespace_packages(include=["netspec", "netspec.*"], exclude=["*.__pycache__"]),
         "netspec._grammars",
         "netspec._zoo",
     ],
     package_dir={"netspec._grammars": "grammars", "netspec._zoo": "specs"},
     package_data={
         "netspec": ["py.typed"],
-        "netspec.serve": ["static/*"],
+        "netspec.serve.static": ["*"],
         "netspec._grammars": ["*.lark", "*.json"],
         "netspec._zoo": ["*.ns"],
     },
