@@ -104,13 +104,3 @@ def test_export_and_run_print_classes_per_pixel(tmp_path: Path, capsys) -> None:
     shares = [float(p.split()[-1].rstrip("%")) for p in rows[0].split(": ")[-1].split(", ")]
     assert [p.split()[0] for p in rows[0].split(": ")[-1].split(", ")] == ["sky", "road", "car"]
     assert sum(shares) == pytest.approx(100, abs=0.2)
-
-
-def test_train_and_eval_refuse_a_dense_output_clearly(tmp_path: Path, capsys) -> None:
-    """Training per-pixel labels is not built yet: a clear refusal, never a torch traceback."""
-    spec = tmp_path / "seg.ns"
-    spec.write_text(SEG + CHAIN)
-    code = main(["train", str(spec), "--data", "synthetic:16", "--epochs", "1"])
-    err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err
-    assert "per-pixel output" in err and "does not train dense outputs yet" in err

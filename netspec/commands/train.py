@@ -148,7 +148,6 @@ def train(
         if spec is None:
             raise click.UsageError("missing SPEC (or --resume RUN_DIR)")
         graph = load_graph(spec, sets, extra)
-        _refuse_per_pixel(graph)
         settings = resolve_settings(graph.train, flags, spans=graph.train_spans)
         init = options["init"]
         if options["init_min"] is not None and init is None:
@@ -161,6 +160,7 @@ def train(
         out = _new_run_folder(options["out"], graph.name)
         threads = options["threads"]
     _check_batch(graph, settings.batch_size, options["nproc"])
+    _check_augment(graph, settings.augment)
     runtime = pick_runtime(options["device"], rank=options["nproc"] - 1)  # refused now if bad
     threads = cpu_threads(threads, options["nproc"])  # recorded: it sways float sums
     data = _load(graph, settings)
@@ -191,9 +191,10 @@ def train(
         raise
     best = next((r for r in result.history if r.epoch == result.best_epoch), None)
     if best is not None:
+        miou = f", val_miou {best.val_miou:.2%}" if best.per_pixel else ""
         console.print(
-            f"best: epoch {best.epoch}, val_loss {best.val_loss:.4f}, val_acc {best.val_acc:.2%} "
-            f"({out / 'best.safetensors'})",
+            f"best: epoch {best.epoch}, val_loss {best.val_loss:.4f}, val_acc {best.val_acc:.2%}"
+            f"{miou} ({out / 'best.safetensors'})",
             highlight=False,
             soft_wrap=True,
         )
@@ -385,7 +386,21 @@ def _load(graph: Any, settings: TrainSettings) -> Any:
         val_source=settings.val_data,
         limit=settings.limit,
         vocab=graph.input.vocab,
+        label_map=_label_map(graph),
     )
+
+
+def _label_map(graph: Any) -> tuple[int, ...] | None:
+    """A dense output's map size, which per-pixel labels must have; None for a classifier."""
+    return tuple(graph.output_shape[1:]) if graph.per_pixel else None
+
+
+def _check_augment(graph: Any, augment: str) -> None:
+    """Refused before any data is read: an augmentation a dense output's labels cannot follow."""
+    from netspec.train.augment import check_dense_augment, parse_augment
+
+    if graph.per_pixel:
+        check_dense_augment(parse_augment(augment), graph.input.shape, graph.output_shape)
 
 
 def _classes(graph: Any) -> int:
@@ -446,18 +461,13 @@ def _headline(job: Any, device: str) -> str:
         f"schedule {s.schedule}, {s.epochs} epochs of batch {s.batch_size}"
         + (f"; {job.nproc} processes x {where}" if job.nproc > 1 else f"; {where}")
         + f" -> {job.out}"
-    )
-
-
-def _refuse_per_pixel(graph: Any) -> None:
-    """Training a dense output (per-pixel labels) is not built yet: say so, never crash."""
-    if graph.per_pixel:
-        raise NetspecError(
-            f"{graph.name} has a per-pixel output (`classes {graph.classes} per pixel`); "
-            "netspec train does not train dense outputs yet",
-            hint="check, build, export and run work; train it in PyTorch with "
-            "netspec.build(graph) and a per-pixel cross-entropy (labels [N, H, W])",
+        + (
+            "\nper-pixel labels: acc is the pixel accuracy, miou the mean IoU (pixels labelled "
+            "255 are ignored)"
+            if job.data.train.per_pixel
+            else ""
         )
+    )
 
 
 @click.command("eval")
@@ -514,7 +524,8 @@ def eval_cmd(
     device: str,
     provider: str,
 ) -> None:
-    """Evaluate weights on data: accuracy, per-class accuracy and the confusion matrix.
+    """Evaluate weights on data: accuracy, per-class accuracy and the confusion matrix; for a
+    dense output (`classes K per pixel`), pixel accuracy, IoU per class and mean IoU.
 
     \b
     netspec eval specs/mnist_cnn.ns --weights runs/mnist_cnn-20250101-120000 --data digits
@@ -554,7 +565,6 @@ def eval_cmd(
         raise click.UsageError(
             "missing SPEC (it may be left out only when --weights is a run folder)"
         )
-    _refuse_per_pixel(graph)
     run_settings = saved.get("settings") or {}
     source = data or run_settings.get("data")
     if source is None:
@@ -572,6 +582,7 @@ def eval_cmd(
         seed=seed if seed is not None else run_settings.get("seed", 0),
         val_source=val_data if val_data is not None or data else run_settings.get("val_data"),
         vocab=graph.input.vocab,
+        label_map=_label_map(graph),
     )
     dataset = split_data.val if split == "val" else split_data.train
     for note in split_data.notes:
@@ -586,8 +597,12 @@ def eval_cmd(
     console = Console()
     for table in eval_tables(result, f"{graph.name} on {source} ({split})"):
         console.print(table)
-    console.print(
-        f"accuracy: {result.accuracy:.2%} ({int(result.confusion.diagonal().sum())}/{result.count})",
-        highlight=False,
-        soft_wrap=True,
-    )
+    hits = int(result.confusion.diagonal().sum())
+    line = f"accuracy: {result.accuracy:.2%} ({hits}/{result.count})"
+    if result.per_pixel:
+        present = sum(1 for v in result.iou() if v == v)
+        line = (
+            f"pixel accuracy: {result.accuracy:.2%} ({hits:,}/{result.count:,} labelled pixels); "
+            f"mean IoU: {result.mean_iou:.2%} (over {present} of {len(result.class_names)} classes)"
+        )
+    console.print(line, highlight=False, soft_wrap=True)

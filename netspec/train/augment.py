@@ -3,6 +3,11 @@
 The geometric part (rotation, zoom, shift) is one affine matrix per image applied with a
 single `F.affine_grid` + `F.grid_sample` call; flip and contrast are elementwise. Every
 random draw comes from the caller's `torch.Generator`, so a seeded run is reproducible.
+
+Per-pixel labels (a dense output's) move with their images (`augment_pair`): the same warp,
+sampled nearest so that a label stays a class, and the same flip; pixels moved in from outside
+the image are labelled `IGNORE`. That needs the label map to have the image's size; for an
+output map of another size, `check_dense_augment` refuses the geometric transforms.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch.nn.functional as F
 
 from netspec.errors import NetspecError, did_you_mean
 from netspec.io import BOOL_WORDS, parse_bool
+from netspec.train.data import IGNORE
 
 # Largest accepted value of each numeric option, with what it means, for error messages.
 _LIMITS = {
@@ -129,10 +135,63 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     Returns:
         A new tensor of the same shape, or `x` itself when there is nothing to do.
     """
+    return _augment(x, None, cfg, generator)[0]
+
+
+def augment_pair(
+    x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`augment_batch` for images with per-pixel labels ``(N, H, W)`` (or signals with
+    labels ``(N, L)``) of the same size: each label map gets its image's warp (sampled
+    nearest) and flip; labels moved in from outside the image are `IGNORE`. The images get
+    exactly what `augment_batch` would give them with the same generator state.
+
+    Raises:
+        ValueError: for labels whose map is not the images' size when pixels move (see
+            `check_dense_augment`); contrast alone leaves labels of any size as they are.
+    """
+    moves = cfg.geometric() or cfg.flip
+    if moves and (y.shape[0] != x.shape[0] or tuple(y.shape[1:]) != tuple(x.shape[2:])):
+        raise ValueError(
+            f"labels {list(y.shape)} do not match the images {list(x.shape)} pixel for pixel"
+        )
+    x, moved = _augment(x, y, cfg, generator)
+    assert moved is not None
+    return x, moved
+
+
+def check_dense_augment(
+    cfg: AugmentConfig, input_shape: tuple[int, ...], output_shape: tuple[int, ...]
+) -> None:
+    """Refuse geometric augmentation for a dense output whose map is not the input's size
+    (its labels could not follow the warp pixel for pixel); contrast is always allowed.
+
+    Raises:
+        NetspecError: naming both sizes and the transforms that are refused.
+    """
+    moving = [k for k in ("shift", "flip", "rotate", "zoom") if getattr(cfg, k)]
+    if not moving or tuple(input_shape[1:]) == tuple(output_shape[1:]):
+        return
+    size = "x".join(map(str, input_shape[1:])) or "none"
+    out = "x".join(map(str, output_shape[1:]))
+    raise NetspecError(
+        f"--augment {', '.join(moving)} moves pixels, but this dense output's map ({out}) is not "
+        f"the input's size ({size}), so its labels cannot move with the image",
+        hint="leave out shift, flip, rotate and zoom (contrast is fine), or give the output "
+        "the input's size (padded convs)",
+    )
+
+
+def _augment(
+    x: torch.Tensor, y: torch.Tensor | None, cfg: AugmentConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The images augmented, and their label maps moved with them (None without labels)."""
     if not cfg.enabled() or not x.is_floating_point():
-        return x
+        return x, y
     if x.dim() == 3:
-        return _shift_signal(x, cfg.shift, generator) if cfg.shift else x
+        if not cfg.shift:
+            return x, y
+        return _shift_signal(x, y, cfg.shift, generator)
     if x.dim() != 4:
         raise ValueError(f"expected a batch (N, C, H, W) or (N, C, L), got shape {list(x.shape)}")
     n = x.shape[0]
@@ -140,15 +199,34 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
         degrees = _uniform(n, cfg.rotate, 0.0, x, generator)
         scale = _uniform(n, cfg.zoom, 1.0, x, generator)
         shift = _uniform(2 * n, cfg.shift, 0.0, x, generator).view(n, 2)
+        if y is not None:
+            y = _warp_labels(y, degrees, scale, shift)
         x = warp(x, degrees, scale, shift)
     if cfg.flip:
         flipped = _rand(n, x, generator) < 0.5
         x = torch.where(flipped.view(n, 1, 1, 1), x.flip(-1), x)
+        if y is not None:
+            y = torch.where(flipped.view(n, 1, 1), y.flip(-1), y)
     if cfg.contrast:
         factor = _uniform(n, cfg.contrast, 1.0, x, generator).view(n, 1, 1, 1)
         mean = x.mean(dim=(2, 3), keepdim=True)
         x = (x - mean) * factor + mean
-    return x
+    return x, y
+
+
+def _warp_labels(
+    y: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
+) -> torch.Tensor:
+    """`warp` for label maps ``(N, H, W)``: nearest sampling (a label stays a class), and
+    `IGNORE` where the pixel came from outside the image. Labels travel as ``label + 1`` so
+    that the zeros `grid_sample` pads with mark the outside."""
+    height, width = y.shape[-2], y.shape[-1]
+    theta = _inverse_affine(degrees.float(), scale.float(), shift.float(), height, width)
+    plus = (y + 1).unsqueeze(1).float()
+    grid = F.affine_grid(theta, list(plus.shape), align_corners=False)
+    moved = F.grid_sample(plus, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    moved = moved.squeeze(1).round().long()
+    return torch.where(moved == 0, torch.full_like(moved, IGNORE), moved - 1)
 
 
 def warp(
@@ -199,13 +277,18 @@ def _inverse_affine(
     return torch.cat([linear, offset], dim=-1)
 
 
-def _shift_signal(x: torch.Tensor, shift: float, generator: torch.Generator) -> torch.Tensor:
-    """Translate each signal ``(N, C, L)`` by up to `shift` of its length, zeros filling in."""
+def _shift_signal(
+    x: torch.Tensor, y: torch.Tensor | None, shift: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Translate each signal ``(N, C, L)`` by up to `shift` of its length, zeros filling in
+    (and its per-position labels ``(N, L)`` with it, `IGNORE` filling in)."""
     n = x.shape[0]
     offsets = torch.zeros(n, 2, dtype=x.dtype, device=x.device)
     offsets[:, 0] = _uniform(n, shift, 0.0, x, generator)
     zeros = torch.zeros(n, dtype=x.dtype, device=x.device)
-    return warp(x.unsqueeze(2), zeros, zeros + 1.0, offsets).squeeze(2)
+    if y is not None:
+        y = _warp_labels(y.unsqueeze(1), zeros, zeros + 1.0, offsets).squeeze(1)
+    return warp(x.unsqueeze(2), zeros, zeros + 1.0, offsets).squeeze(2), y
 
 
 def _rand(n: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

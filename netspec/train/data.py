@@ -8,6 +8,11 @@ A source is the string a user types after ``--data``:
 - ``idx:PATH``: MNIST's raw IDX files, a directory or the images file itself, ``.gz`` or not.
 - ``folder:PATH``: one sub-folder of images per class.
 
+A spec with a per-pixel output (``classes K per pixel``, a map ``[K, H, W]``) takes per-pixel
+labels: ``y`` of shape ``[N, H, W]`` (the output map's size), each value a class in [0, K) or
+`IGNORE` (255, Pascal VOC's "void": the pixel counts in no loss and no metric). Only ``npz``
+and ``synthetic`` hold such labels.
+
 Data that does not fit the spec's input is refused here, before any training starts, with
 a `NetspecError` naming both shapes. Nothing is ever downloaded.
 """
@@ -39,6 +44,8 @@ _SYNTHETIC_MAX_BYTES = 4 << 30  # 4 GiB of generated examples
 _IDX_MAX_BYTES = 4 << 30  # an IDX file, unpacked (MNIST's largest is 45 MiB)
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # IDX type codes (third byte of the magic number) to big-endian numpy dtypes.
+# A per-pixel label that marks a pixel to leave out of the loss and the metrics (VOC's void).
+IGNORE = 255
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -49,7 +56,8 @@ class Dataset:
     Attributes:
         x: float32 ``(N, *input_shape)`` channels-first with values roughly in [0, 1], or
             int64 token ids ``(N, L)`` for text specs.
-        y: int64 class ids ``(N,)``.
+        y: int64 class ids ``(N,)``, or ``(N, H, W)`` per pixel for a dense output (values in
+            [0, classes) or `IGNORE`).
         class_names: one name per class, indexed by class id.
     """
 
@@ -59,6 +67,11 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    @property
+    def per_pixel(self) -> bool:
+        """Whether the labels are a class per pixel (a dense output's)."""
+        return self.y.dim() > 1
 
 
 @dataclass(frozen=True)
@@ -72,11 +85,13 @@ class DataSplit:
 
 @dataclass(frozen=True)
 class _Target:
-    """What the spec expects: its input shape (channels-first), class count and vocabulary."""
+    """What the spec expects: its input shape (channels-first), class count and vocabulary,
+    and for a dense output the size of its map (`label_map`: one label per position)."""
 
     shape: tuple[int, ...]
     classes: int
     vocab: int | None = None
+    label_map: tuple[int, ...] | None = None
 
     @property
     def kind(self) -> str:
@@ -128,12 +143,14 @@ def load_data(
     val_source: str | None = None,
     limit: int | None = None,
     vocab: int | None = None,
+    label_map: tuple[int, ...] | None = None,
 ) -> DataSplit:
     """Load a data source and split it into training and validation sets.
 
     The validation set is, in order of preference: all of `val_source` (its own held-out part
     when it has one, e.g. ``x_test`` or ``t10k``), the source's own held-out part, or a seeded
-    stratified `val_split` fraction of each class.
+    stratified `val_split` fraction of each class (per-pixel labels: a seeded `val_split`
+    fraction of the examples).
 
     Args:
         source: what the user typed after ``--data``, e.g. ``digits`` or ``npz:data.npz``.
@@ -145,15 +162,18 @@ def load_data(
         val_source: a second source used as the validation set instead of a split.
         limit: keep at most this many training examples (after the split).
         vocab: vocabulary size of a token input; token ids must lie in [0, vocab).
+        label_map: for a dense output ``[classes, H, W]``, its map size ``(H, W)``: the labels
+            are then a class per pixel, ``[N, H, W]``; None for one class per example.
 
     Returns:
         The training and validation sets; the training set is in a seeded shuffled order.
 
     Raises:
         NetspecError: for an unknown source, a missing or malformed file, data that does not
-            fit `input_shape`, or labels outside [0, classes).
+            fit `input_shape`, labels outside [0, classes) (per pixel: besides `IGNORE`),
+            or labels of the wrong kind (per example vs per pixel).
     """
-    target = _make_target(input_shape, classes, vocab)
+    target = _make_target(input_shape, classes, vocab, label_map)
     _check_options(val_split, limit)
     raw = _read_source(source, target, seed)
     rng = np.random.default_rng(seed)
@@ -167,7 +187,8 @@ def load_data(
         val = raw.take(raw.test)
         train_index = rng.permutation(len(raw.train.y))
     else:
-        train_index, val_index = stratified_split(raw.train.y, val_split, rng)
+        split = random_split if target.label_map is not None else stratified_split
+        train_index, val_index = split(raw.train.y, val_split, rng)
         val = raw.take(raw.train, val_index)
     if limit is not None:
         train_index = train_index[:limit]
@@ -187,7 +208,12 @@ def load_data(
         else [raw.train, raw.test]
     )
     notes = tuple(dict.fromkeys(p.note for p in parts if p is not None and p.note))
-    return DataSplit(train=raw.take(raw.train, train_index), val=val, notes=notes)
+    train = raw.take(raw.train, train_index)
+    if target.label_map is not None and not bool((train.y != IGNORE).any()):
+        raise NetspecError(
+            f"every training pixel from {source} is labelled {IGNORE} (ignored): nothing to learn"
+        )
+    return DataSplit(train=train, val=val, notes=notes)
 
 
 def stratified_split(
@@ -215,7 +241,22 @@ def stratified_split(
     return train_index, np.sort(np.concatenate(val or [empty]))
 
 
-def _make_target(input_shape: tuple[int, ...], classes: int, vocab: int | None) -> _Target:
+def random_split(
+    y: np.ndarray, val_split: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out `val_split` of the examples, rounded, keeping at least one training example
+    (for per-pixel labels, which have no single class to stratify by); as `stratified_split`."""
+    order = rng.permutation(len(y))
+    n_val = min(round(len(y) * val_split), max(len(y) - 1, 0))
+    return order[n_val:], np.sort(order[:n_val])
+
+
+def _make_target(
+    input_shape: tuple[int, ...],
+    classes: int,
+    vocab: int | None,
+    label_map: tuple[int, ...] | None = None,
+) -> _Target:
     shape = tuple(int(d) for d in input_shape)
     if not 1 <= len(shape) <= 3 or min(shape) < 1:
         raise NetspecError(
@@ -224,7 +265,12 @@ def _make_target(input_shape: tuple[int, ...], classes: int, vocab: int | None) 
         )
     if classes < 1:
         raise NetspecError(f"expected a positive number of classes. Received: classes={classes}")
-    return _Target(shape, classes, vocab)
+    if label_map is not None and classes > IGNORE:
+        raise NetspecError(
+            f"training per-pixel labels takes at most {IGNORE} classes (the label {IGNORE} marks "
+            f"a pixel to ignore). Received: classes={classes}"
+        )
+    return _Target(shape, classes, vocab, None if label_map is None else tuple(label_map))
 
 
 def _check_options(val_split: float, limit: int | None) -> None:
@@ -312,6 +358,7 @@ def _existing(text: str, origin: str) -> Path:
 def _read_digits(origin: str, target: _Target) -> _Raw:
     from sklearn.datasets import load_digits
 
+    _refuse_dense(origin, target, "holds one label per image, not per pixel")
     if target.kind != "image":
         raise NetspecError(
             f"the `digits` data set holds images but the spec's input {list(target.shape)} "
@@ -352,9 +399,27 @@ def fit_image(images: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return x.repeat(1, channels, 1, 1).contiguous()
 
 
+def _refuse_dense(origin: str, target: _Target, why: str) -> None:
+    """A source without per-pixel labels cannot train a dense output: say so."""
+    if target.label_map is not None:
+        raise NetspecError(
+            f"the spec's output is a class per pixel {_map_text(target)}, but `{origin}` {why}",
+            hint=f"per-pixel labels come from npz:PATH with `y` of shape "
+            f"[N, {', '.join(map(str, target.label_map))}], or synthetic[:N]",
+        )
+
+
+def _map_text(target: _Target) -> str:
+    return "[" + ", ".join(map(str, (target.classes, *(target.label_map or ())))) + "]"
+
+
 def _read_synthetic(origin: str, arg: str, target: _Target, seed: int) -> _Raw:
     n = _synthetic_size(arg, origin, target)
     rng = np.random.default_rng(seed)
+    if target.label_map is not None:
+        if target.kind == "tokens":
+            _refuse_dense(origin, target, "makes per-pixel labels for images and signals only")
+        return _synthetic_dense(n, target, rng)
     y = rng.permutation(np.arange(n) % target.classes)
     if target.kind == "tokens":
         x = _synthetic_tokens(y, target, rng)
@@ -367,6 +432,31 @@ def _read_synthetic(origin: str, arg: str, target: _Target, seed: int) -> _Raw:
     return _Raw(_Part(x, y), None, names)
 
 
+def _synthetic_dense(n: int, target: _Target, rng: np.random.Generator) -> _Raw:
+    """Per-pixel labels as coarse random blocks, each class a colour under noise: a dense
+    smoke test that can learn (a 1x1 conv separates the colours)."""
+    label_map = target.label_map or ()
+    coarse = rng.integers(0, target.classes, size=(n, *(-(-d // 4) for d in label_map)))
+    y = coarse
+    for axis in range(1, coarse.ndim):  # upsample by 4, then cut to the map
+        y = y.repeat(4, axis=axis)
+    y = y[(slice(None), *(slice(0, d) for d in label_map))]
+    colours = rng.random((target.classes, target.shape[0]), dtype=np.float32)
+    spatial = target.shape[1:]
+    pixels = _resize_nearest(y, spatial)  # labels at the input's size
+    x = colours[pixels]  # [N, *spatial, C]
+    x = np.moveaxis(x, -1, 1)
+    x = 0.5 * x + 0.5 * rng.random(x.shape, dtype=np.float32)
+    names = [str(i) for i in range(target.classes)]
+    return _Raw(_Part(x.astype(np.float32), y.astype(np.int64)), None, names)
+
+
+def _resize_nearest(y: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Nearest-neighbour resize of label maps `(N, *map)` to `(N, *size)`."""
+    index = [np.arange(out) * d // out for out, d in zip(size, y.shape[1:], strict=True)]
+    return y[np.ix_(np.arange(len(y)), *index)]
+
+
 def _synthetic_size(arg: str, origin: str, target: _Target) -> int:
     if not arg:
         return _SYNTHETIC_SIZE
@@ -376,6 +466,8 @@ def _synthetic_size(arg: str, origin: str, target: _Target) -> int:
         )
     n = int(arg)
     per_example = math.prod(target.shape) * 8  # float32 noise plus the mixed copy
+    if target.label_map is not None:  # int64 labels, at the map's and the input's size
+        per_example += 8 * (math.prod(target.label_map) + math.prod(target.shape[1:]))
     if len(arg) > 18 or n * per_example > _SYNTHETIC_MAX_BYTES:
         most = _SYNTHETIC_MAX_BYTES // per_example
         raise NetspecError(
@@ -558,6 +650,7 @@ def _labels_beside(origin: str, images: Path) -> Path:
 def _read_folder(origin: str, path: Path, target: _Target) -> _Raw:
     if not path.is_dir():
         raise NetspecError(f"`{origin}` is not a directory", hint=_USAGE)
+    _refuse_dense(origin, target, "holds one label per image (its sub-folder), not per pixel")
     if target.kind != "image" or target.shape[0] not in (1, 3):
         raise NetspecError(
             f"a folder of images needs an image input with 1 or 3 channels, "
@@ -627,7 +720,10 @@ def _checked_part(origin: str, x: np.ndarray, y: np.ndarray, target: _Target) ->
             )
         if np.iscomplexobj(array):
             raise NetspecError(f"data from {origin} has complex {name}; expected real numbers")
-    labels = _checked_labels(origin, y, len(x), target.classes)
+    if target.label_map is not None:
+        labels = _checked_pixel_labels(origin, y, len(x), target)
+    else:
+        labels = _checked_labels(origin, y, len(x), target.classes)
     if target.kind == "tokens":
         return _Part(_fit_tokens(origin, x, target), labels)
     fitted = _fit_layout(origin, x, target)
@@ -645,7 +741,11 @@ def _checked_labels(origin: str, y: np.ndarray, n: int, classes: int) -> np.ndar
     if labels.ndim != 1:
         raise NetspecError(
             f"data from {origin} has labels of shape {list(y.shape)}; expected one class id "
-            f"per example, shape [{n}]"
+            f"per example, shape [{n}]",
+            hint="labels with a class per pixel need a dense output: declare "
+            "`classes K per pixel` and end in a map [K, H, W]"
+            if labels.ndim >= 3
+            else None,
         )
     if len(labels) != n:
         raise NetspecError(f"data from {origin} has {n} examples but {len(labels)} labels")
@@ -656,6 +756,55 @@ def _checked_labels(origin: str, y: np.ndarray, n: int, classes: int) -> np.ndar
             f"data from {origin} has labels in [{labels.min()}, {labels.max()}] but the spec "
             f"declares {classes} classes, so labels must lie in [0, {classes - 1}]",
             hint="check the spec's number of classes, or relabel the data from 0",
+        )
+    return labels.astype(np.int64)
+
+
+def _checked_pixel_labels(origin: str, y: np.ndarray, n: int, target: _Target) -> np.ndarray:
+    """Per-pixel labels `(N, *map)` (a singleton channel axis, first or last, is dropped),
+    each a class in [0, classes) or `IGNORE`."""
+    label_map = target.label_map or ()
+    want = f"[{n}, {', '.join(map(str, label_map))}]"
+    labels = y
+    if y.ndim == len(label_map) + 2 and y.shape[1] == 1 and y.shape[2:] == label_map:
+        labels = y[:, 0]
+    elif y.ndim == len(label_map) + 2 and y.shape[-1] == 1 and y.shape[1:-1] == label_map:
+        labels = y[..., 0]
+    if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1 and label_map != (1,)):
+        raise NetspecError(
+            f"data from {origin} has one class id per example (labels {list(y.shape)}) but "
+            f"the spec's output is a class per pixel {_map_text(target)}: expected labels "
+            f"of shape {want}",
+            hint="save a label map per example (np.savez(path, x=images, y=masks)), or train "
+            "a classifier: `classes K` without `per pixel`",
+        )
+    if len(labels) != n:
+        raise NetspecError(f"data from {origin} has {n} examples but {len(labels)} label maps")
+    if labels.shape[1:] != label_map:
+        raise NetspecError(
+            f"data from {origin} has per-pixel labels of shape {list(y.shape)} but the spec's "
+            f"output map is {_map_text(target)}: expected labels of shape {want}",
+            hint="a label map has the size of the output map, one class per output pixel "
+            "(resize masks with nearest-neighbour sampling, never bilinear)",
+        )
+    if not (np.issubdtype(labels.dtype, np.integer) or _integral(labels)):
+        raise NetspecError(
+            f"data from {origin} has per-pixel labels that are not integer class ids "
+            f"({labels.dtype})",
+            hint=f"a mask holds class ids in [0, {target.classes - 1}] ({IGNORE}: ignored)",
+        )
+    bad = (labels < 0) | ((labels >= target.classes) & (labels != IGNORE))
+    if bad.any():
+        values = np.unique(labels[bad])
+        shown = ", ".join(str(v) for v in values[:6].tolist()) + (
+            ", ..." if len(values) > 6 else ""
+        )
+        raise NetspecError(
+            f"data from {origin} has per-pixel labels {shown} ({int(bad.sum()):,} pixels) but "
+            f"the spec declares {target.classes} classes per pixel, so labels must lie in "
+            f"[0, {target.classes - 1}], or be {IGNORE} (a pixel to ignore)",
+            hint="check the spec's number of classes, or map the extra values to "
+            f"{IGNORE} to leave those pixels out",
         )
     return labels.astype(np.int64)
 

@@ -1,4 +1,14 @@
-"""Evaluation: loss, accuracy, per-class accuracy and the confusion matrix of a model on data."""
+"""Evaluation: loss, accuracy, per-class accuracy and the confusion matrix of a model on data.
+
+For a dense output (labels a class per pixel) every figure is per pixel: the loss is the mean
+cross-entropy over the labelled pixels, the confusion matrix counts pixels, the accuracy is
+the pixel accuracy, and `iou` gives each class's intersection over union; pixels labelled
+`IGNORE` (255) count nowhere.
+
+Mean IoU convention: IoU_c = TP_c / (TP_c + FP_c + FN_c) for each class present in the labels
+or in the predictions (a nonzero union); a class absent from both has no IoU (NaN) and is left
+out of the mean.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from netspec.train.data import IGNORE
 from netspec.train.device import Runtime
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
@@ -19,14 +30,17 @@ class Evaluation:
     """A model's results on a data set.
 
     Attributes:
-        loss: mean cross-entropy per example (NaN on an empty set).
-        confusion: ``(classes, classes)`` counts, rows the true class, columns the prediction.
+        loss: mean cross-entropy per example, or per labelled pixel (NaN on an empty set).
+        confusion: ``(classes, classes)`` counts of examples (or pixels), rows the true class,
+            columns the prediction.
         class_names: one name per class.
+        per_pixel: the labels were a class per pixel (a dense output).
     """
 
     loss: float
     confusion: torch.Tensor
     class_names: list[str]
+    per_pixel: bool = False
 
     @property
     def count(self) -> int:
@@ -42,6 +56,31 @@ class Evaluation:
         hits = self.confusion.diagonal().tolist()
         return [h / t if t else float("nan") for h, t in zip(hits, totals, strict=True)]
 
+    def iou(self) -> list[float]:
+        """Intersection over union per class; NaN for a class neither labelled nor predicted."""
+        return iou(self.confusion)
+
+    @property
+    def mean_iou(self) -> float:
+        """The mean IoU over the classes present in the labels or the predictions."""
+        return mean_iou(self.confusion)
+
+
+def iou(confusion: torch.Tensor) -> list[float]:
+    """Per-class IoU, TP / (TP + FP + FN), from a confusion matrix (rows true, columns
+    predicted); NaN where the class is in neither the labels nor the predictions."""
+    hits = confusion.diagonal().double()
+    union = confusion.sum(dim=0).double() + confusion.sum(dim=1).double() - hits
+    return [
+        h / u if u else float("nan") for h, u in zip(hits.tolist(), union.tolist(), strict=True)
+    ]
+
+
+def mean_iou(confusion: torch.Tensor) -> float:
+    """The mean of `iou` over the classes that have one (NaN when none has)."""
+    present = [v for v in iou(confusion) if v == v]
+    return sum(present) / len(present) if present else float("nan")
+
 
 @torch.no_grad()
 def evaluation_sums(
@@ -54,6 +93,7 @@ def evaluation_sums(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy (float64) and the confusion matrix, on the runtime's device.
 
+    With per-pixel labels ``(N, H, W)`` both are over the labelled pixels (`IGNORE` left out).
     They are sums so that data-parallel processes can all-reduce them before dividing.
     """
     loss = torch.zeros((), dtype=torch.float64, device=runtime.device)
@@ -64,8 +104,14 @@ def evaluation_sums(
         with runtime.autocast():
             out = logits(xb)
         out = out.float()
-        loss += F.cross_entropy(out, yb, reduction="sum").double()
-        confusion += torch.bincount(yb * classes + out.argmax(dim=1), minlength=classes * classes)
+        predicted = out.argmax(dim=1)
+        if yb.dim() > 1:  # per pixel: the labelled pixels only
+            loss += F.cross_entropy(out, yb, reduction="sum", ignore_index=IGNORE).double()
+            keep = yb != IGNORE
+            yb, predicted = yb[keep], predicted[keep]
+        else:
+            loss += F.cross_entropy(out, yb, reduction="sum").double()
+        confusion += torch.bincount(yb * classes + predicted, minlength=classes * classes)
     return loss, confusion.view(classes, classes)
 
 
@@ -79,8 +125,9 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate `logits` (a model in eval mode) on examples `x` with labels `y`."""
     loss, confusion = evaluation_sums(logits, x, y, len(class_names), runtime, batch_size)
-    mean = float(loss) / len(y) if len(y) else float("nan")
-    return Evaluation(mean, confusion.cpu(), class_names)
+    count = int(confusion.sum())  # examples, or labelled pixels
+    mean = float(loss) / count if count else float("nan")
+    return Evaluation(mean, confusion.cpu(), class_names, per_pixel=y.dim() > 1)
 
 
 def onnx_logits(run: Callable[[np.ndarray], np.ndarray], probabilities: bool) -> Logits:

@@ -29,7 +29,11 @@ from netspec.train.evaluate import Evaluation
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """One row of the metrics CSV. Validation figures are NaN when there is no validation set."""
+    """One row of the metrics CSV. Validation figures are NaN when there is no validation set.
+
+    For a dense output (labels a class per pixel) the losses and accuracies are per labelled
+    pixel and the mean IoUs are kept; a classifier's mean IoUs are NaN (and not written).
+    """
 
     epoch: int
     train_loss: float
@@ -38,33 +42,52 @@ class EpochRecord:
     val_acc: float
     lr: float
     seconds: float
+    train_miou: float = math.nan
+    val_miou: float = math.nan
+
+    @property
+    def per_pixel(self) -> bool:
+        return not (math.isnan(self.train_miou) and math.isnan(self.val_miou))
 
 
-CSV_COLUMNS = tuple(f.name for f in fields(EpochRecord))
+DENSE_COLUMNS = tuple(f.name for f in fields(EpochRecord))
+CSV_COLUMNS = DENSE_COLUMNS[:-2]  # a classifier's: no mean IoU
+
+
+def per_pixel(history: list[EpochRecord]) -> bool:
+    """Whether a run's records are a dense output's (they hold mean IoUs)."""
+    return any(r.per_pixel for r in history)
 
 
 def write_metrics(path: Path, history: list[EpochRecord]) -> None:
-    """Atomically (re)write the metrics CSV from the whole history."""
+    """Atomically (re)write the metrics CSV from the whole history (with the mean IoU
+    columns for a dense output)."""
+    columns = DENSE_COLUMNS if per_pixel(history) else CSV_COLUMNS
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(columns)
     for record in history:
         writer.writerow(
-            ["" if isinstance(v, float) and math.isnan(v) else v for v in astuple(record)]
+            [
+                "" if isinstance(v, float) and math.isnan(v) else v
+                for v in astuple(record)[: len(columns)]
+            ]
         )
     write_text(path, buffer.getvalue())
 
 
 def plot_curves(path: Path, history: list[EpochRecord], title: str) -> None:
-    """Save the learning curves: loss and accuracy per epoch, training vs validation."""
+    """Save the learning curves: loss and accuracy per epoch, training vs validation (and
+    the mean IoU for a dense output, whose accuracy is the pixel accuracy)."""
     from matplotlib.figure import Figure  # no pyplot: no global state, the Agg canvas
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r.epoch for r in history]
-    figure = Figure(figsize=(11, 4), layout="constrained")
-    for ax, metric, label in zip(
-        figure.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy"), strict=True
-    ):
+    panels = [("loss", "loss"), ("acc", "accuracy")]
+    if per_pixel(history):
+        panels = [("loss", "loss per pixel"), ("acc", "pixel accuracy"), ("miou", "mean IoU")]
+    figure = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
+    for ax, (metric, label) in zip(figure.subplots(1, len(panels)), panels, strict=True):
         ax.plot(epochs, [getattr(r, f"train_{metric}") for r in history], "o-", label="train")
         val = [getattr(r, f"val_{metric}") for r in history]
         if not all(math.isnan(v) for v in val):
@@ -93,27 +116,37 @@ def _short(loss: float, acc: float) -> str:
 
 
 def epoch_line(record: EpochRecord, epochs: int) -> str:
-    """One plain line per epoch, for logs that are not a terminal."""
+    """One plain line per epoch, for logs that are not a terminal (a dense output's accuracy
+    is per pixel, followed by its mean IoU)."""
+    dense = record.per_pixel
+    train_miou = f" miou {_fmt(record.train_miou)}" if dense else ""
+    val_miou = f" val_miou {_fmt(record.val_miou)}" if dense else ""
     return (
         f"epoch {record.epoch}/{epochs}: loss {_fmt(record.train_loss)} acc {_fmt(record.train_acc)}"
-        f" | val_loss {_fmt(record.val_loss)} val_acc {_fmt(record.val_acc)}"
+        f"{train_miou} | val_loss {_fmt(record.val_loss)} val_acc {_fmt(record.val_acc)}{val_miou}"
         f" | lr {record.lr:.3g} | {record.seconds:.1f}s"
     )
 
 
 def epoch_table(history: list[EpochRecord], best_epoch: int | None, title: str) -> Table:
     """The per-epoch table shown at the end of a run; the best epoch is starred."""
+    dense = per_pixel(history)
     table = Table(title=title)
-    for column in ("epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"):
+    columns = ["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"]
+    if dense:
+        columns[2:5] = ["train pixel acc", "train mIoU", "val loss", "val pixel acc", "val mIoU"]
+    for column in columns:
         table.add_column(column, justify="right")
     for r in history:
         best = r.epoch == best_epoch
+        train = [_fmt(r.train_acc), _fmt(r.train_miou)] if dense else [_fmt(r.train_acc)]
+        val = [_fmt(r.val_acc), _fmt(r.val_miou)] if dense else [_fmt(r.val_acc)]
         table.add_row(
             f"{r.epoch}{' *' if best else ''}",
             _fmt(r.train_loss),
-            _fmt(r.train_acc),
+            *train,
             _fmt(r.val_loss),
-            _fmt(r.val_acc),
+            *val,
             f"{r.lr:.3g}",
             f"{r.seconds:.1f}",
             style="bold green" if best else None,
@@ -164,6 +197,8 @@ class EpochProgress:
             return
         if self.bar is not None and self.task is not None:
             val = f"val {_fmt(record.val_loss, 3)} {_pct(record.val_acc)}"
+            if record.per_pixel:
+                val += f" mIoU {_pct(record.val_miou)}"
             self.bar.update(
                 self.task, metrics=f"{_short(record.train_loss, record.train_acc)} | {val}"
             )
@@ -225,7 +260,10 @@ _MATRIX_LIMIT = 20
 
 
 def eval_tables(result: Evaluation, title: str) -> list[Table]:
-    """The per-class accuracy table and the confusion matrix (or its worst pairs)."""
+    """The per-class accuracy table and the confusion matrix (or its worst pairs); for a dense
+    output, the per-class IoU table and the confusion matrix in pixels."""
+    if result.per_pixel:
+        return [_iou_table(result, title), _confusion_table(result)]
     per_class = Table(
         title=f"{title}: accuracy {result.accuracy:.2%} ({result.count} examples, loss {result.loss:.4f})"
     )
@@ -238,6 +276,35 @@ def eval_tables(result: Evaluation, title: str) -> list[Table]:
     ):
         per_class.add_row(name, str(total), str(hit), "-" if math.isnan(acc) else f"{acc:.2%}")
     return [per_class, _confusion_table(result)]
+
+
+def _iou_table(result: Evaluation, title: str) -> Table:
+    """Per class: labelled and predicted pixels, IoU and accuracy (recall); the mean IoU
+    over the classes labelled or predicted (the others show `-` and are left out)."""
+    ious = result.iou()
+    present = sum(1 for v in ious if not math.isnan(v))
+    table = Table(
+        title=f"{title}: pixel accuracy {_pct2(result.accuracy)}, mean IoU {_pct2(result.mean_iou)} "
+        f"over {present} of {len(ious)} classes ({result.count:,} labelled pixels, "
+        f"loss {result.loss:.4f})"
+    )
+    for column in ("class", "pixels", "predicted", "IoU", "accuracy"):
+        table.add_column(column, justify="right")
+    totals = result.confusion.sum(dim=1).tolist()
+    predicted = result.confusion.sum(dim=0).tolist()
+    for name, total, guessed, iou, acc in zip(
+        result.class_names, totals, predicted, ious, result.per_class(), strict=True
+    ):
+        table.add_row(name, f"{total:,}", f"{guessed:,}", _pct2(iou), _pct2(acc))
+    table.caption = (
+        "IoU = TP / (TP + FP + FN); mean IoU over the classes labelled or predicted; "
+        "pixels labelled 255 are ignored"
+    )
+    return table
+
+
+def _pct2(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2%}"
 
 
 def _confusion_table(result: Evaluation) -> Table:
@@ -260,7 +327,8 @@ def _confusion_table(result: Evaluation) -> Table:
         for count, i, j in pairs:
             table.add_row(names[i], names[j], str(count))
         return table
-    table = Table(title="confusion matrix (rows: true class, columns: predicted)")
+    unit = "pixels, " if result.per_pixel else ""
+    table = Table(title=f"confusion matrix ({unit}rows: true class, columns: predicted)")
     table.add_column("true \\ pred", justify="right", style="bold")
     for name in names:
         table.add_column(name, justify="right")

@@ -3,7 +3,9 @@
 One epoch at a time: shuffle, augment, forward through the logits (the spec's final SOFTMAX
 stays in the inference graph, the loss is `F.cross_entropy` on the scores before it), add the
 L1/L2 penalties, step the optimizer; then validate, step the learning-rate schedule, and write
-the checkpoints and metrics atomically. Randomness is derived from ``(seed, epoch, rank)``
+the checkpoints and metrics atomically. A dense output (labels a class per pixel) trains
+on the per-pixel cross-entropy over the labelled pixels and reports pixel accuracy and mean
+IoU (`netspec.train.evaluate`). Randomness is derived from ``(seed, epoch, rank)``
 at the start of every epoch, so a resumed run repeats exactly what the uninterrupted run would
 have done.
 
@@ -32,10 +34,10 @@ from torch import nn
 from netspec.errors import NetspecError, did_you_mean
 from netspec.ir.graph import Graph
 from netspec.train import checkpoint as ckpt
-from netspec.train.augment import augment_batch, parse_augment
-from netspec.train.data import Dataset, DataSplit
+from netspec.train.augment import augment_batch, augment_pair, parse_augment
+from netspec.train.data import IGNORE, Dataset, DataSplit
 from netspec.train.device import Runtime, pick_runtime
-from netspec.train.evaluate import evaluation_sums
+from netspec.train.evaluate import evaluation_sums, mean_iou
 from netspec.train.report import (
     EpochProgress,
     EpochRecord,
@@ -93,19 +95,24 @@ class RunResult:
     best_epoch: int | None
     stopped: str  # "completed", "early stopping" or "diverged"
     ranks_max_diff: float | None = None  # data-parallel: largest weight difference between ranks
+    per_pixel: bool = False  # a dense output: accuracies are per pixel, and mean IoU is kept
 
     def to_json(self) -> dict[str, Any]:
         best = next((r for r in self.history if r.epoch == self.best_epoch), None)
         last = self.history[-1] if self.history else None
-        return {
+        out = {
             "stopped": self.stopped,
             "epochs_run": len(self.history),
             "best_epoch": self.best_epoch,
             "best_val_loss": _json_float(best.val_loss) if best else None,
             "best_val_acc": _json_float(best.val_acc) if best else None,
             "final_val_acc": _json_float(last.val_acc) if last else None,
-            "ranks_max_diff": self.ranks_max_diff,
         }
+        if self.per_pixel:  # val_acc is the pixel accuracy
+            out["best_val_miou"] = _json_float(best.val_miou) if best else None
+            out["final_val_miou"] = _json_float(last.val_miou) if last else None
+        out["ranks_max_diff"] = self.ranks_max_diff
+        return out
 
 
 def _json_float(value: float) -> float | None:
@@ -132,8 +139,22 @@ class _State:
 
 
 def objective(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy on the scores before the softmax (log-softmax inside: stable)."""
+    """Mean cross-entropy on the scores before the softmax (log-softmax inside: stable).
+
+    Per-pixel labels ``(N, H, W)`` against scores ``(N, K, H, W)``: the mean over the labelled
+    pixels (`IGNORE` left out); a batch with none labelled gives 0, not NaN.
+    """
+    if y.dim() > 1:
+        total = F.cross_entropy(logits.float(), y, ignore_index=IGNORE, reduction="sum")
+        return total / (y != IGNORE).sum().clamp_min(1)
     return F.cross_entropy(logits.float(), y)
+
+
+def labelled(y: torch.Tensor) -> torch.Tensor:
+    """The number of labels a loss averaged over: examples, or the labelled pixels."""
+    if y.dim() > 1:
+        return (y != IGNORE).sum()
+    return torch.tensor(len(y), device=y.device)
 
 
 class Penalty:
@@ -379,6 +400,7 @@ class _Run:
                 self.net, device_ids=[self.runtime.device.index] if cuda else None
             )
         self.augment = parse_augment(s.augment)
+        self.per_pixel = job.data.train.per_pixel
         self.started = time.perf_counter()
         self.plot_seconds, self.plotted = 0.0, 0  # time spent drawing curves.png; its epoch
 
@@ -400,7 +422,13 @@ class _Run:
             if self.lead and state.history:
                 self.write_results("interrupted", final=True)
             raise
-        result = RunResult(self.out, state.history, state.best_epoch, state.stopped or "completed")
+        result = RunResult(
+            self.out,
+            state.history,
+            state.best_epoch,
+            state.stopped or "completed",
+            per_pixel=self.job.data.train.per_pixel,
+        )
         if self.world > 1:
             result.ranks_max_diff = _ranks_max_diff(self.model)
         if self.lead:
@@ -412,19 +440,21 @@ class _Run:
         """Train one epoch, validate, step the schedule, checkpoint; return the metrics."""
         s, state = self.s, self.state
         started = time.perf_counter()
-        train_loss, train_acc = self.train_epoch(epoch, progress)
+        train_loss, train_acc, train_miou = self.train_epoch(epoch, progress)
         if not math.isfinite(train_loss):
             raise _diverged(self.job, state, epoch, train_loss, self.console, self.show, self.lead)
         if self.world > 1:
             _broadcast_buffers(self.model)  # every rank validates with rank 0's statistics
-        val_loss, val_acc = _validate(
+        val_loss, val_acc, val_miou = _validate(
             self.model, self.job.data.val, self.runtime, s.batch_size, self.rank, self.world
         )
         lr = self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None:
             self.scheduler.step()
         seconds = time.perf_counter() - started
-        record = EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds)
+        record = EpochRecord(
+            epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, train_miou, val_miou
+        )
         state.epoch, state.history = epoch, [*state.history, record]
         improved = val_loss < state.best_val_loss
         if improved:
@@ -443,7 +473,9 @@ class _Run:
         drawing it (about 0.3 s) would take over a tenth of the time trained so far, in which
         case it waits for a later epoch, an interruption or the end (`final`)."""
         state = self.state
-        result = RunResult(self.out, state.history, state.best_epoch, stopped)
+        result = RunResult(
+            self.out, state.history, state.best_epoch, stopped, per_pixel=self.per_pixel
+        )
         trained = time.perf_counter() - self.started
         curves = final or self.plotted == 0 or self.plot_seconds <= _PLOT_SHARE * trained
         if curves and state.history and self.plotted != state.epoch:
@@ -455,9 +487,11 @@ class _Run:
             self.plotted = state.epoch
         ckpt.write_text(result.out / RESULT, json.dumps(result.to_json(), indent=2) + "\n")
 
-    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, float]:
-        """One pass over this process's share of the training set: (mean loss, accuracy)."""
+    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, float, float]:
+        """One pass over this process's share of the training set: (mean loss, accuracy,
+        mean IoU); per pixel for a dense output, where mean IoU is NaN for a classifier."""
         s, runtime, data = self.s, self.runtime, self.job.data.train
+        dense, classes = data.per_pixel, len(data.class_names)
         torch.manual_seed(epoch_seed(s.seed, epoch, self.rank, 2))  # dropout
         order = torch.Generator().manual_seed(epoch_seed(s.seed, epoch))
         aug = torch.Generator(device=runtime.device).manual_seed(
@@ -470,12 +504,16 @@ class _Run:
             m.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
         correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
-        count = 0
+        count = torch.zeros((), dtype=torch.int64, device=runtime.device)
+        # per pixel: the confusion matrix for the mean IoU, with a last bin for ignored pixels
+        confusion = torch.zeros(classes * classes + 1, dtype=torch.int64, device=runtime.device)
         every = max(1, len(steps) // 50)
         for step, index in enumerate(steps, 1):
             x = runtime.batch(data.x[index])
             y = data.y[index].to(runtime.device, non_blocking=True)
-            if self.augment.enabled():
+            if self.augment.enabled() and dense:
+                x, y = augment_pair(x, y, self.augment, aug)
+            elif self.augment.enabled():
                 x = augment_batch(x, self.augment, aug)
             with runtime.autocast():
                 logits = self.net(x)
@@ -492,32 +530,49 @@ class _Run:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            loss_sum += loss.detach().double() * len(y)
-            correct += (logits.detach().argmax(dim=1) == y).sum()
-            count += len(y)
+            units = labelled(y)
+            loss_sum += loss.detach().double() * units
+            predicted = logits.detach().argmax(dim=1)
+            if dense:  # the labelled pixels only (masks, not indexing: no device sync)
+                keep = y != IGNORE
+                correct += ((predicted == y) & keep).sum()
+                cells = torch.where(keep, y * classes + predicted, classes * classes)
+                confusion += torch.bincount(cells.flatten(), minlength=classes * classes + 1)
+            else:
+                correct += (predicted == y).sum()
+            count += units
             if step % every == 0 or step == len(steps):
-                mean = float(loss_sum) / count
-                progress.update(step, mean, float(correct) / count)
+                seen = max(int(count), 1)
+                mean = float(loss_sum) / seen
+                progress.update(step, mean, float(correct) / seen)
                 if self.world == 1 and not math.isfinite(mean):
                     break  # alone only: every rank must take the same number of steps
-        totals = torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(count)])
+        totals = torch.stack([loss_sum, correct.double(), count.double()])
         totals = _all_sum(totals, self.world)
-        return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+        miou = math.nan
+        if dense:
+            matrix = _all_sum(confusion, self.world)[:-1].view(classes, classes)
+            miou = mean_iou(matrix.cpu())
+        if totals[2] == 0:
+            return math.nan, math.nan, miou
+        return float(totals[0] / totals[2]), float(totals[1] / totals[2]), miou
 
 
 def _validate(
     model: NetspecModule, data: Dataset, runtime: Runtime, batch_size: int, rank: int, world: int
-) -> tuple[float, float]:
-    """Validation loss and accuracy (NaN without a validation set), sharded across ranks."""
+) -> tuple[float, float, float]:
+    """Validation loss, accuracy and mean IoU (the last for per-pixel labels only; all NaN
+    without a validation set), sharded across ranks."""
     model.eval()
     x, y, classes = data.x[rank::world], data.y[rank::world], len(data.class_names)
     loss, confusion = evaluation_sums(model.logits, x, y, classes, runtime, max(batch_size, 256))
-    totals = _all_sum(
-        torch.stack([loss, confusion.diagonal().sum().double(), confusion.sum().double()]), world
-    )
-    if totals[2] == 0:
-        return math.nan, math.nan
-    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+    confusion = _all_sum(confusion, world)
+    loss = _all_sum(loss, world)
+    count = confusion.sum()
+    if count == 0:
+        return math.nan, math.nan, math.nan
+    miou = mean_iou(confusion.cpu()) if data.per_pixel else math.nan
+    return float(loss / count), float(confusion.diagonal().sum() / count), miou
 
 
 def _checkpoint(
@@ -603,7 +658,13 @@ def _diverged(
     out = Path(job.out)
     if lead:
         _finish(
-            RunResult(out, state.history, state.best_epoch, "diverged"),
+            RunResult(
+                out,
+                state.history,
+                state.best_epoch,
+                "diverged",
+                per_pixel=job.data.train.per_pixel,
+            ),
             job.graph.name,
             console,
             show,
