@@ -161,6 +161,7 @@ def train(
         threads = options["threads"]
     _check_batch(graph, settings.batch_size, options["nproc"])
     _check_augment(graph, settings.augment)
+    _check_heads(graph)
     runtime = pick_runtime(options["device"], rank=options["nproc"] - 1)  # refused now if bad
     threads = cpu_threads(threads, options["nproc"])  # recorded: it sways float sums
     data = _load(graph, settings)
@@ -401,6 +402,23 @@ def _check_augment(graph: Any, augment: str) -> None:
 
     if graph.per_pixel:
         check_dense_augment(parse_augment(augment), graph.input.shape, graph.output_shape)
+
+
+def _check_heads(graph: Any) -> None:
+    """A side head's loss reads the main output's labels, so it must output the main shape
+    (per-pixel labels need a per-pixel head, one label per example a per-example head)."""
+    main = tuple(graph.output_shape)
+    for head in graph.heads:
+        shape = tuple(graph.node(head.output).shape)
+        if shape != main:
+            what = "a class per pixel" if graph.per_pixel else "one class per example"
+            raise NetspecError(
+                f"side head `{head.name}` outputs [{', '.join(map(str, shape))}] but the main "
+                f"output is {what} [{', '.join(map(str, main))}]; training gives every head "
+                "the same labels",
+                head.span,
+                hint=f"end the head in the main output's shape [{', '.join(map(str, main))}]",
+            )
 
 
 def _classes(graph: Any) -> int:
