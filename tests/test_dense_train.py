@@ -340,3 +340,12 @@ def test_side_heads_must_output_the_main_shape(tmp_path: Path, capsys) -> None:
     deep = write(tmp_path, "deep.ns", top + body + "head aux at c1: CONV(2, 1) -> SOFTMAX\n")
     args = ["--data", "synthetic:32", "--epochs", "1", "--out", str(tmp_path / "d"), "-q"]
     assert main(["train", deep, *args]) == 0
+
+
+def test_int8_export_refuses_a_dense_output_clearly(tmp_path: Path, capsys) -> None:
+    """--int8 counts top-1 per example; with per-pixel labels its message would mislead."""
+    spec = write(tmp_path, "squares.ns", DENSE)
+    args = ["--int8", "--calibrate", npz(tmp_path), "-o", str(tmp_path / "s.onnx")]
+    err = refused(capsys, "export", spec, *args)
+    assert "per-pixel output; --int8 does not quantize dense outputs yet" in err
+    assert not (tmp_path / "s.onnx").exists()

@@ -157,6 +157,11 @@ def export_int8(
             "--int8 quantizes the main output only; leave out --outputs all",
             hint="export the side heads in fp32: --outputs all without --int8",
         )
+    if graph.per_pixel:  # its checks and accuracy count top-1 per example
+        raise NetspecError(
+            f"{graph.name} has a per-pixel output; --int8 does not quantize dense outputs yet",
+            hint="export it in fp32 (without --int8), or with --fp16",
+        )
     if graph.input.is_tokens:
         raise NetspecError(
             f"{graph.name} takes token ids; --int8 quantizes models with a float input"
