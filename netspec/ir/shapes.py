@@ -74,9 +74,10 @@ class Propagation:
             args = self.dumps.get(layer)
             if args is None:
                 args = self.dumps[layer] = layer.model_dump(mode="json")
-            result += (0 if layer.inplace else numel(out), args)
+            # The last item is the node's private part, shared by its nodes (see `Node.of`).
+            result += (0 if layer.inplace else numel(out), args, {"_layer": layer})
             self.memo[key] = result
-        out, params, buffers, macs, ops, memory, args = result
+        out, params, buffers, macs, ops, memory, args, private = result
         name = label or scope.next_name(layer.short)
         node_id = scope.prefix + name
         if node_id in self.tap_names:
@@ -119,7 +120,7 @@ class Propagation:
             sums[5] += 1
             return Value(node_id, out)
         node = Node.of(
-            layer,
+            private,
             id=node_id,
             kind=layer.kind,
             args=args,

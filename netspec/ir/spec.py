@@ -3,8 +3,10 @@ parameters (with their domains) and main chain; `Spec.instantiate` hands it to t
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,7 +327,8 @@ class Spec:
 
         builder = Builder(self, dict(bindings or {}), light=light)
         try:
-            graph = builder.build()
+            with paused_gc():
+                graph = builder.build()
         except NetspecError as e:
             if collect:
                 return None, builder.errors + [e]
@@ -335,6 +338,21 @@ class Spec:
         if builder.errors:
             raise SpecErrors(builder.errors)
         return graph
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Python's cycle collector off while a graph is built: the build allocates a few objects
+    per node and leaves no garbage cycles (none on the bundled specs), and with the collector on, each
+    of its passes walks the nodes built so far (1.4 s of a 3 s build of 200,000 nodes). Its
+    previous state comes back afterwards; a cycle made meanwhile is collected then."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def switch_name(el: ast.Element) -> str | None:
