@@ -343,9 +343,10 @@ class Spec:
 @contextmanager
 def paused_gc() -> Iterator[None]:
     """Python's cycle collector off while a graph is built: the build allocates a few objects
-    per node and leaves no garbage cycles (none on the bundled specs), and with the collector on, each
-    of its passes walks the nodes built so far (1.4 s of a 3 s build of 200,000 nodes). Its
-    previous state comes back afterwards; a cycle made meanwhile is collected then."""
+    per node and leaves no garbage cycles (none on the bundled specs), and with the collector
+    on, each of its passes walks the nodes built so far (1.4 s of a 3 s build of 200,000
+    nodes). Its previous state comes back afterwards; a cycle made meanwhile is collected
+    then."""
     was = gc.isenabled()
     gc.disable()
     try:
