@@ -60,6 +60,10 @@ KEEPS_NOTHING = frozenset(
     }
 )
 SHARES_INPUT = frozenset({"relu", "flatten", "identity", "slice"})  # in place, or a view
+# The kinds with something more than their tensors (masks, indices, statistics).
+_EXTRAS = frozenset(
+    {"dropout", "pool", "global_pool", "batchnorm", "layernorm", "groupnorm", "drop_path"}
+)
 INDEX_BYTES = 8  # int64: max pooling's indices, token ids
 STAT_BYTES = 4  # fp32: batch norm's saved mean and inverse std
 
@@ -95,35 +99,39 @@ def activations_kept(graph: Graph) -> tuple[int, int]:
     extra = INDEX_BYTES  # per example: the loss's target; indices, masks, log-probabilities
     fixed = STAT_BYTES  # per batch: the loss's total weight; batch norm statistics
     last = graph.nodes[-1] if graph.nodes else None
+    prod = math.prod
     for node in graph.nodes:
-        if node is last and node.kind == "softmax" and node.id == graph.output:
+        kind, node_id, shape = node.kind, node.id, node.shape
+        if node is last and kind == "softmax" and node_id == graph.output:
             # Training feeds the scores before the final SOFTMAX to the loss (log-softmax).
-            extra += math.prod(node.shape) * eb
+            extra += prod(shape) * eb
             break
-        elements = math.prod(node.shape)
+        elements = prod(shape)
         # Stochastic depth with p = 0 returns its input itself.
-        passes = node.kind == "drop_path" and getattr(node.layer, "p", 1) == 0
-        if (node.kind in SHARES_INPUT or passes) and node.inputs:
-            root[node.id] = root[node.inputs[0]]
+        passes = kind == "drop_path" and getattr(node.layer, "p", 1) == 0
+        if (kind in SHARES_INPUT or passes) and node.inputs:
+            at = root[node_id] = root[node.inputs[0]]
         else:
-            root[node.id] = node.id
-            tokens = node.kind == "input" and graph.input.is_tokens
-            size[node.id] = elements * (INDEX_BYTES if tokens else eb)
-        if node.kind in KEEPS_OUTPUT:
-            kept.add(root[node.id])
-        elif node.kind not in KEEPS_NOTHING and not _is_mean(node):
+            at = root[node_id] = node_id
+            tokens = kind == "input" and graph.input.is_tokens
+            size[node_id] = elements * (INDEX_BYTES if tokens else eb)
+        if kind in KEEPS_OUTPUT:
+            kept.add(at)
+        elif kind not in KEEPS_NOTHING and not _is_mean(node):
             kept.update(root[i] for i in node.inputs)
-        if node.kind == "dropout":
+        if kind not in _EXTRAS:  # most layers: nothing more
+            continue
+        if kind == "dropout":
             extra += elements * eb  # the mask
-        if node.kind in ("pool", "global_pool") and getattr(node.layer, "mode", None) == "max":
+        if kind in ("pool", "global_pool") and getattr(node.layer, "mode", None) == "max":
             extra += elements * INDEX_BYTES
-        if node.kind == "batchnorm":
-            fixed += 2 * node.shape[0] * STAT_BYTES
-        if node.kind == "layernorm":  # a mean and an inverse std per position
-            extra += 2 * (elements // node.shape[0]) * STAT_BYTES
-        if node.kind == "groupnorm":  # a mean and an inverse std per group
+        if kind == "batchnorm":
+            fixed += 2 * shape[0] * STAT_BYTES
+        if kind == "layernorm":  # a mean and an inverse std per position
+            extra += 2 * (elements // shape[0]) * STAT_BYTES
+        if kind == "groupnorm":  # a mean and an inverse std per group
             extra += 2 * getattr(node.layer, "groups", 1) * STAT_BYTES
-        if node.kind == "drop_path" and not passes:
+        if kind == "drop_path" and not passes:
             extra += eb  # the mask: one value per example
     else:
         if last is not None:

@@ -92,19 +92,37 @@ class _RowText:
     channels, rank): a long network repeats few layer configurations."""
 
     def __init__(self, graph: Graph) -> None:
-        self.shapes = {n.id: n.shape for n in graph.nodes}
+        self.graph = graph
+        self._shapes: dict[str, tuple[int, ...]] | None = None
         self.cache: dict[tuple, tuple[str, str]] = {}
         self.shape_text: dict[tuple[int, ...], str] = {}
+        self.last: Node | None = None  # the previous row's node: most layers' only input
+        self.keep: list[dict[str, Any]] = []
 
     def __call__(self, node: Node) -> tuple[str, str]:
-        ins = [self.shapes[i] for i in node.inputs]
-        # A layer is a frozen model: it hashes by its arguments.
-        key = (node.layer, ins[0][0] if ins else None, len(node.shape), node.implicit)
+        inputs = node.inputs
+        last, self.last = self.last, node
+        if len(inputs) == 1 and last is not None and last.id == inputs[0]:
+            first: tuple[int, ...] | None = last.shape
+        else:
+            first = self.shapes[inputs[0]] if inputs else None
+        # A node's args are its layer's arguments: the same kind and args, the same layer
+        # (and the builder hands every node of a layer one args dict: a cheap key).
+        args = node.args
+        key = (node.kind, id(args), first[0] if first else None, len(node.shape), node.implicit)
         cells = self.cache.get(key)
         if cells is None:
+            ins = (first,) if len(inputs) == 1 else tuple(self.shapes[i] for i in inputs)
             kind = describe(node) + (" (implicit)" if node.implicit else "")
-            cells = self.cache[key] = (kind, kernel_shape(node, tuple(ins)))
+            cells = self.cache[key] = (kind, kernel_shape(node, ins))
+            self.keep.append(args)  # its id stays its own while the cache holds it
         return cells
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        if self._shapes is None:
+            self._shapes = {n.id: n.shape for n in self.graph.nodes}
+        return self._shapes
 
     def shape(self, shape: tuple[int, ...]) -> str:
         text = self.shape_text.get(shape)
@@ -144,17 +162,17 @@ def layer_columns(
     params: list[int] = []
     macs: list[int] = []
     ops: list[int] = []
-    if depth is None:
-        for node in graph.nodes:
-            kind, kernel = text(node)
-            names.append(node.id)
-            kinds.append(kind)
-            kernels.append(kernel)
-            outputs.append(text.shape(node.shape))
-            memory.append(node.memory)
-            params.append(node.params)
-            macs.append(node.macs)
-            ops.append(node.ops)
+    if depth is None:  # column by column: up to 250,000 rows
+        nodes = graph.nodes
+        cells = list(map(text, nodes))
+        kinds = [c[0] for c in cells]
+        kernels = [c[1] for c in cells]
+        names = [n.id for n in nodes]
+        outputs = [text.shape(n.shape) for n in nodes]
+        memory = [n.memory for n in nodes]
+        params = [n.params for n in nodes]
+        macs = [n.macs for n in nodes]
+        ops = [n.ops for n in nodes]
     else:
         for name, group in _rows(graph.nodes, depth):
             last = group[-1]
@@ -180,27 +198,43 @@ def layer_columns(
         Column("kind", "kind", False, kinds, kinds, descriptive=True),
         Column("kernel", "kernel", True, kernels, kernels, descriptive=True),
         Column("output", "output", True, outputs, outputs),
-        Column("memory", "memory", True, memory, [count(v) for v in memory]),
-        Column("params", "params", True, params, [count(v) for v in params]),
+        Column("memory", "memory", True, memory, texts(memory)),
+        Column("params", "params", True, params, texts(params)),
         Column(
             "params %",
             "params_pct",
             True,
             [round(100 * v / t.params, 4) if t.params else 0.0 for v in params] if raw else [],
-            [share(v, t.params) for v in params],
+            texts(params, lambda v: share(v, t.params)),
         ),
-        Column("MACs", "macs", True, macs, [count(v) for v in macs]),
+        Column("MACs", "macs", True, macs, texts(macs)),
         Column(
             "MACs %",
             "macs_pct",
             True,
             [round(100 * v / t.macs, 4) if t.macs else 0.0 for v in macs] if raw else [],
-            [share(v, t.macs) for v in macs],
+            texts(macs, lambda v: share(v, t.macs)),
         ),
     ]
     if all_ops:
-        columns.append(Column("ops", "ops", True, ops, [count(v) for v in ops]))
+        columns.append(Column("ops", "ops", True, ops, texts(ops)))
     return columns
+
+
+class _Texts(dict[Any, str]):
+    """value -> its text, each distinct value formatted once."""
+
+    def __init__(self, fmt: Callable[[Any], str]) -> None:
+        self.fmt = fmt
+
+    def __missing__(self, value: Any) -> str:
+        text = self[value] = self.fmt(value)
+        return text
+
+
+def texts(values: list[int], fmt: Callable[[int], str] = count) -> list[str]:
+    """The values' texts: a long network repeats few figures, so each is formatted once."""
+    return list(map(_Texts(fmt).__getitem__, values))
 
 
 def _rows(nodes: list[Node], depth: int) -> list[tuple[str | None, list[Node]]]:
