@@ -118,7 +118,11 @@ def activations_kept(graph: Graph) -> tuple[int, int]:
         if kind in KEEPS_OUTPUT:
             kept.add(at)
         elif kind not in KEEPS_NOTHING and not _is_mean(node):
-            kept.update(root[i] for i in node.inputs)
+            inputs = node.inputs
+            if len(inputs) == 1:
+                kept.add(root[inputs[0]])
+            else:
+                kept.update(root[i] for i in inputs)
         if kind not in _EXTRAS:  # most layers: nothing more
             continue
         if kind == "dropout":

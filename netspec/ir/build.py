@@ -94,6 +94,9 @@ class Builder(Expansion):
         self._estimating = set()
         self._primary_names = spec.primary_names
         self._steps = 0
+        # Calls whose arguments name nothing, and the layer each made (per input channels).
+        self._constant_calls: dict[ast.Call, bool] = {}
+        self._call_layers: dict[tuple[ast.Call, int | None], Layer] = {}
         self._indexed = 0
 
     # ---- entry
@@ -440,20 +443,17 @@ class Builder(Expansion):
                 hint=hint or "see `netspec layers` for the layer kinds",
             )
         cls, presets = entry
-        args = {
-            **presets,
-            **self.defaults.get(_spelling_key(cls, presets), {}),
-            **call_args(cls, call, env),
-        }
-        for arg, key in cls.contextual.items():
-            if arg not in args and key in self.context:
-                args[arg] = self.context[key]
-        for arg in cls.from_input_channels:
-            if arg not in args:
-                args[arg] = cur.shape[0]
-        layer = self._validate(cls, args, call)
-        if cls.takes_tokens and "vocab" in self.context:
-            self._check_vocab(layer, call)
+        # A call whose arguments name nothing (`FC(64)`, `RELU`) is the same layer each time it
+        # runs on as many input channels: a repetition resolves it once, not once per layer.
+        constant = self._constant_calls.get(call)
+        if constant is None:
+            constant = self._constant_calls[call] = not free_names(call.args)
+        key = (call, cur.shape[0] if cls.from_input_channels else None) if constant else None
+        layer = self._call_layers.get(key) if key is not None else None
+        if layer is None:
+            layer = self._resolve(cls, presets, call, cur, env)
+            if key is not None:
+                self._call_layers[key] = layer
         from_tokens = cur.node == "input" and "vocab" in self.context
         if from_tokens != cls.takes_tokens:
             raise NetspecError(
@@ -472,6 +472,31 @@ class Builder(Expansion):
         ):
             cur = self._classifier(cur, call, scope)
         return self.add_node(layer, [cur], call.span, scope, label=label)
+
+    def _resolve(
+        self,
+        cls: type[Layer],
+        presets: Mapping[str, Any],
+        call: ast.Call,
+        cur: Value,
+        env: Mapping[str, Any],
+    ) -> Layer:
+        """The layer a call makes: its arguments over the spelling's defaults, validated."""
+        args = {
+            **presets,
+            **self.defaults.get(_spelling_key(cls, presets), {}),
+            **call_args(cls, call, env),
+        }
+        for arg, key in cls.contextual.items():
+            if arg not in args and key in self.context:
+                args[arg] = self.context[key]
+        for arg in cls.from_input_channels:
+            if arg not in args:
+                args[arg] = cur.shape[0]
+        layer = self._validate(cls, args, call)
+        if cls.takes_tokens and "vocab" in self.context:
+            self._check_vocab(layer, call)
+        return layer
 
     def _check_vocab(self, layer: Layer, call: ast.Call) -> None:
         """An embedding smaller than the input's vocabulary would index past its table."""

@@ -6,6 +6,7 @@ to an identical graph, and `Graph.model_json_schema()` is its schema.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
@@ -258,11 +259,6 @@ def make_totals(params: int, buffers: int, macs: int, ops: int, memory: int, dty
 
 
 def compute_totals(nodes: list[Node], dtype: str) -> Totals:
-    return make_totals(
-        sum(n.params for n in nodes),
-        sum(n.buffers for n in nodes),
-        sum(n.macs for n in nodes),
-        sum(n.ops for n in nodes),
-        sum(n.memory for n in nodes),
-        dtype,
-    )
+    figures = ("params", "buffers", "macs", "ops", "memory")
+    p, b, m, o, mem = (sum(map(attrgetter(f), nodes)) for f in figures)
+    return make_totals(p, b, m, o, mem, dtype)

@@ -43,7 +43,8 @@ class Propagation:
         label: str | None = None,
         implicit: bool = False,
     ) -> Value:
-        shapes = tuple(v.shape for v in inputs)
+        one = len(inputs) == 1  # most layers: no generator for one input
+        shapes = (inputs[0].shape,) if one else tuple(v.shape for v in inputs)
         key = (layer, shapes)
         result = self.memo.get(key)
         if result is None:
@@ -74,17 +75,19 @@ class Propagation:
             args = self.dumps.get(layer)
             if args is None:
                 args = self.dumps[layer] = layer.model_dump(mode="json")
-            # The last item is the node's private part, shared by its nodes (see `Node.of`).
-            result += (0 if layer.inplace else numel(out), args, {"_layer": layer})
+            # The node's private part, shared by its nodes (see `Node.of`), and whether it
+            # flattens a map.
+            flattens = len(out) == 1 and any(len(s) > 1 for s in shapes)
+            result += (0 if layer.inplace else numel(out), args, {"_layer": layer}, flattens)
             self.memo[key] = result
-        out, params, buffers, macs, ops, memory, args, private = result
+        out, params, buffers, macs, ops, memory, args, private, flattens = result
         name = label or scope.next_name(layer.short)
         node_id = scope.prefix + name
         if node_id in self.tap_names:
             self.taps[node_id] = Value(node_id, out)
         if not layer.transparent:
             self.tail = (layer, node_id, span)
-        if self.flattened is None and len(out) == 1 and any(len(s) > 1 for s in shapes):
+        if flattens and self.flattened is None:
             self.flattened = (node_id, span, out)
         if not self.light:
             if label is not None and label in RESERVED_NAMES:
@@ -124,7 +127,7 @@ class Propagation:
             id=node_id,
             kind=layer.kind,
             args=args,
-            inputs=[v.node for v in inputs],
+            inputs=[inputs[0].node] if one else [v.node for v in inputs],
             span=span,
             implicit=implicit,
             shape=out,
