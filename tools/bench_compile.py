@@ -6,9 +6,12 @@ Prints one table measured in one run: in-process compile time (parse + validate 
 counts, warm, median) per spec with microseconds per layer (to show the growth is linear from
 resnet18 to resnet1202), then whole-process wall times of `netspec check specs/resnet50.ns`
 beside `python -c "import torch"` for scale, then `netspec check` with its full per-layer table
-beside `--brief` (totals only), for resnet1202_cifar and a generated 50,000-layer spec.
+beside `--brief` (totals only), for resnet1202_cifar and a generated 50,000-layer spec, then
+the CPU time and peak memory of `netspec check` on the largest specs (a 100,000-layer MLP, a
+chain of 250,000 nodes: the cap).
 Targets (from the issues): resnet152 <= 10 ms, resnet1202_cifar <= 100 ms,
-`netspec check specs/resnet50.ns` <= 0.5 s, the full table within 2x of `--brief`.
+`netspec check specs/resnet50.ns` <= 0.5 s, the full table within 2x of `--brief`, the
+largest specs within 2 s CPU and 500 MiB.
 """
 
 from __future__ import annotations
@@ -113,9 +116,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--wall-repeat", type=int, default=5)
     ap.add_argument("--table-repeat", type=int, default=3)
+    ap.add_argument(
+        "--large-only", action="store_true", help="only the largest specs' CPU and memory"
+    )
     args = ap.parse_args()
     os.chdir(ROOT)  # the whole-process commands name specs relative to the repository
     console = Console(width=120)
+    if args.large_only:
+        large_specs(console, args.table_repeat)
+        return
 
     table = Table(title="in-process compile (parse + validate + shapes + counts), warm, median")
     for col in ("spec", "layers", "parse ms", "build ms", "total ms", "us / layer", "target", "ok"):
@@ -179,6 +188,49 @@ def main() -> None:
         f"{'yes' if check <= 0.3 and check_rss <= 60 else 'NO'} ({check:.3f} s, {check_rss:.0f} MiB)"
     )
     table_vs_brief(console, args.table_repeat)
+    large_specs(console, args.table_repeat)
+
+
+# The largest specs `check` takes (issues "Hostile input", "Never silently different"): the
+# 100,000-layer MLP (200,003 nodes) and a chain at the node cap, 250,000 nodes exactly.
+LARGE_SPECS = {
+    "mlp 100,000 layers": """network mlp100k "a 100,000-layer MLP"
+input [64]
+classes 10
+INPUT -> [FC(64) -> RELU]*100000 -> FC(10) -> SOFTMAX
+""",
+    "250,000 nodes (the cap)": """network cap "1 input + 2 x 124,998 + fc + dropout + softmax"
+input [64]
+classes 10
+INPUT -> [FC(64) -> RELU]*124998 -> FC(10) -> DROPOUT(0.1) -> SOFTMAX
+""",
+}
+LARGE_CPU_S, LARGE_MIB = 2.0, 500.0  # any input: answered within 2 s and 500 MB
+
+
+def large_specs(console: Console, repeat: int) -> None:
+    """Whole-process `netspec check` (table and --brief) of the largest specs: CPU seconds
+    (median) and peak resident memory (largest), as the cold-start rows measure them."""
+    t4 = Table(title="netspec check of the largest specs, whole process, CPU median, peak memory")
+    for col in ("spec", "mode", "CPU s", "peak MiB", "target", "ok"):
+        t4.add_column(col, justify="left" if col in ("spec", "mode") else "right")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in LARGE_SPECS.items():
+            path = Path(tmp) / "large.ns"
+            path.write_text(text)
+            for mode in ("--brief", "table"):
+                cmd = [sys.executable, "-m", "netspec", "check", str(path)]
+                _, peak, cpu = wall_rss(cmd + (["--brief"] if mode == "--brief" else []), repeat)
+                ok = cpu <= LARGE_CPU_S and peak <= LARGE_MIB
+                t4.add_row(
+                    name,
+                    mode,
+                    f"{cpu:.2f}",
+                    f"{peak:.0f}",
+                    f"<= {LARGE_CPU_S:g} s, {LARGE_MIB:g} MiB",
+                    "yes" if ok else "NO",
+                )
+    console.print(t4)
 
 
 def table_vs_brief(console: Console, repeat: int) -> None:
