@@ -112,7 +112,11 @@ class _RowText:
         key = (node.kind, id(args), first[0] if first else None, len(node.shape), node.implicit)
         cells = self.cache.get(key)
         if cells is None:
-            ins = (first,) if len(inputs) == 1 else tuple(self.shapes[i] for i in inputs)
+            ins = (
+                (first,)
+                if len(inputs) == 1 and first is not None
+                else tuple(self.shapes[i] for i in inputs)
+            )
             kind = describe(node) + (" (implicit)" if node.implicit else "")
             cells = self.cache[key] = (kind, kernel_shape(node, ins))
             self.keep.append(args)  # its id stays its own while the cache holds it

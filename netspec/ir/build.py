@@ -54,6 +54,7 @@ from netspec.layers.linear import Dense, Flatten
 from netspec.layers.structure import Input
 
 _MISSING = object()
+_CALL_CACHE = 10_000  # layers a build keeps by call (a few per call of a normal spec)
 _BATCH_NAMES = {"none", "n", "b", "batch", "batch_size", "bs"}  # `input [None, 3, 32, 32]`
 
 
@@ -94,9 +95,10 @@ class Builder(Expansion):
         self._estimating = set()
         self._primary_names = spec.primary_names
         self._steps = 0
-        # Calls whose arguments name nothing, and the layer each made (per input channels).
-        self._constant_calls: dict[ast.Call, bool] = {}
-        self._call_layers: dict[tuple[ast.Call, int | None], Layer] = {}
+        # The names each call's arguments read, and the layer each call made (per input
+        # channels and values of those names).
+        self._call_names: dict[ast.Call, tuple[str, ...] | None] = {}
+        self._call_layers: dict[tuple, Layer] = {}
         self._indexed = 0
 
     # ---- entry
@@ -443,16 +445,26 @@ class Builder(Expansion):
                 hint=hint or "see `netspec layers` for the layer kinds",
             )
         cls, presets = entry
-        # A call whose arguments name nothing (`FC(64)`, `RELU`) is the same layer each time it
-        # runs on as many input channels: a repetition resolves it once, not once per layer.
-        constant = self._constant_calls.get(call)
-        if constant is None:
-            constant = self._constant_calls[call] = not free_names(call.args)
-        key = (call, cur.shape[0] if cls.from_input_channels else None) if constant else None
-        layer = self._call_layers.get(key) if key is not None else None
+        # A call makes the same layer each time it runs on as many input channels with the
+        # same values of the names its arguments read (`FC(64)`, `RELU`, `FC(n)` in a block):
+        # a repetition resolves it once per distinct values, not once per layer.
+        if call not in self._call_names:
+            read = tuple(sorted(free_names(call.args)))
+            # An index variable takes a new value each time round: such a call is not cached.
+            indexed = any(n in self.spec.index_vars for n in read)
+            self._call_names[call] = None if indexed else read
+        names = self._call_names[call]
+        key: tuple | None = None
+        if names is not None:
+            key = (call, cur.shape[0] if cls.from_input_channels else None)
+            key += tuple(_value_key(env.get(n, _MISSING)) for n in names)
+        try:
+            layer = self._call_layers.get(key) if key is not None else None
+        except TypeError:  # a value that does not hash: resolved each time
+            layer, key = None, None
         if layer is None:
             layer = self._resolve(cls, presets, call, cur, env)
-            if key is not None:
+            if key is not None and len(self._call_layers) < _CALL_CACHE:
                 self._call_layers[key] = layer
         from_tokens = cur.node == "input" and "vocab" in self.context
         if from_tokens != cls.takes_tokens:
@@ -592,6 +604,15 @@ class Builder(Expansion):
         if self.spec.train is None:
             return {}
         return {s.name: setting_value(s.value, env) for s in self.spec.train.settings}
+
+
+def _value_key(value: Any) -> Any:
+    """A name's value as a cache key: by type too (1, 1.0 and True are equal in Python, not as
+    arguments), a float by its text (0.0 and -0.0 are equal too)."""
+    kind = type(value)
+    if kind is int or kind is str:
+        return value
+    return (kind, repr(value) if kind is float else value)
 
 
 def _as_tuple(value: int | tuple[int, ...]) -> tuple[int, ...]:
