@@ -963,6 +963,29 @@ class ExportReport:
     folded: list[str]
     checks: list[Check] = field(default_factory=list)
 
+    @classmethod
+    def of(
+        cls, lowered: Lowered, path: str | Path, size: int, opset: int, checks: list[Check]
+    ) -> ExportReport:
+        """The report of `lowered`, written to `path` (`size` bytes) and checked by `checks`."""
+        return cls(
+            path=Path(path),
+            bytes=size,
+            opset=opset,
+            ir_version=lowered.model.ir_version,
+            parameters=lowered.parameters,
+            onnx_nodes=len(lowered.model.graph.node),
+            folded=lowered.folded,
+            checks=checks,
+        )
+
+
+def require_passed(checks: list[Check]) -> None:
+    """Raise `ExportCheckFailed` naming every failed check; nothing is written after it."""
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise ExportCheckFailed("; ".join(f"{c.name}: {c.detail}" for c in failed))
+
 
 class ExportCheckFailed(RuntimeError):
     """A lowered model failed a check: a bug in netspec, never the user's; nothing is written."""
@@ -1098,20 +1121,9 @@ def export(
         _write(tmp, lowered)
         if check:
             checks = verify(lowered, graph, tmp, run=run)
-            failed = [c for c in checks if not c.ok]
-            if failed:
-                raise ExportCheckFailed("; ".join(f"{c.name}: {c.detail}" for c in failed))
+            require_passed(checks)
         size = tmp.stat().st_size
-    return ExportReport(
-        path=Path(path),
-        bytes=size,
-        opset=options.opset,
-        ir_version=lowered.model.ir_version,
-        parameters=lowered.parameters,
-        onnx_nodes=len(lowered.model.graph.node),
-        folded=lowered.folded,
-        checks=checks,
-    )
+    return ExportReport.of(lowered, path, size, options.opset, checks)
 
 
 def _dims(dims: list[int | str]) -> str:

@@ -54,7 +54,11 @@ def export_external(
 ) -> tuple[lower_onnx.ExportReport, Path]:
     """Lower and write with every weight in a side file (`files.side_file(output)`), checked
     as `lower_onnx.export` checks (onnx's full checker, the IR's shapes, a batch in
-    onnxruntime) before either file appears. Returns the report and the side file."""
+    onnxruntime) before either file appears. Returns the report and the side file.
+
+    Raises:
+        lower_onnx.ExportCheckFailed: the model failed a check (a bug in netspec).
+    """
     output = Path(output)
     graph, arrays = lower_onnx.for_outputs(graph, arrays, options)
     lowered = lower_onnx.lower(graph, arrays, options, origin=origin, note=note, metadata=metadata)
@@ -62,25 +66,10 @@ def export_external(
         staged = stage / output.name
         files.save_lowered(lowered, staged)
         checks = lower_onnx.verify(lowered, graph, str(staged))
-        failed = [c for c in checks if not c.ok]
-        if failed:
-            raise NetspecError(
-                "the lowered model failed a check, so nothing was written: "
-                + "; ".join(f"{c.name}: {c.detail}" for c in failed),
-                hint="this is a bug in netspec; please report it with the spec",
-            )
+        lower_onnx.require_passed(checks)
         size = files.file_bytes(staged)
         files.publish(staged, output)
-    report = lower_onnx.ExportReport(
-        path=output,
-        bytes=size,
-        opset=options.opset,
-        ir_version=lowered.model.ir_version,
-        parameters=lowered.parameters,
-        onnx_nodes=len(lowered.model.graph.node),
-        folded=lowered.folded,
-        checks=checks,
-    )
+    report = lower_onnx.ExportReport.of(lowered, output, size, options.opset, checks)
     return report, files.side_file(output)
 
 

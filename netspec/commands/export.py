@@ -191,18 +191,16 @@ def export(
         )
         deploy.print_int8_report(result, graph, origin, time.perf_counter() - start)
         return
-    if external_data or deploy.weight_bytes(arrays, options) > deploy.files.MAX_PROTO_BYTES:
-        report, side = deploy.export_external(
-            graph, output, arrays, options, origin=origin, note=note, metadata=metadata
-        )
-        shown = graph if options.all_outputs else graph.main_path()
-        _print_report(report, shown, options, origin, time.perf_counter() - start)
-        click.echo(f"  {'weights':<8} in the side file {side} (keep it beside the model)")
-        return
+    side = None
     try:
-        report = lower_onnx.export(
-            graph, output, arrays, options, origin=origin, note=note, metadata=metadata
-        )
+        if external_data or deploy.weight_bytes(arrays, options) > deploy.files.MAX_PROTO_BYTES:
+            report, side = deploy.export_external(
+                graph, output, arrays, options, origin=origin, note=note, metadata=metadata
+            )
+        else:
+            report = lower_onnx.export(
+                graph, output, arrays, options, origin=origin, note=note, metadata=metadata
+            )
     except lower_onnx.ExportCheckFailed as err:
         raise NetspecError(
             f"the lowered model failed a check, so nothing was written: {err}",
@@ -212,6 +210,8 @@ def export(
     _print_report(
         report, graph if options.all_outputs else graph.main_path(), options, origin, took
     )
+    if side is not None:
+        click.echo(f"  {'weights':<8} in the side file {side} (keep it beside the model)")
 
 
 def _check_finite(arrays: dict[str, np.ndarray], origin: str, fp16: bool = False) -> None:
