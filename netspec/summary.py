@@ -166,7 +166,7 @@ def layer_columns(
     params: list[int] = []
     macs: list[int] = []
     ops: list[int] = []
-    if depth is None:  # column by column: up to 250,000 rows
+    if depth is None:  # column by column: up to 220,000 rows
         nodes = graph.nodes
         cells = list(map(text, nodes))
         kinds = [c[0] for c in cells]
@@ -396,7 +396,7 @@ def summary(
         color: mark budget passes and failures in color (a terminal).
     """
     if fmt == "json":
-        return graph.model_dump_json(indent=2) + "\n"
+        return json_bytes(graph).decode() + "\n"
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; received {fmt!r}")
     columns = layer_columns(graph, all_ops, depth, raw=fmt == "csv") if rows else []
@@ -412,6 +412,11 @@ def summary(
     style = _budget_style if color else None
     parts += text_table(_totals_columns(totals), width, header=False, style=style)
     return "\n".join(parts) + "\n"
+
+
+def json_bytes(graph: Graph) -> bytes:
+    """The IR graph as indented JSON (`graph.model_dump_json(indent=2)`), as UTF-8 bytes."""
+    return Graph.__pydantic_serializer__.to_json(graph, indent=2)
 
 
 def _totals_columns(totals: list[tuple[str, str, str]]) -> list[Column]:
@@ -551,4 +556,4 @@ def _csv_totals(totals: list[tuple[str, str, str]]) -> str:
     return buf.getvalue()
 
 
-__all__ = ["FORMATS", "compact", "describe", "kernel_shape", "summary"]
+__all__ = ["FORMATS", "compact", "describe", "json_bytes", "kernel_shape", "summary"]

@@ -67,6 +67,26 @@ def check(
 
     Numbers are never cut: printed to a file or a pipe the table has its natural width; at a
     narrow terminal the description column folds or goes first."""
+    from netspec.ir.spec import paused_gc
+
+    # The cycle collector paused for the whole command, not only the build: its first pass
+    # after the build would walk every object the build made (0.15 s at 220,000 nodes).
+    with paused_gc():
+        _check(spec, sets, extra, fmt, as_json, all_ops, brief, depth, batch, input_shape)
+
+
+def _check(
+    spec: str,
+    sets: tuple[str, ...],
+    extra: tuple[str, ...],
+    fmt: str,
+    as_json: bool,
+    all_ops: bool,
+    brief: bool,
+    depth: int | None,
+    batch: int | None,
+    input_shape: str | None,
+) -> None:
     shape = parse_shape(input_shape) if input_shape is not None else None
     graph, errors = load_graph(spec, sets, extra, collect=True, input_shape=shape)
     if graph is not None:
@@ -79,6 +99,16 @@ def check(
             if not any(e.message == seen.message for seen in errors):  # the IR's check found it
                 errors = [*errors, e]
 
+        if as_json or fmt == "json":  # bytes straight out: no 100 MB str at 220,000 nodes
+            from netspec.summary import json_bytes
+
+            out = sys.stdout.buffer
+            out.write(json_bytes(graph))
+            out.write(b"\n")
+            out.flush()
+            if errors:
+                raise SpecErrors(errors)
+            return
         tty = sys.stdout.isatty()
         text = summary(
             graph,
