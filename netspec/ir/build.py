@@ -16,6 +16,7 @@ The stages, in the order the data flows through them:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from netspec.ir.bindings import (
     setting_value,
 )
 from netspec.ir.checks import assertion_error, budget_checks
-from netspec.ir.expand import MAX_NODES, Expansion
+from netspec.ir.expand import Expansion, OverCap
 from netspec.ir.expr import Symbol, eval_int, free_names
 from netspec.ir.graph import (
     DTYPE_BYTES,
@@ -43,9 +44,9 @@ from netspec.ir.graph import (
     InputSpec,
     Node,
     Scalar,
-    compute_totals,
     make_totals,
 )
+from netspec.ir.limits import MAX_WORK
 from netspec.ir.naming import RESERVED_NAMES, Scope, Value
 from netspec.ir.spec import Domain, Spec, load_spec, load_spec_text, switch_name
 from netspec.layers import SPELLINGS, Layer, fmt_shape
@@ -54,6 +55,7 @@ from netspec.layers.linear import Dense, Flatten
 from netspec.layers.structure import Input
 
 _MISSING = object()
+_BUILDS = itertools.count(1)  # each build's serial number (see Builder.fresh)
 _CALL_CACHE = 10_000  # layers a build keeps by call (a few per call of a normal spec)
 _BATCH_NAMES = {"none", "n", "b", "batch", "batch_size", "bs"}  # `input [None, 3, 32, 32]`
 
@@ -74,7 +76,20 @@ class Builder(Expansion):
         self.nodes: list[Node] = []
         self.ids: dict[str, Node | None] = {}
         self.scopes: set[str] = set()
-        self.sums = [0, 0, 0, 0, 0, 0]  # light mode: params, buffers, macs, ops, memory, nodes
+        # params, buffers, macs, ops, memory (light mode: the totals), then the work metered
+        # (see netspec.ir.limits): nodes, other steps, and `fresh`, the distinct layers (nodes whose
+        # layer and input shapes no earlier node had: the figures cache marks its entries with
+        # the build that last used them).
+        self.sums = [0, 0, 0, 0, 0, 0, 0]
+        self.fresh = 0
+        self.serial = next(_BUILDS)
+        # Light mode: the figures cache entries each element being expanded used (a cached
+        # element's are marked again when it is reused, so its distinct layers count as in a
+        # full build).
+        self._used: list[dict[int, list[int]]] = []
+        self._open_repetitions = []
+        self._depth = 0
+        self._call_sizes = {}
         self.memo = spec.figure_cache
         self.layers = spec.layer_cache
         self.dumps: dict[Layer, dict[str, Any]] = {}
@@ -83,7 +98,6 @@ class Builder(Expansion):
         self.defaults: dict[tuple[type[Layer], tuple], dict[str, Any]] = {}
         self.context: dict[str, Any] = {}
         self.block_stack: list[str] = []
-        self.budget_nodes = MAX_NODES
         self.classes: int | None = None
         # Side heads: the names they tap, and the output of each tapped layer or named group.
         self.tap_names = {h.at for h in spec.heads}
@@ -145,21 +159,14 @@ class Builder(Expansion):
             out = self.element(el, out, env, scope)
         if self.classes is not None and self.spec.input is not None:
             self._check_output(out, elements[-1])
-        main_sums, main_nodes = list(self.sums), len(self.nodes)
+        main_sums = list(self.sums)
         heads = [self._head(h, env) for h in spec.heads]
         p, b, m, o, mem = self.sums[:5]
-        totals = (
-            make_totals(p, b, m, o, mem, dtype) if self.light else compute_totals(self.nodes, dtype)
-        )
+        totals = make_totals(p, b, m, o, mem, dtype)
         main_totals = None
         if heads:
-            main_totals = (
-                make_totals(
-                    main_sums[0], main_sums[1], main_sums[2], main_sums[3], main_sums[4], dtype
-                )
-                if self.light
-                else compute_totals(self.nodes[:main_nodes], dtype)
-            )
+            p, b, m, o, mem = main_sums[:5]
+            main_totals = make_totals(p, b, m, o, mem, dtype)
         graph = construct(
             Graph,
             dict(
@@ -331,9 +338,13 @@ class Builder(Expansion):
 
     # ---- the chain
     def chain(self, ch: ast.Chain, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
-        for el in ch.elements:
-            cur = self.element(el, cur, env, scope)
-        return cur
+        self._enter(ch.span)
+        try:
+            for el in ch.elements:
+                cur = self.element(el, cur, env, scope)
+            return cur
+        finally:
+            self._depth -= 1
 
     def element(self, el: ast.Element, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
         if not self.light or self.tap_names:  # a cached element would hide the layers it taps
@@ -349,21 +360,37 @@ class Builder(Expansion):
         if hit is not None:
             if isinstance(hit, NetspecError):
                 raise hit
-            shape, deltas, errors = hit
+            shape, deltas, errors, used = hit
             sums = self.sums
             for i, d in enumerate(deltas):
                 sums[i] += d
+            serial = self.serial
+            for mark in used:  # its distinct layers, as a full build would count them
+                if mark[0] != serial:
+                    mark[0] = serial
+                    self.fresh += 1
+            if self._used:
+                self._used[-1].update((id(m), m) for m in used)
+            if self.work > MAX_WORK:
+                self._over_work(el.span)
             self.errors.extend(errors)
             return Value("", shape)
         before = list(self.sums)
         nerr = len(self.errors)
+        self._used.append({})
         try:
             out = self._element(el, cur, env, scope)
         except NetspecError as e:
-            self.spec.element_cache[key] = e
+            if not isinstance(e, OverCap):  # that one depends on what came before
+                self.spec.element_cache[key] = e
             raise
+        finally:
+            used = self._used.pop()
+            if self._used:
+                self._used[-1].update(used)
         deltas = tuple(a - b for a, b in zip(self.sums, before, strict=True))
-        self.spec.element_cache[key] = (out.shape, deltas, tuple(self.errors[nerr:]))
+        errors = tuple(self.errors[nerr:])
+        self.spec.element_cache[key] = (out.shape, deltas, errors, tuple(used.values()))
         return out
 
     def _names_used(self, node: Any, seen_blocks: set[str]) -> set[str]:
@@ -402,9 +429,18 @@ class Builder(Expansion):
             count = eval_int(el.repeat, env, "a repetition count")
             self._check_size(el, count, env)
             inner = scope.child(el.label) if el.label else scope
-            for i in range(count):
-                body_env = {**env, el.index_var: i} if el.index_var else env
-                cur = self.primary(p, cur, body_env, inner, None)
+            self._open_repetitions.append(el)
+            # A loop whose body reads its index evaluates it afresh each time round: a step of
+            # work each (see netspec.ir.limits).
+            indexed = el.index_var is not None and el.index_var in self._names_of(p)
+            try:
+                for i in range(count):
+                    body_env = {**env, el.index_var: i} if el.index_var else env
+                    if indexed:
+                        self._add_step(el.span)
+                    cur = self.primary(p, cur, body_env, inner, None)
+            finally:
+                self._open_repetitions.pop()
         elif el.label and isinstance(p, ast.Group):
             cur = self.primary(p, cur, env, scope.child(el.label), None)
         else:
@@ -450,21 +486,26 @@ class Builder(Expansion):
         # a repetition resolves it once per distinct values, not once per layer.
         if call not in self._call_names:
             read = tuple(sorted(free_names(call.args)))
-            # An index variable takes a new value each time round: such a call is not cached.
+            # An index variable takes a new value each time round: such a call is kept by its
+            # arguments' values instead.
             indexed = any(n in self.spec.index_vars for n in read)
             self._call_names[call] = None if indexed else read
         names = self._call_names[call]
-        key: tuple | None = None
+        key: tuple = (call, cur.shape[0] if cls.from_input_channels else None)
+        given = None
         if names is not None:
-            key = (call, cur.shape[0] if cls.from_input_channels else None)
             key += tuple(_value_key(env.get(n, _MISSING)) for n in names)
+        else:  # it reads a loop index: by its arguments' values (`FC(64 + 0 * i)`: one layer)
+            given = call_args(cls, call, env)
+            key += tuple(_value_key(v) for v in given.values())
         try:
-            layer = self._call_layers.get(key) if key is not None else None
+            layer = self._call_layers.get(key)
+            keep = True
         except TypeError:  # a value that does not hash: resolved each time
-            layer, key = None, None
+            layer, keep = None, False
         if layer is None:
-            layer = self._resolve(cls, presets, call, cur, env)
-            if key is not None and len(self._call_layers) < _CALL_CACHE:
+            layer = self._resolve(cls, presets, call, cur, env, given)
+            if keep and len(self._call_layers) < _CALL_CACHE:
                 self._call_layers[key] = layer
         from_tokens = cur.node == "input" and "vocab" in self.context
         if from_tokens != cls.takes_tokens:
@@ -492,12 +533,14 @@ class Builder(Expansion):
         call: ast.Call,
         cur: Value,
         env: Mapping[str, Any],
+        given: dict[str, Any] | None = None,
     ) -> Layer:
-        """The layer a call makes: its arguments over the spelling's defaults, validated."""
+        """The layer a call makes: its arguments (`given`: evaluated already) over the
+        spelling's defaults, validated."""
         args = {
             **presets,
             **self.defaults.get(_spelling_key(cls, presets), {}),
-            **call_args(cls, call, env),
+            **(given if given is not None else call_args(cls, call, env)),
         }
         for arg, key in cls.contextual.items():
             if arg not in args and key in self.context:
@@ -632,4 +675,4 @@ def _is_softmax(el: ast.Element) -> bool:
     )
 
 
-__all__ = ["Spec", "Domain", "Builder", "load_spec", "load_spec_text", "compile_spec", "MAX_NODES"]
+__all__ = ["Spec", "Domain", "Builder", "load_spec", "load_spec_text", "compile_spec", "MAX_WORK"]

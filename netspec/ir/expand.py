@@ -5,7 +5,7 @@ it is expanded."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from netspec.errors import NetspecError, did_you_mean
 from netspec.frontend import ast
@@ -22,15 +22,20 @@ if TYPE_CHECKING:
 
 import contextlib
 
+from netspec.ir.limits import MAX_DEPTH, MAX_WORK, WORK_NEW
 from netspec.ir.shapes import Propagation
 
-# The cap on work: a spec expanding to more nodes than this is refused before it is expanded.
-# Each node (a layer, an implicit flatten, an activation) costs the compiler about the same
-# time and memory: 250,000 take about 5 s and 600 MB, and a 100,000-layer MLP (FC -> RELU)
-# fits.
-MAX_NODES = 250_000
 _SATURATED = 10**18  # estimates stop counting here
-_MAX_STEPS = 4 * MAX_NODES  # elements visited by one estimate (linear in the text)
+_MAX_STEPS = 4 * MAX_WORK  # elements visited by one estimate (linear in the text)
+_LIMITS_HINT = (
+    "a network this large is almost certainly a typo in a count; netspec bounds its work "
+    "before doing it (see `Limits` in the README)"
+)
+
+
+class OverCap(NetspecError):
+    """The network passes a cap on the build's work: it depends on everything expanded before,
+    so a design-space build never keeps it as the error of one element."""
 
 
 class Expansion(Propagation):
@@ -44,6 +49,9 @@ class Expansion(Propagation):
     _primary_names: dict[int, set[str]]
     _steps: int
     _indexed: int  # loops with an index the body reads, open in the estimate
+    _call_sizes: dict[tuple, int]  # a block call's estimate by block, input shape, arguments
+    _open_repetitions: list[ast.Element]  # being expanded, outermost first
+    _depth: int  # chains open, in the build or in an estimate
 
     if TYPE_CHECKING:  # the builder's own (netspec.ir.build.Builder)
 
@@ -104,7 +112,8 @@ class Expansion(Propagation):
                     call.span,
                     hint=f"call it as {block.name}({', '.join(params)})",
                 )
-        self._check_call(block, call, body_env)
+        self._check_call(block, call, body_env, cur.shape)
+        self._add_step(call.span)
         inner = scope.child(label or scope.next_name(block.name))
         self.block_stack.append(block.name)
         try:
@@ -126,9 +135,10 @@ class Expansion(Propagation):
                 hint="separate branches with `,`",
             )
         # Branch scopes number on within the scope: a second concat gets branch3, branch4...
-        outs = [
-            self.chain(ch, cur, env, scope.child(scope.next_name("branch"))) for ch in br.chains
-        ]
+        outs = []
+        for ch in br.chains:
+            self._add_step(ch.span)
+            outs.append(self.chain(ch, cur, env, scope.child(scope.next_name("branch"))))
         layer = {"concat": Concat, "add": Add, "mul": Mul}[br.op]()
         return self.add_node(layer, outs, br.span, scope, label=label)
 
@@ -227,10 +237,25 @@ class Expansion(Propagation):
         size = self._estimate_element(el, env, count)
         self._refuse_over(size, el.repeat.span if el.repeat else el.span, "this repetition")
 
-    def _check_call(self, block: ast.BlockDef, call: ast.Call, env: Mapping[str, Any]) -> None:
-        """A block call about to expand: refused when it would take the network over the cap."""
-        self._steps = 0
-        size = self._estimate_chain(block.body, env)
+    def _check_call(
+        self,
+        block: ast.BlockDef,
+        call: ast.Call,
+        env: Mapping[str, Any],
+        shape: tuple[int, ...],
+    ) -> None:
+        """A block call about to expand: refused when it would take the network over the cap.
+        A block's size depends only on its arguments and input shape: estimated once each."""
+        key: tuple | None = (id(block), shape, *(env.get(p.name) for p in block.params))
+        try:
+            size = self._call_sizes.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an argument value that does not hash
+            key, size = None, None
+        if size is None:
+            self._steps = 0
+            size = self._estimate_chain(block.body, env)
+            if key is not None and len(self._call_sizes) < 10_000:
+                self._call_sizes[key] = size
         self._refuse_over(size, call.span, f"this call of `{block.name}`")
 
     def _bound_main(self, elements: list[ast.Element], env: Mapping[str, Any]) -> None:
@@ -243,26 +268,68 @@ class Expansion(Propagation):
             self._refuse_over(size, el.repeat.span if el.repeat else el.span, what, built)
             built += size
 
+    @property
+    def work(self) -> int:
+        """The units of work done so far (see MAX_WORK)."""
+        return self.sums[5] + self.sums[6] + WORK_NEW * self.fresh
+
     def _refuse_over(self, size: int, span: Any, what: str, built: int | None = None) -> None:
         if built is None:
-            built = max(len(self.ids), self.sums[5])
-        if built + size > MAX_NODES:
-            raise NetspecError(
-                f"{what} expands to {_at_least(size)} nodes: the network would have "
-                f"{_at_least(built + size)}, over netspec's limit of {MAX_NODES:,}",
+            built = self.work
+        if built + size > MAX_WORK:
+            raise OverCap(
+                f"{what} expands to {_at_least(size)} nodes and steps: the network would "
+                f"take {_at_least(built + size)} units of work, over netspec's limit of "
+                f"{MAX_WORK:,}",
                 span,
-                hint="a network this large is almost certainly a typo in a count; "
-                "netspec bounds the expansion before doing it (see `Limits` in the README)",
+                hint=_LIMITS_HINT,
             )
+
+    def _add_step(self, span: Any) -> None:
+        """A step of work that is not a node: a block call, a branch, a time round a loop that
+        reads its index."""
+        self.sums[6] += 1
+        if self.sums[5] + self.sums[6] + WORK_NEW * self.fresh > MAX_WORK:
+            self._over_work(span)
+
+    def _over_work(self, span: Any) -> NoReturn:
+        """The work metered so far passed the cap: refused at the outermost repetition being
+        expanded (the count to look at), else where the work was."""
+        sums = self.sums
+        rep = self._open_repetitions[0] if self._open_repetitions else None
+        raise OverCap(
+            f"{'this repetition takes' if rep is not None else 'here'} the network "
+            f"{'' if rep is not None else 'goes '}over netspec's limit of {MAX_WORK:,} units of "
+            f"work: {sums[5]:,} nodes, {sums[6]:,} other steps (block calls, branches, times "
+            f"round a loop reading its index) and {self.fresh:,} distinct layers (1 unit each; "
+            f"a distinct layer {WORK_NEW} more)",
+            rep.repeat.span if rep is not None and rep.repeat is not None else span,
+            hint=_LIMITS_HINT,
+        )
+
+    def _enter(self, span: Any) -> None:
+        """One more chain nested in the ones being expanded (or estimated)."""
+        if self._depth >= MAX_DEPTH:
+            raise NetspecError(
+                f"blocks and brackets nest more than {MAX_DEPTH} deep here",
+                span,
+                hint="a block calling a block calling a block... or brackets in brackets: "
+                f"netspec expands at most {MAX_DEPTH} levels",
+            )
+        self._depth += 1
 
     # ---- the size estimate: nodes a chain expands to, computed without expanding it
     def _estimate_chain(self, ch: ast.Chain, env: Mapping[str, Any]) -> int:
-        total = 0
-        for el in ch.elements:
-            total += self._estimate_element(el, env)
-            if total > _SATURATED:
-                return _SATURATED
-        return total
+        self._enter(ch.span)
+        try:
+            total = 0
+            for el in ch.elements:
+                total += self._estimate_element(el, env)
+                if total > _SATURATED:
+                    return _SATURATED
+            return total
+        finally:
+            self._depth -= 1
 
     def _estimate_element(
         self, el: ast.Element, env: Mapping[str, Any], count: int | None = None
@@ -292,7 +359,7 @@ class Expansion(Propagation):
                 )
             finally:
                 self._indexed -= 1
-            per = max(first, last)
+            per = max(first, last) + 1  # and the step of evaluating it afresh
         else:
             per = self._estimate_primary(p, env)
         return min(count * per, _SATURATED)
@@ -307,7 +374,8 @@ class Expansion(Propagation):
             return self._estimate_block(block, p, env)
         if isinstance(p, ast.Group):
             return self._estimate_chain(p.chain, env)
-        extra = 3 if p.op == "residual" else 1  # the add, and a projection conv + BN
+        # A residual: the add, and a projection conv + BN; a branch: a scope each, and the join.
+        extra = 3 if p.op == "residual" else 1 + len(p.chains)
         return min(extra + sum(self._estimate_chain(c, env) for c in p.chains), _SATURATED)
 
     def _estimate_block(self, block: ast.BlockDef, call: ast.Call, env: Mapping[str, Any]) -> int:
@@ -335,7 +403,7 @@ class Expansion(Propagation):
             return hit
         self._estimating.add(block.name)
         try:
-            size = self._estimate_chain(block.body, body_env)
+            size = min(1 + self._estimate_chain(block.body, body_env), _SATURATED)  # + its scope
         finally:
             self._estimating.discard(block.name)
         if key is not None:

@@ -53,14 +53,14 @@ class Node(BaseModel):
     @property
     def layer(self) -> Layer:
         # Read straight from the private dict: pydantic's attribute fallback costs some 2 us,
-        # once per row of a 250,000-row table.
+        # once per row of a 220,000-row table.
         return self.__pydantic_private__["_layer"]  # type: ignore[index]
 
     @classmethod
-    def of(cls, layer: Layer | dict[str, Any], **fields: Any) -> Node:
+    def of(cls, layer: Layer | dict[str, Any], fields: dict[str, Any]) -> Node:
         """A node for `layer` whose every figure the builder computed and checked itself, built
         without pydantic's validation: this runs once per layer of a 4,000-layer network (and
-        up to 250,000 times for the largest spec), and a few times per member of a design
+        up to 220,000 times for the largest spec), and a few times per member of a design
         space. `fields` are every field, in their declared order (the JSON's order), `kind` and
         `args` (`layer.model_dump(mode="json")`) included.
 

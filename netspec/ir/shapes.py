@@ -9,18 +9,22 @@ from typing import TYPE_CHECKING, Any
 
 from netspec.errors import NetspecError, Span
 from netspec.ir.graph import Node
+from netspec.ir.limits import MAX_NAME, MAX_WORK, WORK_NEW
 from netspec.ir.naming import RESERVED_NAMES, Scope, Value
 from netspec.layers import Layer, ShapeError, fmt_shape, numel
 from netspec.layers.base import Shape
 
 if TYPE_CHECKING:
-    pass
+    from typing import NoReturn
 
 
 class Propagation:
     """The builder's stage that turns a validated layer and its inputs into a node."""
 
     light: bool
+    serial: int
+    fresh: int
+    _used: list[dict[int, list[int]]]
     memo: dict[tuple, tuple]
     dumps: dict[Layer, dict[str, Any]]
     nodes: list[Node]
@@ -33,6 +37,10 @@ class Propagation:
     # and the first node that flattened a map (a per-pixel output's error names it).
     tail: tuple[Layer, str, Span | None] | None
     flattened: tuple[str, Span | None, Shape] | None
+
+    if TYPE_CHECKING:  # the expansion's (netspec.ir.expand.Expansion)
+
+        def _over_work(self, span: Span | None) -> NoReturn: ...
 
     def add_node(
         self,
@@ -78,11 +86,28 @@ class Propagation:
             # The node's private part, shared by its nodes (see `Node.of`), and whether it
             # flattens a map.
             flattens = len(out) == 1 and any(len(s) > 1 for s in shapes)
-            result += (0 if layer.inplace else numel(out), args, {"_layer": layer}, flattens)
+            # ... and the serial number of the build that last used it (see Builder.fresh).
+            result += (0 if layer.inplace else numel(out), args, {"_layer": layer}, flattens, [0])
             self.memo[key] = result
-        out, params, buffers, macs, ops, memory, args, private, flattens = result
+        out, params, buffers, macs, ops, memory, args, private, flattens, used = result
+        sums = self.sums
+        sums[5] += 1
+        if used[0] != self.serial:
+            used[0] = self.serial
+            self.fresh += 1
+        if self._used:
+            self._used[-1][id(used)] = used
+        if sums[5] + sums[6] + WORK_NEW * self.fresh > MAX_WORK:
+            self._over_work(span)
         name = label or scope.next_name(layer.short)
         node_id = scope.prefix + name
+        if len(node_id) > MAX_NAME:
+            raise NetspecError(
+                f"the layer's dotted name is {len(node_id):,} characters long, over netspec's "
+                f"limit of {MAX_NAME}: {node_id[:60]}...",
+                span,
+                hint="use shorter names (`as`, block names) or nest fewer blocks",
+            )
         if node_id in self.tap_names:
             self.taps[node_id] = Value(node_id, out)
         if not layer.transparent:
@@ -113,29 +138,29 @@ class Propagation:
                 notes=where,
                 hint="give it another name with `as`",
             )
+        sums[0] += params  # the totals, summed as the nodes are made
+        sums[1] += buffers
+        sums[2] += macs
+        sums[3] += ops
+        sums[4] += memory
         if self.light:
-            sums = self.sums
-            sums[0] += params
-            sums[1] += buffers
-            sums[2] += macs
-            sums[3] += ops
-            sums[4] += memory
-            sums[5] += 1
             return Value(node_id, out)
         node = Node.of(
             private,
-            id=node_id,
-            kind=layer.kind,
-            args=args,
-            inputs=[inputs[0].node] if one else [v.node for v in inputs],
-            span=span,
-            implicit=implicit,
-            shape=out,
-            params=params,
-            buffers=buffers,
-            macs=macs,
-            ops=ops,
-            memory=memory,
+            {
+                "id": node_id,
+                "kind": layer.kind,
+                "args": args,
+                "inputs": [inputs[0].node] if one else [v.node for v in inputs],
+                "span": span,
+                "implicit": implicit,
+                "shape": out,
+                "params": params,
+                "buffers": buffers,
+                "macs": macs,
+                "ops": ops,
+                "memory": memory,
+            },
         )
         self.nodes.append(node)
         self.ids[node_id] = node
