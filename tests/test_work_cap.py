@@ -5,6 +5,7 @@ layers, and bounded nesting and names."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -63,9 +64,15 @@ def test_distinct_layers_are_metered_as_the_work_is_done() -> None:
     err = refused(MLP + f"INPUT -> [FC(1 + i) -> RELU]*{count} for i -> FC(10) -> SOFTMAX\n")
     assert "distinct layers" in err.message and f"{MAX_WORK:,}" in err.message
     assert where(err) == "3:30"  # the repetition being expanded
-    # Refused the moment the work passed the cap: each time round, 2 distinct nodes and a step.
-    rounds = MAX_WORK // (2 * (1 + WORK_NEW) + 1)
-    assert f"{rounds:,} other steps" in err.message
+    # Refused the moment the work passed the cap: the counts it reports are over the cap by
+    # less than the last unit of work done (a distinct node: 1 + WORK_NEW).
+    nodes, steps, distinct = (
+        int(n.replace(",", ""))
+        for n in re.findall(r"([\d,]+) (?:nodes|other steps|distinct layers)", err.message)
+    )
+    work = nodes + steps + WORK_NEW * distinct
+    assert MAX_WORK < work <= MAX_WORK + 1 + WORK_NEW
+    assert nodes == distinct and abs(steps - nodes / 2) <= 1  # every node distinct; 2 a round
 
 
 def test_the_same_layer_repeated_is_one_distinct_layer() -> None:

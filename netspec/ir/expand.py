@@ -278,7 +278,8 @@ class Expansion(Propagation):
             built = self.work
         if built + size > MAX_WORK:
             raise OverCap(
-                f"{what} expands to {_at_least(size)} nodes and steps: the network would "
+                f"{what} expands to {_at_least(size)} "
+                f"{'node or step' if size == 1 else 'nodes and steps'}: the network would "
                 f"take {_at_least(built + size)} units of work, over netspec's limit of "
                 f"{MAX_WORK:,}",
                 span,
