@@ -72,58 +72,41 @@ def check(
     # The cycle collector paused for the whole command, not only the build: its first pass
     # after the build would walk every object the build made (0.15 s at 220,000 nodes).
     with paused_gc():
-        _check(spec, sets, extra, fmt, as_json, all_ops, brief, depth, batch, input_shape)
+        shape = parse_shape(input_shape) if input_shape is not None else None
+        graph, errors = load_graph(spec, sets, extra, collect=True, input_shape=shape)
+        if graph is not None:
+            from netspec.summary import summary
+            from netspec.train.settings import resolve_settings
 
+            try:  # the training-memory estimate reads the train section: a mistake there is one
+                resolve_settings(graph.train or None, spans=graph.train_spans)
+            except NetspecError as e:
+                if not any(e.message == seen.message for seen in errors):  # the IR's check found it
+                    errors = [*errors, e]
 
-def _check(
-    spec: str,
-    sets: tuple[str, ...],
-    extra: tuple[str, ...],
-    fmt: str,
-    as_json: bool,
-    all_ops: bool,
-    brief: bool,
-    depth: int | None,
-    batch: int | None,
-    input_shape: str | None,
-) -> None:
-    shape = parse_shape(input_shape) if input_shape is not None else None
-    graph, errors = load_graph(spec, sets, extra, collect=True, input_shape=shape)
-    if graph is not None:
-        from netspec.summary import summary
-        from netspec.train.settings import resolve_settings
+            if as_json or fmt == "json":  # bytes straight out: no 100 MB str at 220,000 nodes
+                from netspec.summary import json_bytes
 
-        try:  # the training-memory estimate reads the train section: a mistake there is one
-            resolve_settings(graph.train or None, spans=graph.train_spans)
-        except NetspecError as e:
-            if not any(e.message == seen.message for seen in errors):  # the IR's check found it
-                errors = [*errors, e]
-
-        if as_json or fmt == "json":  # bytes straight out: no 100 MB str at 220,000 nodes
-            from netspec.summary import json_bytes
-
-            out = sys.stdout.buffer
-            out.write(json_bytes(graph))
-            out.write(b"\n")
-            out.flush()
-            if errors:
-                raise SpecErrors(errors)
-            return
-        tty = sys.stdout.isatty()
-        text = summary(
-            graph,
-            "json" if as_json else fmt,
-            width=shutil.get_terminal_size().columns if tty else None,
-            all_ops=all_ops,
-            rows=not brief,
-            depth=depth,
-            batch=batch,
-            color=tty,
-        )
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    if errors:
-        raise SpecErrors(errors)
+                out = sys.stdout.buffer
+                out.write(json_bytes(graph))
+                out.write(b"\n")
+                out.flush()
+            else:
+                tty = sys.stdout.isatty()
+                text = summary(
+                    graph,
+                    fmt,
+                    width=shutil.get_terminal_size().columns if tty else None,
+                    all_ops=all_ops,
+                    rows=not brief,
+                    depth=depth,
+                    batch=batch,
+                    color=tty,
+                )
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        if errors:
+            raise SpecErrors(errors)
 
 
 @click.command()
