@@ -76,10 +76,10 @@ class Builder(Expansion):
         self.nodes: list[Node] = []
         self.ids: dict[str, Node | None] = {}
         self.scopes: set[str] = set()
-        # params, buffers, macs, ops, memory (light mode: the totals), then the work metered
-        # (see netspec.ir.limits): nodes, other steps, and `fresh`, the distinct layers (nodes whose
-        # layer and input shapes no earlier node had: the figures cache marks its entries with
-        # the build that last used them).
+        # params, buffers, macs, ops, memory (the totals), then the work metered (see
+        # netspec.ir.limits): nodes and other steps. `fresh` counts the distinct layers (nodes
+        # whose layer and input shapes no earlier node had): the figures cache marks its
+        # entries with the serial of the build that last used them.
         self.sums = [0, 0, 0, 0, 0, 0, 0]
         self.fresh = 0
         self.serial = next(_BUILDS)

@@ -290,7 +290,7 @@ class Expansion(Propagation):
         """A step of work that is not a node: a block call, a branch, a time round a loop that
         reads its index."""
         self.sums[6] += 1
-        if self.sums[5] + self.sums[6] + WORK_NEW * self.fresh > MAX_WORK:
+        if self.work > MAX_WORK:
             self._over_work(span)
 
     def _over_work(self, span: Any) -> NoReturn:
