@@ -112,8 +112,20 @@ def render_error(err: NetspecError, color: bool = False) -> str:
     return "\n".join(lines)
 
 
+def clip(text: str, width: int = 60) -> str:
+    """`text` cut to `width` characters with "..." when longer: user input echoed in a message
+    (a 100 KB name) stays one readable line."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# A name longer than this is no misspelling of a known one (and difflib's cost grows with it).
+_MISSPELLING_MAX = 256
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
     """A "did you mean" hint for a misspelled name, or None when nothing is close."""
+    if len(name) > _MISSPELLING_MAX:
+        return None
     pool = list(choices)
     by_lower = {c.lower(): c for c in pool}
     close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)

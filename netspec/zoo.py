@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from netspec.errors import NetspecError, did_you_mean
+from netspec.errors import NetspecError, clip, did_you_mean
 
 PREFIX = "zoo:"
 SUFFIX = ".ns"
@@ -83,7 +83,7 @@ def path_of(name: str) -> Path:
     known = names()
     if name not in known:
         raise NetspecError(
-            f"no spec named `{name}` in the zoo",
+            f"no spec named `{clip(name)}` in the zoo",
             hint=did_you_mean(name, known) or "`netspec zoo` lists the bundled specs",
         )
     return zoo_dir() / f"{name}{SUFFIX}"

@@ -17,7 +17,7 @@ from lark.exceptions import (
 )
 from lark.visitors import Transformer_NonRecursive
 
-from netspec.errors import NetspecError, Span, register_source
+from netspec.errors import NetspecError, Span, clip, register_source
 from netspec.frontend import ast, tables
 
 GRAMMAR_FILE = "netspec.lark"
@@ -25,7 +25,7 @@ TABLES_FILE = "netspec.tables.json"
 
 # Limits that keep hostile input from exhausting the interpreter (RecursionError) or memory.
 MAX_NESTING = 100  # brackets of any kind, nested
-MAX_EXPR_DEPTH = 200  # operators chained in one expression (`1 + 1 + ...`)
+MAX_EXPR_DEPTH = 200  # operators nested in one expression (`1 + 1 + ...`, `- - 1`, `not not x`)
 MAX_NUMBER = 10**18  # the largest number a spec may write or compute
 # Tokens a spec may hold: parsing costs some 10-25 microseconds a token, so 50,000 parse in
 # about a second (the largest bundled spec has under 2,000; repetitions and blocks keep
@@ -312,7 +312,7 @@ def _number(text: str) -> int | float:
             body, scale = body[: -len(suffix)], factor
             break
     if not body[-1:].isdigit():
-        raise ValueError(f"unknown number suffix in `{_clip(text)}`")
+        raise ValueError(f"unknown number suffix in `{clip(text, 24)}`")
     if len(body) > 40:  # far past MAX_NUMBER; never hand Python a 4,300-digit literal
         return math.inf
     if any(c in body for c in ".eE"):
@@ -322,10 +322,6 @@ def _number(text: str) -> int | float:
 
 
 _SUFFIX_HINT = "suffixes: K M G T (powers of 1000), Ki Mi Gi Ti (powers of 1024), B for bytes"
-
-
-def _clip(text: str, width: int = 24) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 @v_args(meta=True)
@@ -502,7 +498,7 @@ class _ToAst(Transformer_NonRecursive):
             raise NetspecError(str(e), self._s(meta), hint=_SUFFIX_HINT) from None
         if not math.isfinite(value) or abs(value) > MAX_NUMBER:
             raise NetspecError(
-                f"number `{_clip(str(tok))}` is too large",
+                f"number `{clip(str(tok), 24)}` is too large",
                 self._s(meta),
                 hint=f"numbers in a spec are at most {MAX_NUMBER:.0e}",
             )
@@ -529,12 +525,11 @@ class _ToAst(Transformer_NonRecursive):
 
     def binop(self, meta, items):
         left, op, right = items
-        node = ast.BinOp(self._s(meta), str(op), left, right)
-        self._depth(node, left, right)
-        return node
+        return self._depth(ast.BinOp(self._s(meta), str(op), left, right), left, right)
 
-    def _depth(self, node: ast.Expr, *children: ast.Expr) -> None:
-        """Refuse expressions deep enough to exhaust Python's recursion when evaluated."""
+    def _depth(self, node: ast.Expr, *children: ast.Expr) -> ast.Expr:
+        """Refuse expressions deep enough to exhaust Python's recursion when evaluated: every
+        operator (unary `-` and `not` too) counts one level; returns `node`."""
         depth = 1 + max(self._depths.get(id(c), 0) for c in children)
         if depth > MAX_EXPR_DEPTH:
             raise NetspecError(
@@ -543,26 +538,27 @@ class _ToAst(Transformer_NonRecursive):
                 hint="split it into named constants",
             )
         self._depths[id(node)] = depth
+        return node
 
     def neg(self, meta, items):
-        return ast.Neg(self._s(meta), items[0])
+        return self._depth(ast.Neg(self._s(meta), items[0]), items[0])
 
     def not_(self, meta, items):
-        return ast.Not(self._s(meta), items[0])
+        return self._depth(ast.Not(self._s(meta), items[0]), items[0])
 
     def and_(self, meta, items):
-        return ast.BoolOp(self._s(meta), "and", items[0], items[1])
+        return self._depth(ast.BoolOp(self._s(meta), "and", items[0], items[1]), *items)
 
     def or_(self, meta, items):
-        return ast.BoolOp(self._s(meta), "or", items[0], items[1])
+        return self._depth(ast.BoolOp(self._s(meta), "or", items[0], items[1]), *items)
 
     def ifexp(self, meta, items):
         then, cond, other = items
-        return ast.IfExp(self._s(meta), then, cond, other)
+        return self._depth(ast.IfExp(self._s(meta), then, cond, other), *items)
 
     def compare(self, meta, items):
         left, op, right = items
-        return ast.Compare(self._s(meta), str(op), left, right)
+        return self._depth(ast.Compare(self._s(meta), str(op), left, right), left, right)
 
 
 def _as_arg(item) -> ast.Arg:
