@@ -518,13 +518,22 @@ class Builder(Expansion):
             )
         if cls.flattens_input and len(cur.shape) > 1:
             cur = self.add_node(Flatten(), [cur], call.span, scope, implicit=True)
-        if (
-            cls.probabilities
-            and self.final_softmax is not None
-            and self.final_softmax.primary is call
-        ):
-            cur = self._classifier(cur, call, scope)
+        if cls.probabilities:
+            self._check_not_probabilities(cur, call)
+            if self.final_softmax is not None and self.final_softmax.primary is call:
+                cur = self._classifier(cur, call, scope)
         return self.add_node(layer, [cur], call.span, scope, label=label)
+
+    def _check_not_probabilities(self, cur: Value, call: ast.Call) -> None:
+        """`SOFTMAX -> SOFTMAX`: probabilities normalised again are wrong, never meant."""
+        last = self.nodes[-1] if self.nodes else None
+        if last is not None and last.id == cur.node and last.layer.probabilities:
+            raise NetspecError(
+                f"{call.name.upper()} takes the output of `{last.id}`, which is already "
+                "probabilities",
+                call.span,
+                hint="remove one of them: a softmax of probabilities flattens them toward uniform",
+            )
 
     def _resolve(
         self,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from netspec.errors import NetspecError
 from netspec.frontend import ast
 from netspec.ir.bindings import construct, show_value
-from netspec.ir.expr import eval_int, evaluate
+from netspec.ir.expr import eval_int, evaluate, walk
 from netspec.ir.graph import BudgetCheck, Graph, Node
 from netspec.ir.naming import Value
 
@@ -47,6 +47,18 @@ def budget_checks(
                     f"a budget limit must be a number; received {limit!r}",
                     item.limit.span,
                     hint="e.g. `budget params <= 5M, memory <= 100MB`",
+                )
+            )
+            continue
+        if item.metric != "memory" and any(
+            isinstance(n, ast.Num) and n.text.endswith("B") for n in walk(item.limit)
+        ):
+            errors.append(
+                NetspecError(
+                    f"`{item.metric}` is a count, but its limit is written in bytes",
+                    item.limit.span,
+                    hint=f"drop the B (`budget {item.metric} <= 1M`); bytes are for "
+                    "`memory` (`budget memory <= 100MB`)",
                 )
             )
             continue

@@ -147,7 +147,17 @@ class Expansion(Propagation):
     ) -> Value:
         project: bool | str = False
         when = True
+        given: dict[str, ast.Arg] = {}
         for kw in br.kwargs:
+            if kw.name in given:
+                raise NetspecError(
+                    f"argument `{kw.name}` of residual(...) is given twice",
+                    kw.span,
+                    notes=[f"first given at {given[kw.name].span}"],
+                    hint="keep one of them",
+                )
+            if kw.name is not None:
+                given[kw.name] = kw
             if kw.name == "when":
                 when = _condition(
                     evaluate(kw.value, env),
@@ -429,9 +439,12 @@ class Expansion(Propagation):
 
 
 def _condition(value: Any, e: ast.Expr, what: str, hint: str | None = None) -> bool:
-    if not isinstance(value, bool | int):
+    """A condition is true or false: a number (`when=(3)`) is refused, never taken as true."""
+    if not isinstance(value, bool):
+        if isinstance(value, int | float):
+            hint = "a number is not a condition: compare it, e.g. (n != 0)"
         raise NetspecError(f"{what} must be true or false; received {value!r}", e.span, hint=hint)
-    return bool(value)
+    return value
 
 
 def projection_stride(size: int, target: int) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from netspec.errors import NetspecError, did_you_mean
@@ -179,20 +179,22 @@ def eval_int(e: ast.Expr, env: Mapping[str, Any], what: str, minimum: int = 0) -
 
 def free_names(e: Any) -> set[str]:
     """Names an expression (or any AST node) refers to, for memoizing on the relevant bindings."""
-    out: set[str] = set()
+    return {node.id for node in walk(e) if isinstance(node, ast.Name)}
+
+
+def walk(e: Any) -> Iterator[Any]:
+    """Every AST node under `e` (itself included), without recursion: user input nests deep."""
     stack = [e]
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.Name):
-            out.add(node.id)
-        elif isinstance(node, list | tuple):
+        if isinstance(node, list | tuple):
             stack.extend(node)
         elif hasattr(node, "__slots__") and not isinstance(node, str):
+            yield node
             for slot in _slots(type(node)):
                 value = getattr(node, slot, None)
                 if value is not None and not isinstance(value, str | int | float | bool):
                     stack.append(value)
-    return out
 
 
 def _slots(cls: type) -> list[str]:
