@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from netspec.errors import NetspecError
+from netspec.io import owner_tag, sweep_stale
 from netspec.ir.graph import Graph
 
 METRICS: tuple[str, ...] = ("params", "macs", "memory")
@@ -38,6 +39,22 @@ INSTALL_HINT = (
 # Brewer sequential schemes built into Graphviz: level 1 is near white, 9 the darkest.
 SCHEMES = {"params": "blues9", "macs": "oranges9", "memory": "greens9"}
 MAX_PERIOD = 64  # the longest repeated run of layers `collapse` looks for
+GRAPHVIZ_TEMP = "netspec-graphviz-"  # prefix of the plugin folders `core_plugins` makes
+# Past this many boxes Graphviz lays out for minutes and grows without bound (100,000 boxes:
+# 577 MB after 37 s); the zoo's largest, resnet1202_cifar, draws 4,211 boxes in about 8 s.
+MAX_BOXES = 10_000
+DRAW_TIMEOUT_S = 120.0  # `netspec draw`'s default limit on the layout: 15x the largest zoo net
+
+
+def check_size(diagram: Diagram, max_boxes: int = MAX_BOXES) -> None:
+    """Refuse a diagram too big to lay out in reasonable time, saying how to draw it instead."""
+    if len(diagram.boxes) > max_boxes:
+        raise NetspecError(
+            f"the diagram has {len(diagram.boxes):,} boxes, over the {max_boxes:,} Graphviz "
+            "lays out in reasonable time",
+            hint="draw repeated layers as one box each with --collapse, or scopes with "
+            "--depth 1; --max-boxes raises the limit",
+        )
 
 
 @dataclass
@@ -428,7 +445,9 @@ def core_plugins(exe: str) -> Path | None:
         if not match:
             return None
         libdir = Path(match.group(1))
-        folder = Path(tempfile.mkdtemp(prefix="netspec-graphviz-"))
+        # a killed process's folder (atexit never ran) is swept by the next one
+        sweep_stale(Path(tempfile.gettempdir()), f"{GRAPHVIZ_TEMP}*")
+        folder = Path(tempfile.mkdtemp(prefix=f"{GRAPHVIZ_TEMP}{owner_tag()}-"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         for pattern in ("libgvplugin_core*", "libgvplugin_dot_layout*"):
             for lib in libdir.glob(pattern):
@@ -449,7 +468,14 @@ def draw(
     depth: int | None = None,
     collapse: bool = False,
     color: str | None = None,
-    timeout: float | None = None,
+    timeout: float | None = DRAW_TIMEOUT_S,
+    max_boxes: int = MAX_BOXES,
 ) -> bytes:
-    """The diagram of `graph` as `fmt` bytes (svg, png, pdf, or the DOT text)."""
-    return render(to_dot(build(graph, depth, collapse, color)), fmt, timeout)
+    """The diagram of `graph` as `fmt` bytes (svg, png, pdf, or the DOT text).
+
+    Raises:
+        NetspecError: over `max_boxes` boxes, or the layout took longer than `timeout` s.
+    """
+    diagram = build(graph, depth, collapse, color)
+    check_size(diagram, max_boxes)
+    return render(to_dot(diagram), fmt, timeout)

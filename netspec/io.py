@@ -2,8 +2,9 @@
 
 - Outputs appear whole or not at all: `atomic_path` / `atomic_write` write a temporary file in
   the target's folder, fsync it, `os.replace` it over the target and fsync the folder. A killed
-  process leaves at most a hidden ``.NAME.*.netspec-tmp`` file, which `clean_stale_temps`
-  removes on the next write to that folder.
+  process leaves at most a hidden ``.NAME.nst-HOST-PID.*.netspec-tmp`` file or folder, which
+  `clean_stale_temps` removes on the next write to that folder once that process is gone
+  (`sweep_stale`; never a live one); `temp_folder` does the same for work folders elsewhere.
 - Booleans read the same everywhere: `BOOL_WORDS` / `parse_bool`.
 - Sizes print the same everywhere: `fmt_bytes` uses binary units (KiB, MiB, GiB: powers of
   1024), as PyTorch and the summary's memory column do; `fmt_count` groups digits.
@@ -17,6 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
+import socket
 import stat
 import tempfile
 import time
@@ -94,7 +98,9 @@ def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
     check_output_folder(path)
     clean_stale_temps(path.parent if str(path.parent) else Path("."))
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        fd, name = tempfile.mkstemp(
+            prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX, dir=path.parent
+        )
     except OSError as e:
         raise NetspecError(f"cannot write {path}: {e.strerror}") from None
     os.close(fd)
@@ -125,22 +131,79 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], None]) -
     return Path(path)
 
 
-def clean_stale_temps(folder: Path, older_than_s: float = STALE_AFTER_S) -> int:
-    """Remove netspec's own temporary files left in `folder` by killed processes."""
+def owner_tag() -> str:
+    """`nst-HOST-PID`: put in the name of every temporary file or folder netspec makes, so a
+    later run can tell one whose process is gone (and sweep it) from a live one (never)."""
+    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+    return f"nst-{host}-{os.getpid()}"
+
+
+_OWNER = re.compile(r"nst-([A-Za-z0-9]+)-(\d+)(?:[.-]|$)")
+
+
+def _owner_gone(name: str) -> bool | None:
+    """Whether the process named in `name`'s owner tag has ended: None when the name has no
+    tag, or names another host (a shared folder: that process cannot be seen from here)."""
+    m = _OWNER.search(name)
+    if m is None or m.group(1) != owner_tag().split("-")[1]:
+        return None
+    try:
+        os.kill(int(m.group(2)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, OSError):
+        return False  # alive under another user (or unknowable): keep it
+    return False
+
+
+def sweep_stale(folder: Path, pattern: str, older_than_s: float = STALE_AFTER_S) -> int:
+    """Remove the temporary files and folders matching `pattern` in `folder` that a killed
+    process left: those whose owner (`owner_tag`) has ended on this host; untagged ones, or
+    ones of another host, only once older than `older_than_s`. Never one of a live process.
+    Returns how many were removed."""
     removed = 0
     cutoff = time.time() - older_than_s
     try:
-        candidates = list(folder.glob(f".*{TEMP_SUFFIX}"))
+        candidates = list(folder.glob(pattern))
     except OSError:
         return 0
     for f in candidates:
+        gone = _owner_gone(f.name)
         try:
-            if f.is_file() and f.stat().st_mtime < cutoff:
+            if gone is False or (gone is None and f.lstat().st_mtime >= cutoff):
+                continue
+            if f.is_dir() and not f.is_symlink():
+                shutil.rmtree(f)
+            else:
                 f.unlink()
-                removed += 1
+            removed += 1
         except OSError:
             continue
     return removed
+
+
+def clean_stale_temps(folder: Path, older_than_s: float = STALE_AFTER_S) -> int:
+    """Remove netspec's own temporary files and folders left in `folder` by killed processes."""
+    return sweep_stale(folder, f".*{TEMP_SUFFIX}", older_than_s)
+
+
+def temp_prefix(name: str) -> str:
+    """The prefix of a hidden temporary beside the output `name`: `.NAME.nst-HOST-PID.`."""
+    return f".{name}.{owner_tag()}."
+
+
+@contextlib.contextmanager
+def temp_folder(prefix: str, folder: str | Path | None = None) -> Iterator[Path]:
+    """A temporary folder named `PREFIX` + the owner tag, in `folder` (the system's temporary
+    folder by default), removed when the block ends; first sweeps the folders of the same
+    prefix whose process is gone (`sweep_stale`): a `kill -9` leaves nothing behind for long."""
+    where = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+    sweep_stale(where, f"{prefix}*")
+    made = Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-", dir=where))
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def read_input(path: str | Path, what: str = "file", limit: int | None = None) -> bytes:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from netspec.commands.options import SPEC, load_graph, set_option
+from netspec.commands.options import OUTPUT_FILE, SPEC, load_graph, set_option
+from netspec.draw import DRAW_TIMEOUT_S, MAX_BOXES
 from netspec.errors import NetspecError
 
 
@@ -16,7 +17,7 @@ from netspec.errors import NetspecError
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False),
+    type=OUTPUT_FILE,
     help="the file to write: .svg, .png, .pdf or .dot (Graphviz source)",
 )
 @click.option(
@@ -43,6 +44,22 @@ from netspec.errors import NetspecError
     default=None,
     help="shade the boxes by their share of params, MACs or activation memory",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DRAW_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="stop Graphviz's layout after this long (a clear error, no file written)",
+)
+@click.option(
+    "--max-boxes",
+    type=click.IntRange(min=1),
+    default=MAX_BOXES,
+    show_default=True,
+    metavar="N",
+    help="refuse diagrams of more boxes (they take Graphviz minutes): use --collapse instead",
+)
 @set_option
 def draw(
     spec: str,
@@ -51,6 +68,8 @@ def draw(
     collapse: bool,
     depth: int | None,
     color: str | None,
+    timeout: float,
+    max_boxes: int,
     sets: tuple[str, ...],
     extra: tuple[str, ...],
 ) -> None:
@@ -68,6 +87,7 @@ def draw(
         )
     graph = load_graph(spec, sets, extra)
     built = diagram.build(graph, depth=depth, collapse=collapse, color=color)
-    data = diagram.render(diagram.to_dot(built), fmt)
+    diagram.check_size(built, max_boxes)
+    data = diagram.render(diagram.to_dot(built), fmt, timeout=timeout)
     atomic_write(path, data)
     click.echo(f"wrote {path} ({len(built.boxes)} boxes, {len(graph.nodes)} layers)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from netspec.commands.options import SPEC
+from netspec.commands.options import OUTPUT_FILE, SPEC
 from netspec.errors import NetspecError
 from netspec.io import atomic_write, check_output_folder, fmt_bytes
 
@@ -43,14 +43,14 @@ SORTS = ("params", "macs", "memory")
 @click.option(
     "--plot",
     "plot_path",
-    type=click.Path(dir_okay=False),
+    type=OUTPUT_FILE,
     metavar="FILE.png",
     help="params vs MACs scatter, front highlighted",
 )
 @click.option(
     "--csv",
     "csv_path",
-    type=click.Path(dir_okay=False),
+    type=OUTPUT_FILE,
     metavar="FILE",
     help="every explored member as CSV",
 )
@@ -60,7 +60,7 @@ SORTS = ("params", "macs", "memory")
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
+    type=OUTPUT_FILE,
     metavar="FILE",
     help="where --pick writes (default: stdout)",
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from netspec.errors import NetspecError
@@ -38,6 +40,26 @@ def set_option(f):
         metavar="NAME=VALUE",
         help="bind a free parameter (repeatable)",
     )(f)
+
+
+class OutputFile(click.Path):
+    """A file to write. A name ending in a path separator (`-o out.svg/`) names a folder, and
+    is refused rather than quietly written as `out.svg`."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        text = str(value)
+        if text.endswith(("/", os.sep)):
+            raise NetspecError(
+                f"`{text}` ends with `/`: it names a folder, not a file to write",
+                hint=f"drop the slash, or name a file inside it: {text}FILE",
+            )
+        return super().convert(value, param, ctx)
+
+
+OUTPUT_FILE = OutputFile()
 
 
 class SpecPath(click.ParamType):

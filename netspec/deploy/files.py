@@ -20,7 +20,7 @@ import onnx
 from onnx import TensorProto
 
 from netspec.errors import NetspecError
-from netspec.io import TEMP_SUFFIX, atomic_path, check_output_folder
+from netspec.io import TEMP_SUFFIX, atomic_path, check_output_folder, temp_prefix
 
 # protobuf's limit for one serialized message: past it, the weights go to a side file
 MAX_PROTO_BYTES = 2**31 - 1
@@ -43,7 +43,9 @@ def staging(path: str | Path) -> Iterator[Path]:
     check_output_folder(path)
     folder = path.parent if str(path.parent) else Path(".")
     try:
-        stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=folder))
+        stage = Path(
+            tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX, dir=folder)
+        )
     except OSError as e:
         raise NetspecError(f"cannot write {path}: {e.strerror}") from None
     try:

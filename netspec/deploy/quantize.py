@@ -30,6 +30,7 @@ from onnx import TensorProto
 
 from netspec.deploy import files
 from netspec.errors import NetspecError, did_you_mean
+from netspec.io import TEMP_SUFFIX, temp_prefix
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 # Histogram settings per method. onnxruntime's entropy default (128 bins into 128 quantized
@@ -187,7 +188,9 @@ def quantize(
     name, dims = _float_input(fp32)
     x = check_calibration(calibration, dims, batch)
     big = files.file_bytes(fp32) > external_threshold
-    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix=temp_prefix(output.name), suffix=TEMP_SUFFIX, dir=output.parent
+    ) as tmp:
         work = Path(tmp)
         pre = _pre_process(fp32, work / "pre.onnx", big)
         keep = _final_softmax(files.load(pre, weights=False))
