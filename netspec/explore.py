@@ -23,7 +23,7 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -356,8 +356,12 @@ def explore(
     seed: int = 0,
     cap: int = CAP,
     verify: bool = True,
+    stop: Callable[[], None] | None = None,
 ) -> Exploration:
     """Evaluate every member of `spec`'s space (or of `grid`, or `sample` random ones).
+
+    `stop`, when given, is called before each member is evaluated or built; whatever it
+    raises ends the exploration there (the playground stops a job whose client left).
 
     Raises NetspecError for a spec without free parameters, a space over `cap` members
     without `sample`, and a selection in which no member is valid.
@@ -376,7 +380,8 @@ def explore(
             hint=f"explore a random part with --sample 10000 --seed 0, or narrow it with --grid (e.g. --grid {space.domains[0].name}=...)",
         )
     start = time.perf_counter()
-    members = _evaluate_all(spec, space, sample, seed)
+    step = stop or _go_on
+    members = _evaluate_all(spec, space, sample, seed, step)
     failures = _group_failures(members)
     budgets = {
         b.metric: f"{b.op} {_show_limit(b.metric, b.limit)}" for b in _budget_checks(spec, members)
@@ -404,22 +409,30 @@ def explore(
             notes=notes,
         )
     if verify:
-        _verify(exp)
+        _verify(exp, step)
     else:
         _set_front(exp)
     for group in exp.failures:
+        step()
         group.detail = locate(spec, group)
     exp.seconds = time.perf_counter() - start
     return exp
 
 
-def _evaluate_all(spec: Spec, space: Space, sample: int | None, seed: int) -> list[Member]:
+def _go_on() -> None:
+    """The default `stop`: never."""
+
+
+def _evaluate_all(
+    spec: Spec, space: Space, sample: int | None, seed: int, step: Callable[[], None]
+) -> list[Member]:
     names = space.names
     values = [d.values for d in space.domains]
     strides = space.strides()
     members = []
     instantiate = spec.instantiate
     for idx in space.indices(sample, seed):
+        step()
         number = 1 + sum(i * s for i, s in zip(idx, strides, strict=True))
         bindings = {n: v[i] for n, v, i in zip(names, values, idx, strict=True)}
         graph, errors = instantiate(bindings, collect=True, light=True)
@@ -475,7 +488,7 @@ def _set_front(exp: Exploration) -> None:
         m.on_front = True
 
 
-def _verify(exp: Exploration) -> None:
+def _verify(exp: Exploration, step: Callable[[], None] = _go_on) -> None:
     """Build the first valid member and the front in full (light mode skips duplicate names);
     a member failing there becomes invalid, and the front is recomputed."""
     todo = [next(m for m in exp.members if m.valid)]
@@ -484,6 +497,7 @@ def _verify(exp: Exploration) -> None:
         changed = False
         for m in todo[:budget]:
             budget -= 1
+            step()
             m.verified = True
             full, _ = evaluate(exp.spec, m.number, m.bindings, full=True)
             if not full.valid:

@@ -26,7 +26,8 @@ with warnings.catch_warnings():  # starlette 1.x suggests a renamed httpx; httpx
     from starlette.testclient import TestClient
 
 from netspec.serve import compile as comp  # noqa: E402
-from netspec.serve.app import MAX_BODY, STATIC, create_app, local_only  # noqa: E402
+from netspec.serve.app import STATIC, create_app  # noqa: E402
+from netspec.serve.settings import Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
@@ -34,12 +35,15 @@ needs_dot = pytest.mark.skipif(
     shutil.which("dot") is None,
     reason="Graphviz's `dot` is not installed (apt-get install graphviz)",
 )
+MAX_BODY = Settings().max_body
+PAGE = {"X-Netspec-Token": "test-token"}
+TOKEN = PAGE["X-Netspec-Token"]  # the page's; test_serve_hostile.py sends requests without
 TINY = "network tiny\ninput [1, 28, 28]\nclasses 10\nINPUT -> CONV(8) -> RELU -> POOL -> FC(10) -> SOFTMAX\n"
 
 
 @pytest.fixture(scope="module")
 def client():
-    with TestClient(local_only(create_app()), base_url="http://127.0.0.1") as c:
+    with TestClient(create_app(token=TOKEN), base_url="http://127.0.0.1", headers=PAGE) as c:
         yield c
 
 
@@ -125,8 +129,9 @@ def test_request_bodies_are_capped(client):
 
     r = client.post("/api/compile", content=chunks(), headers={"Content-Type": "application/json"})
     assert r.status_code == 413
-    assert client.post("/api/compile", content=b"[1, 2]").status_code == 400
-    assert client.post("/api/compile", content=b"{not json").status_code == 400
+    as_json = {"Content-Type": "application/json"}
+    assert client.post("/api/compile", content=b"[1, 2]", headers=as_json).status_code == 400
+    assert client.post("/api/compile", content=b"{not json", headers=as_json).status_code == 400
     assert client.post("/api/compile", json={"text": 3}).status_code == 400
     assert client.post("/api/compile", json={"text": TINY, "depth": 0}).status_code == 400
     assert client.post("/api/compile", json={"text": TINY, "color": "x"}).status_code == 400
@@ -222,10 +227,15 @@ def test_serve_binds_loopback_and_stays_responsive(tmp_path):
             with pytest.raises(OSError):
                 socket.create_connection((other, port), timeout=2).close()
         heavy = "input [1, 8, 8]\nclasses 2\nINPUT -> [CONV(2) -> RELU]*15000 -> FC(2) -> SOFTMAX"
+        # the page's token, as the page reads it
+        token = re.search(r'name="netspec-token" content="([^"]+)"', httpx.get(url).text)
+        assert token, "the served page carries no token"
+        page = {"X-Netspec-Token": token.group(1)}
         done = {}
         thread = threading.Thread(
             target=lambda: done.setdefault(
-                "r", httpx.post(url + "api/compile", json={"text": heavy}, timeout=120)
+                "r",
+                httpx.post(url + "api/compile", json={"text": heavy}, headers=page, timeout=120),
             )
         )
         thread.start()
@@ -263,7 +273,8 @@ def test_serve_refuses_a_missing_spec():
 def test_save_writes_only_the_served_file_and_never_over_a_change(tmp_path, client):
     spec = tmp_path / "net.ns"
     spec.write_text(TINY)
-    with TestClient(local_only(create_app(spec)), base_url="http://127.0.0.1") as c:
+    app = create_app(spec, token=TOKEN)
+    with TestClient(app, base_url="http://127.0.0.1", headers=PAGE) as c:
         start = c.get("/api/start").json()
         assert start["name"] == "net.ns" and start["text"] == TINY and start["saves"]
         edited = TINY.replace("CONV(8)", "CONV(16)")
@@ -276,7 +287,8 @@ def test_save_writes_only_the_served_file_and_never_over_a_change(tmp_path, clie
         assert r.status_code == 409 and "changed on disk" in r.json()["errors"][0]["message"]
         assert spec.read_text().endswith("# changed by another editor\n")
     # a zoo spec given by name opens read-only; a page opened on the zoo has no file either
-    with TestClient(local_only(create_app(spec, writable=False)), base_url="http://127.0.0.1") as c:
+    app = create_app(spec, writable=False, token=TOKEN)
+    with TestClient(app, base_url="http://127.0.0.1", headers=PAGE) as c:
         assert c.get("/api/start").json()["saves"] is None
         assert c.post("/api/save", json={"text": "", "base": "x"}).status_code == 404
     assert client.get("/api/start").json()["saves"] is None

@@ -1,6 +1,7 @@
 """The playground's ASGI app (Starlette): the page, its assets, and a small JSON API.
 
-    GET  /                 the page (every asset is served from the package; nothing external)
+    GET  /                 the page, carrying this launch's token (every asset is served from
+                           the package; nothing external)
     GET  /api/start        the spec to open with (`netspec serve SPEC`, or the zoo's first)
     GET  /api/zoo          the zoo menu;  GET /api/zoo/NAME: one zoo spec's text
     POST /api/compile      {text, bindings, depth, collapse, color, diagram, summary}
@@ -9,136 +10,143 @@
     POST /api/explore      {text} -> the design space's Pareto front and its plot (PNG)
     POST /api/save         {text, base} -> writes SPEC (`netspec serve SPEC` only), atomically
 
-Request bodies are capped (`MAX_BODY`); compiling runs in a worker thread so the server keeps
-answering while it works.
+Every request passes `guard.Guard` (Host; for a POST also same origin, JSON and the token),
+and bodies are read by `guard.read_json` (size, time, depth). Compiling runs in a worker
+thread so the server keeps answering while it works; explore and export are `jobs` (one at a
+time, off the compile lock, bounded and cancellable).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
-import json
-import tempfile
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
 
 from netspec.errors import NetspecError
 from netspec.io import atomic_write
 from netspec.serve import compile as comp
+from netspec.serve import jobs
+from netspec.serve.guard import BadRequest, Gone, Guard, error, read_json
+from netspec.serve.settings import Settings
 
 STATIC = Path(__file__).resolve().parent / "static"
-MAX_BODY = 256 * 1024  # bytes; the largest zoo spec is about 2 KB
-EXPLORE_CAP = 50_000  # members explored in full on the page; larger spaces are sampled
-EXPLORE_SAMPLE = 5_000
-LOCAL_HOSTS = ["127.0.0.1", "localhost"]
+TOKEN_SLOT = "__NETSPEC_TOKEN__"  # in index.html: the served page carries the launch's token
+Handler = Callable[[dict[str, Any]], Awaitable[Response]]
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-class BadRequest(Exception):
-    """A request the page would never send: answered 400 with the reason."""
-
-
-async def read_json(request: Request) -> dict[str, Any]:
-    """The request's JSON object, refusing bodies over MAX_BODY before reading them whole."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        raise BodyTooLarge
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise BodyTooLarge
-    try:
-        data = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"not JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("expected a JSON object")
-    return data
-
-
-def _text(data: dict[str, Any]) -> tuple[str, str]:
-    text, bindings = data.get("text", ""), data.get("bindings", "") or ""
-    if not isinstance(text, str) or not isinstance(bindings, str):
-        raise BadRequest("`text` and `bindings` must be strings")
-    return text, bindings
-
-
-def _bad(message: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"ok": False, "errors": [{"message": message, "span": None}]}, status)
-
-
-async def guarded(request: Request, handler) -> Response:
-    try:
-        data = await read_json(request)
-        return await handler(data)
-    except BodyTooLarge:
-        return _bad(f"request body over the limit of {MAX_BODY // 1024} KiB", 413)
-    except BadRequest as e:
-        return _bad(f"bad request: {e}")
-
-
-def create_app(spec: str | Path | None = None, writable: bool = True) -> Starlette:
+def create_app(
+    spec: str | Path | None = None,
+    writable: bool = True,
+    settings: Settings | None = None,
+    token: str | None = None,
+) -> Starlette:
     """The playground app; `spec` is the file the page opens with, and the only file it
-    writes (Save), unless `writable` is False (a zoo spec opens read-only)."""
-    path = Path(spec) if spec else None
+    writes (Save), unless `writable` is False (a zoo spec opens read-only). `token` is the
+    secret the page sends back with every POST (a fresh random one unless given).
 
-    async def start(request: Request) -> Response:
-        if path is not None:
-            text = path.read_text(encoding="utf-8")
-            saves = _digest(text) if writable else None
-            return JSONResponse({"name": path.name, "text": text, "saves": saves})
+    `app.state.playground` is the `Playground` (its `jobs` say what runs)."""
+    play = Playground(spec, writable, settings or Settings(), token or secrets.token_urlsafe(32))
+    routes = [
+        Route("/", play.index),
+        Route("/api/start", play.start),
+        Route("/api/zoo", play.zoo),
+        Route("/api/zoo/{name}", play.zoo_spec),
+        Route("/api/compile", play.compile, methods=["POST"]),
+        Route("/api/export", play.export, methods=["POST"]),
+        Route("/api/explore", play.explore, methods=["POST"]),
+        Route("/api/save", play.save, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    guard = Middleware(Guard, settings=play.settings, token=play.token)
+    app = Starlette(routes=routes, middleware=[guard], lifespan=_warm)
+    app.state.playground = play
+    return app
+
+
+class Playground:
+    """The routes' handlers and what they share: the served file, the limits, the token and
+    the heavy-job slot."""
+
+    def __init__(self, spec: str | Path | None, writable: bool, settings: Settings, token: str):
+        self.path = Path(spec) if spec else None
+        self.writable = writable
+        self.settings = settings
+        self.token = token
+        self.jobs = jobs.Jobs(settings)
+
+    async def guarded(self, request: Request, handler: Handler) -> Response:
+        """Read the body as JSON and hand it to `handler`: a bad body gets its 4xx, a heavy
+        job while another runs gets 429, and a client gone mid-body gets nothing, quietly."""
+        try:
+            data = await read_json(request, self.settings)
+            return await handler(data)
+        except BadRequest as e:
+            headers = {"Connection": "close"} if e.close else None
+            return error(f"bad request: {e.message}", e.status, headers)
+        except Gone:
+            return Response(status_code=400)  # nobody is left to read it
+        except jobs.Busy as e:
+            return error(str(e), 429, {"Retry-After": str(e.retry_after)})
+
+    async def index(self, request: Request) -> Response:
+        page = (STATIC / "index.html").read_text(encoding="utf-8").replace(TOKEN_SLOT, self.token)
+        headers = {"Cache-Control": "no-store", "X-Frame-Options": "DENY"}
+        return HTMLResponse(page, headers=headers)
+
+    async def start(self, request: Request) -> Response:
+        if self.path is not None:
+            text = self.path.read_text(encoding="utf-8")
+            saves = _digest(text) if self.writable else None
+            return JSONResponse({"name": self.path.name, "text": text, "saves": saves})
         names = [z["name"] for z in comp.zoo()]
         first = "mnist_cnn" if "mnist_cnn" in names else (names[0] if names else None)
         opening = (comp.zoo_text(first) if first else None) or ""
         return JSONResponse({"name": first, "text": opening, "saves": None})
 
-    async def save(request: Request) -> Response:
-        """Write the page's text to SPEC (the one file given at start), atomically, unless
-        the file changed on disk since the page read it (`base`: the digest it read)."""
+    async def zoo(self, request: Request) -> Response:
+        return JSONResponse(comp.zoo())
+
+    async def zoo_spec(self, request: Request) -> Response:
+        text = comp.zoo_text(request.path_params["name"])
+        if text is None:
+            return error("no such spec in the zoo", 404)
+        return JSONResponse({"name": request.path_params["name"], "text": text})
+
+    async def save(self, request: Request) -> Response:
+        """Write the page's text to SPEC (the one file given at start), atomically, when it
+        parses as a spec and the file is as the page read it (`base`: the digest it read)."""
 
         async def handle(data: dict[str, Any]) -> Response:
             text, _ = _text(data)
-            if path is None or not writable:
-                return _bad("nothing to save to: start with `netspec serve SPEC`", 404)
+            path = self.path
+            if path is None or not self.writable:
+                return error("nothing to save to: start with `netspec serve SPEC`", 404)
             current = path.read_text(encoding="utf-8") if path.exists() else ""
             if data.get("base") != _digest(current):
-                return _bad(f"{path} changed on disk since the page read it; not saved", 409)
+                return error(f"{path} changed on disk since the page read it; not saved", 409)
+            problems = await run_in_threadpool(comp.parse_errors, text)
+            if problems:
+                return JSONResponse({"ok": False, "errors": problems}, 400)
             try:
                 await run_in_threadpool(atomic_write, path, text)
             except NetspecError as e:  # a folder gone or unwritable: nothing was written
-                return _bad(e.message, 500)
+                return error(e.message, 500)
             return JSONResponse({"ok": True, "saves": _digest(text), "path": str(path)})
 
-        return await guarded(request, handle)
+        return await self.guarded(request, handle)
 
-    async def index(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
-
-    async def zoo(request: Request) -> Response:
-        return JSONResponse(comp.zoo())
-
-    async def zoo_spec(request: Request) -> Response:
-        text = comp.zoo_text(request.path_params["name"])
-        if text is None:
-            return _bad("no such spec in the zoo", 404)
-        return JSONResponse({"name": request.path_params["name"], "text": text})
-
-    async def compile_(request: Request) -> Response:
+    async def compile(self, request: Request) -> Response:
         async def handle(data: dict[str, Any]) -> Response:
             text, bindings = _text(data)
             depth = data.get("depth")
@@ -159,52 +167,58 @@ def create_app(spec: str | Path | None = None, writable: bool = True) -> Starlet
             )
             return JSONResponse(result)
 
-        return await guarded(request, handle)
+        return await self.guarded(request, handle)
 
-    async def export(request: Request) -> Response:
+    async def export(self, request: Request) -> Response:
         async def handle(data: dict[str, Any]) -> Response:
             text, bindings = _text(data)
+            settings = self.settings
             try:
-                name, blob = await run_in_threadpool(export_onnx, text, bindings)
-            except NetspecError as e:
-                return JSONResponse(
-                    {"ok": False, "errors": [comp.error_json(x) for x in comp.flatten_errors(e)]},
-                    400,
+                name, blob = await self.jobs.run(
+                    request, "export", lambda job: jobs.export_onnx(text, bindings, settings, job)
                 )
+            except jobs.Stopped as e:
+                return _failed(jobs.stopped_message("export", e, settings), text)
+            except NetspecError as e:
+                return _failed(e, text)
             return Response(
                 blob,
                 media_type="application/octet-stream",
                 headers={"Content-Disposition": f'attachment; filename="{name}.onnx"'},
             )
 
-        return await guarded(request, handle)
+        return await self.guarded(request, handle)
 
-    async def explore(request: Request) -> Response:
+    async def explore(self, request: Request) -> Response:
         async def handle(data: dict[str, Any]) -> Response:
             text, _ = _text(data)
+            settings = self.settings
             try:
-                result = await run_in_threadpool(explore_json, text)
-            except NetspecError as e:
-                return JSONResponse(
-                    {"ok": False, "errors": [comp.error_json(x) for x in comp.flatten_errors(e)]},
-                    400,
+                result = await self.jobs.run(
+                    request, "explore", lambda job: jobs.explore_json(text, settings, job)
                 )
+            except jobs.Stopped as e:
+                return _failed(jobs.stopped_message("explore", e, settings), text)
+            except NetspecError as e:
+                return _failed(e, text)
             return JSONResponse(result)
 
-        return await guarded(request, handle)
+        return await self.guarded(request, handle)
 
-    routes = [
-        Route("/", index),
-        Route("/api/start", start),
-        Route("/api/zoo", zoo),
-        Route("/api/zoo/{name}", zoo_spec),
-        Route("/api/compile", compile_, methods=["POST"]),
-        Route("/api/export", export, methods=["POST"]),
-        Route("/api/explore", explore, methods=["POST"]),
-        Route("/api/save", save, methods=["POST"]),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ]
-    return Starlette(routes=routes, lifespan=_warm)
+
+def _text(data: dict[str, Any]) -> tuple[str, str]:
+    text, bindings = data.get("text", ""), data.get("bindings", "") or ""
+    if not isinstance(text, str) or not isinstance(bindings, str):
+        raise BadRequest("`text` and `bindings` must be strings")
+    return text, bindings
+
+
+def _failed(err: NetspecError, text: str) -> JSONResponse:
+    return JSONResponse({"ok": False, "errors": comp.errors_json(err, text)}, 400)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @contextlib.asynccontextmanager
@@ -214,76 +228,3 @@ async def _warm(app: Starlette) -> AsyncIterator[None]:
     if first:
         await run_in_threadpool(comp.compile_text, first)
     yield
-
-
-def local_only(app: ASGIApp) -> TrustedHostMiddleware:
-    """Refuse requests whose Host is not this machine (a page elsewhere rebinding a name)."""
-    return TrustedHostMiddleware(app, allowed_hosts=LOCAL_HOSTS)
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _graph(text: str, bindings: str) -> Any:
-    from netspec.commands.options import parse_bindings
-    from netspec.ir.build import load_spec_text
-
-    with comp.LOCK:
-        return load_spec_text(text, comp.SOURCE_NAME).instantiate(
-            parse_bindings((bindings,)) if bindings.strip() else {}
-        )
-
-
-def export_onnx(text: str, bindings: str) -> tuple[str, bytes]:
-    """The spec's ONNX model with seeded initial weights, checked as `netspec export` checks."""
-    from netspec.backends import lower_onnx
-
-    graph = _graph(text, bindings)
-    with tempfile.TemporaryDirectory(prefix="netspec-serve-") as folder:
-        path = Path(folder) / "model.onnx"
-        try:
-            lower_onnx.export(graph, path, lower_onnx.initial_weights(graph, 0), note="seed=0")
-        except lower_onnx.ExportCheckFailed as err:
-            raise NetspecError(
-                f"the lowered model failed a check: {err}",
-                hint="this is a bug in netspec; please report it with the spec",
-            ) from None
-        return graph.name, path.read_bytes()
-
-
-def explore_json(text: str) -> dict[str, Any]:
-    """Explore the spec's design space: counts, the Pareto front and its plot as a PNG."""
-    from netspec import explore as ex
-    from netspec.ir.build import load_spec_text
-
-    with comp.LOCK:
-        spec = load_spec_text(text, comp.SOURCE_NAME)
-        space_size = ex.Space.of(spec, None).size if spec.free else 0
-        sample = EXPLORE_SAMPLE if space_size > EXPLORE_CAP else None
-        result = ex.explore(spec, sample=sample, seed=0)
-    with tempfile.TemporaryDirectory(prefix="netspec-serve-") as folder:
-        png = Path(folder) / "front.png"
-        ex.plot(result, png)
-        image = base64.b64encode(png.read_bytes()).decode()
-    return {
-        "ok": True,
-        "members": len(result.members),
-        "space": space_size,
-        "sampled": result.sampled,
-        "valid": len(result.valid),
-        "fitting": len(result.fitting),
-        "front": [
-            {
-                "number": m.number,
-                "bindings": m.label(),
-                "params": m.params,
-                "macs": m.macs,
-                "memory": m.memory,
-                "fits": m.fits,
-            }
-            for m in result.front[:50]
-        ],
-        "seconds": round(result.seconds, 3),
-        "plot": "data:image/png;base64," + image,
-    }

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from netspec.errors import NetspecError, SpecErrors, render_error
+from netspec.errors import NetspecError, SpecErrors, register_source, render_error
 
 _NETWORK = re.compile(r'^network\s+\w+\s+"([^"]*)"', re.M)
 SOURCE_NAME = "<editor>"  # the file name in the page's errors, as `check` shows a file's
@@ -74,6 +74,26 @@ def error_json(err: NetspecError) -> dict[str, Any]:
 
 def flatten_errors(err: NetspecError) -> list[NetspecError]:
     return list(err.errors) if isinstance(err, SpecErrors) else [err]
+
+
+def errors_json(err: NetspecError, text: str) -> list[dict[str, Any]]:
+    """`err` (raised compiling `text`, maybe long ago) as the editor shows it: rendered with
+    `text` as the editor's source, under the lock (a compile may have registered another)."""
+    with LOCK:
+        register_source(SOURCE_NAME, text)
+        return [error_json(e) for e in flatten_errors(err)]
+
+
+def parse_errors(text: str) -> list[dict[str, Any]]:
+    """Why `text` is not a spec (it does not parse), as the editor shows it; [] when it is."""
+    from netspec.ir.build import load_spec_text
+
+    with LOCK:
+        try:
+            load_spec_text(text, SOURCE_NAME)
+        except NetspecError as e:
+            return [error_json(x) for x in flatten_errors(e)]
+    return []
 
 
 def compile_text(

@@ -43,11 +43,17 @@
     clearTimeout(state.timer);
     state.timer = setTimeout(() => { state.timer = null; compile(); }, DEBOUNCE_MS);
   }
-  async function post(body, signal) {
-    const response = await fetch("/api/compile", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal,
+  // Every POST carries the launch's token (the server put it in the page) as JSON: the
+  // server refuses any other request that could write a file or start work.
+  const TOKEN = document.querySelector('meta[name="netspec-token"]').content;
+  function api(path, body, signal) {
+    return fetch(path, {
+      method: "POST", body: JSON.stringify(body), signal,
+      headers: { "Content-Type": "application/json", "X-Netspec-Token": TOKEN },
     });
-    return response.json();
+  }
+  async function post(body, signal) {
+    return (await api("/api/compile", body, signal)).json();
   }
   const painted = () => new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)));
   // Two requests per edit, sent together: the summary and errors (milliseconds) and the
@@ -203,12 +209,10 @@
   }
   async function save() {
     if (!state.saves) return;
-    const r = await fetch("/api/save", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ text: NetspecEditor.getText(page.view), base: state.saves }),
-    });
+    const r = await api("/api/save", { text: NetspecEditor.getText(page.view), base: state.saves });
     const data = await r.json();
     if (!r.ok) {
+      if (data.errors.some((e) => e.span)) showErrors(data.errors); // not a spec: say where
       setStatus("not saved: " + data.errors[0].message, "bad");
       return;
     }
@@ -218,10 +222,7 @@
   }
   async function exportOnnx() {
     setStatus("exporting ONNX…", "busy");
-    const r = await fetch("/api/export", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ text: NetspecEditor.getText(page.view), bindings: $("bindings").value }),
-    });
+    const r = await api("/api/export", { text: NetspecEditor.getText(page.view), bindings: $("bindings").value });
     if (!r.ok) {
       const data = await r.json();
       showErrors(data.errors || []);
@@ -240,10 +241,7 @@
   async function explore() {
     setStatus("exploring…", "busy");
     const box = $("explore-result");
-    const r = await fetch("/api/explore", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ text: NetspecEditor.getText(page.view) }),
-    });
+    const r = await api("/api/explore", { text: NetspecEditor.getText(page.view) });
     const data = await r.json();
     box.hidden = false;
     box.classList.remove("stale");
