@@ -227,7 +227,7 @@ def _ipv6_loopback() -> bool:
 def test_serve_on_ipv6_checks_the_host():
     """`netspec serve --host ::1` used to skip the Host check (DNS rebinding to every
     endpoint, reads included)."""
-    with cli_server("--host", "::1") as url:
+    with cli_server("--host", "::1") as (url, _):
         port = url.rsplit(":", 1)[1].strip("/")
         assert httpx.get(url + "api/start", timeout=30).status_code == 200
         for host in ("evil.example", f"evil.example:{port}"):
@@ -237,7 +237,7 @@ def test_serve_on_ipv6_checks_the_host():
 
 @contextlib.contextmanager
 def cli_server(*args: str):
-    """`netspec serve` as a user runs it; yields the URL it prints."""
+    """`netspec serve` as a user runs it; yields the URL it prints and the process."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "netspec", "serve", "--port", "0", *args],
         cwd=ROOT,
@@ -251,7 +251,7 @@ def cli_server(*args: str):
         assert match, line + proc.stderr.read()
         url = match.group(0)
         until(lambda: _answers(url), "the served page")
-        yield url
+        yield url, proc
     finally:
         proc.kill()
         proc.wait(timeout=30)
@@ -264,7 +264,8 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_listening_beyond_this_machine_needs_allow_remote():
+@pytest.mark.slow
+def test_listening_beyond_this_machine_needs_allow_remote_and_warns():
     r = subprocess.run(
         [sys.executable, "-m", "netspec", "serve", "--host", "0.0.0.0", "--port", "0"],
         cwd=ROOT,
@@ -273,6 +274,12 @@ def test_listening_beyond_this_machine_needs_allow_remote():
         timeout=120,
     )
     assert r.returncode == 2 and "--allow-remote" in r.stderr and "Traceback" not in r.stderr
+    with cli_server("--host", "0.0.0.0", "--allow-remote") as (url, proc):
+        local = url.replace("0.0.0.0", "127.0.0.1")
+        assert httpx.get(local + "api/start", timeout=30).status_code == 200
+        foreign = httpx.get(local + "api/start", headers={"Host": "evil.example"}, timeout=30)
+        assert foreign.status_code == 400  # still no DNS rebinding
+    assert "warning: listening on 0.0.0.0" in proc.stderr.read()
 
 
 def test_allow_remote_answers_addresses_and_still_refuses_foreign_names():

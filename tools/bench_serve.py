@@ -75,7 +75,10 @@ def server_side(url: str, text: str, repeat: int) -> tuple[list[float], ...]:
     import httpx
 
     summary, diagram, summary_ms, diagram_ms = [], [], [], []
-    with httpx.Client() as client:
+    # every POST carries the launch's token, read from the page as the page reads it
+    token = re.search(r'name="netspec-token" content="([^"]+)"', httpx.get(url + "/").text)
+    assert token, "the served page carries no token"
+    with httpx.Client(headers={"X-Netspec-Token": token.group(1)}) as client:
         for i in range(repeat + 2):
             body = {"text": variant(text, 1000 + i)}
             start = time.perf_counter()
