@@ -22,6 +22,7 @@ import io
 import itertools
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,7 +99,15 @@ class Space:
             yield from itertools.product(*self.choices)
             return
         radices = [len(c) for c in self.choices]
-        for flat in sorted(random.Random(seed).sample(range(self.size), sample)):
+        rng = random.Random(seed)
+        if self.size <= sys.maxsize:
+            chosen: Iterable[int] = rng.sample(range(self.size), sample)
+        else:  # a range this long has no len() for sample(); draws this sparse rarely repeat
+            picked: set[int] = set()
+            while len(picked) < sample:
+                picked.add(rng.randrange(self.size))
+            chosen = picked
+        for flat in sorted(chosen):
             digits = []
             for r in reversed(radices):
                 flat, d = divmod(flat, r)

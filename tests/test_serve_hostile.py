@@ -382,10 +382,14 @@ def test_an_explore_stops_at_its_time_budget_and_samples_at_its_member_cap():
         assert "--job-seconds" in error["hint"]
         assert app.state.playground.jobs.history[-1][1].startswith("stopped: time spent")
     small = "N in 1..50\ninput [8]\nclasses 8\nINPUT -> [FC(8) -> RELU]*N -> SOFTMAX\n"
+    # a space past sys.maxsize members (random.sample's limit) is sampled too, not a 500
+    huge = "".join(f"{n} in 1..100000000\n" for n in "ABCDE") + TINY
     app = create_app(token=TOKEN, settings=Settings(explore_max_members=7))
     with TestClient(app, base_url="http://127.0.0.1") as client:
         data = client.post("/api/explore", json={"text": small}, headers=PAGE).json()
         assert (data["space"], data["members"], data["sampled"]) == (50, 7, True)
+        data = client.post("/api/explore", json={"text": huge}, headers=PAGE).json()
+        assert (data["space"], data["members"], data["sampled"]) == (10**40, 7, True)
 
 
 def test_an_export_over_the_size_limit_is_refused_before_any_weight_is_made(monkeypatch):
