@@ -15,9 +15,11 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -33,9 +35,11 @@ with warnings.catch_warnings():  # starlette 1.x suggests a renamed httpx; httpx
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
+from netspec.io import owner_tag  # noqa: E402
 from netspec.ir.build import load_spec_text  # noqa: E402
 from netspec.serve.app import create_app  # noqa: E402
 from netspec.serve.guard import MAX_JSON_DEPTH, hostname, json_depth  # noqa: E402
+from netspec.serve.jobs import WORK_PREFIX  # noqa: E402
 from netspec.serve.settings import Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +48,7 @@ TINY = "network tiny\ninput [1, 28, 28]\nclasses 10\nINPUT -> CONV(8) -> RELU ->
 # the issue's 90-byte request: hours of work before, a job that stops now
 HOSTILE_FAMILY = "N in 1..60000\ninput [8]\nclasses 8\nINPUT -> [FC(8) -> RELU]*N -> SOFTMAX\n"
 PAGE = {"Content-Type": "application/json", "X-Netspec-Token": TOKEN}
+CAPTURED = {"capture_output": True, "text": True, "timeout": 60, "check": True}
 
 
 def digest(text: str) -> str:
@@ -407,3 +412,26 @@ def test_an_export_over_the_size_limit_is_refused_before_any_weight_is_made(monk
     assert f"{mib:,.1f} MiB" in error["message"] and "limit of 256 MiB" in error["message"]
     assert f"--max-export-mb {int(mib) + 1}" in error["hint"]
     assert made == []  # refused from the IR's figures: no weight was made
+
+
+def test_a_killed_servers_work_folders_are_swept_by_the_next_job():
+    """Explore and export work in tagged temporary folders: one left by a process that is
+    gone is removed when the next job starts; a live process's is kept."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **CAPTURED)
+    where = Path(tempfile.gettempdir())
+    host_tag = owner_tag().rsplit("-", 1)[0]  # nst-HOST
+    left = where / f"{WORK_PREFIX}{host_tag}-{int(dead.stdout)}-test"
+    live = where / f"{WORK_PREFIX}{owner_tag()}-test"
+    try:
+        for folder in (left, live):
+            folder.mkdir()
+            (folder / "model.onnx").write_bytes(b"weights")
+        family = "N in 1..2\ninput [8]\nclasses 8\nINPUT -> [FC(8) -> RELU]*N -> SOFTMAX\n"
+        with TestClient(create_app(token=TOKEN), base_url="http://127.0.0.1") as client:
+            assert client.post("/api/explore", json={"text": family}, headers=PAGE).json()["ok"]
+        assert not left.exists() and live.exists()
+        # the job's own folder went when it ended
+        assert sorted(where.glob(f"{WORK_PREFIX}{owner_tag()}-*")) == [live]
+    finally:
+        for folder in (left, live):
+            shutil.rmtree(folder, ignore_errors=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import math
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,10 +23,13 @@ import anyio.to_thread
 from starlette.requests import Request
 
 from netspec.errors import NetspecError
+from netspec.io import temp_folder
 from netspec.serve import compile as comp
 from netspec.serve.settings import Settings
 
 T = TypeVar("T")
+# work folders, tagged with this process and swept once it is gone (a killed server's too)
+WORK_PREFIX = "netspec-serve-"
 HISTORY = 20  # finished jobs remembered (name, outcome): what a test or a curious user reads
 
 
@@ -161,7 +163,7 @@ def export_onnx(text: str, bindings: str, settings: Settings, job: Job) -> tuple
     job.check()
     from netspec.backends import lower_onnx  # onnx: imported only for a model to export
 
-    with tempfile.TemporaryDirectory(prefix="netspec-serve-") as folder:
+    with temp_folder(WORK_PREFIX) as folder:
         path = Path(folder) / "model.onnx"
         try:
             lower_onnx.export(graph, path, lower_onnx.initial_weights(graph, 0), note="seed=0")
@@ -186,7 +188,7 @@ def explore_json(text: str, settings: Settings, job: Job) -> dict[str, Any]:
     cap = settings.explore_max_members
     sample = cap if space_size > cap else None
     result = ex.explore(spec, sample=sample, seed=0, stop=job.check)
-    with tempfile.TemporaryDirectory(prefix="netspec-serve-") as folder:
+    with temp_folder(WORK_PREFIX) as folder:
         png = Path(folder) / "front.png"
         ex.plot(result, png)
         image = base64.b64encode(png.read_bytes()).decode()
