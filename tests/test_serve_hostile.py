@@ -298,7 +298,8 @@ def test_allow_remote_answers_addresses_and_still_refuses_foreign_names():
 
 
 def test_json_nested_too_deep_is_400_not_a_recursion_error():
-    assert json_depth(b'{"text": "[[[[{{{{", "a": [1, {"b": []}]}') == 4
+    assert json_depth(json.loads('{"text": "[[[[{{{{", "a": [1, {"b": []}]}')) == 4
+    assert json_depth("[[") == 0 and json_depth(json.loads("[" * 900 + "]" * 900)) == 900
     with TestClient(create_app(token=TOKEN), base_url="http://127.0.0.1") as client:
         deep = b"[" * 100_000 + b"]" * 100_000
         r = client.post("/api/compile", content=deep, headers=PAGE)

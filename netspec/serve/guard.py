@@ -32,8 +32,6 @@ TOKEN_HEADER = "x-netspec-token"
 SAFE_METHODS = ("GET", "HEAD")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 MAX_JSON_DEPTH = 16  # the page sends flat objects; deeper is never the page
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class BadRequest(Exception):
@@ -138,13 +136,16 @@ class Guard:
         return None
 
 
-def json_depth(body: bytes) -> int:
-    """How deeply `body`'s arrays and objects nest, read without recursion (strings skipped)."""
-    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKET)
-    depth = deepest = 0
-    for b in brackets:
-        depth += 1 if b in b"[{" else -1
-        deepest = max(deepest, depth)
+def json_depth(value: Any) -> int:
+    """How deeply a parsed JSON value's arrays and objects nest, walked without recursion."""
+    deepest = 0
+    todo: list[tuple[Any, int]] = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            todo.extend((child, depth + 1) for child in children)
     return deepest
 
 
@@ -174,12 +175,14 @@ async def read_json(request: Request, settings: Settings) -> dict[str, Any]:
         ) from None
     except ClientDisconnect:
         raise Gone from None
-    if json_depth(bytes(body)) > MAX_JSON_DEPTH:
-        raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+    except RecursionError:  # json's C parser stops at the interpreter's recursion limit
+        raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"not JSON: {e}") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(data, dict):
         raise BadRequest("expected a JSON object")
     return data
