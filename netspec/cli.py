@@ -63,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="netspec", standalone_mode=False)
     except NetspecError as e:
-        click.echo(e.render(color=sys.stderr.isatty()), err=True)
-        return 2
+        text = e.render(color=sys.stderr.isatty())
+        if text:  # a torchrun worker whose error rank 0 reports prints nothing
+            click.echo(text, err=True)
+        return getattr(e, "exit_code", 2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130

@@ -138,7 +138,7 @@ def test_curves_and_result_are_written_after_every_epoch(tmp_path: Path) -> None
 
     trainer._Run.epoch = epoch
     try:
-        trainer.train(trainer.Job(graph, s, data, out, device="cpu", quiet=True, threads=1))
+        trainer.train_here(trainer.Job(graph, s, data, out, device="cpu", quiet=True, threads=1))
     finally:
         trainer._Run.epoch = original
     assert seen[0]["epochs_run"] == 1 and seen[0]["stopped"] == "running" and seen[1] > 0
@@ -336,6 +336,6 @@ def test_slow_curves_are_drawn_less_often_but_always_at_the_end(
     data = load_data(s.data, graph.input.shape, graph.classes)
     out = tmp_path / "run"
     out.mkdir()
-    trainer.train(trainer.Job(graph, s, data, out, device="cpu", quiet=True, threads=1))
+    trainer.train_here(trainer.Job(graph, s, data, out, device="cpu", quiet=True, threads=1))
     assert drawn[0] == 1 and drawn[-1] == 4 and len(drawn) < 4  # first, last, not every one
     assert json.loads((out / trainer.RESULT).read_text())["epochs_run"] == 4

@@ -21,7 +21,7 @@ from netspec.train.run_folder import SETTINGS, SPEC_COPY, read_settings, read_sp
 from netspec.train.settings import KEYS, TrainSettings, describe_keys, resolve_settings
 
 # Flags a resumed run may change: the rest would make it a different run.
-_RESUMABLE = {"epochs", "device", "nproc", "threads", "quiet"}
+_RESUMABLE = {"epochs", "device", "nproc", "threads", "quiet", "timeout"}
 _NO_DATA = 'no training data: pass --data SOURCE or set `data = "..."` in the spec\'s train section'
 _DATA_HINT = "sources: digits, synthetic[:N], npz:PATH, idx:PATH, folder:PATH"
 
@@ -31,7 +31,8 @@ _EPILOG = (
     + "\n\n\b\nRun folder: spec.ns, settings.json, metrics.csv, curves.png, result.json,\n"
     "  last.safetensors, best.safetensors, last.state.pt (what --resume reads).\n"
     "\n\b\nExit status: 0 done (early stopping included); 2 for bad input, or when the loss\n"
-    "  became NaN/inf (the last good checkpoint is kept); 130 when interrupted."
+    "  became NaN/inf (the last good checkpoint is kept); 3 when a data-parallel worker was\n"
+    "  lost or stalled (resume with --resume); 130 when interrupted."
 )
 
 
@@ -114,6 +115,23 @@ def _setting_options(f):
     type=click.IntRange(1),
     help="CPU threads per process [default: the idle cores, by the load average]",
 )
+@click.option(
+    "--sync-bn/--no-sync-bn",
+    "sync_bn",
+    default=False,
+    show_default=True,
+    help="with several processes: batch norm over the whole global batch (synchronised) "
+    "instead of each process's share",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="with several processes: how long a process waits for the others before the job "
+    "stops (a stalled or lost worker: exit status 3)",
+)
 @click.option("--quiet", "-q", is_flag=True, help="print nothing but errors")
 @click.pass_context
 def train(
@@ -129,21 +147,52 @@ def train(
     netspec train specs/mnist_cnn.ns --data digits
     netspec train specs/resnet18.ns --data folder:photos --init runs/r18/best.safetensors --freeze 'layer1.*'
     netspec train --resume runs/mnist_cnn-20250101-120000
+    torchrun --nproc_per_node 2 -m netspec train specs/mnist_cnn.ns --data digits --out runs/m
     """
     from rich.console import Console
 
-    from netspec.train.device import pick_runtime
-    from netspec.train.trainer import Job, cpu_threads, frozen_layers
-    from netspec.train.trainer import train as run_training
+    from netspec.train.distributed import launched
 
     given = {
         k for k in options if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
     }
-    flags = {k: options[k] for k in KEYS if k in given}
+    group = launched()
+    if group is not None:
+        _train_in_group(group, spec, sets, extra, options, given)
+        return
     console = Console(quiet=options["quiet"])
+    job, device = _prepare(spec, sets, extra, options, given, console)
+    _make_folder(job.out)  # only now: a refused run leaves no folder behind
+    if not options["resume"]:
+        _write_run_files(job, spec)
+    console.print(_headline(job, device), highlight=False, soft_wrap=True)
+    _report(_run(job, console), job.out, console)
+
+
+def _prepare(
+    spec: str | None,
+    sets: tuple[str, ...],
+    extra: tuple[str, ...],
+    options: dict[str, Any],
+    given: set[str],
+    console: Any,
+    write: bool = True,
+    group: Any = None,
+) -> tuple[Any, str]:
+    """The job the flags describe, every check made and the data loaded, but no run folder
+    made: (job, device type). Under torchrun (`group`) the folder is chosen by rank 0 later,
+    and only rank 0 writes (`write`)."""
+    from netspec.train.device import pick_runtime
+    from netspec.train.trainer import Job, cpu_threads, frozen_layers
+
+    flags = {k: options[k] for k in KEYS if k in given}
+    nproc = group.world if group is not None else options["nproc"]
     if options["resume"]:
-        graph, settings, out, threads = _resume(options["resume"], spec, sets, extra, flags, given)
+        graph, settings, out, threads = _resume(
+            options["resume"], spec, sets, extra, flags, given, write=write
+        )
         init, threads = None, options["threads"] or threads
+        options = {**options, "sync_bn": bool(read_settings(out).get("sync_bn", False))}
     else:
         if spec is None:
             raise click.UsageError("missing SPEC (or --resume RUN_DIR)")
@@ -157,39 +206,47 @@ def train(
         if init is not None:
             _check_init(graph, settings.seed, init, options["init_min"], console)
         frozen_layers(graph, settings.freeze)
-        out = _new_run_folder(options["out"], graph.name)
+        out = _new_run_folder(options["out"], graph.name) if group is None else Path()
         threads = options["threads"]
-    _check_batch(graph, settings.batch_size, options["nproc"])
+    _check_batch(graph, settings.batch_size, nproc)
     _check_augment(graph, settings.augment)
     _check_heads(graph)
-    runtime = pick_runtime(options["device"], rank=options["nproc"] - 1)  # refused now if bad
-    threads = cpu_threads(threads, options["nproc"])  # recorded: it sways float sums
+    local = group.local_rank if group is not None else nproc - 1
+    runtime = pick_runtime(options["device"], rank=local)  # refused now if bad
+    threads = cpu_threads(threads, 1 if group is not None else nproc)  # recorded: sways sums
     data = _load(graph, settings)
     for note in data.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
-    _check_batch(graph, settings.batch_size, options["nproc"], len(data.train))
-    _make_folder(out)  # only now: a refused run leaves no folder behind
+    _check_batch(graph, settings.batch_size, nproc, len(data.train))
     job = Job(
         graph,
         settings,
         data,
         out,
         options["device"],
-        options["nproc"],
+        nproc,
         init,
         bool(options["resume"]),
         options["quiet"],
         threads,
         init_shown=True,
+        timeout=options["timeout"],
+        sync_bn=options["sync_bn"],
     )
-    if not options["resume"]:
-        _write_run_files(job, spec)
-    console.print(_headline(job, runtime.device.type), highlight=False, soft_wrap=True)
+    return job, runtime.device.type
+
+
+def _run(job: Any, console: Any) -> Any:
+    from netspec.train.launch import train as run_training
+
     try:
-        result = run_training(job, console)
+        return run_training(job, console)
     except KeyboardInterrupt:
-        click.echo(f"interrupted: continue with `netspec train --resume {out}`", err=True)
+        click.echo(f"interrupted: continue with `netspec train --resume {job.out}`", err=True)
         raise
+
+
+def _report(result: Any, out: Path, console: Any) -> None:
     best = next((r for r in result.history if r.epoch == result.best_epoch), None)
     if best is not None:
         miou = f", val_miou {best.val_miou:.2%}" if best.per_pixel else ""
@@ -202,6 +259,73 @@ def train(
     console.print(f"run folder: {out}", highlight=False, soft_wrap=True)
 
 
+def _train_in_group(
+    group: Any,
+    spec: str | None,
+    sets: tuple[str, ...],
+    extra: tuple[str, ...],
+    options: dict[str, Any],
+    given: set[str],
+) -> None:
+    """One worker of a torchrun job: every rank checks and loads the same job, the ranks
+    agree (one message for every error, a hash for mismatched jobs), rank 0 alone makes or
+    finds the run folder, then all train. Rank 0 prints; the other ranks stay quiet."""
+    from rich.console import Console
+
+    from netspec.train import distributed as dd
+    from netspec.train.device import pick_runtime
+
+    if "nproc" in given:
+        raise NetspecError(
+            "--nproc starts processes on this machine; under torchrun each process is one "
+            "worker already",
+            hint="give torchrun --nproc_per_node N (and --nnodes) instead",
+        )
+    lead = group.rank == 0
+    console = Console(quiet=options["quiet"] or not lead)
+
+    def prepare() -> Any:
+        return _prepare(spec, sets, extra, options, given, console, write=lead, group=group)[0]
+
+    def open_folder(job: Any) -> Any:
+        out, resume = _group_folder(job, options["out"], group)
+        job = dataclasses.replace(job, out=out, resume=resume or job.resume)
+        if not job.resume:
+            _make_folder(out)
+            _write_run_files(job, spec)
+        elif resume:
+            console.print(
+                f"restart {group.restart} of {group.max_restarts}: resuming {out} from its "
+                "last checkpoint",
+                highlight=False,
+                soft_wrap=True,
+            )
+        device = pick_runtime(options["device"], group.local_rank).device.type
+        console.print(_headline(job, device), highlight=False, soft_wrap=True)
+        return job
+
+    done = dd.train_in_group(group, prepare, open_folder, options["device"], options["timeout"])
+    if done.result is not None:
+        _report(done.result, done.job.out, console)
+
+
+def _group_folder(job: Any, out: str | None, group: Any) -> tuple[Path, bool]:
+    """Rank 0's run folder under torchrun, and whether to resume it: a restarted job
+    (`torchrun --max-restarts`) resumes the folder of its first attempt, which is --out, or
+    runs/<network>-<rendezvous id> when torchrun was given one."""
+    from netspec.train.checkpoint import STATE
+
+    if job.resume:  # --resume RUN_DIR
+        return job.out, False
+    run_id = group.run_id if group.run_id not in ("", "none") else None
+    named = Path(out) if out else (Path("runs") / f"{job.graph.name}-{run_id}" if run_id else None)
+    if group.restart > 0 and named is not None and (named / STATE).is_file():
+        return named, True
+    if named is not None:
+        return _new_run_folder(str(named), job.graph.name), False
+    return _new_run_folder(None, job.graph.name), False
+
+
 def _resume(
     run_dir: str,
     spec: str | None,
@@ -209,9 +333,10 @@ def _resume(
     extra: tuple[str, ...],
     flags: dict[str, Any],
     given: set[str],
+    write: bool = True,
 ) -> tuple[Any, TrainSettings, Path, int | None]:
     """The graph, settings and CPU threads of the run in `run_dir`, from its own spec copy
-    and settings.json."""
+    and settings.json (updated there unless `write` is off: a torchrun worker but rank 0)."""
     from netspec.ir.build import load_spec
 
     changed = sorted(given - _RESUMABLE - {"resume"})
@@ -259,8 +384,9 @@ def _resume(
     ]
     from netspec.train.checkpoint import remove_partial_files, write_text
 
-    remove_partial_files(out)
-    write_text(out / SETTINGS, json.dumps(saved, indent=2) + "\n")
+    if write:
+        remove_partial_files(out)
+        write_text(out / SETTINGS, json.dumps(saved, indent=2) + "\n")
     return graph, settings, out, threads
 
 
@@ -326,9 +452,22 @@ def init_notes(report: Any, limit: int = 8) -> list[str]:
 
 
 def _check_batch(graph: Any, batch_size: int, nproc: int, examples: int | None = None) -> None:
-    """Batch norm cannot train on a batch of one example (per process): refuse it up front."""
+    """Refused up front, before any process starts or folder is made: a batch that does not
+    divide among the processes, fewer examples than processes, and batch norm on a batch of
+    one example (per process)."""
     from netspec.layers.norm import BatchNorm
 
+    if nproc > 1 and batch_size % nproc:
+        raise NetspecError(
+            f"--batch-size {batch_size} does not divide among {nproc} processes",
+            hint=f"use a multiple of {nproc}, e.g. --batch-size {batch_size // nproc * nproc or nproc}",
+        )
+    if examples is not None and examples < nproc:
+        raise NetspecError(
+            f"the training set has {examples} example(s) for {nproc} processes: some would "
+            "train on nothing",
+            hint=f"use at most {max(examples, 1)} process(es), or more data",
+        )
     if not any(isinstance(n.layer, BatchNorm) for n in graph.nodes):
         return
     per_rank = batch_size // nproc
@@ -452,6 +591,7 @@ def _write_run_files(job: Any, spec: str | None) -> None:
         "init": job.init,
         "device": job.device,
         "nproc": job.nproc,
+        "sync_bn": job.sync_bn,
         "threads": job.threads,
         "data": {
             "train": len(job.data.train),

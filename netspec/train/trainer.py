@@ -9,8 +9,9 @@ IoU (`netspec.train.evaluate`). Randomness is derived from ``(seed, epoch, rank)
 at the start of every epoch, so a resumed run repeats exactly what the uninterrupted run would
 have done.
 
-With ``nproc > 1`` the same loop runs in every process of a data-parallel group
-(`netspec.train.distributed`); with one process there is no process group and no wrapper.
+With several processes (`netspec.train.launch`: `--nproc` or torchrun) the same loop runs in
+every process of a data-parallel group (`netspec.train.distributed`); with one process there is
+no process group and no wrapper.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
     from netspec.backends.lower_torch import NetspecModule
 
 METRICS, CURVES, RESULT = "metrics.csv", "curves.png", "result.json"
+# Called with the epoch number as each epoch starts (the fault-injection hook of the
+# distributed tests, `netspec.train.distributed.FAULT_ENV`).
+EPOCH_HOOKS: list[Callable[[int], None]] = []
 _PLOT_SHARE = 0.1  # curves.png may take at most this share of a run's time between epochs
 
 
@@ -71,6 +75,10 @@ class Job:
         quiet: print nothing.
         init_shown: the caller already showed what `init` loads (the table is not repeated).
         threads: CPU threads per process; None picks by the load (see `cpu_threads`).
+        timeout: seconds any collective may wait for another process before the job stops
+            (a stalled or lost worker); data-parallel only.
+        sync_bn: data-parallel: batch norm normalises over the whole global batch
+            (synchronised across processes) instead of each process's share.
     """
 
     graph: Graph
@@ -84,6 +92,8 @@ class Job:
     quiet: bool = False
     threads: int | None = None
     init_shown: bool = False  # the command already showed (and checked) what --init loads
+    timeout: float = 300.0
+    sync_bn: bool = False
 
 
 @dataclass
@@ -306,17 +316,13 @@ class _Logits(nn.Module):
 # --- the run -------------------------------------------------------------------------------
 
 
-def train(job: Job, console: Console | None = None) -> RunResult:
-    """Train as the job says, in this process or in `job.nproc` data-parallel processes.
+def train_here(job: Job, console: Console | None = None) -> RunResult:
+    """Train in this process (`netspec.train.launch.train` starts several for `nproc > 1`).
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite (the last good checkpoint is kept).
         NetspecError: for settings that do not fit the network or the data.
     """
-    if job.nproc > 1:
-        from netspec.train.distributed import spawn
-
-        return spawn(job)
     threads = torch.get_num_threads()
     torch.set_num_threads(cpu_threads(job.threads))
     try:
@@ -365,6 +371,10 @@ class _Run:
         self.show = self.lead and not job.quiet
         self.runtime = pick_runtime(job.device, rank, image_input=len(graph.input.shape) == 3)
         model = build(graph, seed=s.seed)
+        if world > 1 and job.sync_bn:  # before anything holds its batch norm layers
+            from netspec.train.sync_bn import synchronise_batch_norm
+
+            synchronise_batch_norm(model, cuda=self.runtime.device.type == "cuda")
         if job.init and not job.resume:
             report = ckpt.load_matching(model, ckpt.load_weights(job.init))
             if all(k.endswith("num_batches_tracked") for k in report.loaded):
@@ -389,7 +399,9 @@ class _Run:
         self.optimizer = make_optimizer(s, [p for p in model.parameters() if p.requires_grad])
         self.scheduler = make_scheduler(s, self.optimizer)
         self.state = (
-            _restore(self.out, model, self.optimizer, self.scheduler, s) if job.resume else _State()
+            _restore(self.out, model, self.optimizer, self.scheduler, s, rank, world)
+            if job.resume
+            else _State()
         )
         self.net: nn.Module = _Logits(model)
         if world > 1:
@@ -403,6 +415,7 @@ class _Run:
         self.per_pixel = job.data.train.per_pixel
         self.started = time.perf_counter()
         self.plot_seconds, self.plotted = 0.0, 0  # time spent drawing curves.png; its epoch
+        self.ranks_max_diff: float | None = None  # data-parallel: measured at the end
 
     def loop(self) -> RunResult:
         s, state = self.s, self.state
@@ -422,24 +435,31 @@ class _Run:
             if self.lead and state.history:
                 self.write_results("interrupted", final=True)
             raise
-        result = RunResult(
-            self.out,
-            state.history,
-            state.best_epoch,
-            state.stopped or "completed",
-            per_pixel=self.job.data.train.per_pixel,
-        )
         if self.world > 1:
-            result.ranks_max_diff = _ranks_max_diff(self.model)
+            self.ranks_max_diff = _ranks_max_diff(self.model)
+        result = self.result(state.stopped or "completed")
         if self.lead:
             self.write_results(result.stopped, final=True)
             _finish(result, self.job.graph.name, self.console, self.show)
         return result
 
+    def result(self, stopped: str) -> RunResult:
+        state = self.state
+        return RunResult(
+            self.out,
+            state.history,
+            state.best_epoch,
+            stopped,
+            ranks_max_diff=self.ranks_max_diff,
+            per_pixel=self.per_pixel,
+        )
+
     def epoch(self, epoch: int, progress: EpochProgress) -> EpochRecord:
         """Train one epoch, validate, step the schedule, checkpoint; return the metrics."""
         s, state = self.s, self.state
         started = time.perf_counter()
+        for hook in EPOCH_HOOKS:
+            hook(epoch)
         train_loss, train_acc, train_miou = self.train_epoch(epoch, progress)
         if not math.isfinite(train_loss):
             raise _diverged(self.job, state, epoch, train_loss, self.console, self.show, self.lead)
@@ -466,6 +486,8 @@ class _Run:
         if self.lead:
             _checkpoint(self.out, self.model, self.optimizer, self.scheduler, state, improved)
             self.write_results(state.stopped or "running")
+        if self.world > 1:  # no rank starts an epoch before its checkpoint is whole on disk
+            _barrier()
         return record
 
     def write_results(self, stopped: str, final: bool = False) -> None:
@@ -473,9 +495,7 @@ class _Run:
         drawing it (about 0.3 s) would take over a tenth of the time trained so far, in which
         case it waits for a later epoch, an interruption or the end (`final`)."""
         state = self.state
-        result = RunResult(
-            self.out, state.history, state.best_epoch, stopped, per_pixel=self.per_pixel
-        )
+        result = self.result(stopped)
         trained = time.perf_counter() - self.started
         curves = final or self.plotted == 0 or self.plot_seconds <= _PLOT_SHARE * trained
         if curves and state.history and self.plotted != state.epoch:
@@ -602,16 +622,23 @@ def _checkpoint(
 
 
 def _restore(
-    out: Path, model: nn.Module, optimizer: Any, scheduler: Any, s: TrainSettings
+    out: Path,
+    model: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    s: TrainSettings,
+    rank: int = 0,
+    world: int = 1,
 ) -> _State:
-    """Load the last checkpoint of the run in `out` into the model, optimizer and schedule."""
+    """Load the last checkpoint of the run in `out` into the model, optimizer and schedule.
+    With several processes rank 0 reads it and sends it to the others (whose machines may
+    not see the run folder)."""
     path = out / ckpt.STATE
-    if not path.is_file():
-        raise NetspecError(
-            f"nothing to resume in {out}: it has no {ckpt.STATE}",
-            hint="a run can resume once its first epoch has finished",
-        )
-    saved = ckpt.load_state(path)
+    saved: Any = None
+    if rank == 0:
+        saved = _read_state(out)
+    if world > 1:
+        saved = _from_rank0(saved)
     damaged = NetspecError(
         f"{path} is not the training state of this run",
         hint="it is written by `netspec train`; restore it, or start a new run "
@@ -647,9 +674,34 @@ def _restore(
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         damaged.notes = [str(err).strip().splitlines()[0][:300]]
         raise damaged from None
-        if hasattr(scheduler, "T_max"):
-            scheduler.T_max = s.epochs  # --epochs may extend a resumed run
+    stretch_schedule(scheduler, optimizer, s.epochs)
     return state
+
+
+def _read_state(out: Path) -> Any:
+    path = out / ckpt.STATE
+    if not path.is_file():
+        raise NetspecError(
+            f"nothing to resume in {out}: it has no {ckpt.STATE}",
+            hint="a run can resume once its first epoch has finished",
+        )
+    return ckpt.load_state(path)
+
+
+def stretch_schedule(scheduler: Any, optimizer: Any, epochs: int) -> None:
+    """`--resume RUN --epochs N` may lengthen a run: a cosine schedule then follows the curve
+    of an N-epoch run from where it stands (its closed form at the current epoch), rather
+    than restarting from 0 at the old end and climbing back up."""
+    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        return
+    if scheduler.T_max == epochs:
+        return
+    scheduler.T_max = epochs
+    t = scheduler.last_epoch
+    for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+        low = scheduler.eta_min
+        group["lr"] = low + (base - low) * (1 + math.cos(math.pi * t / epochs)) / 2
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def _diverged(
@@ -709,6 +761,20 @@ def _all_sum(t: torch.Tensor, world: int) -> torch.Tensor:
 
         dist.all_reduce(t)
     return t
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
+def _from_rank0(value: Any) -> Any:
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _broadcast_buffers(model: nn.Module) -> None:
