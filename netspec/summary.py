@@ -228,8 +228,8 @@ def layer_columns(
     if all_ops:
         columns.append(Column("ops", "ops", True, ops, texts(ops)))
     if rf:
-        last = names if depth is None else [group[-1].id for _, group in _rows(graph.nodes, depth)]
-        columns += receptive_columns(graph, last)
+        ids = names if depth is None else [group[-1].id for _, group in _rows(graph.nodes, depth)]
+        columns += receptive_columns(graph, ids)
     return columns
 
 

@@ -55,8 +55,10 @@ def _apply(f: Field, w: Window, in_shape: Shape, out_shape: Shape) -> Field:
             a + -((e - 1 - p) // s) * j
             for a, e, s, p, j in zip(f.start, w.reach, w.stride, w.pad, f.jump, strict=True)
         )
-        jump = tuple(Fraction(j) / s for j, s in zip(f.jump, w.stride, strict=True))
-        return Field(size, jump, start)
+        thinned: tuple[Num, ...] = tuple(
+            Fraction(j) / s for j, s in zip(f.jump, w.stride, strict=True)
+        )
+        return Field(size, thinned, start)
     size = tuple(r + (e - 1) * j for r, e, j in zip(f.size, w.reach, f.jump, strict=True))
     start = tuple(a - p * j for a, p, j in zip(f.start, w.pad, f.jump, strict=True))
     jump = tuple(j * s for j, s in zip(f.jump, w.stride, strict=True))
@@ -194,7 +196,7 @@ def seen(f: ReceptiveField, shape: Shape, input_shape: tuple[int, ...]) -> tuple
     n = input_shape[-len(f.size) :]
     m = shape[1:] if len(shape) - 1 == len(f.size) else (1,) * len(f.size)
     return tuple(
-        -1 if j > r and mm > 1 else max(nn - (a + (mm - 1) * j + r), 0)
+        -1 if j > r and mm > 1 else max(math.ceil(nn - (a + (mm - 1) * j + r)), 0)
         for a, r, j, nn, mm in zip(f.start, f.size, f.jump, n, m, strict=True)
     )
 
