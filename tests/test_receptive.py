@@ -81,6 +81,42 @@ def test_resnet50_zoo_v1_is_distills_and_v15_is_smaller() -> None:
     assert fields(v15)[end].size == (483 - 56, 483 - 56)
 
 
+# TF-Slim's inception_v3 up to Mixed_7c (the zoo has no Inception v3; GoogLeNet is v1, which
+# Distill's table does not list): VALID stem, factorised 1x7 / 7x1 convs, nested concats.
+SLIM_INCEPTION_V3 = """network slim_inception_v3
+input [3, 299, 299]
+
+defaults CONV(padding=same)
+block a(p) = concat(CONV(64, 1), CONV(48, 1) -> CONV(64, 5), CONV(64, 1) -> CONV(96, 3) -> CONV(96, 3),
+                    AVGPOOL(3, stride=1, padding=same) -> CONV(p, 1))
+block b() = concat(CONV(384, 3, stride=2, padding=valid),
+                   CONV(64, 1) -> CONV(96, 3) -> CONV(96, 3, stride=2, padding=valid),
+                   MAXPOOL(3, stride=2))
+block c(w) = concat(CONV(192, 1), CONV(w, 1) -> CONV(w, (1, 7)) -> CONV(192, (7, 1)),
+                    CONV(w, 1) -> CONV(w, (7, 1)) -> CONV(w, (1, 7)) -> CONV(w, (7, 1)) -> CONV(192, (1, 7)),
+                    AVGPOOL(3, stride=1, padding=same) -> CONV(192, 1))
+block d() = concat(CONV(192, 1) -> CONV(320, 3, stride=2, padding=valid),
+                   CONV(192, 1) -> CONV(192, (1, 7)) -> CONV(192, (7, 1)) -> CONV(192, 3, stride=2, padding=valid),
+                   MAXPOOL(3, stride=2))
+block e() = concat(CONV(320, 1), CONV(384, 1) -> concat(CONV(384, (1, 3)), CONV(384, (3, 1))),
+                   CONV(448, 1) -> CONV(384, 3) -> concat(CONV(384, (1, 3)), CONV(384, (3, 1))),
+                   AVGPOOL(3, stride=1, padding=same) -> CONV(192, 1))
+INPUT
+  -> CONV(32, 3, stride=2, padding=valid) -> CONV(32, 3, padding=valid) -> CONV(64, 3)
+  -> MAXPOOL(3, stride=2) -> CONV(80, 1, padding=valid) -> CONV(192, 3, padding=valid)
+  -> MAXPOOL(3, stride=2)                                    : [192, 35, 35]
+  -> a(32) -> a(64) -> a(64) -> b() -> c(128) -> c(160) -> c(160) -> c(192) -> d() -> e() -> e() : [2048, 8, 8]
+"""
+
+
+def test_inception_v3_as_tf_slim_lays_it_out_1311() -> None:
+    # Distill's inception_v3: 1311, stride 32, effective padding 618 - through concats of
+    # branches whose fields differ per dim (1x7 then 7x1), the union of which is square.
+    g = netspec.compile_spec(SLIM_INCEPTION_V3)
+    f = fields(g)[g.output]
+    assert (f.size, f.jump, f.start) == ((1311, 1311), (32, 32), (-618, -618))
+
+
 def test_dilated_spec_matches_its_comments() -> None:
     # specs/dilated.ns works it out by hand: 3 -> 7 -> 15 -> 31, then GAP covers all 32x32.
     g = netspec.compile_spec("zoo:dilated")
