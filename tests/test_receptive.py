@@ -3,9 +3,11 @@ force: perturb one input pixel of the built torch module and see which outputs c
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -240,7 +242,7 @@ def dependence(graph: Graph) -> list[tuple[int, int] | None]:
         for i in range(n):
             batch[i + 1, :, i] += 1e6
         out = model(batch)
-        changed = (out[1:] != out[:1]).any(dim=1)  # [input position, output position]
+        changed = ((out[1:] - out[:1]).abs() > 1e-3).any(dim=1)  # [input, output position]
     result: list[tuple[int, int] | None] = []
     for o in range(changed.shape[1]):
         rows = changed[:, o].nonzero().flatten().tolist()
@@ -294,3 +296,63 @@ def test_brute_force_2d_dilated_centre() -> None:
     extent = (rows.max(0).values - rows.min(0).values + 1).tolist()
     f = fields(g)["conv4"]
     assert extent == list(f.size) and rows.min(0).values.tolist() == [1, 1]
+
+
+# ---- every kind ---------------------------------------------------------------------------------
+
+# Statistics over the positions, which receptive fields leave out (as the literature does): a
+# group norm's output depends on the whole map through its mean and variance.
+STATISTICS = {"groupnorm"}
+
+
+def kind_cases() -> list[tuple[str, str, str]]:
+    from netspec.layers import KINDS
+
+    cases = []
+    for kind, cls in sorted(KINDS.items()):
+        for where, chain in cls.examples or (("image", next(iter(cls.spellings), "")),):
+            if where in ("image", "signal") and chain and kind not in STATISTICS:
+                cases.append((kind, "[3, 9, 9]" if where == "image" else "[3, 12]", chain))
+    return cases
+
+
+@pytest.mark.parametrize(("kind", "shape", "chain"), kind_cases())
+def test_every_kind_states_its_window_and_holds_it(kind: str, shape: str, chain: str) -> None:
+    """A kind that changes the positions (its output map is another size) states its window;
+    and on each of its checklist examples, what a brute force finds each output depends on lies
+    inside its field (perturb each input position by 10^6, positive weights and inputs)."""
+    torch = pytest.importorskip("torch")
+    from netspec.layers.base import Layer
+
+    graph = netspec.compile_spec(f"input {shape}\nINPUT -> {chain}")
+    shapes = {n.id: n.shape for n in graph.nodes}
+    for node in graph.nodes:
+        if node.kind == kind and node.inputs:
+            before = shapes[node.inputs[0]]
+            if len(before) == len(node.shape) and before[1:] != node.shape[1:]:
+                assert type(node.layer).window is not Layer.window, f"`{kind}` has no window()"
+    out = graph.node(graph.output)
+    if len(out.shape) != len(graph.input.shape):
+        return
+    f = fields(graph)[graph.output]
+    model = netspec.build(graph).double().eval()
+    spatial = graph.input.shape[1:]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(0.1, 1.0)
+        base = torch.rand(1, *graph.input.shape, dtype=torch.float64) + 1
+        positions = list(np.ndindex(*spatial))
+        batch = base.repeat(len(positions) + 1, *([1] * len(graph.input.shape)))
+        for i, pos in enumerate(positions):
+            batch[(i + 1, slice(None), *pos)] += 1e6
+        result = model(batch)
+        # a change, not a rounding leak of the 10^6 through a blocked convolution algorithm
+        changed = ((result[1:] - result[:1]).abs() > 1e-3).any(dim=1)  # [position, *out]
+    for o in np.ndindex(*out.shape[1:]):
+        hit = changed[(slice(None), *o)].nonzero().flatten().tolist()
+        for axis in range(len(spatial)):
+            lo = f.start[axis] + o[axis] * f.jump[axis]
+            hi = lo + f.size[axis] - 1
+            got = [positions[i][axis] for i in hit]
+            if got:
+                assert math.floor(lo) <= min(got) and max(got) <= math.ceil(hi), (chain, o, axis)

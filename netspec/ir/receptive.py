@@ -14,7 +14,9 @@ Networks" (Distill, 2019):
   fraction and sizes are averages over the output grid, rounded up.
 - Several inputs (add, concat, mul): the union of the inputs' fields of output position 0 -
   the largest over the branches when they are centred alike. A mul gate from a global pool
-  (squeeze-excitation) makes the field the whole input: every output does depend on it.
+  (squeeze-excitation) makes the field the whole input: every output does depend on it; a
+  branch broadcast along a dim is widened by (positions - 1) x jump to the left, so that every
+  output position's field holds it.
 - A layer that drops the positions (GAP, FLATTEN, FC on a map): one window over the whole map.
 - Position-wise layers (activations, norms, identity, slices) keep their input's field.
 
@@ -90,6 +92,31 @@ def _union(fields: list[Field], full: list[Field]) -> Field:
     )
 
 
+def _join(node: Node, ins: list[tuple[Field | None, Shape]]) -> Field:
+    """The field of a node joining branches (add, concat, mul). A branch broadcast along a
+    dim (a [C, 1, 1] gate) is the same for every output position: its field is widened so that
+    position i's (start + i * jump onwards) still covers it for every i."""
+    full = [f for f, shape in ins if f is not None and shape[1:] == node.shape[1:]]
+    fields = [f for f, _ in ins if f is not None]
+    jump = tuple(max(f.jump[d] for f in full or fields) for d in range(len(fields[0].size)))
+    spread = []
+    for f, shape in ins:
+        if f is None:
+            continue
+        if shape[1:] != node.shape[1:]:
+            reach = [
+                (m - 1) * j if n == 1 else 0
+                for n, m, j in zip(shape[1:], node.shape[1:], jump, strict=True)
+            ]
+            f = Field(
+                tuple(r + x for r, x in zip(f.size, reach, strict=True)),
+                f.jump,
+                tuple(a - x for a, x in zip(f.start, reach, strict=True)),
+            )
+        spread.append(f)
+    return _union(spread, full)
+
+
 def _global(shape: Shape) -> Window:
     n = shape[1:]
     return Window(n, n, (0,) * len(n), (1,) * len(n))
@@ -120,11 +147,7 @@ def compute(graph: Graph) -> dict[str, Field | None]:
         if not ins:
             out[node.id] = None
             continue
-        if len(ins) > 1:
-            same = [out[i] for i in node.inputs if shapes[i][1:] == node.shape[1:]]
-            field = _union(ins, [f for f in same if f is not None])
-        else:
-            field = ins[0]
+        field = _join(node, [(out[i], shapes[i]) for i in node.inputs]) if len(ins) > 1 else ins[0]
         in_shape = shapes[node.inputs[0]]
         layer = node.layer
         if type(layer).window is pointwise:
