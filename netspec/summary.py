@@ -23,7 +23,7 @@ from typing import Any
 from netspec.errors import NetspecError
 from netspec.io import fmt_bytes
 from netspec.ir import receptive
-from netspec.ir.graph import DTYPE_BYTES, Graph, Node
+from netspec.ir.graph import DTYPE_BYTES, Graph, Node, ReceptiveField
 from netspec.layers import fmt_shape
 from netspec.layers.base import expand
 
@@ -156,11 +156,12 @@ def layer_columns(
     all_ops: bool = False,
     depth: int | None = None,
     raw: bool = False,
-    rf: bool = False,
+    rf: bool | list[ReceptiveField] | None = False,
 ) -> list[Column]:
     """The per-layer columns; with `depth`, the layers inside a scope deeper than `depth`
     (a block call, a named group, a branch) collapse into one row with their subtotals.
-    `raw`: also the shares as numbers (for csv). `rf`: the receptive-field columns."""
+    `raw`: also the shares as numbers (for csv). `rf`: the receptive-field columns (True, or
+    the fields already computed)."""
     t = graph.totals
     text = _RowText(graph)
     names: list[str] = []
@@ -229,14 +230,15 @@ def layer_columns(
         columns.append(Column("ops", "ops", True, ops, texts(ops)))
     if rf:
         ids = names if depth is None else [group[-1].id for _, group in _rows(graph.nodes, depth)]
-        columns += receptive_columns(graph, ids)
+        fields = receptive.receptive_fields(graph) if rf is True else rf
+        columns += receptive_columns(fields, ids)
     return columns
 
 
-def receptive_columns(graph: Graph, ids: list[str]) -> list[Column]:
+def receptive_columns(fields: list[ReceptiveField], ids: list[str]) -> list[Column]:
     """RF, jump and start of the rows' (last) nodes; blank where the input has no positions."""
-    fields = {f.node: f for f in receptive.receptive_fields(graph)}
-    cells = [fields.get(i) for i in ids]
+    by_node = {f.node: f for f in fields}
+    cells = [by_node.get(i) for i in ids]
     columns = []
     for header, attr in (("RF", "size"), ("jump", "jump"), ("start", "start")):
         values = ["" if f is None else receptive.text(getattr(f, attr)) for f in cells]
@@ -421,11 +423,12 @@ def summary(
         return json_bytes(receptive.with_receptive_fields(graph) if rf else graph).decode() + "\n"
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; received {fmt!r}")
-    columns = layer_columns(graph, all_ops, depth, raw=fmt == "csv", rf=rf) if rows else []
+    fields = receptive.receptive_fields(graph) if rf else None
+    columns = layer_columns(graph, all_ops, depth, raw=fmt == "csv", rf=fields) if rows else []
     totals = totals_rows(graph, all_ops, batch)
     if fmt == "csv":
         return _csv(columns) if rows else _csv_totals(totals)
-    notes = receptive.notes(graph, receptive.receptive_fields(graph)) if rf else []
+    notes = receptive.notes(graph, fields) if fields is not None else []
     if fmt == "markdown":
         extra = "".join(f"- {n}\n" for n in notes)
         return _markdown(graph, columns, totals) + (

@@ -252,7 +252,7 @@ def dependence(graph: Graph) -> list[tuple[int, int] | None]:
 
 @pytest.mark.parametrize("length", [23, 40])
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(text=chains())
 def test_receptive_field_matches_brute_force(text: str, length: int) -> None:

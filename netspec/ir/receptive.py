@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from netspec.ir.graph import Graph, Node, ReceptiveField
 from netspec.layers.base import Layer, Shape, Window
@@ -187,17 +188,16 @@ def receptive_fields(graph: Graph) -> list[ReceptiveField]:
         f = fields[node.id]
         if f is None:
             continue
-        result.append(
-            ReceptiveField(
-                node=node.id,
-                size=tuple(math.ceil(r) for r in f.size),
-                jump=tuple(map(_num, f.jump)),
-                start=tuple(map(_num, f.start)),
-                covers=covers(f, node.shape, graph.input.shape),
-                unread=f.unread,
-                gaps=f.gaps,
-            )
-        )
+        values: dict[str, Any] = {
+            "node": node.id,
+            "size": tuple(math.ceil(r) for r in f.size),
+            "jump": tuple(map(_num, f.jump)),
+            "start": tuple(map(_num, f.start)),
+            "covers": covers(f, node.shape, graph.input.shape),
+            "unread": f.unread,
+            "gaps": f.gaps,
+        }
+        result.append(ReceptiveField.model_construct(**values))  # computed here: no validation
     return result
 
 
