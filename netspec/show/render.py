@@ -19,15 +19,19 @@ from netspec.layers import fmt_shape
 from netspec.show.pictures import Grid, Saliency
 
 GAP = 1  # pixels between tiles
+FRAME = (0.45, 0.6, 0.85)  # the gaps' colour: neither black nor white, which tiles use
 
 
 def mosaic(tiles: np.ndarray, columns: int | None = None) -> np.ndarray:
-    """Tiles `[N, h, w]` or `[N, h, w, 3]` laid out in rows, `GAP` pixels apart (white)."""
+    """Tiles `[N, h, w]` or `[N, h, w, 3]` laid out in rows, `GAP` pixels apart, as one RGB
+    image `[H, W, 3]` (gray tiles repeated on the 3 channels; the gaps in `FRAME`)."""
+    if tiles.ndim == 3:
+        tiles = np.repeat(tiles[..., None], 3, axis=3)
     n, h, w = tiles.shape[:3]
     cols = columns or max(1, math.ceil(math.sqrt(n * h / w)))
     rows = math.ceil(n / cols)
-    shape = (rows * (h + GAP) - GAP, cols * (w + GAP) - GAP, *tiles.shape[3:])
-    out = np.ones(shape, dtype=np.float32)
+    out = np.empty((rows * (h + GAP) - GAP, cols * (w + GAP) - GAP, 3), dtype=np.float32)
+    out[:] = FRAME
     for i, tile in enumerate(tiles):
         r, c = divmod(i, cols)
         out[r * (h + GAP) : r * (h + GAP) + h, c * (w + GAP) : c * (w + GAP) + w] = tile
