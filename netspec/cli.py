@@ -25,6 +25,7 @@ COMMANDS = {
     "zoo": ("netspec.commands.zoo", "zoo"),
     "draw": ("netspec.commands.draw", "draw"),
     "serve": ("netspec.commands.serve", "serve"),
+    "show": ("netspec.commands.show", "show"),
 }
 
 

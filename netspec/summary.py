@@ -22,7 +22,8 @@ from typing import Any
 
 from netspec.errors import NetspecError
 from netspec.io import fmt_bytes
-from netspec.ir.graph import DTYPE_BYTES, Graph, Node
+from netspec.ir import receptive
+from netspec.ir.graph import DTYPE_BYTES, Graph, Node, ReceptiveField
 from netspec.layers import fmt_shape
 from netspec.layers.base import expand
 
@@ -151,11 +152,16 @@ class Column:
 
 
 def layer_columns(
-    graph: Graph, all_ops: bool = False, depth: int | None = None, raw: bool = False
+    graph: Graph,
+    all_ops: bool = False,
+    depth: int | None = None,
+    raw: bool = False,
+    rf: bool | list[ReceptiveField] | None = False,
 ) -> list[Column]:
     """The per-layer columns; with `depth`, the layers inside a scope deeper than `depth`
     (a block call, a named group, a branch) collapse into one row with their subtotals.
-    `raw`: also the shares as numbers (for csv)."""
+    `raw`: also the shares as numbers (for csv). `rf`: the receptive-field columns (True, or
+    the fields already computed)."""
     t = graph.totals
     text = _RowText(graph)
     names: list[str] = []
@@ -222,6 +228,21 @@ def layer_columns(
     ]
     if all_ops:
         columns.append(Column("ops", "ops", True, ops, texts(ops)))
+    if rf:
+        ids = names if depth is None else [group[-1].id for _, group in _rows(graph.nodes, depth)]
+        fields = receptive.receptive_fields(graph) if rf is True else rf
+        columns += receptive_columns(fields, ids)
+    return columns
+
+
+def receptive_columns(fields: list[ReceptiveField], ids: list[str]) -> list[Column]:
+    """RF, jump and start of the rows' (last) nodes; blank where the input has no positions."""
+    by_node = {f.node: f for f in fields}
+    cells = [by_node.get(i) for i in ids]
+    columns = []
+    for header, attr in (("RF", "size"), ("jump", "jump"), ("start", "start")):
+        values = ["" if f is None else receptive.text(getattr(f, attr)) for f in cells]
+        columns.append(Column(header, f"rf_{attr}", True, values, values))
     return columns
 
 
@@ -382,6 +403,7 @@ def summary(
     depth: int | None = None,
     batch: int | None = None,
     color: bool = False,
+    rf: bool = False,
 ) -> str:
     """The whole summary as text.
 
@@ -394,21 +416,30 @@ def summary(
         depth: collapse scopes deeper than this into one row each, with subtotals.
         batch: the batch size of the training-memory estimate (default: the spec's).
         color: mark budget passes and failures in color (a terminal).
+        rf: the receptive-field columns (RF, jump, start; netspec/ir/receptive.py), their
+            notes under the table, and in `json` the graph's `receptive_fields`.
     """
     if fmt == "json":
-        return json_bytes(graph).decode() + "\n"
+        return json_bytes(receptive.with_receptive_fields(graph) if rf else graph).decode() + "\n"
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; received {fmt!r}")
-    columns = layer_columns(graph, all_ops, depth, raw=fmt == "csv") if rows else []
+    fields = receptive.receptive_fields(graph) if rf else None
+    columns = layer_columns(graph, all_ops, depth, raw=fmt == "csv", rf=fields) if rows else []
     totals = totals_rows(graph, all_ops, batch)
     if fmt == "csv":
         return _csv(columns) if rows else _csv_totals(totals)
+    notes = receptive.notes(graph, fields) if fields is not None else []
     if fmt == "markdown":
-        return _markdown(graph, columns, totals)
+        extra = "".join(f"- {n}\n" for n in notes)
+        return _markdown(graph, columns, totals) + (
+            f"\nreceptive fields:\n\n{extra}" if notes else ""
+        )
     parts = [title(graph), ""]
     if rows:
         parts += text_table(columns, width, header=True)
         parts.append("")
+    if notes:
+        parts += ["receptive fields:", *(f"  {n}" for n in notes), ""]
     style = _budget_style if color else None
     parts += text_table(_totals_columns(totals), width, header=False, style=style)
     return "\n".join(parts) + "\n"

@@ -43,6 +43,14 @@ from netspec.errors import NetspecError, SpecErrors
     help="batch size of the training-memory estimate [default: the spec's train batch_size]",
 )
 @click.option(
+    "--columns",
+    "extra_columns",
+    type=click.Choice(["rf"]),
+    multiple=True,
+    help="extra columns: rf (receptive field, jump and start per layer, with notes on "
+    "layers that cover the whole input or lose pixels; in --json the receptive_fields)",
+)
+@click.option(
     "--input",
     "input_shape",
     metavar="CxHxW",
@@ -59,6 +67,7 @@ def check(
     brief: bool,
     depth: int | None,
     batch: int | None,
+    extra_columns: tuple[str, ...],
     input_shape: str | None,
 ) -> None:
     """Check SPEC (a file, or zoo:NAME for a bundled spec): every layer's output shape, kernel,
@@ -84,9 +93,14 @@ def check(
                 if not any(e.message == seen.message for seen in errors):  # the IR's check found it
                     errors = [*errors, e]
 
+            rf = "rf" in extra_columns
             if as_json or fmt == "json":  # bytes straight out: no 100 MB str at 220,000 nodes
                 from netspec.summary import json_bytes
 
+                if rf:
+                    from netspec.ir.receptive import with_receptive_fields
+
+                    graph = with_receptive_fields(graph)
                 out = sys.stdout.buffer
                 out.write(json_bytes(graph))
                 out.write(b"\n")
@@ -102,6 +116,7 @@ def check(
                     depth=depth,
                     batch=batch,
                     color=tty,
+                    rf=rf,
                 )
                 sys.stdout.write(text)
                 sys.stdout.flush()

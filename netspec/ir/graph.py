@@ -9,7 +9,7 @@ from __future__ import annotations
 from operator import attrgetter
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from netspec.errors import Span
 from netspec.layers import KINDS, Layer
@@ -128,6 +128,25 @@ class Head(BaseModel):
     span: Span | None = None
 
 
+class ReceptiveField(BaseModel):
+    """A node's receptive field on the network's input, one value per spatial dim (see
+    netspec/ir/receptive.py for the rules): `size` input pixels seen by one output position
+    (rounded up past an upsampling), `jump` input pixels between neighbouring output positions,
+    `start` where output position 0's field begins (negative: it reaches into the padding).
+    `covers`: every output position sees the whole input. `unread`: rows (columns) at the end
+    of the node's input that none of its windows read; `gaps`: its stride steps over rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node: str
+    size: tuple[int, ...]
+    jump: tuple[int | float, ...]
+    start: tuple[int | float, ...]
+    covers: bool = False
+    unread: tuple[int, ...] = ()
+    gaps: bool = False
+
+
 class Graph(BaseModel):
     """A concrete network: nodes in execution order, the output node, checks and totals."""
 
@@ -150,6 +169,10 @@ class Graph(BaseModel):
     heads: list[Head] = []
     # With side heads: the main path's totals (totals counts the heads too); None without heads.
     main_totals: Totals | None = None
+    # Per node with positions (`check --columns rf`); left out of the JSON when not computed.
+    receptive_fields: list[ReceptiveField] | None = Field(
+        default=None, exclude_if=lambda v: v is None
+    )
 
     _positions: dict[str, int] | None = PrivateAttr(default=None)
     # Where each train setting stands in the source (the key), kept by the builder; not in the
@@ -176,7 +199,7 @@ class Graph(BaseModel):
         return (
             isinstance(other, Graph)
             and type(other) is type(self)
-            and self.__dict__ == other.__dict__
+            and _fields(self) == _fields(other)
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -241,6 +264,11 @@ class Graph(BaseModel):
 
     def _repr_markdown_(self) -> str:  # a notebook shows the table
         return self.summary("markdown")
+
+
+def _fields(graph: Graph) -> dict[str, Any]:
+    """Its fields, the optional analyses the builder does not fill in as their default."""
+    return {"receptive_fields": None, **graph.__dict__}
 
 
 def make_totals(params: int, buffers: int, macs: int, ops: int, memory: int, dtype: str) -> Totals:

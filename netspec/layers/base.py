@@ -19,6 +19,7 @@ Counting conventions (written down once; the README repeats them):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
@@ -41,6 +42,27 @@ class ShapeError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+
+@dataclass(frozen=True)
+class Window:
+    """How a layer's output positions read its input positions, one value per spatial dim: the
+    receptive-field facts (netspec/ir/receptive.py). A sliding window (conv, pool) reads
+    `kernel` taps `dilation` apart, starting at `output * stride - pad`. A transposed window
+    (transposed conv, upsampling) scatters each input position over `kernel` outputs
+    `dilation` apart, starting at `input * stride - pad`: an output step is 1 / stride input
+    steps."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    pad: tuple[int, ...]  # before (left, top)
+    dilation: tuple[int, ...]
+    transposed: bool = False
+
+    @property
+    def reach(self) -> tuple[int, ...]:
+        """The extent of one window: dilation * (kernel - 1) + 1."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation, strict=True))
 
 
 class RegistryError(Exception):
@@ -142,6 +164,12 @@ class Layer(BaseModel):
 
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return 0
+
+    def window(self, in_shape: Shape) -> Window | None:
+        """How its output positions read its input's (receptive fields); None: position by
+        position (activations, norms, additions, concatenation). A layer whose output has no
+        positions while its input has (FC, FLATTEN) reads them all, and needs no window."""
+        return None
 
     def explain_size(
         self, in_shape: Shape, out: Shape, declared: Shape

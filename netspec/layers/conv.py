@@ -13,6 +13,7 @@ from netspec.layers.base import (
     PosInt,
     Shape,
     ShapeError,
+    Window,
     expand,
     fmt_shape,
     numel,
@@ -116,6 +117,10 @@ class Conv(Layer):
                 hint="use a smaller kernel, padding=same, or fewer downsampling layers before this one",
             )
         return (self.channels, *out)
+
+    def window(self, in_shape: Shape) -> Window:
+        k, s, d, pads = self.geometry(in_shape)
+        return Window(k, s, tuple(b for b, _ in pads), d)
 
     def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
         k = expand(self.kernel, len(out) - 1, "kernel")
@@ -294,6 +299,10 @@ class ConvTranspose(Layer):
                 f"output_padding reaches {base} to {base + reach - 1} from {n}; change the kernel, stride or padding",
             )
         return None
+
+    def window(self, in_shape: Shape) -> Window:
+        k, s, p, _, d = self.geometry(in_shape)
+        return Window(k, s, p, d, transposed=True)
 
     def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
         k = expand(self.kernel, len(out) - 1, "kernel")

@@ -12,6 +12,7 @@ from netspec.layers.base import (
     PosInt,
     Shape,
     ShapeError,
+    Window,
     expand,
     fmt_shape,
     numel,
@@ -111,6 +112,11 @@ class Pool(Layer):
         k, _, _ = self.geometry(ins[0])
         return numel(out) * numel(k)
 
+    def window(self, in_shape: Shape) -> Window:
+        k, s, _ = self.geometry(in_shape)
+        pads = tuple(b for b, _ in self.pads(in_shape))
+        return Window(k, s, pads, (1,) * len(k))
+
 
 class GlobalPool(Layer):
     """Global average or max pooling over all spatial positions: [C, H, W] -> [C].
@@ -141,6 +147,11 @@ class GlobalPool(Layer):
         spatial_dims("GLOBALPOOL", ins[0], None)
         return (ins[0][0],)
 
+    def window(self, in_shape: Shape) -> Window:
+        """One window over the whole map."""
+        n = in_shape[1:]
+        return Window(n, n, (0,) * len(n), (1,) * len(n))
+
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return numel(ins[0])
 
@@ -163,6 +174,19 @@ class AdaptiveAvgPool(Layer):
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         dims = spatial_dims("ADAPTIVEAVGPOOL", ins[0], None)
         return (ins[0][0], *expand(self.size, dims, "size"))
+
+    def window(self, in_shape: Shape) -> Window:
+        """PyTorch's windows: output i averages floor(i n / m) to ceil((i + 1) n / m) - 1; with
+        n a multiple of m, windows of n / m at stride n / m. Otherwise the widest window at
+        stride floor(n / m): an upper bound on the size, the stride a lower one."""
+        n = in_shape[1:]
+        m = expand(self.size, len(n), "size")
+        kernel = tuple(
+            max(-(-(i + 1) * n_ // m_) - i * n_ // m_ for i in range(m_))
+            for n_, m_ in zip(n, m, strict=True)
+        )
+        stride = tuple(max(n_ // m_, 1) for n_, m_ in zip(n, m, strict=True))
+        return Window(kernel, stride, (0,) * len(n), (1,) * len(n))
 
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return numel(ins[0])
@@ -206,6 +230,17 @@ class Upsample(Layer):
 
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return numel(out)
+
+    def window(self, in_shape: Shape) -> Window:
+        """Nearest: a transposed window of `scale` taps at stride `scale` (each output reads
+        one input). Bilinear: the transposed conv that computes it, 2 * scale - scale % 2 taps,
+        padding ceil((scale - 1) / 2) (each output reads two neighbours per dim)."""
+        scale = expand(self.scale, len(in_shape) - 1, "scale")
+        ones = (1,) * len(scale)
+        if self.mode == "nearest":
+            return Window(scale, scale, (0,) * len(scale), ones, transposed=True)
+        kernel = tuple(2 * s - s % 2 for s in scale)
+        return Window(kernel, scale, tuple(s // 2 for s in scale), ones, transposed=True)
 
 
 __all__ = ["Pool", "GlobalPool", "AdaptiveAvgPool", "Upsample", "PosInt"]
