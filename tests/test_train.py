@@ -37,9 +37,9 @@ from netspec.train.checkpoint import (
 )
 from netspec.train.data import load_data
 from netspec.train.device import Runtime, pick_runtime
+from netspec.train.launch import train
 from netspec.train.report import CSV_COLUMNS, init_table
 from netspec.train.settings import resolve_settings
-from netspec.train.launch import train
 from netspec.train.trainer import (
     Job,
     Penalty,
