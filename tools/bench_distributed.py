@@ -87,7 +87,7 @@ def main() -> None:
                     "--master_port",
                     port,
                 ),
-                *train(args.spec, "nodes")[2:],
+                *train(args.spec, "nodes")[3:],
             ]  # fmt: skip
             for r in (0, 1)
         ]
