@@ -26,6 +26,7 @@ COMMANDS = {
     "draw": ("netspec.commands.draw", "draw"),
     "serve": ("netspec.commands.serve", "serve"),
     "show": ("netspec.commands.show", "show"),
+    "fmt": ("netspec.commands.fmt", "fmt"),
 }
 
 
