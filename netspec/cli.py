@@ -27,6 +27,7 @@ COMMANDS = {
     "serve": ("netspec.commands.serve", "serve"),
     "show": ("netspec.commands.show", "show"),
     "fmt": ("netspec.commands.fmt", "fmt"),
+    "lsp": ("netspec.commands.lsp", "lsp"),
 }
 
 
