@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from fuzz_specs import generated_spec, mutated_spec
 
+from netspec.ir.build import load_spec_text
+
 pytest.importorskip("pygls")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,6 +146,15 @@ def test_diagnostic_quick_fix_hover_completion_format(client: Client) -> None:
     )
     assert isinstance(hov, dict) and "[64, 56, 56]" in hov["contents"]["value"]
 
+    call = client.request(
+        "textDocument/hover",
+        {"textDocument": {"uri": URI}, "position": _pos(fixed, "basic(128, 2", 1)},
+    )
+    graph = load_spec_text(RESNET).instantiate()
+    params = sum(n.params for n in graph.nodes if n.id.startswith("layer2.basic1."))
+    assert isinstance(call, dict) and "layer2.basic1" in call["contents"]["value"]
+    assert f"({params:,})" in call["contents"]["value"]
+
     typed = fixed.replace("-> GAP", "-> CO")
     client.change(typed)
     done = client.request(
@@ -185,6 +196,17 @@ def test_definition_references_symbols_inlay(client: Client) -> None:
     )
     assert isinstance(hints, list)
     assert any(h["label"] == " [64, 112, 112]" for h in hints)
+
+
+def test_check_and_fmt_do_not_import_pygls() -> None:
+    code = (
+        "import sys; from netspec.cli import main; main(['check', 'specs/lenet5.ns', '--brief']);"
+        "main(['fmt', '--check', 'specs/lenet5.ns']); print(sorted(m for m in sys.modules"
+        " if m.split('.')[0] in ('pygls', 'lsprotocol', 'torch')))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True)
+    assert out.stdout.decode().strip().splitlines()[-1] == "[]"
 
 
 def test_half_typed_text_never_crashes_the_server(client: Client) -> None:

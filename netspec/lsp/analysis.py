@@ -155,21 +155,21 @@ def _extent(span: Span) -> tuple[int, int]:
 
 
 def hover(a: Analysis, pos: Pos) -> str | None:
+    hit = word_at(a.text, pos)
+    what = definitions(a.text).get(hit[0]) if hit else None
+    if hit and what and what[0] == "block":
+        return _block_hover(a, hit[0], hit[1])
     nodes = nodes_at(a, pos)
     if nodes:
         return _node_hover(nodes)
-    hit = word_at(a.text, pos)
     if hit is None:
         return None
     name = hit[0]
-    what = definitions(a.text).get(name)
     if what and what[0] == "variable":
         bindings = getattr(a.graph, "bindings", {}) or {}
         value = bindings.get(name)
         line = a.text.split("\n")[what[1][0][0]].strip()
         return f"**{name}** (variable)\n\n`{line}`" + (f"\n\nvalue: `{value}`" if value else "")
-    if what and what[0] == "block":
-        return _block_hover(a, name)
     if name in SPELLINGS:
         cls, preset = SPELLINGS[name]
         args = ", ".join(cls.model_fields)
@@ -190,14 +190,71 @@ def _node_hover(nodes: list[Any]) -> str:
     return "\n".join(lines)
 
 
-def _block_hover(a: Analysis, name: str) -> str:
-    nodes = [n for n in getattr(a.graph, "nodes", []) if f".{name}" in f".{n.id}"]
+def _block_hover(a: Analysis, name: str, at: Range) -> str:
+    """A block's totals: of the call under the cursor when its instance can be told, else of
+    all its calls."""
     head = f"**{name}** (block)"
-    if not nodes:
+    label = _label_after(a.text, at)
+    labelled = [n for n in getattr(a.graph, "nodes", []) if n.id.startswith(f"{label}.")]
+    if label and labelled:
+        return head + f" call `{label}`\n\n" + _totals(labelled)
+    instances: dict[str, list[Any]] = {}
+    for n in getattr(a.graph, "nodes", []):
+        parts = n.id.split(".")
+        k = next((i for i, p in enumerate(parts) if re.fullmatch(rf"{re.escape(name)}\d+", p)), -1)
+        if k >= 0:
+            instances.setdefault(".".join(parts[: k + 1]), []).append(n)
+    if not instances:
         return head
+    calls = _call_sites(a.text, name)
+    if len(calls) == len(instances) and at in calls:
+        prefix = list(instances)[calls.index(at)]
+        return head + f" call `{prefix}`\n\n" + _totals(instances[prefix])
+    every = [n for nodes in instances.values() for n in nodes]
+    return head + f"\n\nall {len(instances)} instances: " + _totals(every)
+
+
+def _label_after(text: str, at: Range) -> str | None:
+    """The `as NAME` after the call whose name is at `at`, if any."""
+    off = offset_of(text, at[1])
+    rest = text[off : off + 2000]
+    depth, end = 0, 0
+    for i, c in enumerate(rest):
+        if c in "([":
+            depth += 1
+        elif c in ")]":
+            depth -= 1
+        if depth <= 0 and (c in ")" or not c.isspace() and c not in "("):
+            end = i + 1 if c == ")" else i
+            break
+    m = re.match(r"\s*(?:\*\s*\w+\s*)?as\s+([A-Za-z_]\w*)", rest[end:])
+    return m.group(1) if m else None
+
+
+def _totals(nodes: list[Any]) -> str:
     params = sum(n.params for n in nodes)
     macs = sum(n.macs for n in nodes)
-    return f"{head}\n\nall its calls: {fmt_count(params)} params, {fmt_count(macs)} MACs"
+    shape = ", ".join(map(str, nodes[-1].shape))
+    return f"{fmt_count(params)} params ({params:,}), {fmt_count(macs)} MACs, output [{shape}]"
+
+
+def _call_sites(text: str, name: str) -> list[Range]:
+    """Where `name` is called outside block definitions (a block's body: its `block` line and
+    the indented lines after it)."""
+    inside, sites = False, []
+    lines = text.split("\n")
+    body_lines: set[int] = set()
+    for i, line in enumerate(lines):
+        if re.match(r"block\b", line):
+            inside = True
+        elif line[:1].strip() and not line.startswith("#"):
+            inside = False
+        if inside:
+            body_lines.add(i)
+    for rng in occurrences(text, name):
+        if rng[0][0] not in body_lines:
+            sites.append(rng)
+    return sites
 
 
 def inlay_hints(a: Analysis) -> list[tuple[Pos, str]]:
