@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,13 @@ URI = "file:///tmp/netspec-lsp-test/resnet18.ns"
 class Client:
     def __init__(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # A file, not a pipe: a chatty server never blocks; closed by the fixture.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "netspec", "lsp"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=self.log,
             env=env,
         )
         self.next_id = 0
@@ -102,6 +106,7 @@ def client():
     yield c
     if c.proc.poll() is None:
         c.close()
+    c.log.close()
 
 
 def _pos(text: str, needle: str, delta: int = 0) -> dict:
@@ -175,6 +180,15 @@ def test_diagnostic_quick_fix_hover_completion_format(client: Client) -> None:
     assert edits[0]["newText"] == "input [1, 8, 8]\nINPUT -> CONV(4) -> RELU\n"
 
 
+def test_quick_fix_replaces_only_the_misspelled_argument(client: Client) -> None:
+    broken = RESNET.replace("stride=2, padding=3", "strde=2, padding=3")
+    client.open(broken)
+    (diag,) = client.diagnostics()
+    start = _pos(broken, "strde")
+    assert diag["range"] == {"start": start, "end": {**start, "character": start["character"] + 5}}
+    assert diag["data"] == {"fixes": ["stride"]}
+
+
 def test_definition_references_symbols_inlay(client: Client) -> None:
     client.open(RESNET)
     at = {"textDocument": {"uri": URI}, "position": _pos(RESNET, "basic(128", 1)}
@@ -225,3 +239,7 @@ def test_half_typed_text_never_crashes_the_server(client: Client) -> None:
         )
         assert hov is None or "contents" in hov
     assert changes > 50 and client.proc.poll() is None
+    client.close()
+    client.log.seek(0)
+    log = client.log.read().decode()
+    assert "Traceback" not in log and "failed" not in log, log[-2000:]

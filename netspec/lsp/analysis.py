@@ -78,7 +78,21 @@ def analyse(text: str, path: str) -> Analysis:
 
 def _problem(e: NetspecError, text: str) -> Problem:
     fixes = _SUGGESTION.findall(e.hint or "") if "did you mean" in (e.hint or "") else []
-    return Problem(span_range(e.span, text), e.message, e.hint, fixes)
+    rng = span_range(e.span, text)
+    if fixes:
+        rng = _narrow(text, rng, _SUGGESTION.findall(e.message))
+    return Problem(rng, e.message, e.hint, fixes)
+
+
+def _narrow(text: str, rng: Range, names: list[str]) -> Range:
+    """The range of the misspelled name itself (an argument's span covers `strde=2`), so the
+    quick fix replaces the name only."""
+    start, end = offset_of(text, rng[0]), offset_of(text, rng[1])
+    for name in names:
+        m = re.search(rf"(?<![\w.]){re.escape(name)}\b", text[start:end])
+        if m:
+            return pos_of(text, start + m.start()), pos_of(text, start + m.end())
+    return rng
 
 
 # ---- names in the text ------------------------------------------------------------------
