@@ -210,6 +210,29 @@ def test_definition_references_symbols_inlay(client: Client) -> None:
     )
     assert isinstance(hints, list)
     assert any(h["label"] == " [64, 112, 112]" for h in hints)
+    folds = client.request("textDocument/foldingRange", {"textDocument": {"uri": URI}})
+    assert isinstance(folds, list)
+    block = _pos(RESNET, "block basic")["line"]
+    assert {"startLine": block, "endLine": block + 2} in folds
+
+
+def test_signature_help(client: Client) -> None:
+    text = RESNET.replace("-> GAP", "-> CONV(64, 3, pad")
+    client.open(text)
+    sig = client.request(
+        "textDocument/signatureHelp",
+        {"textDocument": {"uri": URI}, "position": _pos(text, "CONV(64, 3, pad", 15)},
+    )
+    assert isinstance(sig, dict)
+    (info,) = sig["signatures"]
+    assert info["label"].startswith("CONV(channels=")
+    assert [p["label"].split("=")[0] for p in info["parameters"]][:4] == [
+        "channels",
+        "kernel",
+        "stride",
+        "padding",
+    ]
+    assert sig["activeParameter"] == 2  # the third positional argument is being typed
 
 
 def test_check_and_fmt_do_not_import_pygls() -> None:

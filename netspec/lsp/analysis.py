@@ -319,3 +319,79 @@ def _open_call(before: str) -> str | None:
                 return m.group(1) if m else None
             depth -= 1
     return None
+
+
+# ---- signature help and folding -------------------------------------------------------------
+
+
+def signature(text: str, pos: Pos) -> tuple[str, list[str], int] | None:
+    """(label, parameter names, active parameter) for the call the cursor is in."""
+    before = text[: offset_of(text, pos)]
+    call = _open_call(before)
+    if call is None:
+        return None
+    if call in SPELLINGS:
+        cls, preset = SPELLINGS[call]
+        fields = cls.model_fields
+        names = [n for n in getattr(cls, "positional", ()) if n in fields]
+        names += [n for n in fields if n not in names and n not in preset]
+        params = [f"{n}={_default(fields[n].default)}" for n in names]
+    else:
+        m = re.search(rf"\bblock\s+{re.escape(call)}\s*\(", _SKIP.sub(" ", text))
+        if m is None:
+            return None
+        params = _split_args(text[m.end() :])
+        names = [p.split("=")[0].strip() for p in params]
+    args = _split_args(before[before.rfind(call) + len(call) :].lstrip()[1:], open_end=True)
+    current = args[-1] if args else ""
+    named = re.match(r"\s*([A-Za-z_]\w*)\s*=", current)
+    active = names.index(named.group(1)) if named and named.group(1) in names else len(args) - 1
+    return f"{call}({', '.join(params)})", params, max(active, 0)
+
+
+def _default(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _split_args(text: str, open_end: bool = False) -> list[str]:
+    """The top-level comma-separated arguments up to the closing `)` (or the end)."""
+    depth, args, cur = 0, [], ""
+    for c in text[:2000]:
+        if c in "([":
+            depth += 1
+        elif c in ")]":
+            if depth == 0:
+                break
+            depth -= 1
+        if c == "," and depth == 0:
+            args.append(cur)
+            cur = ""
+            continue
+        cur += c
+    if cur.strip() or open_end:
+        args.append(cur)
+    return [a.strip() for a in args] if not open_end else args
+
+
+def folding(text: str) -> list[tuple[int, int]]:
+    """Statements over several lines (a block, a chain, a train section, a head), and runs of
+    comment lines: (first line, last line), 0-based."""
+    lines = text.split("\n")
+    ranges, start, comment = [], None, None
+    for i, line in enumerate([*lines, "end"]):
+        top = bool(line[:1].strip()) and not line.startswith("#")
+        if line.startswith("#"):
+            comment = i if comment is None else comment
+        else:
+            if comment is not None and i - 1 > comment:
+                ranges.append((comment, i - 1))
+            comment = None
+        if top or line.startswith("#"):
+            if start is not None:
+                last = max((j for j in range(start, i) if lines[j].strip()), default=start)
+                if last > start:
+                    ranges.append((start, last))
+            start = i if top else None
+    return sorted(ranges)

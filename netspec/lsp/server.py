@@ -212,5 +212,28 @@ def formatting(ls: LanguageServer, params: t.DocumentFormattingParams) -> list[t
     return [t.TextEdit(range=_range(((0, 0), end)), new_text=new)]
 
 
+@server.feature(
+    t.TEXT_DOCUMENT_SIGNATURE_HELP, t.SignatureHelpOptions(trigger_characters=["(", ","])
+)
+@_safe(None)
+def signature_help(ls: LanguageServer, params: t.SignatureHelpParams) -> t.SignatureHelp | None:
+    text = ls.workspace.get_text_document(params.text_document.uri).source
+    found = an.signature(text, (params.position.line, params.position.character))
+    if found is None:
+        return None
+    label, names, active = found
+    info = t.SignatureInformation(
+        label=label, parameters=[t.ParameterInformation(label=n) for n in names]
+    )
+    return t.SignatureHelp(signatures=[info], active_signature=0, active_parameter=active)
+
+
+@server.feature(t.TEXT_DOCUMENT_FOLDING_RANGE)
+@_safe([])
+def folding_range(ls: LanguageServer, params: t.FoldingRangeParams) -> list[t.FoldingRange]:
+    text = ls.workspace.get_text_document(params.text_document.uri).source
+    return [t.FoldingRange(start_line=a, end_line=b) for a, b in an.folding(text)]
+
+
 def main() -> None:
     server.start_io()
