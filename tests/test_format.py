@@ -85,6 +85,20 @@ def test_canonical_layout() -> None:
     )
 
 
+def test_comments_and_blank_lines_stay() -> None:
+    text = (
+        "# head\n\n\n# more\ninput [1,8,8]  # trailing\n"
+        "block b(c) = # body next\n  CONV(c) -> RELU\n"
+        "INPUT -> concat(CONV(4), # a\n CONV(4)) -> FC(2) # end\n\n# tail\n"
+    )
+    assert format_text(text) == (
+        "# head\n\n# more\ninput [1, 8, 8]  # trailing\n"
+        "block b(c) =  # body next\n  CONV(c) -> RELU\n"
+        "INPUT -> concat(\n  CONV(4),  # a\n  CONV(4)\n) -> FC(2)  # end\n\n# tail\n"
+    )
+    _same_program(text, format_text(text))
+
+
 def test_long_chain_breaks_at_arrows() -> None:
     text = "input [3, 8, 8]\nINPUT" + " -> CONV(16, 3, padding=same) -> RELU" * 6 + "\n"
     out = format_text(text)

@@ -36,6 +36,7 @@ from netspec.frontend.parser import _parser, parse_text
 WIDTH = 100
 INDENT = 2
 _COMMENT = re.compile(r"#[^\n]*")
+_BLANK = re.compile(r"\n[ \t\r]*\n")
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSERS = set(_OPENERS.values())
 _CALLS = {"NAME", "CONCAT", "ADD", "MUL", "RESIDUAL", "TOKENS", "QMARK"}
@@ -49,8 +50,9 @@ class _Tok:
     start: int
     end: int
     nl_before: bool = False  # the source had a line break before this token
-    blank_before: bool = False  # ... and an empty line
-    comments: list[tuple[str, bool]] = field(default_factory=list)  # (text, on its own line)
+    blank_before: bool = False  # an empty line between its last comment (if any) and it
+    # (text, on its own line, after an empty line)
+    comments: list[tuple[str, bool, bool]] = field(default_factory=list)
 
 
 @dataclass
@@ -104,11 +106,12 @@ def _lex(text: str) -> tuple[list[_Tok], list[tuple[int, str]]]:
 def _gap(gap: str, tok: _Tok, file_start: bool) -> None:
     last = 0
     for m in _COMMENT.finditer(gap):
-        own = "\n" in gap[last : m.start()] or (file_start and last == 0)
-        tok.comments.append((m.group().rstrip(), own))
+        before = gap[last : m.start()]
+        own = "\n" in before or (file_start and last == 0)
+        tok.comments.append((m.group().rstrip(), own, bool(_BLANK.search(before))))
         last = m.end()
     tok.nl_before = "\n" in gap
-    tok.blank_before = bool(re.search(r"\n[ \t\r]*\n", gap))
+    tok.blank_before = bool(_BLANK.search(gap[last:]))
 
 
 class _Printer:
@@ -134,7 +137,7 @@ class _Printer:
 
     def _blank(self) -> None:
         self._flush()
-        if self.lines and self.lines[-1].code != "" or self.lines and self.lines[-1].comment:
+        if self.lines and self.lines[-1].stmt != -1:
             self.lines.append(_Line(0, stmt=-1))
 
     def _col(self) -> int:
@@ -158,26 +161,20 @@ class _Printer:
         return _render(self.lines)
 
     def _statement_gap(self, i: int, tok: _Tok) -> None:
-        for text, own in tok.comments:
+        for text, own, blank in tok.comments:
             if not own and self.line is not None and self.line.code:
                 self.line.comment = text
                 continue
+            if blank:
+                self._blank()
             self._newline(0)
             assert self.line is not None
             self.line.comment = text
-        if tok.type != "$END" and self.lines and tok.blank_before:
-            self._blank_before_statement(tok)
-
-    def _blank_before_statement(self, tok: _Tok) -> None:
-        # The blank line goes before the statement's own leading comments, as the author had it.
-        self._flush()
-        own = [c for c in tok.comments if c[1]]
-        at = len(self.lines) - len(own)
-        if at > 0 and self.lines[at - 1].stmt != -1:
-            self.lines.insert(at, _Line(0, stmt=-1))
+        if tok.type != "$END" and tok.blank_before:
+            self._blank()
 
     def _comments(self, i: int, tok: _Tok) -> None:
-        for text, own in tok.comments:
+        for text, own, _blank in tok.comments:
             assert self.line is not None
             if own or not self.line.code:
                 self._newline(self._indent_for(i, tok))
