@@ -93,7 +93,7 @@ def test_comments_and_blank_lines_stay() -> None:
     )
     assert format_text(text) == (
         "# head\n\n# more\ninput [1, 8, 8]  # trailing\n"
-        "block b(c) =  # body next\n  CONV(c) -> RELU\n"
+        "block b(c) =     # body next\n  CONV(c) -> RELU\n"  # trailing comments aligned
         "INPUT -> concat(\n  CONV(4),  # a\n  CONV(4)\n) -> FC(2)  # end\n\n# tail\n"
     )
     _same_program(text, format_text(text))
