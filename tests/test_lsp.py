@@ -15,6 +15,8 @@ import pytest
 from fuzz_specs import generated_spec, mutated_spec
 
 from netspec.ir.build import load_spec_text
+from netspec.lsp.analysis import completions
+from netspec.zoo import names
 
 pytest.importorskip("pygls")
 
@@ -266,3 +268,13 @@ def test_half_typed_text_never_crashes_the_server(client: Client) -> None:
     client.log.seek(0)
     log = client.log.read().decode()
     assert "Traceback" not in log and "failed" not in log, log[-2000:]
+
+
+def test_completion_of_arguments_names_and_zoo() -> None:
+    text = "c = 4\nblock stem(c) = CONV(c)\nINPUT -> CONV(64, st"
+    end = (2, len("INPUT -> CONV(64, st"))
+    assert ("stride=", "CONV argument") in completions(text, end)
+    assert {label for label, _ in completions(text + "\n-> s", (3, 4))} >= {"stem", "SOFTMAX"}
+    assert {label for label, _ in completions("# zoo:", (0, 6))} == set(names())
+    resnets = {label for label, _ in completions("# zoo:resn", (0, 10))}
+    assert resnets == {n for n in names() if n.startswith("resn")} and "resnet18" in resnets

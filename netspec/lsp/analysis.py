@@ -12,6 +12,7 @@ from netspec.errors import NetspecError, Span, SpecErrors
 from netspec.io import fmt_bytes, fmt_count
 from netspec.ir.build import load_spec_text
 from netspec.layers import SPELLINGS
+from netspec.zoo import names
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 _SKIP = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"')  # comments and strings hold no names
@@ -290,10 +291,9 @@ def completions(text: str, pos: Pos) -> list[tuple[str, str]]:
     """(label, what) for the word being typed at pos."""
     off = offset_of(text, pos)
     line = text[:off].rsplit("\n", 1)[-1]
-    if re.search(r"zoo:[\w]*$", line):
-        from netspec.zoo import names
-
-        return [(n, "zoo spec") for n in names()]
+    zoo = re.search(r"zoo:(\w*)$", line)
+    if zoo:
+        return [(n, "zoo spec") for n in names() if n.startswith(zoo.group(1))]
     call = _open_call(text[:off])
     out: list[tuple[str, str]] = []
     if call and call in SPELLINGS:
