@@ -70,7 +70,8 @@ class _Line:
     code: str = ""
     comment: str | None = None
     assertion: int | None = None  # where a trailing `: [shape]` starts in code
-    stmt: int = 0
+    stmt: int = 0  # the statement's first token (-1: an empty line)
+    pad: int = 0  # the column of an aligned trailing comment
 
 
 def format_text(text: str, path: str = "<spec>") -> str:
@@ -80,7 +81,7 @@ def format_text(text: str, path: str = "<spec>") -> str:
         toks, starts = _lex(text)
     except UnexpectedInput as e:  # pragma: no cover - parse_text accepted it
         raise NetspecError(f"cannot format {path}: {e}") from None
-    return _Printer(toks, starts, text).run()
+    return _Printer(toks, starts).run()
 
 
 def _lex(text: str) -> tuple[list[_Tok], list[tuple[int, str]]]:
@@ -115,7 +116,7 @@ def _gap(gap: str, tok: _Tok, file_start: bool) -> None:
 
 
 class _Printer:
-    def __init__(self, toks: list[_Tok], starts: list[tuple[int, str]], text: str) -> None:
+    def __init__(self, toks: list[_Tok], starts: list[tuple[int, str]]) -> None:
         self.toks = toks
         self.starts = dict(starts)
         self.lines: list[_Line] = []
@@ -360,10 +361,8 @@ def _render(lines: list[_Line]) -> str:
     for ln in lines:
         text = " " * ln.indent + ln.code if ln.code else ""
         if ln.comment is not None:
-            pad = getattr(ln, "pad", 0)
-            text = (
-                text + " " * max(2, pad - len(text)) if ln.code else " " * ln.indent
-            ) + ln.comment
+            pad = " " * max(2, ln.pad - len(text))
+            text = (text + pad if ln.code else " " * ln.indent) + ln.comment
         out.append(text.rstrip())
     while out and not out[-1]:
         out.pop()
@@ -404,4 +403,4 @@ def _align_run(run: list[_Line], where, assertion: bool) -> None:
         return
     col = max(ln.indent + len(ln.code) for ln in run) + 2
     for ln in run:
-        ln.pad = col  # type: ignore[attr-defined]
+        ln.pad = col
