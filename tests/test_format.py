@@ -56,10 +56,11 @@ def test_zoo_formats_to_the_same_graph(path: Path) -> None:
     assert max(len(line) for line in code) <= WIDTH  # comments and strings cannot break
 
 
+@pytest.mark.slow
 def test_fuzzer_specs_format_to_the_same_graph() -> None:
     r = random.Random(27)
     formatted = 0
-    for _ in range(150):
+    for _ in range(80):
         text = generated_spec(r) if r.random() < 0.5 else mutated_spec(r)
         try:
             out = format_text(text)
@@ -67,7 +68,7 @@ def test_fuzzer_specs_format_to_the_same_graph() -> None:
             continue  # does not parse: fmt leaves it alone (tested below)
         _same_program(text, out)
         formatted += 1
-    assert formatted > 50
+    assert formatted > 25
 
 
 def test_canonical_layout() -> None:

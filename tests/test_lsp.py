@@ -81,7 +81,8 @@ class Client:
         return published[-1]["params"]["diagnostics"]
 
     def open(self, text: str) -> None:
-        doc = {"uri": URI, "languageId": "netspec", "version": 1, "text": text}
+        self.version += 1
+        doc = {"uri": URI, "languageId": "netspec", "version": self.version, "text": text}
         self.notify("textDocument/didOpen", {"textDocument": doc})
 
     def change(self, text: str) -> None:
@@ -100,11 +101,17 @@ class Client:
         self.proc.wait(timeout=10)
 
 
-@pytest.fixture
-def client():
+def _started() -> Client:
     c = Client()
     c.request("initialize", {"processId": None, "rootUri": None, "capabilities": {}})
     c.notify("initialized", {})
+    return c
+
+
+@pytest.fixture(scope="module")
+def client():
+    """One server for the module's tests (each opens its document afresh): it starts in seconds."""
+    c = _started()
     yield c
     if c.proc.poll() is None:
         c.close()
@@ -248,7 +255,8 @@ def test_check_and_fmt_do_not_import_pygls() -> None:
     assert out.stdout.decode().strip().splitlines()[-1] == "[]"
 
 
-def test_half_typed_text_never_crashes_the_server(client: Client) -> None:
+def test_half_typed_text_never_crashes_the_server() -> None:
+    client = _started()  # its own server, whose log is read at the end
     r = random.Random(27)
     texts = [RESNET] + [generated_spec(r) for _ in range(2)] + [mutated_spec(r)]
     client.open("")
@@ -267,6 +275,7 @@ def test_half_typed_text_never_crashes_the_server(client: Client) -> None:
     client.close()
     client.log.seek(0)
     log = client.log.read().decode()
+    client.log.close()
     assert "Traceback" not in log and "failed" not in log, log[-2000:]
 
 
