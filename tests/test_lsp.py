@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fuzz_specs import generated_spec, mutated_spec
 
+from netspec.ir import receptive
 from netspec.ir.build import load_spec_text
 from netspec.lsp.analysis import completions
 from netspec.zoo import names
@@ -159,6 +160,8 @@ def test_diagnostic_quick_fix_hover_completion_format(client: Client) -> None:
         {"textDocument": {"uri": URI}, "position": _pos(fixed, "POOL(3, stride=2", 1)},
     )
     assert isinstance(hov, dict) and "[64, 56, 56]" in hov["contents"]["value"]
+    field = receptive.compute(load_spec_text(RESNET).instantiate())["pool1"]
+    assert f"receptive field: {field.size[0]} input pixels" in hov["contents"]["value"]
 
     call = client.request(
         "textDocument/hover",

@@ -4,12 +4,14 @@ as in LSP; netspec's spans are 1-based with an exclusive end column."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from netspec.errors import NetspecError, Span, SpecErrors
 from netspec.io import fmt_bytes, fmt_count
+from netspec.ir import receptive
 from netspec.ir.build import load_spec_text
 from netspec.layers import SPELLINGS
 from netspec.zoo import names
@@ -41,6 +43,15 @@ class Analysis:
     text: str
     problems: list[Problem]
     graph: Any = None  # the IR graph, when the spec built
+    fields: dict[str, Any] | None = None  # receptive fields by node id, computed on first hover
+
+    def receptive(self, node_id: str) -> Any:
+        if self.fields is None:
+            try:
+                self.fields = receptive.compute(self.graph)
+            except Exception:  # a hover without the field rather than no hover
+                self.fields = {}
+        return self.fields.get(node_id)
 
 
 def span_range(span: Span | None, text: str) -> Range:
@@ -176,7 +187,7 @@ def hover(a: Analysis, pos: Pos) -> str | None:
         return _block_hover(a, hit[0], hit[1])
     nodes = nodes_at(a, pos)
     if nodes:
-        return _node_hover(nodes)
+        return _node_hover(nodes, a.receptive(nodes[0].id))
     if hit is None:
         return None
     name = hit[0]
@@ -192,7 +203,7 @@ def hover(a: Analysis, pos: Pos) -> str | None:
     return None
 
 
-def _node_hover(nodes: list[Any]) -> str:
+def _node_hover(nodes: list[Any], field: Any = None) -> str:
     n = nodes[0]
     shape = "x".join(map(str, n.shape))
     lines = [f"**{n.kind}** `{n.id}` -> `[{', '.join(map(str, n.shape))}]`", ""]
@@ -200,6 +211,10 @@ def _node_hover(nodes: list[Any]) -> str:
     lines.append(f"- params: {fmt_count(n.params)} ({n.params:,})")
     lines.append(f"- MACs: {fmt_count(n.macs)}")
     lines.append(f"- activation memory: {fmt_count(n.memory)} elements ({fmt_bytes(4 * n.memory)})")
+    if field is not None:
+        size = receptive.text(tuple(math.ceil(r) for r in field.size))
+        jump = receptive.text(tuple(float(j) if j % 1 else int(j) for j in field.jump))
+        lines.append(f"- receptive field: {size} input pixels, {jump} apart")
     if len(nodes) > 1:
         lines.append(f"- {len(nodes)} instances: " + ", ".join(f"`{m.id}`" for m in nodes[:5]))
     return "\n".join(lines)
