@@ -26,6 +26,8 @@ COMMANDS = {
     "draw": ("netspec.commands.draw", "draw"),
     "serve": ("netspec.commands.serve", "serve"),
     "show": ("netspec.commands.show", "show"),
+    "fmt": ("netspec.commands.fmt", "fmt"),
+    "lsp": ("netspec.commands.lsp", "lsp"),
 }
 
 
