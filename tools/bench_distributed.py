@@ -100,7 +100,7 @@ def main() -> None:
                     [
                         [
                             *torchrun("--standalone", "--nproc_per_node", "2"),
-                            *train(args.spec, "torchrun")[2:],
+                            *train(args.spec, "torchrun")[3:],
                         ]
                     ],  # fmt: skip
                     work,
