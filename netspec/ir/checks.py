@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from netspec.errors import NetspecError
 from netspec.frontend import ast
@@ -11,11 +11,8 @@ from netspec.ir.bindings import construct, show_value
 from netspec.ir.expr import eval_int, evaluate, walk
 from netspec.ir.graph import BudgetCheck, Graph, Node
 from netspec.ir.naming import Value
+from netspec.units import limit_text
 
-if TYPE_CHECKING:
-    from netspec.ir.spec import Spec
-
-BUDGET_METRICS = ("params", "trainable", "macs", "flops", "memory")
 _CMP = {
     "<=": lambda a, b: a <= b,
     "<": lambda a, b: a < b,
@@ -27,7 +24,10 @@ _CMP = {
 
 
 def budget_checks(
-    spec: Spec, graph: Graph, env: Mapping[str, Any], errors: list[NetspecError]
+    budgets: Sequence[ast.BudgetItem],
+    graph: Graph,
+    env: Mapping[str, Any],
+    errors: list[NetspecError],
 ) -> list[BudgetCheck]:
     """Each `budget` item held against the graph's totals; a failed one adds to `errors`."""
     t = graph.totals
@@ -39,7 +39,7 @@ def budget_checks(
         "memory": t.memory_bytes,
     }
     checks = []
-    for item in spec.budgets:
+    for item in budgets:
         limit = evaluate(item.limit, env)
         if isinstance(limit, bool) or not isinstance(limit, int | float):
             errors.append(
@@ -87,8 +87,6 @@ def budget_checks(
             )
         )
         if not ok:
-            from netspec.summary import limit_text
-
             unit = " bytes" if item.metric == "memory" else ""
             errors.append(
                 NetspecError(

@@ -10,15 +10,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from netspec.errors import NetspecError, did_you_mean
 from netspec.frontend import ast
 from netspec.ir.expr import eval_int, evaluate, free_names
-from netspec.ir.naming import Scope, Value
-from netspec.ir.spec import switch_name
+from netspec.ir.naming import Scope, Value, switch_name
 from netspec.layers import fmt_shape
 from netspec.layers.conv import Conv
 from netspec.layers.norm import BatchNorm
 from netspec.layers.structure import Add, Concat, Mul
 
 if TYPE_CHECKING:
-    from netspec.ir.spec import Spec
+    from netspec.ir.spec import ParsedSpec
 
 import contextlib
 
@@ -41,7 +40,7 @@ class OverCap(NetspecError):
 class Expansion(Propagation):
     """The builder's stage that expands blocks, branches and residuals into chains of calls."""
 
-    spec: Spec
+    spec: ParsedSpec
     globals: dict[str, Any]
     block_stack: list[str]
     _estimates: dict[tuple, int]

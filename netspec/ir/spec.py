@@ -1,11 +1,12 @@
 """Statements and scopes: a parsed spec read into its header, constants, blocks, free
-parameters (with their domains) and main chain; `Spec.instantiate` hands it to the builder."""
+parameters (with their domains) and main chain. The builder (`netspec.ir.build`, the next
+stage) reads a `ParsedSpec`; its `Spec` adds `instantiate`."""
 
 from __future__ import annotations
 
 import gc
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +14,9 @@ from typing import Any
 
 from netspec.errors import NetspecError, Span, SpecErrors, did_you_mean
 from netspec.frontend import ast
-from netspec.frontend.parser import parse_file, parse_text
-from netspec.ir.checks import BUDGET_METRICS
 from netspec.ir.expr import Symbol, eval_int, evaluate
-from netspec.ir.graph import Scalar
+from netspec.ir.graph import BUDGET_METRICS, Scalar
+from netspec.ir.naming import switch_name
 from netspec.layers import SPELLINGS, Layer
 
 
@@ -46,7 +46,7 @@ class Domain:
         return "{" + ", ".join(str(v) for v in vals) + "}"
 
 
-class Spec:
+class ParsedSpec:
     """A parsed spec: its header, constants, blocks, free parameters and the main chain."""
 
     def __init__(self, module: ast.Module) -> None:
@@ -309,36 +309,6 @@ class Spec:
     def is_family(self) -> bool:
         return bool(self.free)
 
-    def instantiate(
-        self,
-        bindings: Mapping[str, Scalar] | None = None,
-        *,
-        collect: bool = False,
-        light: bool = False,
-    ):
-        """Bind the free parameters and build the graph.
-
-        Returns the `Graph`; with `collect=True`, returns `(graph, errors)` so a caller can show
-        the table even when a shape assertion or budget failed (graph is None on fatal errors).
-        With `light=True` the graph has totals and budgets but no nodes: the same rules and
-        checks, several times faster, for exploring design spaces.
-        """
-        from netspec.ir.build import Builder  # the next stage; it imports this module
-
-        builder = Builder(self, dict(bindings or {}), light=light)
-        try:
-            with paused_gc():
-                graph = builder.build()
-        except NetspecError as e:
-            if collect:
-                return None, builder.errors + [e]
-            raise SpecErrors(builder.errors + [e]) from None
-        if collect:
-            return graph, builder.errors
-        if builder.errors:
-            raise SpecErrors(builder.errors)
-        return graph
-
 
 @contextmanager
 def paused_gc() -> Iterator[None]:
@@ -354,19 +324,3 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-
-def switch_name(el: ast.Element) -> str | None:
-    if el.label:
-        return el.label
-    if isinstance(el.primary, ast.Call):
-        return el.primary.name.lower()
-    return None
-
-
-def load_spec(path: str | Path) -> Spec:
-    return Spec(parse_file(path))
-
-
-def load_spec_text(text: str, path: str = "<spec>") -> Spec:
-    return Spec(parse_text(text, path))
