@@ -159,6 +159,9 @@ class Builder(Expansion):
 
     # ---- entry
     def build(self) -> Graph:
+        """The whole instance: globals, dtype, defaults, the input, the main chain, the heads,
+        then the graph with its budgets and train section checked. Over 60 lines as the one
+        place that reads top to bottom in the order of the spec's stages."""
         spec = self.spec
         env = global_env(self.spec, self.bindings)
         self.globals = env

@@ -67,6 +67,9 @@ class Expansion(Propagation):
         scope: Scope,
         label: str | None,
     ) -> Value:
+        """Expand a block call: its arguments bound (positional, named, defaults, each error
+        named), its size checked against the cap, its body in a scope of its own. Just over 60
+        lines: five argument errors, each with its hint, written out."""
         if block.name in self.block_stack:
             cycle = " -> ".join(
                 self.block_stack[self.block_stack.index(block.name) :] + [block.name]
