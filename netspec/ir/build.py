@@ -36,6 +36,7 @@ from netspec.ir.bindings import (
     setting_value,
 )
 from netspec.ir.checks import assertion_error, budget_checks
+from netspec.ir.estimate import SizeEstimate, names_of
 from netspec.ir.expand import Expansion, OverCap
 from netspec.ir.expr import Symbol, eval_int, free_names
 from netspec.ir.graph import (
@@ -147,15 +148,10 @@ class Builder(Expansion):
         self.tail = None
         self.flattened = None
         self.per_pixel = False
-        self._estimates = {}
-        self._estimating = set()
-        self._primary_names = spec.primary_names
-        self._steps = 0
         # The names each call's arguments read, and the layer each call made (per input
         # channels and values of those names).
         self._call_names: dict[ast.Call, tuple[str, ...] | None] = {}
         self._call_layers: dict[tuple, Layer] = {}
-        self._indexed = 0
 
     # ---- entry
     def build(self) -> Graph:
@@ -165,6 +161,7 @@ class Builder(Expansion):
         spec = self.spec
         env = global_env(self.spec, self.bindings)
         self.globals = env
+        self.estimate = SizeEstimate(spec.blocks, env, spec.primary_names)
         self.classes = eval_int(spec.classes.value, env, "classes", 1) if spec.classes else None
         self.per_pixel = spec.classes is not None and spec.classes.per_pixel
         if env.get("classes") is DEFERRED:
@@ -477,7 +474,9 @@ class Builder(Expansion):
             self._open_repetitions.append(el)
             # A loop whose body reads its index evaluates it afresh each time round: a step of
             # work each (see netspec.ir.limits).
-            indexed = el.index_var is not None and el.index_var in self._names_of(p)
+            indexed = el.index_var is not None and el.index_var in names_of(
+                self.spec.primary_names, p
+            )
             try:
                 for i in range(count):
                     body_env = {**env, el.index_var: i} if el.index_var else env
