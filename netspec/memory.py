@@ -41,7 +41,7 @@ import math
 from typing import NamedTuple
 
 from netspec.ir.graph import DTYPE_BYTES, Graph
-from netspec.layers.base import INDEX_BYTES, STAT_BYTES, BackwardMemory
+from netspec.layers.base import INDEX_BYTES, STAT_BYTES, BackwardMemory, Layer
 
 # Optimizer state tensors per parameter.
 OPTIMIZER_STATES = {"sgd": 1, "adam": 2, "adamw": 2}
@@ -77,28 +77,36 @@ def activations_kept(graph: Graph) -> tuple[int, int]:
     extra = INDEX_BYTES  # per example: the loss's target; indices, masks, log-probabilities
     fixed = STAT_BYTES  # per batch: the loss's total weight; batch norm statistics
     last = graph.nodes[-1] if graph.nodes else None
-    facts: dict[tuple[int, tuple[int, ...]], BackwardMemory] = {}  # by layer and output shape
+    facts: dict[int, BackwardMemory] = {}
+    by_value: dict[tuple[Layer, tuple[int, ...]], BackwardMemory] = {}
     for node in graph.nodes:
-        layer, node_id, shape = node.layer, node.id, node.shape
-        if node is last and layer.probabilities and node_id == graph.output:
+        node_id, shape = node.id, node.shape
+        if node is last and node.layer.probabilities and node_id == graph.output:
             # Training feeds the scores before the final SOFTMAX to the loss (log-softmax).
             extra += math.prod(shape) * eb
             break
-        key = (id(layer), shape)
-        memory = facts.get(key)
+        # The nodes the builder made from one figures entry share their private part (their
+        # layer, on the same input shapes), which the graph keeps alive: keyed by identity
+        # first, then (a graph read from JSON) by the layer's and the shape's values.
+        memory = facts.get(id(node.__pydantic_private__))
         if memory is None:
-            memory = facts[key] = layer.backward_memory(shape, eb)
-        if memory.shares_input and node.inputs:
+            layer = node.layer
+            memory = by_value.get((layer, shape))
+            if memory is None:
+                memory = by_value[(layer, shape)] = layer.backward_memory(shape, eb)
+            facts[id(node.__pydantic_private__)] = memory
+        shares, keeps, stored, more, per_batch = memory
+        if shares and node.inputs:
             at = root[node_id] = root[node.inputs[0]]
         else:
             at = root[node_id] = node_id
-            size[node_id] = memory.stored
-        if memory.keeps == "output":
+            size[node_id] = stored
+        if keeps == "output":
             kept.add(at)
-        elif memory.keeps == "input":
+        elif keeps == "input":
             kept.update(root[i] for i in node.inputs)
-        extra += memory.extra
-        fixed += memory.fixed
+        extra += more
+        fixed += per_batch
     else:
         if last is not None:
             # No final SOFTMAX: the loss still takes log-softmax of the graph's output.

@@ -29,8 +29,7 @@ def budget_checks(
     env: Mapping[str, Any],
     errors: list[NetspecError],
 ) -> list[BudgetCheck]:
-    """Each `budget` item held against the graph's totals; a failed one adds to `errors`.
-    Just over 60 lines: three error messages, each with its hint, written out."""
+    """Each `budget` item held against the graph's totals; a failed one adds to `errors`."""
     t = graph.totals
     values = {
         "params": t.params,
@@ -42,35 +41,9 @@ def budget_checks(
     checks = []
     for item in budgets:
         limit = evaluate(item.limit, env)
-        if isinstance(limit, bool) or not isinstance(limit, int | float):
-            errors.append(
-                NetspecError(
-                    f"a budget limit must be a number; received {limit!r}",
-                    item.limit.span,
-                    hint="e.g. `budget params <= 5M, memory <= 100MB`",
-                )
-            )
-            continue
-        if item.metric != "memory" and any(
-            isinstance(n, ast.Num) and n.text.endswith("B") for n in walk(item.limit)
-        ):
-            errors.append(
-                NetspecError(
-                    f"`{item.metric}` is a count, but its limit is written in bytes",
-                    item.limit.span,
-                    hint=f"drop the B (`budget {item.metric} <= 1M`); bytes are for "
-                    "`memory` (`budget memory <= 100MB`)",
-                )
-            )
-            continue
-        if limit < 0:
-            errors.append(
-                NetspecError(
-                    f"a budget limit is a size or a count, at least 0; received {show_value(limit)}",
-                    item.limit.span,
-                    hint=f"e.g. `budget {item.metric} <= 5M`",
-                )
-            )
+        refused = _limit_error(item, limit)
+        if refused is not None:
+            errors.append(refused)
             continue
         value = values[item.metric]
         ok = _CMP[item.op](value, limit)
@@ -98,6 +71,32 @@ def budget_checks(
                 )
             )
     return checks
+
+
+def _limit_error(item: ast.BudgetItem, limit: Any) -> NetspecError | None:
+    """A budget limit that is no number, a count written in bytes, or negative."""
+    if isinstance(limit, bool) or not isinstance(limit, int | float):
+        return NetspecError(
+            f"a budget limit must be a number; received {limit!r}",
+            item.limit.span,
+            hint="e.g. `budget params <= 5M, memory <= 100MB`",
+        )
+    if item.metric != "memory" and any(
+        isinstance(n, ast.Num) and n.text.endswith("B") for n in walk(item.limit)
+    ):
+        return NetspecError(
+            f"`{item.metric}` is a count, but its limit is written in bytes",
+            item.limit.span,
+            hint=f"drop the B (`budget {item.metric} <= 1M`); bytes are for "
+            "`memory` (`budget memory <= 100MB`)",
+        )
+    if limit < 0:
+        return NetspecError(
+            f"a budget limit is a size or a count, at least 0; received {show_value(limit)}",
+            item.limit.span,
+            hint=f"e.g. `budget {item.metric} <= 5M`",
+        )
+    return None
 
 
 _NODE_FIGURE = {

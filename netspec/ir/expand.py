@@ -141,40 +141,7 @@ class Expansion(Propagation):
     def residual(
         self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
     ) -> Value:
-        project: bool | str = False
-        when = True
-        given: dict[str, ast.Arg] = {}
-        for kw in br.kwargs:
-            if kw.name in given:
-                raise NetspecError(
-                    f"argument `{kw.name}` of residual(...) is given twice",
-                    kw.span,
-                    notes=[f"first given at {given[kw.name].span}"],
-                    hint="keep one of them",
-                )
-            if kw.name is not None:
-                given[kw.name] = kw
-            if kw.name == "when":
-                when = _condition(
-                    evaluate(kw.value, env),
-                    kw.value,
-                    "the condition of when=",
-                    hint="the skip exists when it holds, e.g. when=(s == 1 and in.c == c)",
-                )
-                continue
-            if kw.name != "project":
-                raise NetspecError(
-                    f"residual(...) has no argument `{kw.name}`",
-                    kw.span,
-                    hint=did_you_mean(kw.name or "", ["project", "when"])
-                    or "its arguments: project=auto|on|off, when=(condition)",
-                )
-            value = evaluate(kw.value, env, symbols=True)
-            if value not in (True, False, "auto"):
-                raise NetspecError(
-                    f"project must be auto, on or off; received {value!r}", kw.value.span
-                )
-            project = value
+        project, when = _residual_options(br, env)
         if len(br.chains) != 1:
             raise NetspecError(
                 "residual(...) takes one chain (the residual branch); use add(a, b) for two",
@@ -314,6 +281,46 @@ class Expansion(Propagation):
     def _enter(self, span: Any) -> None:
         """One more chain nested in the ones being expanded."""
         self._depth = enter(self._depth, span)
+
+
+def _residual_options(br: ast.Branches, env: Mapping[str, Any]) -> tuple[bool | str, bool]:
+    """residual(...)'s `project=` (auto, on or off; off when not given) and `when=` (true
+    when not given), each given at most once."""
+    project: bool | str = False
+    when = True
+    given: dict[str, ast.Arg] = {}
+    for kw in br.kwargs:
+        if kw.name in given:
+            raise NetspecError(
+                f"argument `{kw.name}` of residual(...) is given twice",
+                kw.span,
+                notes=[f"first given at {given[kw.name].span}"],
+                hint="keep one of them",
+            )
+        if kw.name is not None:
+            given[kw.name] = kw
+        if kw.name == "when":
+            when = _condition(
+                evaluate(kw.value, env),
+                kw.value,
+                "the condition of when=",
+                hint="the skip exists when it holds, e.g. when=(s == 1 and in.c == c)",
+            )
+            continue
+        if kw.name != "project":
+            raise NetspecError(
+                f"residual(...) has no argument `{kw.name}`",
+                kw.span,
+                hint=did_you_mean(kw.name or "", ["project", "when"])
+                or "its arguments: project=auto|on|off, when=(condition)",
+            )
+        value = evaluate(kw.value, env, symbols=True)
+        if value not in (True, False, "auto"):
+            raise NetspecError(
+                f"project must be auto, on or off; received {value!r}", kw.value.span
+            )
+        project = value
+    return project, when
 
 
 def _condition(value: Any, e: ast.Expr, what: str, hint: str | None = None) -> bool:
