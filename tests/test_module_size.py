@@ -29,6 +29,8 @@ ALLOWED = {
     "netspec.train (issue 20: settings validate themselves)",
     "netspec/frontend/parser.py": "the Lark transformer (one method per grammar rule) and the "
     "mapping of Lark's errors to ours: one job, split only with the grammar",
+    "netspec/train/distributed.py": "torchrun workers: joining, the same-job check, failure "
+    "detection and the local launcher, grown by the torchrun work; the launcher can go apart",
     "netspec/summary.py": "the check table: rows, scope collapsing, column layout and four "
     "formats; the text layout (Column, text_table) can go to its own module",
 }
