@@ -16,6 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# The train section's check registers with the IR, which cannot import it (see
+# netspec.ir.sections): imported here, it runs in every build.
+from netspec.train import settings as _train_settings  # noqa: E402, F401
+
 if TYPE_CHECKING:
     from netspec.ir.graph import Graph
 
@@ -27,6 +31,7 @@ def compile_spec(spec: str | Path, bindings: dict[str, Any] | None = None) -> Gr
     with a line break or an arrow `->`, which no file name has).
     """
     from netspec.ir.build import load_spec, load_spec_text
+    from netspec.summary import summary  # noqa: F401 (registers the graph's table)
     from netspec.zoo import resolve
 
     if is_spec_text(spec):

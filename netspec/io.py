@@ -5,7 +5,8 @@
   process leaves at most a hidden ``.NAME.nst-HOST-PID.*.netspec-tmp`` file or folder, which
   `clean_stale_temps` removes on the next write to that folder once that process is gone
   (`sweep_stale`; never a live one); `temp_folder` does the same for work folders elsewhere.
-- Booleans read the same everywhere: `BOOL_WORDS` / `parse_bool`.
+- Booleans read the same everywhere: `BOOL_WORDS` / `parse_bool`; `--set` words by
+  `parse_bindings` (the CLI's and the server's).
 - Sizes print the same everywhere: `fmt_bytes` uses binary units (KiB, MiB, GiB: powers of
   1024), as PyTorch and the summary's memory column do; `fmt_count` groups digits.
 - Inputs are read the same everywhere: `read_input` takes regular files only (never a device
@@ -342,3 +343,24 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def parse_bindings(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`--set` words, `N=2 M=3 pool=on` -> {"N": "2", ...}; the spec coerces the values."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        for item in pair.split():
+            if "=" not in item:
+                raise NetspecError(
+                    f"--set takes NAME=VALUE; received `{item}`", hint="e.g. --set N=2 M=3 pool=on"
+                )
+            name, value = (part.strip() for part in item.split("=", 1))
+            if name in out:
+                if out[name] == value:
+                    continue
+                raise NetspecError(
+                    f"`{name}` is bound twice: {name}={out[name]} and {name}={value}",
+                    hint=f"give --set {name}=... once",
+                )
+            out[name] = value
+    return out

@@ -7,7 +7,9 @@
                  (netspec's default: adam)
     activations  the tensors autograd keeps for the backward pass, for a batch
 
-Activations kept for backward follow what each kind's backward needs, per example:
+Activations kept for backward follow what each kind's backward needs, per example; each layer
+class states its own (`Layer.backward_memory` in netspec/layers/), and this module adds them
+up:
 
 - ReLU, tanh, sigmoid and softmax keep their output; additions, concatenations, upsampling,
   flatten, identity and dropout keep nothing of their input (dropout keeps its mask); every
@@ -39,33 +41,7 @@ import math
 from typing import NamedTuple
 
 from netspec.ir.graph import DTYPE_BYTES, Graph
-
-# What each kind's backward needs. Every kind not named here keeps its input (conv, transposed
-# conv, FC, batch norm, pooling, LRN, embedding, and the activations whose gradient reads their
-# input: leaky ReLU, ReLU6, SiLU, GELU, ELU, PReLU, hard swish and hard sigmoid), so a kind
-# added to the registry is counted, never silently left out.
-KEEPS_OUTPUT = frozenset({"relu", "tanh", "sigmoid", "softmax"})
-KEEPS_NOTHING = frozenset(
-    {
-        "input",
-        "add",
-        "concat",
-        "flatten",
-        "identity",
-        "dropout",
-        "upsample",
-        "channel_shuffle",
-        "slice",
-        "drop_path",
-    }
-)
-SHARES_INPUT = frozenset({"relu", "flatten", "identity", "slice"})  # in place, or a view
-# The kinds with something more than their tensors (masks, indices, statistics).
-_EXTRAS = frozenset(
-    {"dropout", "pool", "global_pool", "batchnorm", "layernorm", "groupnorm", "drop_path"}
-)
-INDEX_BYTES = 8  # int64: max pooling's indices, token ids
-STAT_BYTES = 4  # fp32: batch norm's saved mean and inverse std
+from netspec.layers.base import INDEX_BYTES, STAT_BYTES, BackwardMemory, Layer
 
 # Optimizer state tensors per parameter.
 OPTIMIZER_STATES = {"sgd": 1, "adam": 2, "adamw": 2}
@@ -91,7 +67,9 @@ class TrainingMemory(NamedTuple):
 
 
 def activations_kept(graph: Graph) -> tuple[int, int]:
-    """Bytes autograd keeps for backward: (per example, per batch regardless of its size)."""
+    """Bytes autograd keeps for backward: (per example, per batch regardless of its size).
+    Each layer says what it holds (`Layer.backward_memory`); this adds them up, counting a
+    storage that several layers keep once."""
     eb = DTYPE_BYTES[graph.dtype]
     root: dict[str, str] = {}  # node id -> the node whose storage its output lives in
     size: dict[str, int] = {}  # storage root -> bytes per example
@@ -99,44 +77,36 @@ def activations_kept(graph: Graph) -> tuple[int, int]:
     extra = INDEX_BYTES  # per example: the loss's target; indices, masks, log-probabilities
     fixed = STAT_BYTES  # per batch: the loss's total weight; batch norm statistics
     last = graph.nodes[-1] if graph.nodes else None
-    prod = math.prod
+    facts: dict[int, BackwardMemory] = {}
+    by_value: dict[tuple[Layer, tuple[int, ...]], BackwardMemory] = {}
     for node in graph.nodes:
-        kind, node_id, shape = node.kind, node.id, node.shape
-        if node is last and kind == "softmax" and node_id == graph.output:
+        node_id, shape = node.id, node.shape
+        if node is last and node.layer.probabilities and node_id == graph.output:
             # Training feeds the scores before the final SOFTMAX to the loss (log-softmax).
-            extra += prod(shape) * eb
+            extra += math.prod(shape) * eb
             break
-        elements = prod(shape)
-        # Stochastic depth with p = 0 returns its input itself.
-        passes = kind == "drop_path" and getattr(node.layer, "p", 1) == 0
-        if (kind in SHARES_INPUT or passes) and node.inputs:
+        # The nodes the builder made from one figures entry share their private part (their
+        # layer, on the same input shapes), which the graph keeps alive: keyed by identity
+        # first, then (a graph read from JSON) by the layer's and the shape's values.
+        memory = facts.get(id(node.__pydantic_private__))
+        if memory is None:
+            layer = node.layer
+            memory = by_value.get((layer, shape))
+            if memory is None:
+                memory = by_value[(layer, shape)] = layer.backward_memory(shape, eb)
+            facts[id(node.__pydantic_private__)] = memory
+        shares, keeps, stored, more, per_batch = memory
+        if shares and node.inputs:
             at = root[node_id] = root[node.inputs[0]]
         else:
             at = root[node_id] = node_id
-            tokens = kind == "input" and graph.input.is_tokens
-            size[node_id] = elements * (INDEX_BYTES if tokens else eb)
-        if kind in KEEPS_OUTPUT:
+            size[node_id] = stored
+        if keeps == "output":
             kept.add(at)
-        elif kind not in KEEPS_NOTHING and not _is_mean(node):
-            inputs = node.inputs
-            if len(inputs) == 1:
-                kept.add(root[inputs[0]])
-            else:
-                kept.update(root[i] for i in inputs)
-        if kind not in _EXTRAS:  # most layers: nothing more
-            continue
-        if kind == "dropout":
-            extra += elements * eb  # the mask
-        if kind in ("pool", "global_pool") and getattr(node.layer, "mode", None) == "max":
-            extra += elements * INDEX_BYTES
-        if kind == "batchnorm":
-            fixed += 2 * shape[0] * STAT_BYTES
-        if kind == "layernorm":  # a mean and an inverse std per position
-            extra += 2 * (elements // shape[0]) * STAT_BYTES
-        if kind == "groupnorm":  # a mean and an inverse std per group
-            extra += 2 * getattr(node.layer, "groups", 1) * STAT_BYTES
-        if kind == "drop_path" and not passes:
-            extra += eb  # the mask: one value per example
+        elif keeps == "input":
+            kept.update(root[i] for i in node.inputs)
+        extra += more
+        fixed += per_batch
     else:
         if last is not None:
             # No final SOFTMAX: the loss still takes log-softmax of the graph's output.
@@ -167,11 +137,3 @@ def training_memory(graph: Graph, batch: int | None = None) -> TrainingMemory:
         optimizer_state=states * t.trainable_params * eb,
         activations=batch * per_example + fixed,
     )
-
-
-def _is_mean(node) -> bool:
-    """Average pooling to one value per channel: PyTorch computes it as a mean, whose backward
-    needs only the input's shape."""
-    if node.kind == "global_pool":
-        return getattr(node.layer, "mode", None) == "avg"
-    return node.kind == "adaptive_avg_pool" and all(d == 1 for d in node.shape[1:])

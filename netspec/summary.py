@@ -23,34 +23,14 @@ from typing import Any
 from netspec.errors import NetspecError
 from netspec.io import fmt_bytes
 from netspec.ir import receptive
-from netspec.ir.graph import DTYPE_BYTES, Graph, Node, ReceptiveField
+from netspec.ir.graph import DTYPE_BYTES, Graph, Node, ReceptiveField, set_renderer
 from netspec.layers import fmt_shape
 from netspec.layers.base import expand
+from netspec.units import compact, limit_text
 
 FORMATS = ("table", "markdown", "csv", "json")
 GAP = "  "  # between columns
 MIN_FOLD = 16  # narrowest a folded description column may get before it is dropped
-
-
-def compact(n: float) -> str:
-    """3211264 -> 3.2M, the way the course's tables print sizes."""
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{suffix}"
-    return f"{n:g}"
-
-
-def limit_text(metric: str, limit: float) -> str:
-    """A budget's limit in the spec's own units: `4M` params; `4MB` (4*10^6) or `2MiB` (2*2^20)
-    memory, whichever divides the limit exactly."""
-    if metric != "memory":
-        return compact(limit)
-    units: tuple[tuple[str, int], ...] = (("GB", 10**9), ("MB", 10**6), ("KB", 10**3))
-    units += (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
-    for unit, scale in units:
-        if limit >= scale and float(limit).is_integer() and int(limit) % scale == 0:
-            return f"{int(limit) // scale}{unit}"
-    return f"{compact(limit)}B"
 
 
 def count(n: int) -> str:
@@ -586,5 +566,7 @@ def _csv_totals(totals: list[tuple[str, str, str]]) -> str:
     writer.writerows((label.strip(), value.replace(",", ""), note) for label, value, note in totals)
     return buf.getvalue()
 
+
+set_renderer(summary)
 
 __all__ = ["FORMATS", "compact", "describe", "json_bytes", "kernel_shape", "summary"]

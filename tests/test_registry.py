@@ -7,7 +7,9 @@ For each kind in `netspec.layers.KINDS` (nothing here lists the kinds by hand):
   module lowered for it;
 - an ONNX Runtime parity case: the ONNX lowering at the default and the newest opset runs and
   matches the torch module's output;
-- a row in `netspec layers` (kinds with a spelling) and a row in the README's layer table.
+- a row in `netspec layers` (kinds with a spelling) and a row in the README's layer table;
+- its training-memory facts (`backward_keeps` in its own class body, and `backward_memory` on
+  its examples), which netspec.memory adds up and never guesses for a kind.
 
 The cases are the layer class's `examples` (or its first spelling, bare, on an image), so a new
 kind is checked as soon as it is defined; one that cannot pass fails here, by name.
@@ -79,6 +81,23 @@ def test_a_missing_lowering_fails_the_same_way_in_both_backends(
         else:
             L.lower(graph, {k: v.numpy() for k, v in build(graph).state_dict().items()})
     assert info.value.message == message
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_every_kind_states_its_training_memory(kind: str) -> None:
+    cls = KINDS[kind]
+    assert "backward_keeps" in cls.__dict__, (
+        f"layer kind `{kind}` ({cls.__qualname__}) does not state what its backward pass keeps: "
+        "set `backward_keeps` in its class body (see Layer.backward_memory)"
+    )
+    assert cls.backward_keeps in ("input", "output", "nothing"), kind
+    for rank, chain in examples(cls):
+        graph = compile_case(kind, PARITY_INPUTS[rank], chain)
+        for node in graph.nodes:
+            if node.kind == kind:
+                memory = node.layer.backward_memory(node.shape, 2)
+                assert memory.keeps in ("input", "output", "nothing"), kind
+                assert min(memory.stored, memory.extra, memory.fixed) >= 0, kind
 
 
 # ---- shape and counts against torch, on drawn sizes ---------------------------------------------

@@ -7,27 +7,7 @@ import os
 import click
 
 from netspec.errors import NetspecError
-
-
-def parse_bindings(pairs: tuple[str, ...]) -> dict[str, str]:
-    """`N=2 M=3 pool=on` -> {"N": "2", ...}; the spec coerces the values."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        for item in pair.split():
-            if "=" not in item:
-                raise NetspecError(
-                    f"--set takes NAME=VALUE; received `{item}`", hint="e.g. --set N=2 M=3 pool=on"
-                )
-            name, value = (part.strip() for part in item.split("=", 1))
-            if name in out:
-                if out[name] == value:
-                    continue
-                raise NetspecError(
-                    f"`{name}` is bound twice: {name}={out[name]} and {name}={value}",
-                    hint=f"give --set {name}=... once",
-                )
-            out[name] = value
-    return out
+from netspec.io import parse_bindings
 
 
 def set_option(f):

@@ -184,6 +184,7 @@ def _prepare(
     and only rank 0 writes (`write`)."""
     from netspec.train.device import pick_runtime
     from netspec.train.trainer import Job, cpu_threads, frozen_layers
+    from netspec.train.validate import validate
 
     flags = {k: options[k] for k in KEYS if k in given}
     nproc = group.world if group is not None else options["nproc"]
@@ -208,16 +209,14 @@ def _prepare(
         frozen_layers(graph, settings.freeze)
         out = _new_run_folder(options["out"], graph.name) if group is None else Path()
         threads = options["threads"]
-    _check_batch(graph, settings.batch_size, nproc)
-    _check_augment(graph, settings.augment)
-    _check_heads(graph)
+    validate(graph, settings, nproc=nproc)
     local = group.local_rank if group is not None else nproc - 1
     runtime = pick_runtime(options["device"], rank=local)  # refused now if bad
     threads = cpu_threads(threads, 1 if group is not None else nproc)  # recorded: sways sums
     data = _load(graph, settings)
     for note in data.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
-    _check_batch(graph, settings.batch_size, nproc, len(data.train))
+    validate(graph, settings, nproc=nproc, examples=len(data.train))
     job = Job(
         graph,
         settings,
@@ -451,38 +450,6 @@ def init_notes(report: Any, limit: int = 8) -> list[str]:
     return notes
 
 
-def _check_batch(graph: Any, batch_size: int, nproc: int, examples: int | None = None) -> None:
-    """Refused up front, before any process starts or folder is made: a batch that does not
-    divide among the processes, fewer examples than processes, and batch norm on a batch of
-    one example (per process)."""
-    from netspec.layers.norm import BatchNorm
-
-    if nproc > 1 and batch_size % nproc:
-        raise NetspecError(
-            f"--batch-size {batch_size} does not divide among {nproc} processes",
-            hint=f"use a multiple of {nproc}, e.g. --batch-size {batch_size // nproc * nproc or nproc}",
-        )
-    if examples is not None and examples < nproc:
-        raise NetspecError(
-            f"the training set has {examples} example(s) for {nproc} processes: some would "
-            "train on nothing",
-            hint=f"use at most {max(examples, 1)} process(es), or more data",
-        )
-    if not any(isinstance(n.layer, BatchNorm) for n in graph.nodes):
-        return
-    per_rank = batch_size // nproc
-    if per_rank < 2 or (examples is not None and examples // nproc < 2):
-        what = (
-            f"--batch-size {batch_size} over {nproc} process(es) gives {per_rank} example(s) each"
-            if per_rank < 2
-            else f"the training set has {examples} example(s) for {nproc} process(es)"
-        )
-        raise NetspecError(
-            f"{graph.name} has batch norm, which needs at least 2 examples per batch: {what}",
-            hint=f"use --batch-size {2 * nproc} or more" if per_rank < 2 else "use more data",
-        )
-
-
 def _make_folder(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -533,31 +500,6 @@ def _load(graph: Any, settings: TrainSettings) -> Any:
 def _label_map(graph: Any) -> tuple[int, ...] | None:
     """A dense output's map size, which per-pixel labels must have; None for a classifier."""
     return tuple(graph.output_shape[1:]) if graph.per_pixel else None
-
-
-def _check_augment(graph: Any, augment: str) -> None:
-    """Refused before any data is read: an augmentation a dense output's labels cannot follow."""
-    from netspec.train.augment import check_dense_augment, parse_augment
-
-    if graph.per_pixel:
-        check_dense_augment(parse_augment(augment), graph.input.shape, graph.output_shape)
-
-
-def _check_heads(graph: Any) -> None:
-    """A side head's loss reads the main output's labels, so it must output the main shape
-    (per-pixel labels need a per-pixel head, one label per example a per-example head)."""
-    main = tuple(graph.output_shape)
-    for head in graph.heads:
-        shape = tuple(graph.node(head.output).shape)
-        if shape != main:
-            what = "a class per pixel" if graph.per_pixel else "one class per example"
-            raise NetspecError(
-                f"side head `{head.name}` outputs [{', '.join(map(str, shape))}] but the main "
-                f"output is {what} [{', '.join(map(str, main))}]; training gives every head "
-                "the same labels",
-                head.span,
-                hint=f"end the head in the main output's shape [{', '.join(map(str, main))}]",
-            )
 
 
 def _classes(graph: Any) -> int:

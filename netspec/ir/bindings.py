@@ -14,7 +14,7 @@ from netspec.ir.graph import Scalar
 from netspec.layers import Layer
 
 if TYPE_CHECKING:
-    from netspec.ir.spec import Spec
+    from netspec.ir.spec import ParsedSpec
 
 
 class _Deferred:
@@ -40,7 +40,7 @@ def coerce_binding(raw: Scalar) -> Scalar:
     return raw
 
 
-def global_env(spec: Spec, bindings: dict[str, Scalar]) -> dict[str, Any]:
+def global_env(spec: ParsedSpec, bindings: dict[str, Scalar]) -> dict[str, Any]:
     """The names every element sees: bound free parameters, `classes`, then the constants."""
     env: dict[str, Any] = {}
     known = set(spec.free) | {c.name for c in spec.consts}
@@ -87,7 +87,7 @@ def global_env(spec: Spec, bindings: dict[str, Scalar]) -> dict[str, Any]:
     return env
 
 
-def _classes_now(spec: Spec, env: dict[str, Any], const: ast.ConstDef) -> None:
+def _classes_now(spec: ParsedSpec, env: dict[str, Any], const: ast.ConstDef) -> None:
     """`classes` used by a constant: evaluate the class count now, or say what it waits for."""
     assert spec.classes is not None
     waiting = sorted(

@@ -23,8 +23,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from netspec.errors import NetspecError, Span, did_you_mean
+from netspec.errors import NetspecError, Span, SpecErrors, did_you_mean
 from netspec.frontend import ast
+from netspec.frontend.parser import parse_file, parse_text
 from netspec.ir.bindings import (
     DEFERRED,
     argument_error,
@@ -35,6 +36,7 @@ from netspec.ir.bindings import (
     setting_value,
 )
 from netspec.ir.checks import assertion_error, budget_checks
+from netspec.ir.estimate import SizeEstimate, names_of
 from netspec.ir.expand import Expansion, OverCap
 from netspec.ir.expr import Symbol, eval_int, free_names
 from netspec.ir.graph import (
@@ -47,8 +49,9 @@ from netspec.ir.graph import (
     make_totals,
 )
 from netspec.ir.limits import MAX_WORK
-from netspec.ir.naming import RESERVED_NAMES, Scope, Value
-from netspec.ir.spec import Domain, Spec, load_spec, load_spec_text, switch_name
+from netspec.ir.naming import RESERVED_NAMES, Scope, Value, switch_name
+from netspec.ir.sections import train_check
+from netspec.ir.spec import Domain, ParsedSpec, paused_gc
 from netspec.layers import SPELLINGS, Layer, fmt_shape
 from netspec.layers.conv import Conv
 from netspec.layers.linear import Dense, Flatten
@@ -60,6 +63,46 @@ _CALL_CACHE = 10_000  # layers a build keeps by call (a few per call of a normal
 _BATCH_NAMES = {"none", "n", "b", "batch", "batch_size", "bs"}  # `input [None, 3, 32, 32]`
 
 
+class Spec(ParsedSpec):
+    """A parsed spec (see `ParsedSpec`) that builds its instances."""
+
+    def instantiate(
+        self,
+        bindings: Mapping[str, Scalar] | None = None,
+        *,
+        collect: bool = False,
+        light: bool = False,
+    ):
+        """Bind the free parameters and build the graph.
+
+        Returns the `Graph`; with `collect=True`, returns `(graph, errors)` so a caller can show
+        the table even when a shape assertion or budget failed (graph is None on fatal errors).
+        With `light=True` the graph has totals and budgets but no nodes: the same rules and
+        checks, several times faster, for exploring design spaces.
+        """
+        builder = Builder(self, dict(bindings or {}), light=light)
+        try:
+            with paused_gc():
+                graph = builder.build()
+        except NetspecError as e:
+            if collect:
+                return None, builder.errors + [e]
+            raise SpecErrors(builder.errors + [e]) from None
+        if collect:
+            return graph, builder.errors
+        if builder.errors:
+            raise SpecErrors(builder.errors)
+        return graph
+
+
+def load_spec(path: str | Path) -> Spec:
+    return Spec(parse_file(path))
+
+
+def load_spec_text(text: str, path: str = "<spec>") -> Spec:
+    return Spec(parse_text(text, path))
+
+
 def compile_spec(path: str | Path, bindings: Mapping[str, Scalar] | None = None) -> Graph:
     """Parse, validate and build a spec file into its IR graph (raises SpecErrors)."""
     return load_spec(path).instantiate(bindings)
@@ -68,7 +111,7 @@ def compile_spec(path: str | Path, bindings: Mapping[str, Scalar] | None = None)
 class Builder(Expansion):
     """Expands one instance of a spec into IR nodes."""
 
-    def __init__(self, spec: Spec, bindings: dict[str, Scalar], light: bool = False) -> None:
+    def __init__(self, spec: ParsedSpec, bindings: dict[str, Scalar], light: bool = False) -> None:
         self.spec = spec
         self.bindings = {k: coerce_binding(v) for k, v in bindings.items()}
         self.light = light
@@ -105,21 +148,20 @@ class Builder(Expansion):
         self.tail = None
         self.flattened = None
         self.per_pixel = False
-        self._estimates = {}
-        self._estimating = set()
-        self._primary_names = spec.primary_names
-        self._steps = 0
         # The names each call's arguments read, and the layer each call made (per input
         # channels and values of those names).
         self._call_names: dict[ast.Call, tuple[str, ...] | None] = {}
         self._call_layers: dict[tuple, Layer] = {}
-        self._indexed = 0
 
     # ---- entry
     def build(self) -> Graph:
+        """The whole instance: globals, dtype, defaults, the input, the main chain, the heads,
+        then the graph with its budgets and train section checked. Over 60 lines as the one
+        place that reads top to bottom in the order of the spec's stages."""
         spec = self.spec
         env = global_env(self.spec, self.bindings)
         self.globals = env
+        self.estimate = SizeEstimate(spec.blocks, env, spec.primary_names)
         self.classes = eval_int(spec.classes.value, env, "classes", 1) if spec.classes else None
         self.per_pixel = spec.classes is not None and spec.classes.per_pixel
         if env.get("classes") is DEFERRED:
@@ -188,7 +230,7 @@ class Builder(Expansion):
                 main_totals=main_totals,
             ),
         )
-        graph.budgets = budget_checks(self.spec, graph, env, self.errors)
+        graph.budgets = budget_checks(self.spec.budgets, graph, env, self.errors)
         if self.spec.train is not None and not self.light:
             graph.keep_train_spans({s.name: s.name_span for s in self.spec.train.settings})
             self._check_train(graph)
@@ -432,7 +474,9 @@ class Builder(Expansion):
             self._open_repetitions.append(el)
             # A loop whose body reads its index evaluates it afresh each time round: a step of
             # work each (see netspec.ir.limits).
-            indexed = el.index_var is not None and el.index_var in self._names_of(p)
+            indexed = el.index_var is not None and el.index_var in names_of(
+                self.spec.primary_names, p
+            )
             try:
                 for i in range(count):
                     body_env = {**env, el.index_var: i} if el.index_var else env
@@ -643,10 +687,8 @@ class Builder(Expansion):
 
     def _check_train(self, graph: Graph) -> None:
         """`check` validates the train section as `train` would (no torch needed)."""
-        from netspec.train.settings import resolve_settings
-
         try:
-            resolve_settings(graph.train, spans=graph.train_spans)
+            train_check()(graph.train, graph.train_spans)
         except NetspecError as e:
             if e.span is None and self.spec.train is not None:
                 e.span = self.spec.train.span

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from netspec.errors import NetspecError
 from netspec.frontend import ast
@@ -11,11 +11,8 @@ from netspec.ir.bindings import construct, show_value
 from netspec.ir.expr import eval_int, evaluate, walk
 from netspec.ir.graph import BudgetCheck, Graph, Node
 from netspec.ir.naming import Value
+from netspec.units import limit_text
 
-if TYPE_CHECKING:
-    from netspec.ir.spec import Spec
-
-BUDGET_METRICS = ("params", "trainable", "macs", "flops", "memory")
 _CMP = {
     "<=": lambda a, b: a <= b,
     "<": lambda a, b: a < b,
@@ -27,7 +24,10 @@ _CMP = {
 
 
 def budget_checks(
-    spec: Spec, graph: Graph, env: Mapping[str, Any], errors: list[NetspecError]
+    budgets: Sequence[ast.BudgetItem],
+    graph: Graph,
+    env: Mapping[str, Any],
+    errors: list[NetspecError],
 ) -> list[BudgetCheck]:
     """Each `budget` item held against the graph's totals; a failed one adds to `errors`."""
     t = graph.totals
@@ -39,37 +39,11 @@ def budget_checks(
         "memory": t.memory_bytes,
     }
     checks = []
-    for item in spec.budgets:
+    for item in budgets:
         limit = evaluate(item.limit, env)
-        if isinstance(limit, bool) or not isinstance(limit, int | float):
-            errors.append(
-                NetspecError(
-                    f"a budget limit must be a number; received {limit!r}",
-                    item.limit.span,
-                    hint="e.g. `budget params <= 5M, memory <= 100MB`",
-                )
-            )
-            continue
-        if item.metric != "memory" and any(
-            isinstance(n, ast.Num) and n.text.endswith("B") for n in walk(item.limit)
-        ):
-            errors.append(
-                NetspecError(
-                    f"`{item.metric}` is a count, but its limit is written in bytes",
-                    item.limit.span,
-                    hint=f"drop the B (`budget {item.metric} <= 1M`); bytes are for "
-                    "`memory` (`budget memory <= 100MB`)",
-                )
-            )
-            continue
-        if limit < 0:
-            errors.append(
-                NetspecError(
-                    f"a budget limit is a size or a count, at least 0; received {show_value(limit)}",
-                    item.limit.span,
-                    hint=f"e.g. `budget {item.metric} <= 5M`",
-                )
-            )
+        refused = _limit_error(item, limit)
+        if refused is not None:
+            errors.append(refused)
             continue
         value = values[item.metric]
         ok = _CMP[item.op](value, limit)
@@ -87,8 +61,6 @@ def budget_checks(
             )
         )
         if not ok:
-            from netspec.summary import limit_text
-
             unit = " bytes" if item.metric == "memory" else ""
             errors.append(
                 NetspecError(
@@ -99,6 +71,32 @@ def budget_checks(
                 )
             )
     return checks
+
+
+def _limit_error(item: ast.BudgetItem, limit: Any) -> NetspecError | None:
+    """A budget limit that is no number, a count written in bytes, or negative."""
+    if isinstance(limit, bool) or not isinstance(limit, int | float):
+        return NetspecError(
+            f"a budget limit must be a number; received {limit!r}",
+            item.limit.span,
+            hint="e.g. `budget params <= 5M, memory <= 100MB`",
+        )
+    if item.metric != "memory" and any(
+        isinstance(n, ast.Num) and n.text.endswith("B") for n in walk(item.limit)
+    ):
+        return NetspecError(
+            f"`{item.metric}` is a count, but its limit is written in bytes",
+            item.limit.span,
+            hint=f"drop the B (`budget {item.metric} <= 1M`); bytes are for "
+            "`memory` (`budget memory <= 100MB`)",
+        )
+    if limit < 0:
+        return NetspecError(
+            f"a budget limit is a size or a count, at least 0; received {show_value(limit)}",
+            item.limit.span,
+            hint=f"e.g. `budget {item.metric} <= 5M`",
+        )
+    return None
 
 
 _NODE_FIGURE = {

@@ -9,24 +9,21 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from netspec.errors import NetspecError, did_you_mean
 from netspec.frontend import ast
-from netspec.ir.expr import eval_int, evaluate, free_names
-from netspec.ir.naming import Scope, Value
-from netspec.ir.spec import switch_name
+from netspec.ir.expr import evaluate
+from netspec.ir.naming import Scope, Value, switch_name
 from netspec.layers import fmt_shape
 from netspec.layers.conv import Conv
 from netspec.layers.norm import BatchNorm
 from netspec.layers.structure import Add, Concat, Mul
 
 if TYPE_CHECKING:
-    from netspec.ir.spec import Spec
+    from netspec.ir.spec import ParsedSpec
 
-import contextlib
 
-from netspec.ir.limits import MAX_DEPTH, MAX_WORK, WORK_NEW
+from netspec.ir.estimate import SATURATED, SizeEstimate, enter
+from netspec.ir.limits import MAX_WORK, WORK_NEW
 from netspec.ir.shapes import Propagation
 
-_SATURATED = 10**18  # estimates stop counting here
-_MAX_STEPS = 4 * MAX_WORK  # elements visited by one estimate (linear in the text)
 _LIMITS_HINT = (
     "a network this large is almost certainly a typo in a count; netspec bounds its work "
     "before doing it (see `Limits` in the README)"
@@ -41,17 +38,13 @@ class OverCap(NetspecError):
 class Expansion(Propagation):
     """The builder's stage that expands blocks, branches and residuals into chains of calls."""
 
-    spec: Spec
+    spec: ParsedSpec
     globals: dict[str, Any]
     block_stack: list[str]
-    _estimates: dict[tuple, int]
-    _estimating: set[str]
-    _primary_names: dict[int, set[str]]
-    _steps: int
-    _indexed: int  # loops with an index the body reads, open in the estimate
+    estimate: SizeEstimate  # the size estimate, made once the globals are known
     _call_sizes: dict[tuple, int]  # a block call's estimate by block, input shape, arguments
     _open_repetitions: list[ast.Element]  # being expanded, outermost first
-    _depth: int  # chains open, in the build or in an estimate
+    _depth: int  # chains open in the build
 
     if TYPE_CHECKING:  # the builder's own (netspec.ir.build.Builder)
 
@@ -68,6 +61,9 @@ class Expansion(Propagation):
         scope: Scope,
         label: str | None,
     ) -> Value:
+        """Expand a block call: its arguments bound (positional, named, defaults, each error
+        named), its size checked against the cap, its body in a scope of its own. Just over 60
+        lines: five argument errors, each with its hint, written out."""
         if block.name in self.block_stack:
             cycle = " -> ".join(
                 self.block_stack[self.block_stack.index(block.name) :] + [block.name]
@@ -145,40 +141,7 @@ class Expansion(Propagation):
     def residual(
         self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
     ) -> Value:
-        project: bool | str = False
-        when = True
-        given: dict[str, ast.Arg] = {}
-        for kw in br.kwargs:
-            if kw.name in given:
-                raise NetspecError(
-                    f"argument `{kw.name}` of residual(...) is given twice",
-                    kw.span,
-                    notes=[f"first given at {given[kw.name].span}"],
-                    hint="keep one of them",
-                )
-            if kw.name is not None:
-                given[kw.name] = kw
-            if kw.name == "when":
-                when = _condition(
-                    evaluate(kw.value, env),
-                    kw.value,
-                    "the condition of when=",
-                    hint="the skip exists when it holds, e.g. when=(s == 1 and in.c == c)",
-                )
-                continue
-            if kw.name != "project":
-                raise NetspecError(
-                    f"residual(...) has no argument `{kw.name}`",
-                    kw.span,
-                    hint=did_you_mean(kw.name or "", ["project", "when"])
-                    or "its arguments: project=auto|on|off, when=(condition)",
-                )
-            value = evaluate(kw.value, env, symbols=True)
-            if value not in (True, False, "auto"):
-                raise NetspecError(
-                    f"project must be auto, on or off; received {value!r}", kw.value.span
-                )
-            project = value
+        project, when = _residual_options(br, env)
         if len(br.chains) != 1:
             raise NetspecError(
                 "residual(...) takes one chain (the residual branch); use add(a, b) for two",
@@ -243,8 +206,7 @@ class Expansion(Propagation):
         """A repetition about to expand: refused when it would take the network over the cap."""
         if count <= 0:
             return
-        self._steps = 0
-        size = self._estimate_element(el, env, count)
+        size = self.estimate.of_element(el, env, self._depth, count)
         self._refuse_over(size, el.repeat.span if el.repeat else el.span, "this repetition")
 
     def _check_call(
@@ -262,18 +224,16 @@ class Expansion(Propagation):
         except TypeError:  # an argument value that does not hash
             key, size = None, None
         if size is None:
-            self._steps = 0
-            size = self._estimate_chain(block.body, env)
+            size = self.estimate.of_chain(block.body, env, self._depth)
             if key is not None and len(self._call_sizes) < 10_000:
                 self._call_sizes[key] = size
         self._refuse_over(size, call.span, f"this call of `{block.name}`")
 
     def _bound_main(self, elements: list[ast.Element], env: Mapping[str, Any]) -> None:
         """The whole main chain's size, estimated before any of it is expanded."""
-        self._steps = 0
         built = 1  # the input
         for el in elements:
-            size = self._estimate_element(el, env)
+            size = self.estimate.of_element(el, env, self._depth)
             what = "this repetition" if el.repeat is not None else "this element"
             self._refuse_over(size, el.repeat.span if el.repeat else el.span, what, built)
             built += size
@@ -319,123 +279,48 @@ class Expansion(Propagation):
         )
 
     def _enter(self, span: Any) -> None:
-        """One more chain nested in the ones being expanded (or estimated)."""
-        if self._depth >= MAX_DEPTH:
+        """One more chain nested in the ones being expanded."""
+        self._depth = enter(self._depth, span)
+
+
+def _residual_options(br: ast.Branches, env: Mapping[str, Any]) -> tuple[bool | str, bool]:
+    """residual(...)'s `project=` (auto, on or off; off when not given) and `when=` (true
+    when not given), each given at most once."""
+    project: bool | str = False
+    when = True
+    given: dict[str, ast.Arg] = {}
+    for kw in br.kwargs:
+        if kw.name in given:
             raise NetspecError(
-                f"blocks and brackets nest more than {MAX_DEPTH} deep here",
-                span,
-                hint="a block calling a block calling a block... or brackets in brackets: "
-                f"netspec expands at most {MAX_DEPTH} levels",
+                f"argument `{kw.name}` of residual(...) is given twice",
+                kw.span,
+                notes=[f"first given at {given[kw.name].span}"],
+                hint="keep one of them",
             )
-        self._depth += 1
-
-    # ---- the size estimate: nodes a chain expands to, computed without expanding it
-    def _estimate_chain(self, ch: ast.Chain, env: Mapping[str, Any]) -> int:
-        self._enter(ch.span)
-        try:
-            total = 0
-            for el in ch.elements:
-                total += self._estimate_element(el, env)
-                if total > _SATURATED:
-                    return _SATURATED
-            return total
-        finally:
-            self._depth -= 1
-
-    def _estimate_element(
-        self, el: ast.Element, env: Mapping[str, Any], count: int | None = None
-    ) -> int:
-        self._estimate_step(el)
-        p = el.primary
-        if el.repeat is None:
-            return self._estimate_primary(p, env)
-        if count is None:
-            try:
-                count = eval_int(
-                    el.repeat, {**env, **({el.index_var: 0} if el.index_var else {})}, "count"
-                )
-            except NetspecError:
-                count = 1
-        if count <= 0:
-            return 0
-        if el.index_var and el.index_var in self._names_of(p):
-            # The body depends on the index: its size at both ends of the loop (sizes that
-            # grow or shrink with the index are bounded by one of them); loops nested deeper
-            # take the last end only, so the estimate stays linear in the text.
-            self._indexed += 1
-            try:
-                last = self._estimate_primary(p, {**env, el.index_var: count - 1})
-                first = (
-                    self._estimate_primary(p, {**env, el.index_var: 0}) if self._indexed <= 3 else 0
-                )
-            finally:
-                self._indexed -= 1
-            per = max(first, last) + 1  # and the step of evaluating it afresh
-        else:
-            per = self._estimate_primary(p, env)
-        return min(count * per, _SATURATED)
-
-    def _estimate_primary(self, p: ast.Primary, env: Mapping[str, Any]) -> int:
-        if isinstance(p, ast.Call):
-            block = self.spec.blocks.get(p.name)
-            if block is None:
-                return 1
-            if block.name in self._estimating:
-                return 1  # a block calling itself: the expansion refuses it
-            return self._estimate_block(block, p, env)
-        if isinstance(p, ast.Group):
-            return self._estimate_chain(p.chain, env)
-        # A residual: the add, and a projection conv + BN; a branch: a scope each, and the join.
-        extra = 3 if p.op == "residual" else 1 + len(p.chains)
-        return min(extra + sum(self._estimate_chain(c, env) for c in p.chains), _SATURATED)
-
-    def _estimate_block(self, block: ast.BlockDef, call: ast.Call, env: Mapping[str, Any]) -> int:
-        bound: dict[str, Any] = {}
-        params = [q.name for q in block.params]
-        positional = [a for a in call.args if a.name is None]
-        for name, arg in [*zip(params, positional, strict=False)] + [
-            (a.name, a) for a in call.args if a.name is not None
-        ]:
-            with contextlib.suppress(NetspecError):
-                bound[name] = evaluate(arg.value, env, symbols=True)
-        body_env = dict(self.globals)
-        for q in block.params:
-            if q.name in bound:
-                body_env[q.name] = bound[q.name]
-            elif q.default is not None:
-                with contextlib.suppress(NetspecError):
-                    body_env[q.name] = evaluate(q.default, body_env, symbols=True)
-        key: tuple | None = (block.name, *sorted(bound.items(), key=lambda kv: kv[0]))
-        try:
-            hit = self._estimates.get(key)  # type: ignore[arg-type]
-        except TypeError:  # an unhashable argument value
-            key, hit = None, None
-        if hit is not None:
-            return hit
-        self._estimating.add(block.name)
-        try:
-            size = min(1 + self._estimate_chain(block.body, body_env), _SATURATED)  # + its scope
-        finally:
-            self._estimating.discard(block.name)
-        if key is not None:
-            self._estimates[key] = size
-        return size
-
-    def _estimate_step(self, el: ast.Element) -> None:
-        self._steps += 1
-        if self._steps > _MAX_STEPS:
+        if kw.name is not None:
+            given[kw.name] = kw
+        if kw.name == "when":
+            when = _condition(
+                evaluate(kw.value, env),
+                kw.value,
+                "the condition of when=",
+                hint="the skip exists when it holds, e.g. when=(s == 1 and in.c == c)",
+            )
+            continue
+        if kw.name != "project":
             raise NetspecError(
-                "this spec nests its loops and blocks too deeply to bound its size",
-                el.span,
-                hint="netspec bounds the expansion before doing it; "
-                "use fewer nested loops whose bodies depend on their index",
+                f"residual(...) has no argument `{kw.name}`",
+                kw.span,
+                hint=did_you_mean(kw.name or "", ["project", "when"])
+                or "its arguments: project=auto|on|off, when=(condition)",
             )
-
-    def _names_of(self, p: ast.Primary) -> set[str]:
-        names = self._primary_names.get(id(p))
-        if names is None:
-            names = self._primary_names[id(p)] = free_names(p)
-        return names
+        value = evaluate(kw.value, env, symbols=True)
+        if value not in (True, False, "auto"):
+            raise NetspecError(
+                f"project must be auto, on or off; received {value!r}", kw.value.span
+            )
+        project = value
+    return project, when
 
 
 def _condition(value: Any, e: ast.Expr, what: str, hint: str | None = None) -> bool:
@@ -471,4 +356,4 @@ def input_names(shape: tuple[int, ...]) -> dict[str, Any]:
 
 
 def _at_least(n: int) -> str:
-    return f"over {_SATURATED:,}" if n >= _SATURATED else f"{n:,}"
+    return f"over {SATURATED:,}" if n >= SATURATED else f"{n:,}"

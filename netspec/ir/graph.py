@@ -6,6 +6,7 @@ to an identical graph, and `Graph.model_json_schema()` is its schema.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, Literal
 
@@ -17,6 +18,16 @@ from netspec.layers import KINDS, Layer
 Scalar = int | float | bool | str
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8, "int8": 1}
+BUDGET_METRICS = ("params", "trainable", "macs", "flops", "memory")
+
+# The function drawing a graph as the `netspec check` table (see `Graph.summary`).
+_RENDERER: Callable[..., str] | None = None
+
+
+def set_renderer(render: Callable[..., str]) -> None:
+    """Register the table renderer: `netspec.summary` calls this when imported."""
+    global _RENDERER
+    _RENDERER = render
 
 
 class Node(BaseModel):
@@ -254,13 +265,19 @@ class Graph(BaseModel):
         return all(b.ok for b in self.budgets)
 
     def summary(self, fmt: str = "table", **options: Any) -> str:
-        """The `netspec check` table as text (options: see `netspec.summary.summary`)."""
-        from netspec.summary import summary
+        """The `netspec check` table as text (options: see `netspec.summary.summary`).
 
-        return summary(self, fmt, **options)
+        The table is drawn by `netspec.summary`, a layer above the IR, which registers itself
+        here when imported (`netspec.compile_spec` and the commands import it)."""
+        if _RENDERER is None:
+            raise RuntimeError(
+                "the table is drawn by netspec.summary: import it first "
+                "(netspec.compile_spec does), or call netspec.summary.summary(graph)"
+            )
+        return _RENDERER(self, fmt, **options)
 
     def __str__(self) -> str:
-        return self.summary()
+        return self.summary() if _RENDERER is not None else super().__str__()
 
     def _repr_markdown_(self) -> str:  # a notebook shows the table
         return self.summary("markdown")

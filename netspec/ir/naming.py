@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from netspec.frontend import ast
+
 # Attributes of torch.nn.Module: a layer named so could not be a submodule.
 RESERVED_NAMES = frozenset(  # noqa: SIM905 (one word list, easier to read and diff)
     [
@@ -88,3 +90,13 @@ class Scope:
 
     def child(self, name: str) -> Scope:
         return Scope(f"{self.prefix}{name}.")
+
+
+def switch_name(el: ast.Element) -> str | None:
+    """The free parameter an `X?` without a condition reads: its label, or X's name in lower
+    case (None for an unlabelled group)."""
+    if el.label:
+        return el.label
+    if isinstance(el.primary, ast.Call):
+        return el.primary.name.lower()
+    return None

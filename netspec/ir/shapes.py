@@ -51,44 +51,17 @@ class Propagation:
         label: str | None = None,
         implicit: bool = False,
     ) -> Value:
+        """Add a node of `layer` on `inputs`: its figures (memoized per layer and input
+        shapes), the work metered, its dotted name checked, the totals summed; in a full build
+        the node itself. The hot path of every build: the checks are inline, the errors built
+        by helpers. Over 60 lines on purpose: a call per node costs a few percent of a
+        220,000-node build."""
         one = len(inputs) == 1  # most layers: no generator for one input
         shapes = (inputs[0].shape,) if one else tuple(v.shape for v in inputs)
         key = (layer, shapes)
         result = self.memo.get(key)
         if result is None:
-            try:
-                out = layer.output_shape(shapes)
-                result = (
-                    out,
-                    layer.params(shapes, out),
-                    layer.buffers(shapes, out),
-                    layer.macs(shapes, out),
-                    layer.ops(shapes, out),
-                )
-            except ShapeError as e:
-                node_id = None
-                if not self.light:
-                    base = layer.short
-                    node_id = (
-                        f"{scope.prefix}{label or base + str(scope.counters.get(base, 0) + 1)}"
-                    )
-                err = NetspecError(
-                    f"at `{node_id}`: {e.message}" if node_id else e.message,
-                    span,
-                    hint=_channels_last_hint(getattr(self, "input_shape", ()), e.hint),
-                    notes=self._trace(inputs),
-                )
-                err.node = node_id
-                raise err from None
-            args = self.dumps.get(layer)
-            if args is None:
-                args = self.dumps[layer] = layer.model_dump(mode="json")
-            # The node's private part, shared by its nodes (see `Node.of`), and whether it
-            # flattens a map.
-            flattens = len(out) == 1 and any(len(s) > 1 for s in shapes)
-            # ... and the serial number of the build that last used it (see Builder.fresh).
-            result += (0 if layer.inplace else numel(out), args, {"_layer": layer}, flattens, [0])
-            self.memo[key] = result
+            result = self.memo[key] = self._figures(layer, shapes, inputs, span, scope, label)
         out, params, buffers, macs, ops, memory, args, private, flattens, used = result
         sums = self.sums
         sums[5] += 1
@@ -102,12 +75,7 @@ class Propagation:
         name = label or scope.next_name(layer.short)
         node_id = scope.prefix + name
         if len(node_id) > MAX_NAME:
-            raise NetspecError(
-                f"the layer's dotted name is {len(node_id):,} characters long, over netspec's "
-                f"limit of {MAX_NAME}: {node_id[:60]}...",
-                span,
-                hint="use shorter names (`as`, block names) or nest fewer blocks",
-            )
+            raise _long_name(node_id, span)
         if node_id in self.tap_names:
             self.taps[node_id] = Value(node_id, out)
         if not layer.transparent:
@@ -116,28 +84,13 @@ class Propagation:
             self.flattened = (node_id, span, out)
         if not self.light:
             if label is not None and label in RESERVED_NAMES:
-                raise NetspecError(
-                    f"`{label}` is reserved (every PyTorch module has an attribute of that name)",
-                    span,
-                    hint="pick another name with `as`",
-                )
+                raise _reserved(label, span)
             if not scope.checked:
                 self._check_scope(scope, span)
             if node_id in self.scopes:
-                raise NetspecError(
-                    f"`{node_id}` names both a layer and a group",
-                    span,
-                    hint="rename one of them with `as`",
-                )
+                raise _layer_and_group(node_id, span)
         if node_id in self.ids:
-            other = self.ids[node_id]
-            where = [f"first used at {other.span}"] if other is not None and other.span else []
-            raise NetspecError(
-                f"the name `{node_id}` is used twice",
-                span,
-                notes=where,
-                hint="give it another name with `as`",
-            )
+            raise _used_twice(node_id, self.ids[node_id], span)
         sums[0] += params  # the totals, summed as the nodes are made
         sums[1] += buffers
         sums[2] += macs
@@ -166,6 +119,56 @@ class Propagation:
         self.ids[node_id] = node
         return Value(node_id, out)
 
+    def _figures(
+        self,
+        layer: Layer,
+        shapes: tuple[Shape, ...],
+        inputs: list[Value],
+        span: Span | None,
+        scope: Scope,
+        label: str | None,
+    ) -> tuple:
+        """A layer's figures on input shapes it has not met in this spec: (output shape,
+        params, buffers, MACs, ops, memory, serialized args, the node's private part, whether
+        it flattens a map, [serial of the build that last used it]). A shape rule's refusal
+        becomes an error at the node's name, with the spatial sizes so far."""
+        try:
+            out = layer.output_shape(shapes)
+            figures = (
+                out,
+                layer.params(shapes, out),
+                layer.buffers(shapes, out),
+                layer.macs(shapes, out),
+                layer.ops(shapes, out),
+            )
+        except ShapeError as e:
+            node_id = None
+            if not self.light:
+                base = layer.short
+                node_id = f"{scope.prefix}{label or base + str(scope.counters.get(base, 0) + 1)}"
+            err = NetspecError(
+                f"at `{node_id}`: {e.message}" if node_id else e.message,
+                span,
+                hint=_channels_last_hint(getattr(self, "input_shape", ()), e.hint),
+                notes=self._trace(inputs),
+            )
+            err.node = node_id
+            raise err from None
+        args = self.dumps.get(layer)
+        if args is None:
+            args = self.dumps[layer] = layer.model_dump(mode="json")
+        # The node's private part, shared by its nodes (see `Node.of`), and whether it
+        # flattens a map.
+        flattens = len(out) == 1 and any(len(s) > 1 for s in shapes)
+        # ... and the serial number of the build that last used it (see Builder.fresh).
+        return figures + (
+            0 if layer.inplace else numel(out),
+            args,
+            {"_layer": layer},
+            flattens,
+            [0],
+        )
+
     def _check_scope(self, scope: Scope, span: Span | None) -> None:
         """A node id is a module path in PyTorch and a name in ONNX: no name may be both a
         layer and a scope (checked once per scope, on its first layer)."""
@@ -173,11 +176,7 @@ class Propagation:
         for i in range(1, len(parts) + 1):
             prefix = ".".join(parts[:i])
             if prefix in self.ids:
-                raise NetspecError(
-                    f"`{prefix}` names both a layer and a group",
-                    span,
-                    hint="rename one of them with `as`",
-                )
+                raise _layer_and_group(prefix, span)
             self.scopes.add(prefix)
         scope.checked = True
 
@@ -194,6 +193,39 @@ class Propagation:
         if len(steps) > 12:
             steps = steps[:4] + ["..."] + steps[-7:]
         return ["spatial size so far: " + " -> ".join(steps)] if steps else []
+
+
+def _long_name(node_id: str, span: Span | None) -> NetspecError:
+    return NetspecError(
+        f"the layer's dotted name is {len(node_id):,} characters long, over netspec's "
+        f"limit of {MAX_NAME}: {node_id[:60]}...",
+        span,
+        hint="use shorter names (`as`, block names) or nest fewer blocks",
+    )
+
+
+def _reserved(label: str, span: Span | None) -> NetspecError:
+    return NetspecError(
+        f"`{label}` is reserved (every PyTorch module has an attribute of that name)",
+        span,
+        hint="pick another name with `as`",
+    )
+
+
+def _layer_and_group(name: str, span: Span | None) -> NetspecError:
+    return NetspecError(
+        f"`{name}` names both a layer and a group", span, hint="rename one of them with `as`"
+    )
+
+
+def _used_twice(node_id: str, other: Node | None, span: Span | None) -> NetspecError:
+    where = [f"first used at {other.span}"] if other is not None and other.span else []
+    return NetspecError(
+        f"the name `{node_id}` is used twice",
+        span,
+        notes=where,
+        hint="give it another name with `as`",
+    )
 
 
 def _channels_last_hint(shape: tuple[int, ...], hint: str | None) -> str | None:

@@ -1,11 +1,12 @@
 """Statements and scopes: a parsed spec read into its header, constants, blocks, free
-parameters (with their domains) and main chain; `Spec.instantiate` hands it to the builder."""
+parameters (with their domains) and main chain. The builder (`netspec.ir.build`, the next
+stage) reads a `ParsedSpec`; its `Spec` adds `instantiate`."""
 
 from __future__ import annotations
 
 import gc
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +14,9 @@ from typing import Any
 
 from netspec.errors import NetspecError, Span, SpecErrors, did_you_mean
 from netspec.frontend import ast
-from netspec.frontend.parser import parse_file, parse_text
-from netspec.ir.checks import BUDGET_METRICS
 from netspec.ir.expr import Symbol, eval_int, evaluate
-from netspec.ir.graph import Scalar
+from netspec.ir.graph import BUDGET_METRICS, Scalar
+from netspec.ir.naming import switch_name
 from netspec.layers import SPELLINGS, Layer
 
 
@@ -46,7 +46,7 @@ class Domain:
         return "{" + ", ".join(str(v) for v in vals) + "}"
 
 
-class Spec:
+class ParsedSpec:
     """A parsed spec: its header, constants, blocks, free parameters and the main chain."""
 
     def __init__(self, module: ast.Module) -> None:
@@ -90,116 +90,28 @@ class Spec:
 
     # ---- reading the statements
     def _collect(self, errors: list[NetspecError]) -> None:
+        """Read each statement into its place; what is declared twice, missing or unknown
+        goes to `errors`."""
+        _repeated_names(self.module.statements, errors)
         seen: dict[str, ast.Statement] = {}
         names: dict[str, Span] = {}
-
-        def once(key: str, stmt: ast.Statement, what: str) -> bool:
-            if key in seen:
+        for stmt in self.module.statements:
+            key = _ONCE.get(type(stmt))
+            if isinstance(stmt, ast.HeadDecl):
+                key = ("head " + stmt.name, f"head `{stmt.name}`")
+            if key is not None and not _once(seen, key, stmt, errors):
+                continue
+            if isinstance(stmt, ast.BlockDef) and stmt.name.upper() in SPELLINGS:
                 errors.append(
                     NetspecError(
-                        f"{what} is declared twice",
+                        f"block `{stmt.name}` has the name of a built-in layer",
                         stmt.span,
-                        notes=[f"first declared at {seen[key].span}"],
+                        hint="rename the block",
                     )
                 )
-                return False
-            seen[key] = stmt
-            return True
-
-        def define(name: str, span: Span) -> None:
-            if name in names:
-                errors.append(
-                    NetspecError(
-                        f"`{name}` is defined twice",
-                        span,
-                        notes=[f"first defined at {names[name]}"],
-                    )
-                )
-            names[name] = span
-
-        def unique(items: list[tuple[str | None, Span]], what: str) -> None:
-            """A name given twice in one list (block parameters, keyword arguments, settings)
-            is an error: the later one must never silently win."""
-            first: dict[str, Span] = {}
-            for name, span in items:
-                if name is None:
-                    continue
-                if name in first:
-                    errors.append(
-                        NetspecError(
-                            f"{what} `{name}` is given twice",
-                            span,
-                            notes=[f"first given at {first[name]}"],
-                            hint="keep one of them",
-                        )
-                    )
-                else:
-                    first[name] = span
-
-        for stmt in self.module.statements:
-            if isinstance(stmt, ast.InputDecl) and stmt.tokens:
-                unique([(a.name, a.span) for a in stmt.tokens], "tokens() argument")
-            elif isinstance(stmt, ast.BlockDef):
-                unique([(p.name, p.span) for p in stmt.params], f"block `{stmt.name}`'s parameter")
-            elif isinstance(stmt, ast.TrainDecl):
-                unique([(t.name, t.name_span) for t in stmt.settings], "training setting")
-                for t in stmt.settings:
-                    if isinstance(t.value, ast.ValueCall):
-                        unique(
-                            [(a.name, a.span) for a in t.value.args],
-                            f"argument of {t.value.name}()",
-                        )
-        for stmt in self.module.statements:
-            if isinstance(stmt, ast.NetworkDecl):
-                if once("network", stmt, "the network name"):
-                    self.name, self.description = stmt.name, stmt.description
-            elif isinstance(stmt, ast.InputDecl):
-                if once("input", stmt, "the input"):
-                    self.input = stmt
-            elif isinstance(stmt, ast.ClassesDecl):
-                if once("classes", stmt, "the number of classes"):
-                    self.classes = stmt
-            elif isinstance(stmt, ast.BudgetDecl):
-                self.budgets.extend(stmt.items)
-            elif isinstance(stmt, ast.DtypeDecl):
-                if once("dtype", stmt, "the dtype"):
-                    self.dtype = stmt
-            elif isinstance(stmt, ast.DefaultsDecl):
-                self.defaults.extend(stmt.calls)
-            elif isinstance(stmt, ast.ConstDef):
-                define(stmt.name, stmt.span)
-                self.consts.append(stmt)
-            elif isinstance(stmt, ast.FreeParam):
-                define(stmt.name, stmt.span)
-                self.free_decls[stmt.name] = stmt
-            elif isinstance(stmt, ast.BlockDef):
-                if stmt.name.upper() in SPELLINGS:
-                    errors.append(
-                        NetspecError(
-                            f"block `{stmt.name}` has the name of a built-in layer",
-                            stmt.span,
-                            hint="rename the block",
-                        )
-                    )
-                define(stmt.name, stmt.span)
-                self.blocks[stmt.name] = stmt
-            elif isinstance(stmt, ast.HeadDecl):
-                if once(f"head {stmt.name}", stmt, f"head `{stmt.name}`"):
-                    self.heads.append(stmt)
-            elif isinstance(stmt, ast.TrainDecl):
-                if once("train", stmt, "the train section"):
-                    self.train = stmt
-            elif isinstance(stmt, ast.ChainStmt):
-                if self.chain is not None:
-                    errors.append(
-                        NetspecError(
-                            "a second chain starts here; a spec has one main chain",
-                            stmt.chain.elements[0].span,
-                            hint="join it to the chain before with `->`",
-                        )
-                    )
-                else:
-                    self.chain = stmt.chain
+            if isinstance(stmt, ast.ConstDef | ast.FreeParam | ast.BlockDef):
+                _define(names, stmt.name, stmt.span, errors)
+            self._read(stmt, errors)
         end = Span(file=self.path, line=1, col=1, end_line=1, end_col=2)
         if self.input is None and not errors:
             errors.append(
@@ -217,22 +129,43 @@ class Spec:
                     hint="add e.g. `INPUT -> CONV(16) -> RELU -> FC(10) -> SOFTMAX`",
                 )
             )
-        for item in self.budgets:
-            if item.metric not in BUDGET_METRICS:
+        errors.extend(_budget_errors(self.budgets))
+
+    def _read(self, stmt: ast.Statement, errors: list[NetspecError]) -> None:
+        """One statement into its place (one declared twice was refused before)."""
+        if isinstance(stmt, ast.NetworkDecl):
+            self.name, self.description = stmt.name, stmt.description
+        elif isinstance(stmt, ast.InputDecl):
+            self.input = stmt
+        elif isinstance(stmt, ast.ClassesDecl):
+            self.classes = stmt
+        elif isinstance(stmt, ast.BudgetDecl):
+            self.budgets.extend(stmt.items)
+        elif isinstance(stmt, ast.DtypeDecl):
+            self.dtype = stmt
+        elif isinstance(stmt, ast.DefaultsDecl):
+            self.defaults.extend(stmt.calls)
+        elif isinstance(stmt, ast.ConstDef):
+            self.consts.append(stmt)
+        elif isinstance(stmt, ast.FreeParam):
+            self.free_decls[stmt.name] = stmt
+        elif isinstance(stmt, ast.BlockDef):
+            self.blocks[stmt.name] = stmt
+        elif isinstance(stmt, ast.HeadDecl):
+            self.heads.append(stmt)
+        elif isinstance(stmt, ast.TrainDecl):
+            self.train = stmt
+        elif isinstance(stmt, ast.ChainStmt):
+            if self.chain is not None:
                 errors.append(
                     NetspecError(
-                        f"unknown budget `{item.metric}`",
-                        item.metric_span,
-                        hint=did_you_mean(item.metric, BUDGET_METRICS)
-                        or "budgets: " + ", ".join(BUDGET_METRICS),
+                        "a second chain starts here; a spec has one main chain",
+                        stmt.chain.elements[0].span,
+                        hint="join it to the chain before with `->`",
                     )
                 )
-            elif item.op not in ("<=", "<"):
-                errors.append(
-                    NetspecError(
-                        f"a budget is an upper bound: write `{item.metric} <= ...`", item.span
-                    )
-                )
+            else:
+                self.chain = stmt.chain
 
     def _domains(self, errors: list[NetspecError]) -> None:
         env: dict[str, Any] = {}
@@ -309,35 +242,104 @@ class Spec:
     def is_family(self) -> bool:
         return bool(self.free)
 
-    def instantiate(
-        self,
-        bindings: Mapping[str, Scalar] | None = None,
-        *,
-        collect: bool = False,
-        light: bool = False,
-    ):
-        """Bind the free parameters and build the graph.
 
-        Returns the `Graph`; with `collect=True`, returns `(graph, errors)` so a caller can show
-        the table even when a shape assertion or budget failed (graph is None on fatal errors).
-        With `light=True` the graph has totals and budgets but no nodes: the same rules and
-        checks, several times faster, for exploring design spaces.
-        """
-        from netspec.ir.build import Builder  # the next stage; it imports this module
+# Statements a spec declares at most once: (key, what the message calls it).
+_ONCE: dict[type, tuple[str, str]] = {
+    ast.NetworkDecl: ("network", "the network name"),
+    ast.InputDecl: ("input", "the input"),
+    ast.ClassesDecl: ("classes", "the number of classes"),
+    ast.DtypeDecl: ("dtype", "the dtype"),
+    ast.TrainDecl: ("train", "the train section"),
+}
 
-        builder = Builder(self, dict(bindings or {}), light=light)
-        try:
-            with paused_gc():
-                graph = builder.build()
-        except NetspecError as e:
-            if collect:
-                return None, builder.errors + [e]
-            raise SpecErrors(builder.errors + [e]) from None
-        if collect:
-            return graph, builder.errors
-        if builder.errors:
-            raise SpecErrors(builder.errors)
-        return graph
+
+def _once(
+    seen: dict[str, ast.Statement],
+    key: tuple[str, str],
+    stmt: ast.Statement,
+    errors: list[NetspecError],
+) -> bool:
+    """False (and an error) when a statement declared at most once comes again."""
+    name, what = key
+    if name in seen:
+        errors.append(
+            NetspecError(
+                f"{what} is declared twice",
+                stmt.span,
+                notes=[f"first declared at {seen[name].span}"],
+            )
+        )
+        return False
+    seen[name] = stmt
+    return True
+
+
+def _define(names: dict[str, Span], name: str, span: Span, errors: list[NetspecError]) -> None:
+    """A constant, free parameter or block name: defined twice is an error."""
+    if name in names:
+        errors.append(
+            NetspecError(
+                f"`{name}` is defined twice", span, notes=[f"first defined at {names[name]}"]
+            )
+        )
+    names[name] = span
+
+
+def _unique(items: list[tuple[str | None, Span]], what: str, errors: list[NetspecError]) -> None:
+    """A name given twice in one list (block parameters, keyword arguments, settings) is an
+    error: the later one must never silently win."""
+    first: dict[str, Span] = {}
+    for name, span in items:
+        if name is None:
+            continue
+        if name in first:
+            errors.append(
+                NetspecError(
+                    f"{what} `{name}` is given twice",
+                    span,
+                    notes=[f"first given at {first[name]}"],
+                    hint="keep one of them",
+                )
+            )
+        else:
+            first[name] = span
+
+
+def _repeated_names(statements: Sequence[ast.Statement], errors: list[NetspecError]) -> None:
+    """Names given twice inside one statement: tokens() arguments, block parameters, training
+    settings and their call arguments."""
+    for stmt in statements:
+        if isinstance(stmt, ast.InputDecl) and stmt.tokens:
+            _unique([(a.name, a.span) for a in stmt.tokens], "tokens() argument", errors)
+        elif isinstance(stmt, ast.BlockDef):
+            what = f"block `{stmt.name}`'s parameter"
+            _unique([(p.name, p.span) for p in stmt.params], what, errors)
+        elif isinstance(stmt, ast.TrainDecl):
+            _unique([(t.name, t.name_span) for t in stmt.settings], "training setting", errors)
+            for t in stmt.settings:
+                if isinstance(t.value, ast.ValueCall):
+                    what = f"argument of {t.value.name}()"
+                    _unique([(a.name, a.span) for a in t.value.args], what, errors)
+
+
+def _budget_errors(budgets: list[ast.BudgetItem]) -> list[NetspecError]:
+    """Budgets name a known metric and are upper bounds."""
+    errors = []
+    for item in budgets:
+        if item.metric not in BUDGET_METRICS:
+            errors.append(
+                NetspecError(
+                    f"unknown budget `{item.metric}`",
+                    item.metric_span,
+                    hint=did_you_mean(item.metric, BUDGET_METRICS)
+                    or "budgets: " + ", ".join(BUDGET_METRICS),
+                )
+            )
+        elif item.op not in ("<=", "<"):
+            errors.append(
+                NetspecError(f"a budget is an upper bound: write `{item.metric} <= ...`", item.span)
+            )
+    return errors
 
 
 @contextmanager
@@ -354,19 +356,3 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-
-def switch_name(el: ast.Element) -> str | None:
-    if el.label:
-        return el.label
-    if isinstance(el.primary, ast.Call):
-        return el.primary.name.lower()
-    return None
-
-
-def load_spec(path: str | Path) -> Spec:
-    return Spec(parse_file(path))
-
-
-def load_spec_text(text: str, path: str = "<spec>") -> Spec:
-    return Spec(parse_text(text, path))

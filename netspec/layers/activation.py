@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from netspec.layers.base import Layer, NonNegFloat, PosFloat, Rate, Shape, numel
+from netspec.layers.base import (
+    BackwardMemory,
+    Layer,
+    NonNegFloat,
+    PosFloat,
+    Rate,
+    Shape,
+    numel,
+)
 
 
 class _Elementwise(Layer):
@@ -18,6 +26,8 @@ class ReLU(_Elementwise):
     """max(0, x)."""
 
     kind = "relu"
+    backward_keeps = "output"
+    shares_input = True
     spellings = {"RELU": {}}
     reuses_input = True
 
@@ -26,6 +36,7 @@ class LeakyReLU(_Elementwise):
     """x for x > 0, slope * x otherwise. Args: slope (0.01, PyTorch's default)."""
 
     kind = "leaky_relu"
+    backward_keeps = "input"
     short = "lrelu"
     spellings = {"LEAKYRELU": {}, "LRELU": {}}
     positional = ("slope",)
@@ -38,6 +49,7 @@ class Tanh(_Elementwise):
     """Hyperbolic tangent."""
 
     kind = "tanh"
+    backward_keeps = "output"
     spellings = {"TANH": {}}
 
 
@@ -45,6 +57,7 @@ class Sigmoid(_Elementwise):
     """Logistic sigmoid."""
 
     kind = "sigmoid"
+    backward_keeps = "output"
     spellings = {"SIGMOID": {}}
 
 
@@ -52,6 +65,7 @@ class SiLU(_Elementwise):
     """x * sigmoid(x), also spelled SWISH (EfficientNet, MobileNetV3)."""
 
     kind = "silu"
+    backward_keeps = "input"
     spellings = {"SILU": {}, "SWISH": {}}
 
 
@@ -59,6 +73,7 @@ class ReLU6(_Elementwise):
     """min(max(0, x), 6) (MobileNet V2)."""
 
     kind = "relu6"
+    backward_keeps = "input"
     short = "relu6_"  # node names relu6_1, relu6_2 (not relu61)
     spellings = {"RELU6": {}}
 
@@ -67,6 +82,7 @@ class HardSwish(_Elementwise):
     """x * relu6(x + 3) / 6 (MobileNetV3)."""
 
     kind = "hardswish"
+    backward_keeps = "input"
     spellings = {"HARDSWISH": {}, "HSWISH": {}}
 
 
@@ -74,6 +90,7 @@ class HardSigmoid(_Elementwise):
     """relu6(x + 3) / 6, PyTorch's (MobileNetV3's squeeze-excitation gate)."""
 
     kind = "hardsigmoid"
+    backward_keeps = "input"
     spellings = {"HARDSIGMOID": {}, "HSIGMOID": {}}
 
 
@@ -81,6 +98,7 @@ class GELU(_Elementwise):
     """x * Phi(x) (ConvNeXt, transformers). Args: approximate (`none`, exact with erf; `tanh`)."""
 
     kind = "gelu"
+    backward_keeps = "input"
     spellings = {"GELU": {}}
     positional = ("approximate",)
     examples = (("image", "GELU"), ("vector", "FC(6) -> GELU(approximate=tanh)"))
@@ -92,6 +110,7 @@ class ELU(_Elementwise):
     """x for x > 0, alpha * (exp(x) - 1) otherwise. Args: alpha (1.0)."""
 
     kind = "elu"
+    backward_keeps = "input"
     spellings = {"ELU": {}}
     positional = ("alpha",)
     examples = (("image", "ELU"), ("signal", "ELU(0.5)"))
@@ -104,6 +123,7 @@ class PReLU(_Elementwise):
     nn.PReLU(num_parameters=C)). Args: init (the slopes' initial value, 0.25)."""
 
     kind = "prelu"
+    backward_keeps = "input"
     spellings = {"PRELU": {}}
     positional = ("init",)
     inplace = False  # a learned op: its output is a new tensor
@@ -119,6 +139,7 @@ class Softmax(_Elementwise):
     """Softmax over channels (the class scores). Training folds it into the loss."""
 
     kind = "softmax"
+    backward_keeps = "output"
     spellings = {"SOFTMAX": {}}
     probabilities = True
     examples = (("image", "SOFTMAX"), ("vector", "FC(4) -> SOFTMAX"))
@@ -128,6 +149,7 @@ class Dropout(Layer):
     """Zeroes a fraction `p` of activations in training; the identity at inference. Args: p (0.5)."""
 
     kind = "dropout"
+    backward_keeps = "nothing"
     spellings = {"DROPOUT": {}}
     positional = ("p",)
     inplace = True
@@ -135,6 +157,11 @@ class Dropout(Layer):
     examples = (("image", "DROPOUT(0.3)"), ("vector", "DROPOUT"))
 
     p: Rate = 0.5
+
+    def backward_memory(self, out: Shape, dtype_bytes: int) -> BackwardMemory:
+        # Training makes a new tensor and keeps its mask, one element per element at the dtype
+        # (PyTorch on the CPU; CUDA's fused dropout keeps 1 byte: this is the upper figure).
+        return super().backward_memory(out, dtype_bytes)._replace(extra=numel(out) * dtype_bytes)
 
 
 class DropPath(Layer):
@@ -144,6 +171,7 @@ class DropPath(Layer):
     """
 
     kind = "drop_path"
+    backward_keeps = "nothing"
     short = "droppath"
     spellings = {"DROPPATH": {}, "STOCHASTICDEPTH": {}}
     positional = ("p",)
@@ -151,3 +179,9 @@ class DropPath(Layer):
     examples = (("image", "residual(CONV(3) -> DROPPATH(0.2))"), ("vector", "DROPPATH"))
 
     p: Rate = 0.1
+
+    def backward_memory(self, out: Shape, dtype_bytes: int) -> BackwardMemory:
+        """Keeps its per-example mask (one value each); with p = 0 it is its input itself."""
+        if self.p == 0:
+            return BackwardMemory(True, "nothing", 0, 0, 0)
+        return super().backward_memory(out, dtype_bytes)._replace(extra=dtype_bytes)

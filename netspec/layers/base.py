@@ -14,13 +14,16 @@ Counting conventions (written down once; the README repeats them):
 - Activation memory counts the elements of every layer output, forward only, per example.
   Layers that may overwrite their input (ReLU and the other activations, softmax), dropout
   (the identity at inference), flatten (a view) and identity add nothing.
+- Training memory (``netspec.memory``) asks each layer what one training step holds for it:
+  `backward_memory` (what its backward pass keeps, whether its output shares its input's
+  storage, and the masks, indices or statistics it saves besides).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
@@ -33,6 +36,22 @@ NonNegFloat = Annotated[StrictFloat | StrictInt, Field(ge=0)]
 PosFloat = Annotated[StrictFloat | StrictInt, Field(gt=0)]
 IntOrTuple = PosInt | tuple[PosInt, ...]
 Bool = StrictBool
+
+
+INDEX_BYTES = 8  # int64: max pooling's indices, token ids
+STAT_BYTES = 4  # fp32: normalization layers' saved means and inverse stds
+
+Keeps = Literal["input", "output", "nothing"]
+
+
+class BackwardMemory(NamedTuple):
+    """What a layer holds for one training step's backward pass (see `netspec.memory`)."""
+
+    shares_input: bool  # its output lives in its input's storage (in place, or a view)
+    keeps: Keeps  # the tensor its backward reads: its input, its output, or none
+    stored: int  # bytes per example of its output tensor (when it has its own storage)
+    extra: int  # bytes per example saved besides tensors: masks, indices, statistics
+    fixed: int  # bytes per batch whatever its size: batch statistics
 
 
 class ShapeError(Exception):
@@ -116,6 +135,12 @@ class Layer(BaseModel):
     # input one of "image" [C, H, W], "signal" [C, L], "vector" [N], "tokens" [L]. Empty: its
     # first spelling, bare, on an image.
     examples: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # Training memory: what its backward pass keeps ("input", "output" or "nothing"). Every
+    # kind states it in its own class body (the registry checklist names one that does not).
+    backward_keeps: ClassVar[Keeps | None] = None
+    # Training memory: its output is its input's storage (in place, or a view), so a tensor
+    # kept by both is counted once.
+    shares_input: ClassVar[bool] = False
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -170,6 +195,17 @@ class Layer(BaseModel):
         position (activations, norms, additions, concatenation). A layer whose output has no
         positions while its input has (FC, FLATTEN) reads them all, and needs no window."""
         return None
+
+    def backward_memory(self, out: Shape, dtype_bytes: int) -> BackwardMemory:
+        """What one training step holds for this layer, for an output of shape `out` at
+        `dtype_bytes` per element. Kinds whose memory depends on their arguments override it."""
+        keeps = self.backward_keeps
+        if keeps is None:
+            raise NotImplementedError(
+                f"layer kind `{self.kind}` does not state what its backward pass keeps "
+                "(backward_keeps)"
+            )
+        return BackwardMemory(self.shares_input, keeps, numel(out) * dtype_bytes, 0, 0)
 
     def explain_size(
         self, in_shape: Shape, out: Shape, declared: Shape

@@ -67,6 +67,7 @@ class Conv(Layer):
     """
 
     kind = "conv"
+    backward_keeps = "input"
     spellings = {"CONV": {}, "CONV2D": {"dims": 2}, "CONV1D": {"dims": 1}}
     positional: ClassVar[tuple[str, ...]] = ("channels", "kernel", "stride", "padding")
     penalized = True
@@ -175,6 +176,7 @@ class DepthwiseConv(Conv):
     """
 
     kind = "dwconv"
+    backward_keeps = "input"
     short = "dwconv"  # not Conv's
     spellings = {"DWCONV": {}, "DWCONV2D": {"dims": 2}, "DWCONV1D": {"dims": 1}}
     positional = ("kernel", "stride", "padding")
@@ -206,6 +208,7 @@ class ConvTranspose(Layer):
     """
 
     kind = "conv_transpose"
+    backward_keeps = "input"
     short = "upconv"
     spellings = {
         "CONVTRANSPOSE": {},

@@ -18,6 +18,8 @@ class Flatten(Layer):
     """[C, H, W] -> [C*H*W]. The compiler adds one (marked implicit) before an FC on a map."""
 
     kind = "flatten"
+    backward_keeps = "nothing"
+    shares_input = True
     spellings = {"FLATTEN": {}}
     inplace = True  # a view
     examples = (("image", "FLATTEN"), ("signal", "FLATTEN"))
@@ -38,6 +40,7 @@ class Dense(Layer):
     """
 
     kind = "fc"
+    backward_keeps = "input"
     spellings = {"FC": {}, "DENSE": {}, "LINEAR": {}}
     positional = ("units",)
     flattens_input = True
@@ -81,6 +84,7 @@ class Embedding(Layer):
     """
 
     kind = "embedding"
+    backward_keeps = "input"
     spellings = {"EMBEDDING": {}, "EMBED": {}}
     positional = ("dim", "vocab")
     contextual = {"vocab": "vocab"}

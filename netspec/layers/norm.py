@@ -6,6 +6,8 @@ from __future__ import annotations
 from pydantic import StrictFloat, StrictInt
 
 from netspec.layers.base import (
+    STAT_BYTES,
+    BackwardMemory,
     Layer,
     NonNegFloat,
     PosFloat,
@@ -29,6 +31,7 @@ class BatchNorm(Layer):
     """
 
     kind = "batchnorm"
+    backward_keeps = "input"
     spellings = {
         "BN": {},
         "BATCHNORM": {},
@@ -51,6 +54,11 @@ class BatchNorm(Layer):
     def running(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
         return {"running_mean": (ins[0][0],), "running_var": (ins[0][0],)}
 
+    def backward_memory(self, out: Shape, dtype_bytes: int) -> BackwardMemory:
+        """Keeps a mean and an inverse std per channel (fp32, per batch, not per example)."""
+        memory = super().backward_memory(out, dtype_bytes)
+        return memory._replace(fixed=2 * out[0] * STAT_BYTES)
+
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return 2 * numel(out)
 
@@ -64,6 +72,7 @@ class LocalResponseNorm(Layer):
     """
 
     kind = "lrn"
+    backward_keeps = "input"
     spellings = {"LRN": {}, "LOCALRESPONSENORM": {}}
     positional = ("size",)
     examples = (("image", "LRN(3, alpha=0.1)"), ("image", "LRN(4)"), ("signal", "LRN(3)"))
@@ -95,6 +104,7 @@ class LayerNorm(Layer):
     """
 
     kind = "layernorm"
+    backward_keeps = "input"
     short = "ln"
     spellings = {"LAYERNORM": {}, "LN": {}}
     positional = ("eps",)
@@ -105,6 +115,11 @@ class LayerNorm(Layer):
 
     def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
         return _per_channel(ins[0])
+
+    def backward_memory(self, out: Shape, dtype_bytes: int) -> BackwardMemory:
+        """Keeps a mean and an inverse std per position (fp32, per example)."""
+        memory = super().backward_memory(out, dtype_bytes)
+        return memory._replace(extra=2 * (numel(out) // out[0]) * STAT_BYTES)
 
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return 4 * numel(out)
@@ -120,6 +135,7 @@ class GroupNorm(Layer):
     """
 
     kind = "groupnorm"
+    backward_keeps = "input"
     short = "gn"
     spellings = {"GROUPNORM": {}, "GN": {}}
     positional = ("groups", "eps")
@@ -155,6 +171,11 @@ class GroupNorm(Layer):
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return 4 * numel(out)
 
+    def backward_memory(self, out: Shape, dtype_bytes: int) -> BackwardMemory:
+        """Keeps a mean and an inverse std per group (fp32, per example)."""
+        memory = super().backward_memory(out, dtype_bytes)
+        return memory._replace(extra=2 * self.groups * STAT_BYTES)
+
 
 class LayerScale(Layer):
     """A learned scale per channel (CaiT, ConvNeXt): x * gamma, gamma of shape [C, 1, 1] on a
@@ -165,6 +186,7 @@ class LayerScale(Layer):
     """
 
     kind = "layer_scale"
+    backward_keeps = "input"
     short = "scale"
     spellings = {"LAYERSCALE": {}}
     positional = ("init",)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from netspec.layers.base import (
+    INDEX_BYTES,
+    BackwardMemory,
     Bool,
     IntOrTuple,
     Layer,
@@ -36,6 +38,7 @@ class Pool(Layer):
     """
 
     kind = "pool"
+    backward_keeps = "input"
     spellings = {
         "POOL": {},
         "MAXPOOL": {"mode": "max"},
@@ -62,6 +65,11 @@ class Pool(Layer):
     mode: Literal["max", "avg"] = "max"
     ceil: Bool = False
     dims: Literal[1, 2] | None = None
+
+    def backward_memory(self, out: Shape, dtype_bytes: int) -> BackwardMemory:
+        """Max pooling keeps int64 indices, one per output element."""
+        memory = super().backward_memory(out, dtype_bytes)
+        return memory._replace(extra=numel(out) * INDEX_BYTES) if self.mode == "max" else memory
 
     def geometry(self, shape: Shape) -> tuple[Shape, Shape, Shape]:
         dims = spatial_dims("POOL", shape, self.dims)
@@ -126,6 +134,7 @@ class GlobalPool(Layer):
     """
 
     kind = "global_pool"
+    backward_keeps = "input"
     short = "gpool"
     examples = (("image", "GAP"), ("signal", "GMP"))
     spellings = {
@@ -152,6 +161,14 @@ class GlobalPool(Layer):
         n = in_shape[1:]
         return Window(n, n, (0,) * len(n), (1,) * len(n))
 
+    def backward_memory(self, out: Shape, dtype_bytes: int) -> BackwardMemory:
+        """Average pooling to one value per channel is a mean (PyTorch computes it so), whose
+        backward needs only the input's shape; max pooling keeps int64 indices."""
+        memory = super().backward_memory(out, dtype_bytes)
+        if self.mode == "avg":
+            return memory._replace(keeps="nothing")
+        return memory._replace(extra=numel(out) * INDEX_BYTES)
+
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return numel(ins[0])
 
@@ -164,6 +181,7 @@ class AdaptiveAvgPool(Layer):
     """
 
     kind = "adaptive_avg_pool"
+    backward_keeps = "input"
     short = "apool"
     examples = (("image", "ADAPTIVEAVGPOOL(2)"), ("signal", "ADAPTIVEAVGPOOL(3)"))
     spellings = {"ADAPTIVEAVGPOOL": {}, "ADAPTIVEPOOL": {}}
@@ -188,6 +206,11 @@ class AdaptiveAvgPool(Layer):
         stride = tuple(max(n_ // m_, 1) for n_, m_ in zip(n, m, strict=True))
         return Window(kernel, stride, (0,) * len(n), (1,) * len(n))
 
+    def backward_memory(self, out: Shape, dtype_bytes: int) -> BackwardMemory:
+        """Down to one value per channel it is a mean, whose backward keeps nothing."""
+        memory = super().backward_memory(out, dtype_bytes)
+        return memory._replace(keeps="nothing") if all(d == 1 for d in out[1:]) else memory
+
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return numel(ins[0])
 
@@ -204,6 +227,7 @@ class Upsample(Layer):
     """
 
     kind = "upsample"
+    backward_keeps = "nothing"
     spellings = {"UPSAMPLE": {}}
     positional = ("scale", "mode")
     examples = (

@@ -3,7 +3,17 @@ shuffles (ShuffleNet, CSP)."""
 
 from __future__ import annotations
 
-from netspec.layers.base import Layer, NonNegInt, PosInt, Shape, ShapeError, fmt_shape, numel
+from netspec.layers.base import (
+    INDEX_BYTES,
+    BackwardMemory,
+    Layer,
+    NonNegInt,
+    PosInt,
+    Shape,
+    ShapeError,
+    fmt_shape,
+    numel,
+)
 
 
 def divisors(n: int) -> str:
@@ -14,6 +24,7 @@ class Input(Layer):
     """The network's input: a tensor [C, H, W] / [C, L], or token ids [L] with a vocabulary."""
 
     kind = "input"
+    backward_keeps = "nothing"
     arity = 0
     examples = (("image", "IDENTITY"), ("signal", "IDENTITY"), ("tokens", "EMBEDDING(3)"))
 
@@ -23,11 +34,17 @@ class Input(Layer):
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         return self.shape
 
+    def backward_memory(self, out: Shape, dtype_bytes: int) -> BackwardMemory:
+        """Token ids are int64, whatever the dtype."""
+        stored = numel(out) * (INDEX_BYTES if self.vocab is not None else dtype_bytes)
+        return super().backward_memory(out, dtype_bytes)._replace(stored=stored)
+
 
 class Concat(Layer):
     """Concatenation along channels of branches with the same spatial size (Inception)."""
 
     kind = "concat"
+    backward_keeps = "nothing"
     arity = None
     fresh_output = True
     examples = (("image", "concat(CONV(2, 1), MAXPOOL(3, stride=1, padding=1), IDENTITY)"),)
@@ -48,6 +65,7 @@ class Add(Layer):
     """Element-wise sum of branches with identical shapes (residual connections)."""
 
     kind = "add"
+    backward_keeps = "nothing"
     arity = None
     fresh_output = True  # with two or more inputs (one input is returned itself)
     reuses_input = True
@@ -99,6 +117,7 @@ class Mul(Layer):
     """
 
     kind = "mul"
+    backward_keeps = "input"
     arity = None
     fresh_output = True
     examples = (
@@ -138,6 +157,8 @@ class Identity(Layer):
     """Passes its input through unchanged (a plain skip in add(...))."""
 
     kind = "identity"
+    backward_keeps = "nothing"
+    shares_input = True
     spellings = {"IDENTITY": {}, "SKIP": {}}
     inplace = True
     transparent = True
@@ -150,6 +171,7 @@ class ChannelShuffle(Layer):
     """
 
     kind = "channel_shuffle"
+    backward_keeps = "nothing"
     short = "shuffle"
     spellings = {"CHANNELSHUFFLE": {}}
     positional = ("groups",)
@@ -181,6 +203,8 @@ class Slice(Layer):
     """
 
     kind = "slice"
+    backward_keeps = "nothing"
+    shares_input = True
     spellings = {"SLICE": {}}
     positional = ("start", "stop")
     inplace = True  # a view

@@ -129,7 +129,7 @@ _last: dict[tuple[str, str], tuple[Any, list[dict[str, Any]], list[str]]] = {}
 
 def _compiled(text: str, bindings: str) -> tuple[Any, list[dict[str, Any]], list[str]]:
     """The graph (None on a fatal error), the errors (as JSON) and the free parameters."""
-    from netspec.commands.options import parse_bindings
+    from netspec.io import parse_bindings
     from netspec.ir.build import load_spec_text
 
     key = (text, bindings)

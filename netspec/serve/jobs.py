@@ -133,7 +133,7 @@ def stopped_message(name: str, e: Stopped, settings: Settings) -> NetspecError:
 
 
 def _graph(text: str, bindings: str) -> Any:
-    from netspec.commands.options import parse_bindings
+    from netspec.io import parse_bindings
     from netspec.ir.build import load_spec_text
 
     with comp.LOCK:

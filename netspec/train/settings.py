@@ -27,6 +27,7 @@ from typing import Any
 
 from netspec.errors import NetspecError, Span, did_you_mean
 from netspec.io import parse_bool
+from netspec.ir.sections import register_train_check
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
@@ -280,6 +281,14 @@ def resolve_settings(
     merged.setdefault("lr", _DEFAULT_LR[optimizer])
     merged.setdefault("weight_decay", _DEFAULT_WEIGHT_DECAY[optimizer])
     return TrainSettings(**merged)
+
+
+def _check_train_section(values: Mapping[str, Any], spans: Mapping[str, Span]) -> None:
+    """The build's check of a spec's train section: resolved as `netspec train` would."""
+    resolve_settings(values, spans=spans)
+
+
+register_train_check(_check_train_section)
 
 
 def _expand(values: Mapping[str, Any], origin: str, spans: Mapping[str, Span]) -> dict[str, Any]:

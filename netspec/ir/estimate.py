@@ -1,0 +1,172 @@
+"""The size estimate: the nodes and steps a chain, element or block call expands to, computed
+without expanding it, so the build refuses a network over the cap on work before doing the
+work (see netspec.ir.limits). Linear in the text: a block's size is kept per argument values,
+and a loop whose body reads its index is estimated at its ends only."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from netspec.errors import NetspecError
+from netspec.frontend import ast
+from netspec.ir.expr import eval_int, evaluate, free_names
+from netspec.ir.limits import MAX_DEPTH, MAX_WORK
+
+SATURATED = 10**18  # estimates stop counting here
+_MAX_STEPS = 4 * MAX_WORK  # elements visited by one estimate (linear in the text)
+
+
+class SizeEstimate:
+    """One build's estimator. Inputs: the spec's blocks, the global names a block body reads,
+    and the spec's cache of the names each primary reads (shared by a family's members). It
+    keeps the sizes of the block calls it has estimated."""
+
+    def __init__(
+        self,
+        blocks: Mapping[str, ast.BlockDef],
+        globals: Mapping[str, Any],
+        primary_names: dict[int, set[str]],
+    ) -> None:
+        self.blocks = blocks
+        self.globals = globals
+        self.primary_names = primary_names
+        self.estimates: dict[tuple, int] = {}  # a block's size by its argument values
+        self.estimating: set[str] = set()  # blocks being estimated (a cycle counts 1)
+        self.indexed = 0  # loops with an index the body reads, open in the estimate
+        self.steps = 0  # elements visited by this estimate
+        self.depth = 0  # chains open, in the build and in this estimate
+
+    def of_element(
+        self, el: ast.Element, env: Mapping[str, Any], depth: int, count: int | None = None
+    ) -> int:
+        """An element's size, estimated inside `depth` chains being expanded."""
+        self.steps, self.depth = 0, depth
+        return self.element(el, env, count)
+
+    def of_chain(self, ch: ast.Chain, env: Mapping[str, Any], depth: int) -> int:
+        """A chain's size, estimated inside `depth` chains being expanded."""
+        self.steps, self.depth = 0, depth
+        return self.chain(ch, env)
+
+    def chain(self, ch: ast.Chain, env: Mapping[str, Any]) -> int:
+        """The nodes and steps a chain expands to (saturating at `SATURATED`)."""
+        self.depth = enter(self.depth, ch.span)
+        try:
+            total = 0
+            for el in ch.elements:
+                total += self.element(el, env)
+                if total > SATURATED:
+                    return SATURATED
+            return total
+        finally:
+            self.depth -= 1
+
+    def element(self, el: ast.Element, env: Mapping[str, Any], count: int | None = None) -> int:
+        """The nodes and steps an element expands to; `count` is its repetition's, when the
+        caller evaluated it already."""
+        self._step(el)
+        p = el.primary
+        if el.repeat is None:
+            return self._primary(p, env)
+        if count is None:
+            try:
+                count = eval_int(
+                    el.repeat, {**env, **({el.index_var: 0} if el.index_var else {})}, "count"
+                )
+            except NetspecError:
+                count = 1
+        if count <= 0:
+            return 0
+        if el.index_var and el.index_var in names_of(self.primary_names, p):
+            # The body depends on the index: its size at both ends of the loop (sizes that
+            # grow or shrink with the index are bounded by one of them); loops nested deeper
+            # take the last end only, so the estimate stays linear in the text.
+            self.indexed += 1
+            try:
+                last = self._primary(p, {**env, el.index_var: count - 1})
+                first = self._primary(p, {**env, el.index_var: 0}) if self.indexed <= 3 else 0
+            finally:
+                self.indexed -= 1
+            per = max(first, last) + 1  # and the step of evaluating it afresh
+        else:
+            per = self._primary(p, env)
+        return min(count * per, SATURATED)
+
+    def _primary(self, p: ast.Primary, env: Mapping[str, Any]) -> int:
+        if isinstance(p, ast.Call):
+            block = self.blocks.get(p.name)
+            if block is None:
+                return 1
+            if block.name in self.estimating:
+                return 1  # a block calling itself: the expansion refuses it
+            return self._block(block, p, env)
+        if isinstance(p, ast.Group):
+            return self.chain(p.chain, env)
+        # A residual: the add, and a projection conv + BN; a branch: a scope each, and the join.
+        extra = 3 if p.op == "residual" else 1 + len(p.chains)
+        return min(extra + sum(self.chain(c, env) for c in p.chains), SATURATED)
+
+    def _block(self, block: ast.BlockDef, call: ast.Call, env: Mapping[str, Any]) -> int:
+        bound: dict[str, Any] = {}
+        params = [q.name for q in block.params]
+        positional = [a for a in call.args if a.name is None]
+        for name, arg in [*zip(params, positional, strict=False)] + [
+            (a.name, a) for a in call.args if a.name is not None
+        ]:
+            with contextlib.suppress(NetspecError):
+                bound[name] = evaluate(arg.value, env, symbols=True)
+        body_env = dict(self.globals)
+        for q in block.params:
+            if q.name in bound:
+                body_env[q.name] = bound[q.name]
+            elif q.default is not None:
+                with contextlib.suppress(NetspecError):
+                    body_env[q.name] = evaluate(q.default, body_env, symbols=True)
+        key: tuple | None = (block.name, *sorted(bound.items(), key=lambda kv: kv[0]))
+        try:
+            hit = self.estimates.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable argument value
+            key, hit = None, None
+        if hit is not None:
+            return hit
+        self.estimating.add(block.name)
+        try:
+            size = min(1 + self.chain(block.body, body_env), SATURATED)  # + its scope
+        finally:
+            self.estimating.discard(block.name)
+        if key is not None:
+            self.estimates[key] = size
+        return size
+
+    def _step(self, el: ast.Element) -> None:
+        self.steps += 1
+        if self.steps > _MAX_STEPS:
+            raise NetspecError(
+                "this spec nests its loops and blocks too deeply to bound its size",
+                el.span,
+                hint="netspec bounds the expansion before doing it; "
+                "use fewer nested loops whose bodies depend on their index",
+            )
+
+
+def enter(depth: int, span: Any) -> int:
+    """One more chain nested in `depth` ones being expanded (or estimated): the new depth, or
+    an error past MAX_DEPTH."""
+    if depth >= MAX_DEPTH:
+        raise NetspecError(
+            f"blocks and brackets nest more than {MAX_DEPTH} deep here",
+            span,
+            hint="a block calling a block calling a block... or brackets in brackets: "
+            f"netspec expands at most {MAX_DEPTH} levels",
+        )
+    return depth + 1
+
+
+def names_of(cache: dict[int, set[str]], p: ast.Primary) -> set[str]:
+    """The names a primary reads (kept by the primary's id in `cache`)."""
+    names = cache.get(id(p))
+    if names is None:
+        names = cache[id(p)] = free_names(p)
+    return names
