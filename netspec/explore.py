@@ -340,6 +340,7 @@ class Exploration:
     budgets: dict[str, str]  # metric -> `<= 2M`
     seconds: float
     sampled: bool
+    shard: tuple[int, int] | None = None  # (K, N): this result holds shard K of N
 
     @property
     def valid(self) -> list[Member]:
@@ -366,11 +367,16 @@ def explore(
     cap: int = CAP,
     verify: bool = True,
     stop: Callable[[], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Exploration:
     """Evaluate every member of `spec`'s space (or of `grid`, or `sample` random ones).
 
     `stop`, when given, is called before each member is evaluated or built; whatever it
     raises ends the exploration there (the playground stops a job whose client left).
+
+    `shard` (K, N) evaluates only the members whose number is K modulo N (K, K+N, K+2N, ...):
+    N processes with K = 1..N split a space without talking to each other, and `merge` joins
+    their `to_json` outputs. A shard without a valid member is a result, not an error.
 
     Raises NetspecError for a spec without free parameters, a space over `cap` members
     without `sample`, and a selection in which no member is valid.
@@ -390,7 +396,9 @@ def explore(
         )
     start = time.perf_counter()
     step = stop or _go_on
-    members = _evaluate_all(spec, space, sample, seed, step)
+    if shard is not None:
+        check_shard(shard)
+    members = _evaluate_all(spec, space, sample, seed, step, shard)
     failures = _group_failures(members)
     budgets = {
         b.metric: f"{b.op} {_show_limit(b.metric, b.limit)}" for b in _budget_checks(spec, members)
@@ -405,8 +413,9 @@ def explore(
         budgets=budgets,
         seconds=0.0,
         sampled=sample is not None and sample < space.size,
+        shard=shard,
     )
-    if not exp.valid:
+    if not exp.valid and shard is None:
         notes = [
             f"{g.count:,} member(s): {g.message}" + (f" at {_where(g.span)}" if g.span else "")
             for g in failures[:6]
@@ -417,7 +426,7 @@ def explore(
             hint="widen the grid, or change the spec so that its smallest member fits",
             notes=notes,
         )
-    if verify:
+    if verify and exp.valid:
         _verify(exp, step)
     else:
         _set_front(exp)
@@ -432,17 +441,34 @@ def _go_on() -> None:
     """The default `stop`: never."""
 
 
+def check_shard(shard: tuple[int, int]) -> None:
+    k, n = shard
+    if not (n >= 1 and 1 <= k <= n):
+        raise NetspecError(
+            f"shard {k}/{n} does not exist: K/N needs 1 <= K <= N",
+            hint="e.g. --shard 1/2 on one machine and --shard 2/2 on another",
+        )
+
+
 def _evaluate_all(
-    spec: Spec, space: Space, sample: int | None, seed: int, step: Callable[[], None]
+    spec: Spec,
+    space: Space,
+    sample: int | None,
+    seed: int,
+    step: Callable[[], None] = _go_on,
+    shard: tuple[int, int] | None = None,
 ) -> list[Member]:
     names = space.names
     values = [d.values for d in space.domains]
     strides = space.strides()
     members = []
     instantiate = spec.instantiate
+    k, n = shard or (1, 1)
     for idx in space.indices(sample, seed):
-        step()
         number = 1 + sum(i * s for i, s in zip(idx, strides, strict=True))
+        if (number - 1) % n != k - 1:  # shard K/N keeps the members numbered K, K+N, K+2N, ...
+            continue
+        step()
         bindings = {n: v[i] for n, v, i in zip(names, values, idx, strict=True)}
         graph, errors = instantiate(bindings, collect=True, light=True)
         m = Member(number, bindings)

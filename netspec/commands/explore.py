@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,7 +16,22 @@ from netspec.io import atomic_write, check_output_folder, fmt_bytes
 SORTS = ("params", "macs", "memory")
 
 
-@click.command()
+class _ExploreCommand(click.Command):
+    """`netspec explore SPEC ...`, and `netspec explore merge A.json B.json ...`."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        if args and args[0] == "merge":
+            return merge.make_context("explore merge", args[1:], parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+
+@click.command(cls=_ExploreCommand)
 @click.argument("spec", type=SPEC)
 @click.argument("extra", nargs=-1, metavar="[NAME=VALUES]...")
 @click.option(
@@ -71,6 +87,18 @@ SORTS = ("params", "macs", "memory")
     help="list every member that fits the budgets, not only the front",
 )
 @click.option("--limit", type=int, default=None, metavar="ROWS", help="show at most ROWS rows")
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="explore only the members numbered K modulo N (K, K+N, ...); join with `netspec explore merge`",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=OUTPUT_FILE,
+    metavar="FILE",
+    help="write the result (spec, selection, every member) for `netspec explore merge`",
+)
 def explore(
     spec: str,
     extra: tuple[str, ...],
@@ -84,16 +112,21 @@ def explore(
     output: str | None,
     show_all: bool,
     limit: int | None,
+    shard: str | None,
+    json_path: str | None,
 ) -> None:
     """Explore the family SPEC: how many members are valid and why the others are not, which fit
     the budgets, and the Pareto front over (params, MACs, activation memory). Members are
     numbered in the whole declared space, so `--pick ROW -o member.ns` needs only the spec.
 
+    Split a space over N processes or machines with `--shard K/N --json FILE` on each and
+    join the files with `netspec explore merge FILE...`.
+
     Exit status 0 when some member fits the budgets, 2 otherwise (and on errors)."""
     from netspec import explore as ex
     from netspec.ir.build import load_spec
 
-    for path in (plot_path, csv_path, output):  # refused before the work, not after it
+    for path in (plot_path, csv_path, output, json_path):  # refused before the work, not after it
         if path is not None:
             check_output_folder(Path(path))
     family = load_spec(spec)
@@ -106,12 +139,77 @@ def explore(
             hint=f"e.g. netspec explore {spec} --pick 3 -o member.ns",
         )
     grid = ex.parse_grid(family, grids + extra) if grids or extra else None
-    result = ex.explore(family, grid=grid, sample=sample, seed=seed)
+    parts = _parse_shard(shard) if shard is not None else None
+    result = ex.explore(family, grid=grid, sample=sample, seed=seed, shard=parts)
+    if json_path:
+        from netspec.explore_merge import to_json
+
+        atomic_write(json_path, to_json(result, sample, seed))
     if csv_path:
         atomic_write(csv_path, ex.to_csv(result))
     if plot_path:
         ex.plot(result, plot_path)
     _report(ex, result, sort_by, show_all, limit, spec, csv_path, plot_path)
+    if json_path:
+        print(f"result: {json_path}")
+    if not result.front_fits or not result.front:
+        from netspec.cli import set_exit_code
+
+        set_exit_code(2)
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    from netspec.explore import check_shard
+
+    k, sep, n = text.partition("/")
+    if not sep or not k.strip().isdigit() or not n.strip().isdigit():
+        raise NetspecError(
+            f"--shard takes K/N (shard K of N), received {text!r}",
+            hint="e.g. --shard 1/2 on one machine and --shard 2/2 on another",
+        )
+    parts = (int(k), int(n))
+    check_shard(parts)
+    return parts
+
+
+@click.command()
+@click.argument("results", nargs=-1, required=True, metavar="RESULT.json...")
+@click.option(
+    "--sort",
+    "sort_by",
+    type=click.Choice(SORTS),
+    default="params",
+    show_default=True,
+    help="order the front by this figure",
+)
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="list every member that fits the budgets, not only the front",
+)
+@click.option("--limit", type=int, default=None, metavar="ROWS", help="show at most ROWS rows")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=OUTPUT_FILE,
+    metavar="FILE",
+    help="every member of every shard as CSV",
+)
+def merge(
+    results: tuple[str, ...], sort_by: str, show_all: bool, limit: int | None, csv_path: str | None
+) -> None:
+    """Join the results of `netspec explore SPEC --shard K/N --json FILE` (every K of one N)
+    into one report and one Pareto front, as the unsharded run would give."""
+    from netspec import explore as ex
+    from netspec.explore_merge import merge as join
+
+    if csv_path:
+        check_output_folder(Path(csv_path))
+    result = join(results)
+    if csv_path:
+        atomic_write(csv_path, ex.to_csv(result))
+    _report(ex, result, sort_by, show_all, limit, result.spec.path, csv_path, None)
     if not result.front_fits:
         from netspec.cli import set_exit_code
 
@@ -158,6 +256,8 @@ def _report(
     console = Console(highlight=False)
     n = len(r.members)
     scope = f"{n:,} random members of {r.space.size:,}" if r.sampled else f"{n:,} members"
+    if r.shard is not None:
+        scope += f" (shard {r.shard[0]}/{r.shard[1]})"
     speed = f" ({n / r.seconds:,.0f}/s)" if n >= 1000 and r.seconds > 0 else ""
     console.print(
         f"[bold]{escape(r.spec.name)}[/]: {scope} ({escape(r.space.describe())}), explored in {r.seconds * 1000:.0f} ms{speed}"
@@ -168,7 +268,7 @@ def _report(
     summary.add_column(style="bold")
     summary.add_column(justify="right")
     summary.add_column()
-    summary.add_row("valid", f"{valid:,}", f"{valid / n:.0%}")
+    summary.add_row("valid", f"{valid:,}", f"{valid / n:.0%}" if n else "")
     summary.add_row(
         "invalid", f"{n - valid:,}", f"{len(r.failures)} reason(s)" if r.failures else ""
     )
