@@ -99,6 +99,26 @@ class _ExploreCommand(click.Command):
     metavar="FILE",
     help="write the result (spec, selection, every member) for `netspec explore merge`",
 )
+@click.option(
+    "--score",
+    type=click.Choice(("synflow", "naswot", "gradnorm", "snip", "params", "vote")),
+    help="rank the members that fit the budgets by a zero-cost proxy at initialisation (imports torch; see docs/explore.md)",
+)
+@click.option(
+    "--data",
+    default="digits",
+    show_default=True,
+    metavar="SOURCE",
+    help="where --score takes its batch (a `netspec train --data` source)",
+)
+@click.option(
+    "--score-batch",
+    type=int,
+    default=64,
+    show_default=True,
+    metavar="B",
+    help="--score's batch size",
+)
 def explore(
     spec: str,
     extra: tuple[str, ...],
@@ -114,6 +134,9 @@ def explore(
     limit: int | None,
     shard: str | None,
     json_path: str | None,
+    score: str | None,
+    data: str,
+    score_batch: int,
 ) -> None:
     """Explore the family SPEC: how many members are valid and why the others are not, which fit
     the budgets, and the Pareto front over (params, MACs, activation memory). Members are
@@ -150,12 +173,69 @@ def explore(
     if plot_path:
         ex.plot(result, plot_path)
     _report(ex, result, sort_by, show_all, limit, spec, csv_path, plot_path)
+    if score is not None:
+        _score(result, score, data, score_batch, limit)
     if json_path:
         print(f"result: {json_path}")
     if not result.front_fits or not result.front:
         from netspec.cli import set_exit_code
 
         set_exit_code(2)
+
+
+def _score(r, proxy: str, data: str, batch: int, limit: int | None) -> None:
+    """Rank the members that fit (else the valid ones) by `proxy`; say what it cost and which
+    members it could not score."""
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from netspec import explore as ex
+    from netspec.explore_score import score_front, score_members
+
+    if batch < 1:
+        raise NetspecError(f"--score-batch takes a positive batch size; received {batch}")
+    pool = r.fitting or r.valid
+    scores = score_members(r.spec, pool, proxy, data=data, batch=batch)
+    console = Console(highlight=False)
+    cost = ", ".join(
+        f"{name} {sec:.2f} s ({sec / len(pool) * 1e3:.1f} ms/member)"
+        for name, sec in scores.seconds.items()
+    )
+    console.print(
+        f"scored {len(pool)} member(s) by {proxy} on one batch of {batch} from {escape(data)}: {cost}"
+    )
+    if scores.nan:
+        shown = ", ".join(f"#{n}" for n in scores.nan[:10]) + (
+            " ..." if len(scores.nan) > 10 else ""
+        )
+        console.print(
+            f"[yellow]note[/]: {proxy} is not a number for {len(scores.nan)} member(s) ({shown}): recorded as NaN, ranked last"
+        )
+    front = {m.number for m in score_front(scores)}
+    ranked = scores.ranked()
+    shown_rows = ranked[: limit or 10]
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"ranked by {proxy} (higher predicts higher accuracy; * on the {proxy} vs MACs front): "
+        f"{len(shown_rows)} of {len(ranked)}",
+        title_justify="left",
+        pad_edge=False,
+    )
+    for col in ("rank", "#", *r.space.names, proxy, "params", "MACs", "front"):
+        table.add_column(col, justify="left" if col == "front" else "right")
+    for i, m in enumerate(shown_rows, 1):
+        table.add_row(
+            str(i),
+            str(m.number),
+            *(escape(ex.literal(v)) for v in m.bindings.values()),
+            f"{scores.values[m.number]:.4g}",
+            f"{m.params:,}",
+            f"{m.macs:,}",
+            "*" if m.number in front else "",
+        )
+    _print_wide(console, table)
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -282,6 +362,11 @@ def _report(
     else:
         summary.add_row("fit the budgets", f"{fitting:,}", "the spec declares no budget")
     console.print(summary)
+    if n == 1:
+        console.print(
+            "[yellow]note[/]: one member explored: there is nothing to compare it with "
+            "(widen the --grid, or give the family more values)"
+        )
 
     if r.failures:
         table = Table(
