@@ -6,8 +6,8 @@ accuracy they reach after a fixed short training, on two small families on digit
 For each family: every member is scored by each proxy at initialisation (one batch of 64
 digits, seed 0), then trained the same fixed way (Adam, lr 3e-3, batch 32, --epochs epochs on
 the 80% training split, seed 0) and its validation accuracy measured. Printed: Kendall tau and
-Spearman rho (scipy) of each proxy against that accuracy, the members a proxy gave NaN (left
-out of its correlation), and the proxy's total time. The families are in this file.
+Spearman rho (scipy) of each proxy against that accuracy, the members a proxy gave NaN (ranked
+last, as `explore --score` ranks them), and the proxy's total time. The families are in this file.
 """
 
 from __future__ import annotations
@@ -101,9 +101,10 @@ def main() -> None:
             t0 = time.process_time()
             s = score_members(spec, members, proxy)
             cpu = time.process_time() - t0
-            ok = [n for n in acc if not math.isnan(s.values[n])]
-            a = [acc[n] for n in ok]
-            v = [s.values[n] for n in ok]
+            # as `explore --score` does: a NaN member ranks last (below every finite score)
+            low = min((x for x in s.values.values() if not math.isnan(x)), default=0.0) - 1.0
+            a = [acc[n] for n in acc]
+            v = [low if math.isnan(s.values[n]) else s.values[n] for n in acc]
             tau = kendalltau(v, a).statistic
             rho = spearmanr(v, a).statistic
             rows.append((name, proxy, tau, rho, len(s.nan), cpu / len(members) * 1e3))

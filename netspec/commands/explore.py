@@ -11,6 +11,8 @@ import click
 
 from netspec.commands.options import OUTPUT_FILE, SPEC
 from netspec.errors import NetspecError
+from netspec.explore_score import DEFAULT as DEFAULT_PROXY
+from netspec.explore_score import PROXIES
 from netspec.io import atomic_write, check_output_folder, fmt_bytes
 
 SORTS = ("params", "macs", "memory")
@@ -101,8 +103,10 @@ class _ExploreCommand(click.Command):
 )
 @click.option(
     "--score",
-    type=click.Choice(("synflow", "naswot", "gradnorm", "snip", "params", "vote")),
-    help="rank the members that fit the budgets by a zero-cost proxy at initialisation (imports torch; see docs/explore.md)",
+    type=click.Choice(PROXIES),
+    is_flag=False,
+    flag_value=DEFAULT_PROXY,
+    help=f"rank the members that fit the budgets by a zero-cost proxy at initialisation; bare --score: {DEFAULT_PROXY}, the best measured (docs/explore.md; imports torch)",
 )
 @click.option(
     "--data",
