@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 PROXIES = ("synflow", "naswot", "gradnorm", "snip", "params", "vote")
 VOTERS = ("synflow", "naswot", "snip")
-DEFAULT = "params"  # what measured best on digits (docs/explore.md); see tools/bench_proxies.py
+DEFAULT = "naswot"  # measured best on digits (docs/explore.md, tools/bench_proxies.py)
 
 
 @dataclass(slots=True)
