@@ -32,6 +32,7 @@ from netspec.explore import (
 from netspec.ir.build import load_spec_text
 
 FORMAT = "netspec-explore/1"
+KEYS = ("spec_path", "spec_sha256", "spec_text", "grid", "sample", "seed", "shard", "members")
 
 
 def to_json(exp: Exploration, sample: int | None = None, seed: int = 0) -> str:
@@ -113,6 +114,12 @@ def read_result(path: str | Path) -> dict[str, Any]:
         raise NetspecError(
             f"{path} is not an explore result (no `format: {FORMAT}`)",
             hint="write one with `netspec explore SPEC --shard K/N --json FILE`",
+        )
+    missing = [k for k in KEYS if k not in doc]
+    if missing:
+        raise NetspecError(
+            f"{path} is an incomplete explore result: no {', '.join(missing)}",
+            hint="write it again with `netspec explore SPEC --shard K/N --json FILE`",
         )
     return doc
 

@@ -86,6 +86,9 @@ def test_merge_refusals(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(NetspecError, match="not an explore result"):
         merge([a, tmp_path / "bad.json"])
+    (tmp_path / "part.json").write_text('{"format": "netspec-explore/1", "shard": [2, 2]}')
+    with pytest.raises(NetspecError, match="incomplete explore result: no spec_path"):
+        merge([a, tmp_path / "part.json"])
     (tmp_path / "one").mkdir()
     (c,) = _shards(tmp_path / "one", 1)
     with pytest.raises(NetspecError, match="split the space differently"):
