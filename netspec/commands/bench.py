@@ -120,7 +120,8 @@ def _print_spec(bench: Bench, name: str, seconds: float) -> None:
         f"threads: {bench.threads} (torch intra-op {bench.torch_threads}, onnxruntime intra-op "
         f"{bench.threads}); 2 warm-up runs each, then torch and ort take turns, >= 5 runs each "
         f"or {seconds:g} s each; speed-up = torch median / ort median; "
-        f"max |ort - torch| / max |torch| = {bench.max_error:.1e} at batch 1"
+        f"max |ort - torch| / max |torch| = {bench.max_error:.1e} at batch 1; "
+        f"the ONNX graph has {bench.onnx_nodes} nodes"
     )
     console.print(table)
 

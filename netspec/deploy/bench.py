@@ -37,6 +37,7 @@ class Bench:
         kinds, sizes: for model files, each one's precision and bytes on disk.
         max_error: for a spec, max |ort - torch| / max |torch| at batch 1.
         torch_threads: for a spec, torch's intra-op threads.
+        onnx_nodes: for a spec, the nodes of the ONNX graph timed (fewer with fold_bn).
     """
 
     rows: list[tuple[int, dict[str, Timing] | str]]
@@ -48,6 +49,7 @@ class Bench:
     sizes: dict[str, int] = field(default_factory=dict)
     max_error: float = 0.0
     torch_threads: int = 0
+    onnx_nodes: int = 0
 
 
 def bench_models(
@@ -117,9 +119,8 @@ def bench_spec(
     torch.set_num_threads(threads)
     module = build(graph, seed=0).eval()
     weights = {k: v.detach().numpy() for k, v in module.state_dict().items()}
-    session = open_session(
-        lower(graph, weights, LowerOptions(fold_bn=fold_bn)).to_bytes(), provider, threads
-    )
+    lowered = lower(graph, weights, LowerOptions(fold_bn=fold_bn))
+    session = open_session(lowered.to_bytes(), provider, threads)
     x1 = example_input(graph.input.shape, graph.input.vocab, 1)
     with torch.inference_mode():
         ref = module(torch.from_numpy(x1)).numpy()
@@ -134,6 +135,7 @@ def bench_spec(
             )
 
     bench = _spec_bench(session, threads, err, torch.get_num_threads())
+    bench.onnx_nodes = len(lowered.model.graph.node)
     bench.rows = _rows(batches, seconds, 2, timed, lambda batch: _memory_skip(graph, batch))
     return bench
 
