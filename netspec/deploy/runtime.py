@@ -12,7 +12,6 @@ import contextlib
 import ctypes
 import io
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -312,7 +311,3 @@ __all__ = [
     "provider_line",
     "save_optimized",
 ]
-
-if __name__ == "__main__":  # `python -m netspec.deploy.runtime`: what this machine offers
-    for p in probe_providers().values():
-        print(f"{p.name:9} {'usable' if p.usable else 'no: ' + p.reason}", file=sys.stdout)
