@@ -9,11 +9,11 @@ import pytest
 import torch
 from test_onnx import FP32_TOL, compile_text, randomized, rel_error, session, torch_out
 
-from netspec.backends import lower_onnx as L
+from netspec import deploy as L
 from netspec.backends.lower_torch import build
+from netspec.deploy.runtime import example_input
 from netspec.errors import NetspecError
 from netspec.ir.graph import Graph
-from netspec.runtime import example_input
 
 
 def macs_by_reference_counter(graph: Graph) -> int:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_lower_torch import check_counts, check_shapes, file_graph, text_graph
 
-from netspec.backends import lower_onnx as L
+from netspec import deploy as L
 from netspec.backends.lower_torch import build
 from netspec.errors import NetspecError, SpecErrors
 from netspec.ir.build import load_spec, load_spec_text

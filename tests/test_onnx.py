@@ -19,14 +19,19 @@ import pytest
 import torch
 from conftest import spec_graph
 
+from netspec import deploy as L
 from netspec.backends import MissingLowering
-from netspec.backends import lower_onnx as L
 from netspec.backends.lower_torch import build
+from netspec.deploy import checks
+from netspec.deploy.lower_base import foldable
+from netspec.deploy.lowering import for_outputs
+from netspec.deploy.runtime import example_input, open_session
+from netspec.deploy.weights import expected_weights
+from netspec.deploy.writer import write_atomic
 from netspec.errors import NetspecError
 from netspec.ir.build import load_spec_text
 from netspec.ir.graph import Graph
 from netspec.layers import KINDS
-from netspec.runtime import example_input, open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.ns"))
@@ -90,7 +95,7 @@ def folded_count(graph: Graph) -> int:
     """Initializer elements with batch norms folded: each folded BN's 4 vectors go, and a
     bias-free conv gains a bias."""
     count = graph.totals.params + graph.totals.buffers
-    for conv_id, bn in L._foldable(graph).items():
+    for conv_id, bn in foldable(graph).items():
         count -= 4 * bn.shape[0]
         if not graph.node(conv_id).args["bias"]:
             count += bn.shape[0]
@@ -100,7 +105,7 @@ def folded_count(graph: Graph) -> int:
 def check_parity(graph: Graph, module, weights, batches=(1, 2, 7), fp16: bool = False) -> None:
     """Plain export vs forward; fold_bn + logits vs logits; every check passing; exact counts.
     With side heads: the main output (the export's default)."""
-    graph, weights = L.for_outputs(graph, weights, L.LowerOptions())
+    graph, weights = for_outputs(graph, weights, L.LowerOptions())
     tol = FP16_TOL if fp16 else FP32_TOL
     plain = L.lower(graph, weights, L.LowerOptions(fp16=fp16))
     folded = L.lower(graph, weights, L.LowerOptions(fold_bn=True, logits=True, fp16=fp16))
@@ -201,7 +206,7 @@ def test_pooling_rounding_matches_torch_and_shape_inference() -> None:
             except NetspecError as err:  # avg pools that round differently per dim
                 assert "ceil=on" in err.message and shape == "[2, 5, 8]"
                 continue
-            assert L.shape_mismatches(lowered, graph) == [], pool
+            assert checks.shape_mismatches(lowered, graph) == [], pool
             x = example_input(graph.input.shape, None, 2)
             assert (
                 rel_error(session(lowered.to_bytes()).run(x), torch_out(module, x)) <= FP32_TOL
@@ -315,7 +320,7 @@ def test_names_metadata_batch_and_versions(resnet18) -> None:
     inits = {i.name for i in model.graph.initializer}
     assert "layer2.basic1.conv1" in nodes and "layer2.basic1.shortcut.conv1" in nodes
     assert {"layer2.basic1.conv1.weight", "layer2.basic1.bn1.running_var", "fc1.bias"} <= inits
-    assert inits == set(L.expected_weights(graph))
+    assert inits == set(expected_weights(graph))
     (inp,), (out,) = model.graph.input, model.graph.output
     assert (inp.name, out.name) == ("input", "output")
     dims = inp.type.tensor_type.shape.dim
@@ -402,9 +407,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt.safetensors"
     save_file(module.state_dict(), str(ckpt))  # num_batches_tracked included, as training writes it
     weights = L.load_checkpoint(ckpt)
-    report = L.export(
-        graph, tmp_path / "m.onnx", weights, L.LowerOptions(fold_bn=True), origin=str(ckpt)
-    )
+    report = L.export(graph, tmp_path / "m.onnx", weights, fold_bn=True, origin=str(ckpt))
     x = example_input(graph.input.shape, None, 3)
     assert rel_error(session(report.path).run(x), torch_out(module, x)) <= FP32_TOL
 
@@ -452,7 +455,7 @@ def test_lower_onnx_does_not_import_torch() -> None:
     import sys
 
     code = (
-        "import sys, netspec.backends.lower_onnx, netspec.runtime, netspec.commands.export\n"
+        "import sys, netspec.deploy, netspec.commands.export, netspec.commands.run\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -468,7 +471,7 @@ def test_export_is_byte_for_byte_deterministic(tmp_path: Path, resnet18) -> None
         graph,
         tmp_path / "a" / "m.onnx",
         weights,
-        L.LowerOptions(fold_bn=True),
+        fold_bn=True,
         note="seed=0",
         run=False,
     )
@@ -476,19 +479,15 @@ def test_export_is_byte_for_byte_deterministic(tmp_path: Path, resnet18) -> None
         graph,
         tmp_path / "b.onnx",
         dict(weights),
-        L.LowerOptions(fold_bn=True),
+        fold_bn=True,
         note="seed=0",
         run=False,
     )
     assert a.path.read_bytes() == b.path.read_bytes()
     again = L.initial_weights(graph, seed=0)  # the seeded initialization is itself reproducible
-    c = L.export(
-        graph, tmp_path / "c.onnx", again, L.LowerOptions(fold_bn=True), note="seed=0", run=False
-    )
+    c = L.export(graph, tmp_path / "c.onnx", again, fold_bn=True, note="seed=0", run=False)
     assert c.path.read_bytes() == a.path.read_bytes()
-    other = L.export(
-        graph, tmp_path / "d.onnx", weights, L.LowerOptions(), note="seed=0", run=False
-    )
+    other = L.export(graph, tmp_path / "d.onnx", weights, note="seed=0", run=False)
     assert other.path.read_bytes() != a.path.read_bytes()
 
 
@@ -514,7 +513,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(NetspecError, match="disk full"):  # netspec.io says the OS error clearly
-        L.write_atomic(target, b"new model")
+        write_atomic(target, b"new model")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
@@ -522,7 +521,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path, monkeypa
 def test_a_failed_check_writes_nothing(tmp_path: Path, monkeypatch) -> None:
     graph = compile_text(KIND_SPECS["bn_on_vectors"])
     monkeypatch.setattr(
-        L, "shape_mismatches", lambda lowered, graph: ["fc1: IR [batch, 12], ONNX [batch, 13]"]
+        checks, "shape_mismatches", lambda lowered, graph: ["fc1: IR [batch, 12], ONNX [batch, 13]"]
     )
     with pytest.raises(L.ExportCheckFailed, match="shape inference"):
         L.export(graph, tmp_path / "m.onnx", L.initial_weights(graph))
@@ -531,10 +530,10 @@ def test_a_failed_check_writes_nothing(tmp_path: Path, monkeypatch) -> None:
 
 def test_write_refuses_missing_folders_and_folders(tmp_path: Path) -> None:
     with pytest.raises(NetspecError, match="does not exist"):
-        L.write_atomic(tmp_path / "nope" / "m.onnx", b"x")
+        write_atomic(tmp_path / "nope" / "m.onnx", b"x")
     with pytest.raises(NetspecError, match="it is a folder"):
-        L.write_atomic(tmp_path, b"x")
-    written = L.write_atomic(tmp_path / "m.onnx", b"x")
+        write_atomic(tmp_path, b"x")
+    written = write_atomic(tmp_path / "m.onnx", b"x")
     assert written.stat().st_mode & 0o777 == 0o666 & ~_umask()
 
 

@@ -11,8 +11,9 @@ import onnx
 import pytest
 from PIL import Image
 
-from netspec import runtime
+from netspec import timing
 from netspec.cli import main
+from netspec.deploy import runtime
 from netspec.errors import NetspecError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,8 +300,8 @@ def test_probing_gpu_providers_without_their_libraries_is_quiet(monkeypatch, cap
 
 
 def test_measure_reports_median_and_p90() -> None:
-    timing = runtime.measure(lambda: None, seconds=0.01, min_runs=5, warmup=1)
-    assert timing.runs >= 5 and 0 <= timing.median <= timing.p90
+    result = timing.measure(lambda: None, seconds=0.01, min_runs=5, warmup=1)
+    assert result.runs >= 5 and 0 <= result.median <= result.p90
 
 
 # --- bench -------------------------------------------------------------------------------------

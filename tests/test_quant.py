@@ -19,8 +19,8 @@ from onnx import TensorProto, helper
 from netspec.cli import main
 from netspec.deploy import files
 from netspec.deploy import quantize as q
+from netspec.deploy.runtime import open_session
 from netspec.errors import NetspecError
-from netspec.runtime import open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = str(ROOT / "specs" / "mnist_cnn.ns")
@@ -313,12 +313,12 @@ def test_a_model_with_nothing_to_quantize_is_refused(tmp_path) -> None:
 
 def test_nodes_left_in_float_are_named_with_why(tmp_path) -> None:
     """cifar_vgg_bn's batch norms follow a ReLU: nothing to fold into, so they stay float."""
-    from netspec.backends import lower_onnx
+    from netspec import deploy
     from netspec.ir.build import load_spec
 
     graph = load_spec(ROOT / "specs" / "cifar_vgg_bn.ns").instantiate({})
     fp32 = tmp_path / "v.onnx"
-    lower_onnx.export(graph, fp32, lower_onnx.initial_weights(graph, 0), run=False)
+    deploy.export(graph, fp32, run=False)
     out = tmp_path / "v8.onnx"
     x = np.random.default_rng(0).random((32, 3, 32, 32), dtype=np.float32)
     with files.staging(out) as stage:

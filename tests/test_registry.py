@@ -28,16 +28,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_onnx import FP32_TOL, check_parity, randomized, rel_error, session, torch_out
 
+from netspec import deploy as L
 from netspec.backends import MissingLowering
-from netspec.backends import lower_onnx as L
 from netspec.backends.lower_torch import LOWERINGS as TORCH_LOWERINGS
 from netspec.backends.lower_torch import build
 from netspec.cli import cli
+from netspec.deploy.runtime import example_input
 from netspec.errors import NetspecError
 from netspec.ir.build import load_spec_text
 from netspec.ir.graph import Graph
 from netspec.layers import KINDS, Layer
-from netspec.runtime import example_input
 
 ROOT = Path(__file__).resolve().parents[1]
 KIND_NAMES = sorted(KINDS)

@@ -81,16 +81,16 @@ def test_augment_takes_every_boolean_word_the_readme_promises() -> None:
 
 
 def test_one_checkpoint_resolver_for_train_and_export(tmp_path: Path) -> None:
-    from netspec.backends import lower_onnx
+    from netspec.deploy import weights as deploy_weights
     from netspec.train import checkpoint
 
     (tmp_path / "last.safetensors").write_bytes(b"x")
-    assert checkpoint.weights_file(tmp_path) == lower_onnx.checkpoint_file(tmp_path)
+    assert checkpoint.weights_file(tmp_path) == deploy_weights.checkpoint_file(tmp_path)
     (tmp_path / "best.safetensors").write_bytes(b"x")
-    assert checkpoint.weights_file(tmp_path) == lower_onnx.checkpoint_file(tmp_path)
+    assert checkpoint.weights_file(tmp_path) == deploy_weights.checkpoint_file(tmp_path)
     assert checkpoint.weights_file(tmp_path).name == "best.safetensors"
     messages = set()
-    for resolve in (checkpoint.weights_file, lower_onnx.checkpoint_file):
+    for resolve in (checkpoint.weights_file, deploy_weights.checkpoint_file):
         with pytest.raises(NetspecError) as err:
             resolve(tmp_path / "missing.safetensors")
         messages.add(err.value.message)
@@ -389,7 +389,7 @@ def test_export_refuses_nan_weights_as_the_users_not_a_bug(tmp_path: Path, capsy
 
     spec = tmp_path / "t.ns"
     spec.write_text(TINY)
-    from netspec.backends.lower_onnx import initial_weights
+    from netspec.deploy.weights import initial_weights
     from netspec.ir.build import load_spec
 
     weights = initial_weights(load_spec(spec).instantiate({}), 0)
@@ -444,7 +444,7 @@ def test_optimizer_call_with_unpacked_options_is_refused() -> None:
 def test_export_fp16_refuses_weights_past_float16s_range(tmp_path: Path, capsys) -> None:
     from safetensors.numpy import save_file
 
-    from netspec.backends.lower_onnx import initial_weights
+    from netspec.deploy.weights import initial_weights
     from netspec.ir.build import load_spec
 
     spec = tmp_path / "t.ns"

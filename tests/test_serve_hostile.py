@@ -399,10 +399,10 @@ def test_an_explore_stops_at_its_time_budget_and_samples_at_its_member_cap():
 
 
 def test_an_export_over_the_size_limit_is_refused_before_any_weight_is_made(monkeypatch):
-    from netspec.backends import lower_onnx
+    from netspec.deploy import weights
 
     made = []
-    monkeypatch.setattr(lower_onnx, "initial_weights", lambda *a, **k: made.append(a))
+    monkeypatch.setattr(weights, "initial_weights", lambda *a, **k: made.append(a))
     text = "network wide\ninput [12000]\nclasses 12000\nINPUT -> FC(12000) -> SOFTMAX\n"
     graph = load_spec_text(text).instantiate()
     mib = 4 * (graph.totals.params + graph.totals.buffers) / 2**20

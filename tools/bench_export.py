@@ -39,15 +39,9 @@ from rich.console import Console
 from rich.table import Table
 
 import netspec
-from netspec.backends import lower_onnx as L
-from netspec.runtime import (
-    Timing,
-    busy_note,
-    cpu_threads,
-    example_input,
-    measure_side_by_side,
-    open_session,
-)
+from netspec import deploy as L
+from netspec.deploy.runtime import example_input, open_session
+from netspec.timing import Timing, busy_note, cpu_threads, measure_side_by_side
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SPEEDUP = 20.0
@@ -188,9 +182,7 @@ def run(
 
     def ours(path: Path, fold: bool, check: bool = False):
         weights = {k: v.detach().numpy() for k, v in module.state_dict().items()}
-        return L.export(
-            graph, path, weights, L.LowerOptions(fold_bn=fold), note="seed=0", check=check
-        )
+        return L.export(graph, path, weights, fold_bn=fold, note="seed=0", check=check)
 
     def ours_plain(path: Path) -> None:
         """Lower and write with a plain open(): no temp file, no fsync, as torch.onnx.export writes."""

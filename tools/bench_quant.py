@@ -30,18 +30,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from netspec.backends import lower_onnx
-from netspec.backends.lower_onnx import LowerOptions
+from netspec import deploy
 from netspec.cli import main as netspec_main
-from netspec.commands import deploy
 from netspec.deploy import files
 from netspec.deploy import quantize as q
+from netspec.deploy.runtime import example_input, open_session
 from netspec.io import fmt_bytes
 from netspec.ir.build import load_spec
-from netspec.runtime import busy_note, example_input, measure_side_by_side, open_session
+from netspec.timing import busy_note, measure_side_by_side
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEED_GOAL, SIZE_GOAL, ACCURACY_GOAL = 2.0, 4.0, 1.0  # x throughput, x smaller, points lost
+CALIB_SIZE = 256  # calibration examples asked for; the table shows those used
 EPOCHS = {"mnist_cnn": 15, "cifar_vgg_bn": 3}
 
 
@@ -55,14 +55,14 @@ def speed(names: list[str], batch: int, threads: int, seconds: float, folder: Pa
         table.add_column(col, justify="right")
     for name in names:
         graph = load_spec(spec(name)).instantiate({})
-        weights = lower_onnx.initial_weights(graph, seed=0)
+        weights = deploy.initial_weights(graph, seed=0)
         paths = {
             "fp32": folder / f"{name}.onnx",
             "int8": folder / f"{name}.int8.onnx",
             "fp16": folder / f"{name}.fp16.onnx",
         }
-        lower_onnx.export(graph, paths["fp32"], weights, LowerOptions(), run=False)
-        lower_onnx.export(graph, paths["fp16"], weights, LowerOptions(fp16=True), run=False)
+        deploy.export(graph, paths["fp32"], weights, run=False)
+        deploy.export(graph, paths["fp16"], weights, fp16=True, run=False)
         calib = example_input(graph.input.shape, None, q.CALIB_BATCH, seed=1)
         with files.staging(paths["int8"]) as stage:
             q.quantize(paths["fp32"], stage / paths["int8"].name, calib)
@@ -107,7 +107,7 @@ def accuracy(
     names: list[str], runs: Path, method: str, threads: int, quick: bool, folder: Path
 ) -> Table:
     table = Table(title=f"accuracy on digits (validation part), fp32 vs int8 ({method})")
-    for col in ("model", "input", "epochs", "fp32", "int8", "delta", "parity", "goal"):
+    for col in ("model", "input", "epochs", "calib", "fp32", "int8", "delta", "parity", "goal"):
         table.add_column(col, justify="right")
     for name in names:
         run = runs / name
@@ -131,19 +131,14 @@ def accuracy(
             if code != 0:
                 raise SystemExit(f"training {name} failed (exit {code})")
         graph = load_spec(spec(name)).instantiate({})
-        file = lower_onnx.checkpoint_file(run)
-        result = deploy.export_int8(
+        report = deploy.export(
             graph,
             folder / f"{name}.int8.onnx",
-            lower_onnx.load_checkpoint(file),
-            LowerOptions(),
-            origin=str(file),
-            note="",
-            calibrate="digits",
-            method=method,
-            **deploy.run_split(str(run), "digits"),
+            run,  # the run's folder: its best weights, and accuracy on its own held-out part
+            int8=deploy.Calibration("digits", size=CALIB_SIZE, method=method),
         )
-        assert result.accuracy is not None
+        result = report.int8
+        assert result is not None and result.accuracy is not None
         a32, a8 = result.accuracy
         delta = (a8 - a32) * 100
         ok = delta >= -ACCURACY_GOAL
@@ -151,6 +146,7 @@ def accuracy(
             name,
             "x".join(map(str, graph.input.shape)),
             str(_epochs(run)),
+            f"{result.quantized.calibration} examples",  # what calibration really used
             f"{a32:.2%}",
             f"{a8:.2%}",
             f"{delta:+.2f} pt",
@@ -159,7 +155,7 @@ def accuracy(
         )
     table.caption = (
         f"{result.val_examples} validation examples (1 example = {100 / result.val_examples:.2f} pt); "
-        f"calibration: {q.CALIB_BATCH * (256 // q.CALIB_BATCH)} training examples, {method}; "
+        f"calibration ({method}): the training examples it used, as reported by the export; "
         "parity: same top-1 class on the calibration examples"
     )
     return table

@@ -34,7 +34,7 @@ from torch import nn
 
 import netspec
 from netspec.ir.build import load_spec_text
-from netspec.runtime import Timing, busy_note, cpu_threads
+from netspec.timing import Timing, busy_note, cpu_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.03

@@ -1,4 +1,5 @@
-"""Lowerings of the IR: `lower_torch` (an nn.Module) and `lower_onnx` (an ONNX graph).
+"""Lowerings of the IR: `lower_torch` here (an nn.Module), and the ONNX graph in the
+`netspec.deploy` package (`lowering`, with the per-family `lower_*` modules).
 
 Each backend keeps one `LoweringTable`: layer kind -> the one function that lowers it, added
 with `@LOWERINGS.register("kind")`. Both check a graph's kinds with `require` before lowering
@@ -26,11 +27,12 @@ class MissingLowering(LoweringError):
 
 
 class LoweringTable(dict[str, F], Generic[F]):
-    """kind -> lowering function for one backend (`name`: "torch", "onnx")."""
+    """kind -> lowering function for one backend (`name`: "torch", "onnx"; `where`: its file)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, where: str) -> None:
         super().__init__()
         self.name = name
+        self.where = where  # the module(s) a new lowering goes in, for the hint
 
     def register(self, *kinds: str) -> Callable[[F], F]:
         """Decorator: `fn` lowers these kinds; a kind registered twice is a programming error."""
@@ -53,7 +55,7 @@ class LoweringTable(dict[str, F], Generic[F]):
         if missing:
             raise MissingLowering(
                 f"no {self.name} lowering for layer kind(s): {', '.join(missing)}",
-                hint=f"add one with @LOWERINGS.register(...) in netspec/backends/lower_{self.name}.py",
+                hint=f"add one with @LOWERINGS.register(...) in {self.where}",
             )
 
 

@@ -55,7 +55,7 @@ from netspec.layers.structure import ChannelShuffle, Slice
 
 Lowering = Callable[[Any, tuple[Shape, ...]], nn.Module]
 
-LOWERINGS: LoweringTable[Lowering] = LoweringTable("torch")
+LOWERINGS: LoweringTable[Lowering] = LoweringTable("torch", "netspec/backends/lower_torch.py")
 
 
 # ---- modules the torch library lacks ---------------------------------------------------------

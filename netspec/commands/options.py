@@ -63,6 +63,18 @@ class SpecPath(click.ParamType):
 SPEC = SpecPath()
 
 
+def given(*params: str) -> list[str]:
+    """Which of the current command's options (by parameter name) the command line set, as
+    their flags (`--calib-size`): an option left at its default is not given."""
+    ctx = click.get_current_context()
+    flags = {p.name: p.opts[-1] for p in ctx.command.params if isinstance(p, click.Option)}
+    return [
+        flags[name]
+        for name in params
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    ]
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     """`3x299x299` (or `3,299,299`) -> (3, 299, 299), for `--input`."""
     parts = text.replace(",", "x").replace(" ", "").lower().split("x")

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from netspec.commands.options import SPEC, load_graph, parse_bindings, set_option
+from netspec.commands.options import SPEC, given, load_graph, parse_bindings, set_option
 from netspec.errors import NetspecError
 from netspec.train.run_folder import SETTINGS, SPEC_COPY, read_settings, read_spec_copy
 from netspec.train.settings import KEYS, TrainSettings, describe_keys, resolve_settings
@@ -639,10 +639,18 @@ def eval_cmd(
             raise NetspecError(
                 f"{spec} holds its weights and sizes: --weights and NAME=VALUE are for a spec"
             )
+        if given("device"):
+            raise NetspecError(
+                f"--device is for a checkpoint; {spec} runs in onnxruntime", hint="use --provider"
+            )
         eval_onnx(spec, data, val_data, val_split, seed, split, batch_size, provider)
         return
     if weights is None:
         raise click.UsageError("missing --weights CKPT (a .safetensors file or a run folder)")
+    if given("provider"):
+        raise NetspecError(
+            "--provider is for a .onnx MODEL; a checkpoint runs in torch", hint="use --device"
+        )
     from rich.console import Console
 
     from netspec.backends.lower_torch import build

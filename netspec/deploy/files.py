@@ -100,34 +100,6 @@ def save(
     return side_file(path)
 
 
-def save_lowered(lowered, path: Path) -> Path:
-    """Write a `lower_onnx.Lowered` with every weight in `side_file(path)`, streamed from its
-    arrays (no copy of the whole model in memory). Returns the side file."""
-    model = onnx.ModelProto()
-    model.CopyFrom(lowered.model)
-    side = side_file(path)
-    offset = 0
-    with side.open("wb") as f:
-        for tensor in model.graph.initializer:
-            data = lowered.arrays[tensor.name]
-            tensor.ClearField("raw_data")
-            tensor.data_location = TensorProto.EXTERNAL
-            del tensor.external_data[:]
-            for key, value in (
-                ("location", side.name),
-                ("offset", offset),
-                ("length", data.nbytes),
-            ):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, str(value)
-            f.write(data.data)
-            offset += data.nbytes
-        f.flush()
-        os.fsync(f.fileno())
-    path.write_bytes(model.SerializeToString())
-    return side
-
-
 def load(path: str | Path, *, weights: bool = True) -> onnx.ModelProto:
     """An ONNX model file (its side file's weights too, unless `weights` is False).
 
@@ -180,7 +152,6 @@ __all__ = [
     "precision",
     "publish",
     "save",
-    "save_lowered",
     "side_file",
     "staging",
 ]

@@ -345,7 +345,7 @@ def runtime_nodes(
     """
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    from netspec.runtime import save_optimized
+    from netspec.deploy.runtime import save_optimized
 
     save_optimized(path, optimized)
     graph = onnx.load(str(optimized), load_external_data=False).graph

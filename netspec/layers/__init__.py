@@ -15,7 +15,7 @@ How to add a layer kind (SiLU is the worked example):
    (`output_shape`, `weights`/`running`, `macs`, `ops`, the ClassVar flags).
 2. One function per backend, registered on the backend's table by the kind:
    `@LOWERINGS.register("silu")` in `netspec/backends/lower_torch.py` (returns an
-   `nn.Module`) and in `netspec/backends/lower_onnx.py` (emits ONNX nodes). A kind missing from
+   `nn.Module`) and in the family's `netspec/deploy/lower_*.py` (emits ONNX nodes). A kind missing from
    either table fails `build`/`lower` naming it, the same way in both (`MissingLowering`).
 3. One row in the README's layer table.
 

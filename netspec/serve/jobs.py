@@ -161,17 +161,12 @@ def export_onnx(text: str, bindings: str, settings: Settings, job: Job) -> tuple
             f"with `netspec serve --max-export-mb {math.ceil(size / 2**20)}`",
         )
     job.check()
-    from netspec.backends import lower_onnx  # onnx: imported only for a model to export
+    from netspec import deploy  # onnx: imported only for a model to export
 
     with temp_folder(WORK_PREFIX) as folder:
         path = Path(folder) / "model.onnx"
-        try:
-            lower_onnx.export(graph, path, lower_onnx.initial_weights(graph, 0), note="seed=0")
-        except lower_onnx.ExportCheckFailed as err:
-            raise NetspecError(
-                f"the lowered model failed a check: {err}",
-                hint="this is a bug in netspec; please report it with the spec",
-            ) from None
+        # as `netspec export` does (a failed check raises); one file, whose bytes are sent
+        deploy.export(graph, path, seed=0, external_data=False)
         return graph.name, path.read_bytes()
 
 

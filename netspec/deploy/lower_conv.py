@@ -1,0 +1,103 @@
+"""ONNX lowerings of the convolution family: CONV, DWCONV, CONVTRANSPOSE, UPSAMPLE, and the
+folding of a batch norm into the convolution before it (`--fold-bn`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from netspec.deploy.lower_base import LOWERINGS, Context
+from netspec.ir.graph import Node
+from netspec.layers.base import expand
+from netspec.layers.conv import Conv, ConvTranspose
+from netspec.layers.norm import BatchNorm
+from netspec.layers.pool import Upsample
+
+
+@LOWERINGS.register("conv", "dwconv")
+def _conv(ctx: Context, node: Node, layer: Conv, xs: list[str]) -> str:
+    k, s, d, pads = layer.geometry(ctx.in_shape(node))
+    attrs: dict[str, Any] = {
+        "kernel_shape": list(k),
+        "strides": list(s),
+        "dilations": list(d),
+        "pads": [b for b, _ in pads] + [e for _, e in pads],  # all begins, then all ends
+        "group": layer.groups,
+    }
+    bn = ctx.fold.get(node.id)
+    if bn is not None:
+        w, b = _folded(ctx.weights, node, bn, layer.bias)
+        inputs = [
+            xs[0],
+            ctx.initializer(f"{node.id}.weight", w),
+            ctx.initializer(f"{node.id}.bias", b),
+        ]
+    else:
+        inputs = [xs[0], ctx.weight(node, "weight")] + (
+            [ctx.weight(node, "bias")] if layer.bias else []
+        )
+    return ctx.emit("Conv", inputs, node.id, **attrs)
+
+
+@LOWERINGS.register("conv_transpose")
+def _conv_transpose(ctx: Context, node: Node, layer: ConvTranspose, xs: list[str]) -> str:
+    k, s, p, op, d = layer.geometry(ctx.in_shape(node))
+    inputs = [xs[0], ctx.weight(node, "weight")] + (
+        [ctx.weight(node, "bias")] if layer.bias else []
+    )
+    return ctx.emit(
+        "ConvTranspose",
+        inputs,
+        node.id,
+        kernel_shape=list(k),
+        strides=list(s),
+        pads=list(p) * 2,  # all begins, then all ends
+        output_padding=list(op),
+        dilations=list(d),
+        group=layer.groups,
+    )
+
+
+@LOWERINGS.register("upsample")
+def _upsample(ctx: Context, node: Node, layer: Upsample, xs: list[str]) -> str:
+    n = node.id
+    dims = len(ctx.in_shape(node)) - 1
+    factors = [1.0, 1.0, *(float(f) for f in expand(layer.scale, dims, "scale"))]
+    scales = ctx.emit(
+        "Constant",
+        [],
+        f"{n}.scales",
+        value=helper.make_tensor(f"{n}.scales", TensorProto.FLOAT, [len(factors)], factors),
+    )
+    # PyTorch's coordinates: nearest is floor(out / scale) (ONNX's asymmetric + floor);
+    # bilinear with align_corners=False is half_pixel.
+    if layer.mode == "nearest":
+        attrs = {
+            "mode": "nearest",
+            "coordinate_transformation_mode": "asymmetric",
+            "nearest_mode": "floor",
+        }
+    else:
+        attrs = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    # onnx's shape inference gives Resize's batch dimension a fresh name: declare it `batch`
+    # (the other dims stay inferred, and must agree).
+    return ctx.declare(ctx.emit("Resize", [xs[0], "", scales], n, **attrs), node.shape)
+
+
+def _folded(
+    weights: Mapping[str, np.ndarray], conv: Node, bn: Node, has_bias: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Conv then BN as one conv: w' = w * s, b' = (b - mean) * s + beta, s = gamma / sqrt(var + eps).
+    The per-channel vectors in float64; w * s is one float32 rounding, as the product would be."""
+    w = weights[f"{conv.id}.weight"]
+    b = weights[f"{conv.id}.bias"].astype(np.float64) if has_bias else np.zeros(w.shape[0])
+    gamma, beta, mean, var = (
+        weights[f"{bn.id}.{n}"].astype(np.float64)
+        for n in ("weight", "bias", "running_mean", "running_var")
+    )
+    assert isinstance(bn.layer, BatchNorm)  # `foldable` pairs only batch norms
+    scale = gamma / np.sqrt(var + float(bn.layer.eps))
+    return w * scale.astype(w.dtype).reshape(-1, *([1] * (w.ndim - 1))), (b - mean) * scale + beta
