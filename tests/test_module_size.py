@@ -11,10 +11,6 @@ LIMIT = 500
 
 # Today's offenders (issue 20), each with why it is still one module. Split, then delete the line.
 ALLOWED = {
-    "netspec/backends/lower_onnx.py": "moving into netspec/deploy/ (lowering, writer and "
-    "verification apart), issue 20's ONNX package work",
-    "netspec/commands/export.py": "library logic moving into netspec/deploy/ (issue 20's ONNX "
-    "package work); the command becomes flags and one call",
     "netspec/train/data.py": "one reader per data source (digits, synthetic, npz, IDX, image "
     "folders, masks) and the splits; to split into a package of readers",
     "netspec/explore.py": "design-space exploration: sampling, Pareto front, tables and the "
