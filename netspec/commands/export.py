@@ -228,7 +228,15 @@ def _print_int8_report(report: ExportReport, graph: Graph, took: float) -> None:
     if report.side is not None:
         click.echo(f"  weights  in the side file {report.side} (keep it beside the model)")
     rows = [
-        ("network", f"{graph.name}, int8 (QDQ: per-channel int8 weights, uint8 activations)"),
+        (
+            "network",
+            f"{graph.name}, int8 (QDQ: per-channel int8 weights, uint8 activations)"
+            + (
+                "; weights in 7 bits: this CPU has no VNNI, and its int8 kernels saturate with 8"
+                if qz.weight_bits == 7
+                else ""
+            ),
+        ),
         ("weights", report.origin),
         (
             "size",
