@@ -128,9 +128,9 @@ def to_tree(ops: list[Op], output: str) -> list[Item]:
     def chain(x: str, root: str) -> list[Item]:
         items: list[Item] = []
         while x != root:
-            op = by_id.get(x)
-            if op is None or x in used:
-                raise _not_a_tree(by_id.get(x) or by_id[items[-1].id if items else output])
+            op = by_id[x]
+            if x in used:
+                raise _not_a_tree(op)
             used.add(x)
             if op.is_join:
                 fork = idom[x]

@@ -151,7 +151,7 @@ def heavy(node: Node) -> bool:
     return True
 
 
-def layout(items: list[Node], indent: str = "  ", first: str = "INPUT") -> list[str]:
+def layout(items: list[Node], indent: str = "", first: str = "INPUT") -> list[str]:
     """A chain over lines: `first`, then `-> ...` lines, a new one at each heavy item or when
     the line would pass WIDTH."""
     lines = [indent + first] if first else []
