@@ -28,7 +28,9 @@ def export(spec: str, path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", ["mnist_cnn", "lenet5"])
-def test_zoo_round_trip_gives_the_same_layers_figures_and_outputs(name: str, tmp_path: Path) -> None:
+def test_zoo_round_trip_gives_the_same_layers_figures_and_outputs(
+    name: str, tmp_path: Path
+) -> None:
     source = export(f"zoo:{name}", tmp_path / "m.onnx")
     out, weights = tmp_path / "m.ns", tmp_path / "m.safetensors"
     assert main(["import", str(source), "-o", str(out), "--weights", str(weights)]) == 0
@@ -118,13 +120,17 @@ def test_an_op_without_a_kind_is_named_with_its_position(tmp_path: Path, capsys)
 def test_control_flow_is_refused(tmp_path: Path, capsys) -> None:
     branch = helper.make_graph([], "b", [], [tensor("y", None)])
     cond = numpy_helper.from_array(np.array(True), "c")
-    node = helper.make_node("If", ["c"], ["z"], name="choose", then_branch=branch, else_branch=branch)
+    node = helper.make_node(
+        "If", ["c"], ["z"], name="choose", then_branch=branch, else_branch=branch
+    )
     m = conv_model(["N", 3, 8, 8], [node])
     m.graph.initializer.append(cond)
     assert "control flow" in refused(tmp_path, m, capsys)
 
 
-def test_a_module_factory_is_imported_and_checked_against_torch(tmp_path: Path, monkeypatch) -> None:
+def test_a_module_factory_is_imported_and_checked_against_torch(
+    tmp_path: Path, monkeypatch
+) -> None:
     (tmp_path / "tiny_nets.py").write_text(
         "import torch.nn as nn\n"
         "def net():\n"
@@ -139,7 +145,12 @@ def test_a_module_factory_is_imported_and_checked_against_torch(tmp_path: Path, 
     assert main(["import", "module:tiny_nets:net", *args]) == 0
     graph = compile_spec(out)
     assert [n.kind for n in graph.nodes if n.kind != "input"] == [
-        "conv", "batchnorm", "relu", "pool", "flatten", "fc"
+        "conv",
+        "batchnorm",
+        "relu",
+        "pool",
+        "flatten",
+        "fc",
     ]
     out.unlink()
     assert main(["import", "module:tiny_nets:broken", *args]) == 2
@@ -167,7 +178,9 @@ def test_torchvision_models_import_exactly_within_30_lines(name: str, tmp_path: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = getattr(models, name)(weights=None).eval()
-        torch.onnx.export(net, (torch.randn(1, 3, 224, 224),), str(path), dynamo=False, opset_version=17)
+        torch.onnx.export(
+            net, (torch.randn(1, 3, 224, 224),), str(path), dynamo=False, opset_version=17
+        )
     from netspec.deploy.importer.sources import import_any
 
     imported = import_any(str(path))

@@ -13,8 +13,15 @@ from netspec.recover.write import write_spec
 
 
 def conv(i: str, src: str, c: int, cin: int, k: int = 3, s: int = 1) -> Op:
-    args = (("channels", c), ("kernel", k), ("stride", s), ("padding", k // 2), ("dilation", 1),
-            ("groups", 1), ("bias", False))
+    args = (
+        ("channels", c),
+        ("kernel", k),
+        ("stride", s),
+        ("padding", k // 2),
+        ("dilation", 1),
+        ("groups", 1),
+        ("bias", False),
+    )
     return Op(i, "CONV", args, (src,), (f"{i}.w",), in_shape=(cin, 8, 8), shape=(c, 8, 8))
 
 
@@ -36,7 +43,11 @@ def test_vgg_like_stages_fold_into_nested_repetitions() -> None:
 def test_residual_units_become_one_block_called_with_repetition() -> None:
     ops, prev = [], INPUT
     for b in range(3):
-        ops += [conv(f"b{b}c1", prev, 8, 8), act(f"b{b}r", f"b{b}c1", 8), conv(f"b{b}c2", f"b{b}r", 8, 8)]
+        ops += [
+            conv(f"b{b}c1", prev, 8, 8),
+            act(f"b{b}r", f"b{b}c1", 8),
+            conv(f"b{b}c2", f"b{b}r", 8, 8),
+        ]
         ops += [Op(f"b{b}add", "add", (), (f"b{b}c2", prev)), act(f"b{b}out", f"b{b}add", 8)]
         prev = f"b{b}out"
     written = write_spec(to_tree(ops, prev), "res", (8, 8, 8), "test")

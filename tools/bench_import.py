@@ -31,14 +31,44 @@ from netspec.errors import NetspecError
 from netspec.zoo import names, path_of
 
 SKIP_KINDS = {"dropout", "identity", "drop_path"}
-CLASSIFICATION = (
-    "alexnet vgg11 vgg16 vgg11_bn resnet18 resnet34 resnet50 resnet101 resnet152 "
-    "resnext50_32x4d wide_resnet50_2 squeezenet1_0 squeezenet1_1 densenet121 densenet161 "
-    "densenet169 googlenet inception_v3 mobilenet_v2 mobilenet_v3_small mobilenet_v3_large "
-    "mnasnet0_5 mnasnet1_0 shufflenet_v2_x0_5 shufflenet_v2_x1_0 efficientnet_b0 "
-    "efficientnet_b1 regnet_x_400mf regnet_y_400mf convnext_tiny"
-).split()
-SEGMENTATION = "fcn_resnet50 deeplabv3_resnet50 deeplabv3_mobilenet_v3_large lraspp_mobilenet_v3_large".split()
+CLASSIFICATION = [
+    "alexnet",
+    "vgg11",
+    "vgg16",
+    "vgg11_bn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "squeezenet1_0",
+    "squeezenet1_1",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "googlenet",
+    "inception_v3",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "mnasnet0_5",
+    "mnasnet1_0",
+    "shufflenet_v2_x0_5",
+    "shufflenet_v2_x1_0",
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "regnet_x_400mf",
+    "regnet_y_400mf",
+    "convnext_tiny",
+]
+SEGMENTATION = [
+    "fcn_resnet50",
+    "deeplabv3_resnet50",
+    "deeplabv3_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_large",
+]
 STRUCTURE_GOALS = {"resnet50": 30, "mobilenet_v2": 30, "densenet121": 30}
 
 
@@ -52,14 +82,18 @@ def code_lines(text: str) -> int:
 
 def zoo_round_trip(folder: Path) -> None:
     print("Round trip of the zoo (netspec export -> netspec import)")
-    print(f"{'spec':22} {'layers':>7} {'seq':>4} {'params':>6} {'MACs':>5} {'outputs':>8} "
-          f"{'lines':>11} {'ratio':>5}")
+    print(
+        f"{'spec':22} {'layers':>7} {'seq':>4} {'params':>6} {'MACs':>5} {'outputs':>8} "
+        f"{'lines':>11} {'ratio':>5}"
+    )
     for name in names():
         try:
             original = compile_spec(f"zoo:{name}")
         except NetspecError:
-            print(f"{name:22} does not compile as written (by design: a failing table or a "
-                  "design space)")
+            print(
+                f"{name:22} does not compile as written (by design: a failing table or a "
+                "design space)"
+            )
             continue
         onnx_path = folder / f"{name}.onnx"
         with _quiet():
@@ -78,14 +112,21 @@ def zoo_round_trip(folder: Path) -> None:
         hand = code_lines(path_of(name).read_text())
         macs = imported.graph.totals.macs == original.totals.macs
         params = imported.graph.totals.params == original.totals.params
-        print(f"{name:22} {len(sequence(original)):7} {_yn(seq):>4} {_yn(params):>6} "
-              f"{_yn(macs):>5} {_yn(checks.get('outputs', False)):>8} "
-              f"{mine:5}/{hand:<5} {mine / hand:5.2f}")
+        print(
+            f"{name:22} {len(sequence(original)):7} {_yn(seq):>4} {_yn(params):>6} "
+            f"{_yn(macs):>5} {_yn(checks.get('outputs', False)):>8} "
+            f"{mine:5}/{hand:<5} {mine / hand:5.2f}"
+        )
         if not seq:
             a, b = sequence(imported.graph), sequence(original)
-            first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-            print(f"{'':22} first difference at layer {first}: imported "
-                  f"{a[first] if first < len(a) else '-'} vs {b[first] if first < len(b) else '-'}")
+            first = next(
+                (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                min(len(a), len(b)),
+            )
+            print(
+                f"{'':22} first difference at layer {first}: imported "
+                f"{a[first] if first < len(a) else '-'} vs {b[first] if first < len(b) else '-'}"
+            )
 
 
 def torchvision_coverage(folder: Path, names: list[str]) -> None:
@@ -109,8 +150,9 @@ def torchvision_coverage(folder: Path, names: list[str]) -> None:
                 net = factory(**kwargs).eval()
                 if seg:
                     net = _SegOut(net)
-                torch.onnx.export(net, (torch.randn(1, 3, size, size),), str(path),
-                                  dynamo=False, opset_version=17)
+                torch.onnx.export(
+                    net, (torch.randn(1, 3, size, size),), str(path), dynamo=False, opset_version=17
+                )
         except Exception as e:  # noqa: BLE001 (an export torch refuses is reported, not fatal)
             print(f"{name:30} {'export':8} {'':>5}  torch.onnx refused: {str(e)[:70]}")
             continue
@@ -153,18 +195,24 @@ def resnet152_time(folder: Path) -> None:
     path = folder / "tv_resnet152.onnx"
     if not path.exists():
         with _quiet():
-            torch.onnx.export(torchvision.models.resnet152(weights=None).eval(),
-                              (torch.randn(1, 3, 224, 224),), str(path), dynamo=False,
-                              opset_version=17)
+            torch.onnx.export(
+                torchvision.models.resnet152(weights=None).eval(),
+                (torch.randn(1, 3, 224, 224),),
+                str(path),
+                dynamo=False,
+                opset_version=17,
+            )
     start = time.perf_counter()
     imported = import_onnx(path)
     mid = time.perf_counter()
     verify_outputs(imported, ort_runner(__import__("onnx").load(str(path))), batch=1)
     end = time.perf_counter()
     lines = code_lines(imported.written.text)
-    print(f"\nresnet152 from ONNX: import {mid - start:.2f} s (goal < 2 s; read, recover, write, "
-          f"compile, weights), output check {end - mid:.2f} s more; {lines} lines; "
-          f"{'exact' if imported.ok else 'MISMATCH'}")
+    print(
+        f"\nresnet152 from ONNX: import {mid - start:.2f} s (goal < 2 s; read, recover, write, "
+        f"compile, weights), output check {end - mid:.2f} s more; {lines} lines; "
+        f"{'exact' if imported.ok else 'MISMATCH'}"
+    )
 
 
 def _yn(ok: bool) -> str:

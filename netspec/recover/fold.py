@@ -17,7 +17,19 @@ from netspec.recover.graph import Item, Join, Op, Value, walk
 from netspec.recover.text import Call, Node, Rep, fmt_value, join_text, node_text, op_text
 
 TAILS = frozenset(
-    "RELU RELU6 SIGMOID TANH HARDSWISH HARDSIGMOID SILU GELU ELU LEAKYRELU PRELU".split()
+    [
+        "RELU",
+        "RELU6",
+        "SIGMOID",
+        "TANH",
+        "HARDSWISH",
+        "HARDSIGMOID",
+        "SILU",
+        "GELU",
+        "ELU",
+        "LEAKYRELU",
+        "PRELU",
+    ]
 )
 PARAM_NAMES = {"channels": "c", "units": "n", "stride": "s", "kernel": "k", "padding": "p"}
 MAX_WINDOW = 12  # the longest repeated window looked for
@@ -67,7 +79,10 @@ def segment(items: list[Item]) -> list[Item | list[Item]]:
         item = items[i]
         if isinstance(item, Join):
             j = i + 1
-            while j < len(items) and isinstance(items[j], Op) and items[j].spelling in TAILS:
+            while j < len(items):
+                nxt = items[j]
+                if not (isinstance(nxt, Op) and nxt.spelling in TAILS):
+                    break
                 j += 1
             out.append(items[i:j])
             i = j
@@ -94,10 +109,10 @@ def _derive(vec: list[Value], params: list[tuple[str, list[Value]]]) -> str | No
     for name, pvec in params:
         if not ints or not all(isinstance(v, int) and not isinstance(v, bool) for v in pvec):
             continue
-        ratios = {v // p if p and v % p == 0 else None for v, p in zip(vec, pvec)}  # type: ignore[operator]
+        ratios = {v // p if p and v % p == 0 else None for v, p in zip(vec, pvec, strict=False)}  # type: ignore[operator]
         if len(ratios) == 1 and None not in ratios and (r := ratios.pop()) and r > 1:
             return f"{r} * {name}"
-        ratios = {p // v if v and p % v == 0 else None for v, p in zip(vec, pvec)}  # type: ignore[operator]
+        ratios = {p // v if v and p % v == 0 else None for v, p in zip(vec, pvec, strict=False)}  # type: ignore[operator]
         if len(ratios) == 1 and None not in ratios and (r := ratios.pop()) and r > 1:
             return f"{name} // {r}"
     return None
@@ -108,11 +123,11 @@ def _parameters(
 ) -> tuple[list[tuple[str, list[Value]]], dict[tuple[int, str], str]]:
     """The values that vary between units, as parameters (a fixed multiple of one derived)."""
     slots = _slots(units[0])
-    columns = list(zip(*(_values(u) for u in units)))
+    columns = list(zip(*(_values(u) for u in units), strict=False))
     params: list[tuple[str, list[Value]]] = []
     exprs: dict[tuple[int, str], str] = {}
     counts: Counter[str] = Counter()
-    for slot, column in zip(slots, columns):
+    for slot, column in zip(slots, columns, strict=False):
         vec = list(column)
         if all(v == vec[0] for v in vec):
             continue
@@ -237,7 +252,9 @@ def _windows(parts: list[Item | list[Item]], sigs: list[str]) -> list[int]:
     out, i, k = [], 0, len(sigs)
     while i + k <= len(parts):
         run = parts[i : i + k]
-        if all(not isinstance(p, list) and signature(p) == s for p, s in zip(run, sigs)):
+        if all(
+            not isinstance(p, list) and signature(p) == s for p, s in zip(run, sigs, strict=False)
+        ):
             out.append(i)
             i += k
         else:
@@ -262,12 +279,12 @@ def find_blocks(items: list[Item]) -> tuple[list[Block], list[Node]]:
             block, spans = made
         elif len(units) >= 2:
             block, calls = make_block(_block_name(units[0], taken), units)  # type: ignore[misc]
-            spans = [(i, c, 1) for i, c in zip(members, calls)]
+            spans = [(i, c, 1) for i, c in zip(members, calls, strict=False)]
         else:
             continue
         blocks.append(block)
-        for i, call, n in spans:
-            replaced[i] = (call, n)
+        for i, made_call, n in spans:
+            replaced[i] = (made_call, n)
     out: list[Node] = []
     i = 0
     while i < len(parts):
@@ -287,18 +304,26 @@ def _with_plain(
 ) -> tuple[Block, list[tuple[int, Call, int]]] | None:
     """Residual units and the plain chains of their body's structure as one block with a
     conditional skip (MobileNet's inverted residuals), when there are such chains."""
-    bodies = [_residual_body(parts[i]) for i in members]  # type: ignore[arg-type]
-    if any(b is None for b in bodies):
-        return None
     first = parts[members[0]]
     assert isinstance(first, list)
+    bodies: list[list[Item]] = []
+    for i in members:
+        part = parts[i]
+        body = _residual_body(part) if isinstance(part, list) else None
+        if body is None:
+            return None
+        bodies.append(body)
     tails = len(first) - 1
-    starts = _windows(parts, [signature(x) for x in bodies[0]])  # type: ignore[union-attr]
+    starts = _windows(parts, [signature(x) for x in bodies[0]])
     if not starts:
         return None
-    k = len(bodies[0])  # type: ignore[arg-type]
-    where = sorted([(i, b, True, 1) for i, b in zip(members, bodies)]
-                   + [(i, list(parts[i : i + k]), False, k) for i in starts])  # type: ignore[misc]
+    k = len(bodies[0])
+    found: list[tuple[int, list[Item], bool, int]] = [
+        (i, b, True, 1) for i, b in zip(members, bodies, strict=True)
+    ]
+    for i in starts:
+        found.append((i, [p for p in parts[i : i + k] if not isinstance(p, list)], False, k))
+    where = sorted(found, key=lambda w: w[0])
     units = [u for _, u, _, _ in where]
     name = _block_name(first, taken)
     made = make_block(name, units, [s for _, _, s, _ in where], tails)
@@ -306,7 +331,7 @@ def _with_plain(
         taken.discard(name)
         return None
     block, calls = made
-    return block, [(i, c, n) for (i, _, _, n), c in zip(where, calls)]
+    return block, [(i, c, n) for (i, _, _, n), c in zip(where, calls, strict=False)]
 
 
 def fold_repeats(items: list[Node]) -> list[Node]:

@@ -6,11 +6,10 @@ value and joins at one `add`, `concat` or `mul`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from netspec.errors import NetspecError
 
-Value = Union[int, float, bool, str, tuple[int, ...]]
+Value = int | float | bool | str | tuple[int, ...]
 INPUT = "input"
 JOINS = ("add", "concat", "mul")
 
@@ -65,7 +64,7 @@ class Join:
     branches: list[list[Item]] = field(default_factory=list)
 
 
-Item = Union[Op, Join]
+Item = Op | Join
 
 
 class ImportError_(NetspecError):
@@ -186,8 +185,17 @@ def nest_concats(ops: list[Op]) -> list[Op]:
             for cut in range(len(ins) - 1, 1, -1):
                 prefix = seen.get(ins[:cut])
                 if prefix is not None:
-                    op = Op(op.id, op.spelling, op.args, (prefix, *ins[cut:]), op.weights,
-                            op.note, op.where, op.shape, op.in_shape)
+                    op = Op(
+                        op.id,
+                        op.spelling,
+                        op.args,
+                        (prefix, *ins[cut:]),
+                        op.weights,
+                        op.note,
+                        op.where,
+                        op.shape,
+                        op.in_shape,
+                    )
                     break
             seen.setdefault(tuple(ins), op.id)
         out.append(op)

@@ -4,8 +4,8 @@ over lines."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 from netspec.recover.graph import Join, Op, Value
 
@@ -65,7 +65,7 @@ class Call:
     ops: list[Op] = field(default_factory=list)
 
 
-Node = Union[Op, Join, Rep, Call]
+Node = Op | Join | Rep | Call
 
 
 DEFAULTS: dict[str, dict[str, Value]] = {
@@ -140,7 +140,7 @@ def join_text(kind: str, branches: list[str]) -> str:
     return f"{kind}({', '.join(branches)})"
 
 
-def chain_text(items: list[Node]) -> str:
+def chain_text(items: Sequence[Node]) -> str:
     return " -> ".join(node_text(i) for i in items) if items else "IDENTITY"
 
 

@@ -32,7 +32,12 @@ def _classifier(items: list[Item]) -> tuple[list[Item], int | None]:
     if i >= 0 and isinstance(items[i], Op) and items[i].spelling == "SOFTMAX":  # type: ignore[union-attr]
         i -= 1
     last = items[i] if i >= 0 else None
-    if not isinstance(last, Op) or last.spelling != "FC" or last.shape is None or len(last.shape) != 1:
+    if (
+        not isinstance(last, Op)
+        or last.spelling != "FC"
+        or last.shape is None
+        or len(last.shape) != 1
+    ):
         return items, None
     classes = last.arg("units")
     assert isinstance(classes, int)

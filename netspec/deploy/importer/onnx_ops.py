@@ -59,8 +59,17 @@ class Reader:
         first = next((x for x in node.input if x and x not in self.consts), None)
         in_shape = self.shapes.get(first) if first else None
         self.ops.append(
-            Op(op_id, spelling, tuple(args or ()), tuple(ins), tuple(weights or ()), note,
-               self.where, shape, in_shape)
+            Op(
+                op_id,
+                spelling,
+                tuple(args or ()),
+                tuple(ins),
+                tuple(weights or ()),
+                note,
+                self.where,
+                shape,
+                in_shape,
+            )
         )
         self.alias[out or node.output[0]] = op_id
 
@@ -100,7 +109,9 @@ def one(values: list[int] | tuple[int, ...]) -> int | tuple[int, ...]:
 
 def _pads(r: Reader, node: onnx.NodeProto, a: dict[str, Any], dims: int) -> int | tuple[int, ...]:
     if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise r.fail(node, f"auto_pad={a['auto_pad']} is not supported", "export with explicit pads")
+        raise r.fail(
+            node, f"auto_pad={a['auto_pad']} is not supported", "export with explicit pads"
+        )
     pads = list(a.get("pads", [0] * 2 * dims))
     begins, ends = pads[:dims], pads[dims:]
     if begins != ends:
@@ -244,8 +255,11 @@ def _pool(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
     padding = _pads(r, node, a, dims)
     avg = node.op_type == "AveragePool"
     if avg and padding != 0 and not a.get("count_include_pad", 0):
-        raise r.fail(node, "average pooling that leaves the padding out of the count",
-                     "netspec's AVGPOOL counts the padding (PyTorch's default)")
+        raise r.fail(
+            node,
+            "average pooling that leaves the padding out of the count",
+            "netspec's AVGPOOL counts the padding (PyTorch's default)",
+        )
     args: list[tuple[str, Value]] = [
         ("kernel", one(k)),
         ("stride", one(a.get("strides", [1] * dims))),
@@ -263,7 +277,9 @@ def _global_pool(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
     if flat:  # GAP then Flatten: netspec's GAP (a vector)
         r.skip.add(after[0].name or after[0].output[0])
         r.alias[after[0].output[0]] = node.name or node.output[0]
-        r.emit(node, "GAP" if avg else "GMP", note="GlobalPool+Flatten merged", out=after[0].output[0])
+        r.emit(
+            node, "GAP" if avg else "GMP", note="GlobalPool+Flatten merged", out=after[0].output[0]
+        )
         r.alias[node.output[0]] = node.name or node.output[0]
     elif avg:
         r.emit(node, "ADAPTIVEAVGPOOL", [("size", 1)])
@@ -276,8 +292,13 @@ def _is_flatten(r: Reader, node: onnx.NodeProto) -> bool:
         return int(attrs_of(node).get("axis", 1)) == 1
     if node.op_type == "Reshape":
         target = r.const(node, 1)
-        return target is not None and target.ndim == 1 and len(target) == 2 and (
-            target[1] == -1 or int(target[1]) == int(np.prod(r.shapes.get(node.input[0], (0,))))
+        return (
+            target is not None
+            and target.ndim == 1
+            and len(target) == 2
+            and (
+                target[1] == -1 or int(target[1]) == int(np.prod(r.shapes.get(node.input[0], (0,))))
+            )
         )
     return False
 
@@ -313,17 +334,30 @@ def _matmul(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
             bias, out = other[0], after[0].output[0]
             r.skip.add(after[0].name or after[0].output[0])
     weights = [f"{node.input[1]}#T"] + ([bias] if bias else [])
-    r.emit(node, "FC", [("units", int(w.shape[1])), ("bias", bias is not None)], weights,
-           note="MatMul+Add merged" if bias else "", out=out)
+    r.emit(
+        node,
+        "FC",
+        [("units", int(w.shape[1])), ("bias", bias is not None)],
+        weights,
+        note="MatMul+Add merged" if bias else "",
+        out=out,
+    )
 
 
 @handles("Add", "Sum", "Concat", "Mul")
 def _join(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
     ins = r.data_inputs(node)
     if len(ins) != len([x for x in node.input if x]):
-        raise r.fail(node, "a constant operand (a bias or scale outside a layer) has no netspec form")
-    if node.op_type == "Concat" and int(a.get("axis", 1)) not in (1, -len(r.shapes.get(node.input[0], (0, 0, 0))) - 1):
-        raise r.fail(node, f"concatenation along axis {a.get('axis')}; netspec's concat joins channels")
+        raise r.fail(
+            node, "a constant operand (a bias or scale outside a layer) has no netspec form"
+        )
+    if node.op_type == "Concat" and int(a.get("axis", 1)) not in (
+        1,
+        -len(r.shapes.get(node.input[0], (0, 0, 0))) - 1,
+    ):
+        raise r.fail(
+            node, f"concatenation along axis {a.get('axis')}; netspec's concat joins channels"
+        )
     if len(ins) == 1:  # a one-input concat or sum is its input
         r.alias[node.output[0]] = ins[0]
         return
@@ -332,7 +366,9 @@ def _join(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
         swish = _swish(r, ins)
         if swish is not None:
             r.ops.remove(swish[1])
-            r.emit(node, swish[0], inputs=[swish[2]], note=f"x * {swish[1].spelling.lower()}(x) merged")
+            r.emit(
+                node, swish[0], inputs=[swish[2]], note=f"x * {swish[1].spelling.lower()}(x) merged"
+            )
             return
     r.emit(node, kind)
 

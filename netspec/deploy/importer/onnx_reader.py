@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from onnx import numpy_helper
 
 from netspec.deploy.importer.onnx_ops import (
@@ -66,7 +66,9 @@ def _input(model: onnx.ModelProto, given: tuple[int, ...] | None) -> tuple[str, 
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs)
-        raise NetspecError(f"the model has {len(inputs)} inputs ({names}); netspec networks have one")
+        raise NetspecError(
+            f"the model has {len(inputs)} inputs ({names}); netspec networks have one"
+        )
     value = inputs[0]
     dims = value.type.tensor_type.shape.dim
     if given is not None:
@@ -137,7 +139,9 @@ def read_onnx(
         if (node.name or node.output[0]) in r.skip:
             continue
         if node.op_type in CONTROL_FLOW:
-            raise r.fail(node, "control flow has no netspec form", "export the model traced, unrolled")
+            raise r.fail(
+                node, "control flow has no netspec form", "export the model traced, unrolled"
+            )
         if node.domain not in ("", "ai.onnx"):
             raise r.fail(node, f"an op of domain `{node.domain}` has no netspec kind")
         if node.op_type == "Constant":

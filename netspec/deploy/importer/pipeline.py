@@ -57,7 +57,9 @@ def compile_written(text: str) -> Graph:
         ) from None
 
 
-def state_weights(graph: Graph, items: list[Item], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def state_weights(
+    graph: Graph, items: list[Item], arrays: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """The source's tensors under the compiled graph's state-dict names: the k-th layer with
     weights in the tree is the graph's k-th (the builder's order), each checked for kind and
     shape."""
@@ -140,7 +142,9 @@ def verify_outputs(imported: Imported, run_source: Any, batch: int = 2, seed: in
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise NetspecError(f"weights do not fit the spec: missing {missing[:3]}, extra {unexpected[:3]}")
+        raise NetspecError(
+            f"weights do not fit the spec: missing {missing[:3]}, extra {unexpected[:3]}"
+        )
     module.eval()
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, *graph.input.shape)).astype(np.float32)
@@ -153,7 +157,11 @@ def verify_outputs(imported: Imported, run_source: Any, batch: int = 2, seed: in
     scale = float(np.abs(theirs).max()) or 1.0
     rel = float(np.abs(mine - theirs).max()) / scale
     imported.checks.append(
-        ("outputs", rel <= TOLERANCE, f"max |difference| / max |source| = {rel:.2e} (limit {TOLERANCE:g})")
+        (
+            "outputs",
+            rel <= TOLERANCE,
+            f"max |difference| / max |source| = {rel:.2e} (limit {TOLERANCE:g})",
+        )
     )
 
 

@@ -34,9 +34,10 @@ def import_any(
     with path.open("rb") as f:
         head = f.read(4)
     if path.suffix == ".keras" or head == ZIP_MAGIC:
-        from netspec.deploy.importer.keras import import_keras
-
-        return import_keras(path, flat)
+        raise NetspecError(
+            f"{source}: Keras files are not read yet (issue 22's Keras source is still open)",
+            hint="export the model to ONNX (tf2onnx) and import that",
+        )
     model = read_onnx(path, input_shape)
     imported = from_model(model, path.name, flat)
     verify_outputs(imported, ort_runner(model.model), batch=_batch(model.model))
@@ -98,7 +99,7 @@ def import_module(source: str, input_shape: tuple[int, ...] | None, flat: bool) 
             torch.onnx.export(
                 net,
                 (torch.zeros(1, *input_shape),),
-                buffer,
+                buffer,  # type: ignore[arg-type]
                 dynamo=False,
                 opset_version=17,
                 do_constant_folding=False,
