@@ -21,6 +21,7 @@ from netspec.deploy.importer.onnx_ops import (
     attrs_of,
     constant_value,
 )
+from netspec.deploy.importer.keras import KerasModel
 from netspec.errors import NetspecError
 from netspec.io import read_input
 from netspec.recover.graph import INPUT, ImportError_, Op
@@ -182,13 +183,13 @@ def _weights(ops: list[Op], consts: dict[str, np.ndarray]) -> dict[str, np.ndarr
     return out
 
 
-def source_params(model: OnnxModel) -> int:
+def source_params(model: OnnxModel | KerasModel) -> int:
     """The elements of every weight the model's layers read (a shared tensor counted per
     reader, as each netspec layer owns its own)."""
     return sum(int(model.weights[w].size) for op in model.ops for w in op.weights)
 
 
-def source_macs(model: OnnxModel) -> int:
+def source_macs(model: OnnxModel | KerasModel) -> int:
     """Multiply-adds of the convolutions and matrix products, from the ONNX shapes and weight
     sizes alone (netspec's convention: output elements x the weights each one reads)."""
     total = 0

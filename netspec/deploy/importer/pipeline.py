@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from netspec.deploy.importer.keras import KerasModel
 from netspec.deploy.importer.onnx_reader import OnnxModel, read_onnx, source_macs, source_params
 from netspec.errors import NetspecError
 from netspec.ir.graph import Graph
@@ -102,7 +103,7 @@ def import_onnx(
     return from_model(model, Path(str(path)).name, flat)
 
 
-def from_model(model: OnnxModel, source: str, flat: bool = False) -> Imported:
+def from_model(model: OnnxModel | KerasModel, source: str, flat: bool = False) -> Imported:
     """The spec of a read ONNX model, compiled, its weights named, its figures checked."""
     items = recover(model.ops, model.output)
     generic = model.name in GENERIC_NAMES

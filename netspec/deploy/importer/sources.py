@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from netspec.deploy.importer.keras import read_keras
+from netspec.deploy.importer.keras_reference import keras_runner
 from netspec.deploy.importer.onnx_reader import read_onnx
 from netspec.deploy.importer.pipeline import Imported, from_model, ort_runner, verify_outputs
 from netspec.errors import NetspecError
@@ -34,13 +36,20 @@ def import_any(
     with path.open("rb") as f:
         head = f.read(4)
     if path.suffix == ".keras" or head == ZIP_MAGIC:
-        raise NetspecError(
-            f"{source}: Keras files are not read yet (issue 22's Keras source is still open)",
-            hint="export the model to ONNX (tf2onnx) and import that",
-        )
+        return import_keras(path, flat)
     model = read_onnx(path, input_shape)
     imported = from_model(model, path.name, flat)
     verify_outputs(imported, ort_runner(model.model), batch=_batch(model.model))
+    return imported
+
+
+def import_keras(path: Path, flat: bool) -> Imported:
+    """Import a Keras 3 file, its outputs held to a NumPy run of the Keras layers as Keras
+    defines them (channels-last, its own kernel layouts), no TensorFlow needed."""
+    model = read_keras(path)
+    imported = from_model(model, path.name, flat)
+    reference = keras_runner(path)
+    verify_outputs(imported, reference)
     return imported
 
 
