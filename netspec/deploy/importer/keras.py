@@ -58,7 +58,7 @@ def _h5_weights(data: bytes | None) -> dict[str, list[np.ndarray]]:
     if data is None:
         return {}
     try:
-        import h5py
+        import h5py  # type: ignore[import-untyped, import-not-found, unused-ignore]
     except ImportError:
         raise NetspecError(
             "reading a .keras file's weights needs h5py", hint="pip install 'netspec[import]'"

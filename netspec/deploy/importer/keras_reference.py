@@ -27,7 +27,9 @@ def _pad_same(x: Array, k: tuple[int, ...], s: tuple[int, ...], value: float = 0
     return np.pad(x, [*pads, (0, 0)], constant_values=value)
 
 
-def _windows(x: Array, cfg: dict[str, Any], k: tuple[int, ...], s: tuple[int, ...], fill: float) -> Array:
+def _windows(
+    x: Array, cfg: dict[str, Any], k: tuple[int, ...], s: tuple[int, ...], fill: float
+) -> Array:
     if cfg.get("padding", "valid") == "same":
         x = _pad_same(x, k, s, fill)
     dims = len(k)

@@ -14,6 +14,7 @@ import onnx
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from onnx import numpy_helper
 
+from netspec.deploy.importer.keras import KerasModel
 from netspec.deploy.importer.onnx_ops import (
     CONTROL_FLOW,
     HANDLERS,
@@ -21,7 +22,6 @@ from netspec.deploy.importer.onnx_ops import (
     attrs_of,
     constant_value,
 )
-from netspec.deploy.importer.keras import KerasModel
 from netspec.errors import NetspecError
 from netspec.io import read_input
 from netspec.recover.graph import INPUT, ImportError_, Op
