@@ -54,6 +54,13 @@ def load_model(path: str | Path | bytes) -> onnx.ModelProto:
             f"{path}: not an ONNX file (the protobuf does not parse: {e})",
             hint="a truncated download or another format; check the file",
         ) from None
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    if external and not isinstance(path, str | Path):
+        raise NetspecError("the model keeps its weights in external files; import it from a file")
+    if external:  # weights beside the file (netspec export's --external-data, large models)
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(Path(path).parent))
     if not model.graph.node or not model.opset_import:
         raise NetspecError(
             f"{path}: not an ONNX model (no graph nodes or no opset)",
@@ -101,9 +108,41 @@ def _fix_input(model: onnx.ModelProto, name: str, shape: tuple[int, ...]) -> Non
     del model.graph.value_info[:]
 
 
+def _array(t: onnx.TensorProto) -> np.ndarray:
+    """An initializer's values: float32 raw data read in place (one copy less than onnx's)."""
+    if t.data_type == onnx.TensorProto.FLOAT and t.raw_data and not t.external_data:
+        return np.frombuffer(t.raw_data, dtype="<f4").reshape(tuple(t.dims))
+    return numpy_helper.to_array(t)
+
+
+def _light(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its large weights' data left out (their dims kept): shape inference
+    reads only small constants' values (a reshape's target), and serializing 100 MB of weights
+    for it took most of an import's time."""
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    graph = light.graph
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    graph.value_info.extend(model.graph.value_info)
+    for t in model.graph.initializer:
+        if int(np.prod(t.dims)) <= 64:
+            graph.initializer.append(t)
+        else:
+            graph.initializer.append(
+                onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims)
+            )
+            graph.input.append(
+                onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+            )
+    return light
+
+
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(_light(model), strict_mode=False)
     except Exception as e:  # noqa: BLE001 (onnx raises several kinds on a malformed graph)
         raise NetspecError(f"onnx shape inference failed: {e}") from None
     out = {}
@@ -128,7 +167,7 @@ def read_onnx(
     if input_shape is not None:
         _fix_input(model, input_name, shape)
     graph = model.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    consts = {t.name: _array(t) for t in graph.initializer}
     r = Reader(consts, _shapes(model))
     r.alias[input_name] = INPUT
     for node in graph.node:
