@@ -9,6 +9,7 @@ import click
 
 from netspec.commands.options import parse_shape
 from netspec.errors import NetspecError
+from netspec.io import atomic_path, atomic_write
 
 
 @click.command("import")
@@ -52,8 +53,6 @@ def import_cmd(
             f"the imported spec does not match {source} ({failed}); nothing written",
             hint="please report it: the importer wrote a spec that is not the source's network",
         )
-    from netspec.io import atomic_path, atomic_write
-
     atomic_write(output, imported.written.text)
     if weights is not None:
         from safetensors.numpy import save_file

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from netspec.recover.fold import Block, find_blocks, fold_repeats
 from netspec.recover.graph import Item, Join, Op, walk
-from netspec.recover.text import Node, layout
+from netspec.recover.text import Node, join_text, layout, node_text
 
 
 @dataclass
@@ -90,8 +90,6 @@ def write_spec(
 
 def _flat_lines(items: list[Node]) -> list[str]:
     """One layer a line; a join's branches each on their own lines."""
-    from netspec.recover.text import join_text, node_text
-
     lines = ["  INPUT"]
     for item in items:
         if isinstance(item, Join):

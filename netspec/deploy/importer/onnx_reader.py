@@ -45,6 +45,7 @@ def load_model(path: str | Path | bytes) -> onnx.ModelProto:
     """Parse an ONNX file (or its bytes); one that is not ONNX (or is cut short) is a clear
     error."""
     data = path if isinstance(path, bytes) else read_input(path, "ONNX file")
+    folder = None if isinstance(path, bytes) else Path(path).parent
     path = "the model" if isinstance(path, bytes) else path
     model = onnx.ModelProto()
     try:
@@ -55,12 +56,12 @@ def load_model(path: str | Path | bytes) -> onnx.ModelProto:
             hint="a truncated download or another format; check the file",
         ) from None
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    if external and not isinstance(path, str | Path):
+    if external and folder is None:
         raise NetspecError("the model keeps its weights in external files; import it from a file")
     if external:  # weights beside the file (netspec export's --external-data, large models)
         from onnx.external_data_helper import load_external_data_for_model
 
-        load_external_data_for_model(model, str(Path(path).parent))
+        load_external_data_for_model(model, str(folder))
     if not model.graph.node or not model.opset_import:
         raise NetspecError(
             f"{path}: not an ONNX model (no graph nodes or no opset)",

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from netspec import compile_spec
 from netspec.deploy.importer.keras import KerasModel
 from netspec.deploy.importer.onnx_reader import OnnxModel, read_onnx, source_macs, source_params
 from netspec.errors import NetspecError
@@ -47,8 +48,6 @@ def recover(ops: list[Op], output: str) -> list[Item]:
 
 
 def compile_written(text: str) -> Graph:
-    from netspec import compile_spec
-
     try:
         return compile_spec(text)
     except NetspecError as e:
