@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from netspec.recover.graph import Item, Join, Op, Value, walk
-from netspec.recover.text import Call, Node, Rep, fmt_value, join_text, node_text, op_text
+from netspec.recover.text import Call, Fork, Node, Rep, fmt_value, join_text, node_text, op_text
 
 TAILS = frozenset(
     [
@@ -332,6 +332,17 @@ def _with_plain(
         return None
     block, calls = made
     return block, [(i, c, n) for (i, _, _, n), c in zip(where, calls, strict=False)]
+
+
+def fold_tree(items: list[Node]) -> list[Node]:
+    """Repetitions folded in the chain and inside every join's branches."""
+    out: list[Node] = []
+    for item in items:
+        if isinstance(item, Join):
+            out.append(Fork(item.op.spelling, [fold_tree(list(b)) for b in item.branches]))
+        else:
+            out.append(item)
+    return fold_repeats(out)
 
 
 def fold_repeats(items: list[Node]) -> list[Node]:

@@ -65,13 +65,28 @@ class Call:
     ops: list[Op] = field(default_factory=list)
 
 
-Node = Op | Join | Rep | Call
+@dataclass
+class Fork:
+    """A join whose branches are written nodes (repetitions folded inside them)."""
+
+    kind: str
+    branches: list[list[Node]]
+
+
+Node = Op | Join | Rep | Call | Fork
 
 
 DEFAULTS: dict[str, dict[str, Value]] = {
     "CONV": {"stride": 1, "dilation": 1, "groups": 1, "bias": True},
     "DWCONV": {"stride": 1, "dilation": 1, "bias": True},
-    "CONVTRANSPOSE": {"stride": 2, "padding": 0, "output_padding": 0, "dilation": 1},
+    "CONVTRANSPOSE": {
+        "stride": 2,
+        "padding": 0,
+        "output_padding": 0,
+        "dilation": 1,
+        "groups": 1,
+        "bias": True,
+    },
     "MAXPOOL": {"padding": 0, "ceil": False},
     "AVGPOOL": {"padding": 0, "ceil": False},
     "FC": {"bias": True},
@@ -129,6 +144,8 @@ def node_text(node: Node) -> str:
         inner = chain_text(node.items)
         single = len(node.items) == 1 and not isinstance(node.items[0], Rep)
         return f"{inner}*{node.count}" if single else f"[{inner}]*{node.count}"
+    if isinstance(node, Fork):
+        return join_text(node.kind, [chain_text(b) for b in node.branches])
     return join_text(node.op.spelling, [chain_text(b) for b in node.branches])
 
 
@@ -151,17 +168,51 @@ def heavy(node: Node) -> bool:
     return True
 
 
-def layout(items: list[Node], indent: str = "", first: str = "INPUT") -> list[str]:
+def layout(items: Sequence[Node], indent: str = "", first: str = "INPUT") -> list[str]:
     """A chain over lines: `first`, then `-> ...` lines, a new one at each heavy item or when
-    the line would pass WIDTH."""
+    the line would pass WIDTH; a join too long for a line gets a line per branch."""
     lines = [indent + first] if first else []
+    return lines + _segments(items, indent + "  ", "-> ", "-> ")
+
+
+def _segments(items: Sequence[Node], indent: str, lead: str, more: str) -> list[str]:
+    """Lines of a chain at `indent`, the first after `lead`, the others after `more`."""
+    lines: list[str] = []
     current = ""
+
+    def flush() -> None:
+        nonlocal current
+        if current:
+            lines.append(f"{indent}{more if lines else lead}{current}")
+            current = ""
+
     for item in items:
         text = node_text(item)
-        if current and (heavy(item) or len(indent) + len(current) + len(text) + 7 > WIDTH):
-            lines.append(f"{indent}  -> {current}")
-            current = ""
+        wide = len(indent) + len(current) + len(text) + 7 > WIDTH
+        if isinstance(item, Fork) and len(indent) + len(text) + 4 > WIDTH:
+            flush()
+            pre = more if lines else lead
+            sub = fork_lines(item, indent + " " * len(pre))
+            lines.append(f"{indent}{pre}{sub[0]}")
+            lines.extend(sub[1:])
+            continue
+        if current and (heavy(item) or wide):
+            flush()
         current = f"{current} -> {text}" if current else text
-    if current:
-        lines.append(f"{indent}  -> {current}")
+    flush()
+    return lines
+
+
+def fork_lines(fork: Fork, indent: str) -> list[str]:
+    """`kind(` then each branch on its own lines, one step in; the first line unindented."""
+    branches = fork.branches
+    head = f"{fork.kind}("
+    if fork.kind == "add" and len(branches) == 2 and not all(branches):
+        head, branches = "residual(", [b for b in branches if b]
+    lines = [head]
+    inner = indent + "  "
+    for i, branch in enumerate(branches):
+        seg = _segments(branch, inner, "", "-> ") if branch else [inner + "IDENTITY"]
+        seg[-1] += "," if i < len(branches) - 1 else ")"
+        lines.extend(seg)
     return lines

@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from netspec.recover.fold import Block, find_blocks, fold_repeats
+from netspec.recover.fold import Block, find_blocks, fold_tree
 from netspec.recover.graph import Item, Join, Op, walk
 from netspec.recover.text import Node, join_text, layout, node_text
 
@@ -79,7 +79,7 @@ def write_spec(
         body = _flat_lines(chain)
     else:
         blocks, chain = find_blocks(items)
-        chain = fold_repeats(chain)
+        chain = fold_tree(chain)
         for block in blocks:
             lines += block.lines()
         if blocks:
