@@ -97,3 +97,16 @@ def test_the_writer_imports_neither_onnx_nor_torch() -> None:
     import netspec.recover.write as w
 
     assert "onnx" not in w.__dict__ and "torch" not in w.__dict__
+
+
+def test_a_join_too_long_for_a_line_gets_a_line_per_branch_with_repetitions_inside() -> None:
+    ops, prev, cin = [], INPUT, 8
+    for j in range(8):
+        ops += [conv(f"c{j}", prev, 8 + j, cin), act(f"r{j}", f"c{j}", 8 + j)]
+        prev, cin = f"r{j}", 8 + j
+    ops += [conv("s1", INPUT, 8, 8, k=1), act("t1", "s1", 8), conv("s2", "t1", 8, 8, k=1)]
+    ops += [act("t2", "s2", 8), Op("cat", "concat", (), (prev, "t2"))]
+    text = write_spec(to_tree(ops, "cat"), "wide", (8, 8, 8), "test").text
+    assert "  -> concat(\n       CONV(8, 3, bias=off) -> RELU\n" in text
+    assert "\n       [CONV(8, 1, bias=off) -> RELU]*2)\n" in text
+    assert compile_spec(text).output_shape == (23, 8, 8)
