@@ -33,6 +33,7 @@ TAILS = frozenset(
 )
 PARAM_NAMES = {"channels": "c", "units": "n", "stride": "s", "kernel": "k", "padding": "p"}
 MAX_WINDOW = 12  # the longest repeated window looked for
+WIDTH = 96
 
 
 @dataclass
@@ -46,7 +47,40 @@ class Block:
 
     def lines(self) -> list[str]:
         head = f"block {self.name}({', '.join(self.params)}) ="
-        return [head, *wrap(self.body, "  ")]
+        if len(self.body) + 2 <= WIDTH:
+            return [head, "  " + self.body]
+        parts = split_join(self.body)
+        if parts is None:
+            return [head, *wrap(self.body, "  ")]
+        opener, branches, rest = parts
+        out = [head, f"  {opener}("]
+        for i, branch in enumerate(branches):
+            lines = wrap(branch, "    ")
+            lines[-1] += "," if i < len(branches) - 1 else ")" + rest
+            out += lines
+        return out
+
+
+def split_join(text: str) -> tuple[str, list[str], str] | None:
+    """`kind(a, b) -> rest` as ("kind", ["a", "b"], " -> rest"): the join's branches split at
+    its own commas; None when the text does not start with a join."""
+    start = text.find("(")
+    if start <= 0 or not text[:start].isidentifier():
+        return None
+    depth, pieces, last = 0, [], start + 1
+    for i in range(start, len(text)):
+        ch = text[i]
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth == 0:
+                pieces.append(text[last:i].strip())
+                return text[:start], pieces, text[i + 1 :]
+        elif ch == "," and depth == 1:
+            pieces.append(text[last:i].strip())
+            last = i + 1
+    return None
 
 
 def wrap(text: str, indent: str, width: int = 96) -> list[str]:
