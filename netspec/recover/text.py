@@ -5,6 +5,7 @@ over lines."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from netspec.recover.graph import Join, Op, Value
@@ -97,8 +98,40 @@ DEFAULTS: dict[str, dict[str, Value]] = {
 }
 
 
+# The spec's own `defaults` line while it is written (see `spec_defaults`).
+SPEC_DEFAULTS: ContextVar[dict[str, dict[str, Value]] | None] = ContextVar(
+    "spec_defaults", default=None
+)
+
+
+def spec_defaults(ops: Sequence[Op]) -> dict[str, dict[str, Value]]:
+    """A `defaults` line's entries: `bias=off` for a spelling most of whose convs have none, a
+    batch norm's eps when every one has the same other than PyTorch's."""
+    out: dict[str, dict[str, Value]] = {}
+    for spelling in ("CONV", "DWCONV"):
+        biases = [op.arg("bias") for op in ops if op.spelling == spelling]
+        if biases and biases.count(False) * 2 > len(biases):
+            out[spelling] = {"bias": False}
+    eps = {op.arg("eps") for op in ops if op.spelling == "BN"}
+    if len(eps) == 1 and (value := eps.pop()) not in (None, 1e-5):
+        out["BN"] = {"eps": value}
+    return out
+
+
+def defaults_line(entries: dict[str, dict[str, Value]]) -> str | None:
+    if not entries:
+        return None
+    calls = [
+        f"{s}({', '.join(f'{k}={fmt_value(v)}' for k, v in a.items())})" for s, a in entries.items()
+    ]
+    return "defaults " + ", ".join(calls)
+
+
 def _omitted(op: Op, name: str, value: Value) -> bool:
     """An argument the spelling's default gives (a conv's `same` padding, a pool's stride)."""
+    own = (SPEC_DEFAULTS.get() or {}).get(op.spelling, {})
+    if name in own:
+        return own[name] == value
     if DEFAULTS.get(op.spelling, {}).get(name, ...) == value and type(value) is not float:
         return True
     if name == "eps" and value == 1e-5:

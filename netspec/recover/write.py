@@ -8,7 +8,15 @@ from dataclasses import dataclass, field, replace
 
 from netspec.recover.fold import Block, find_blocks, fold_tree
 from netspec.recover.graph import Item, Join, Op, walk
-from netspec.recover.text import Node, join_text, layout, node_text
+from netspec.recover.text import (
+    SPEC_DEFAULTS,
+    Node,
+    defaults_line,
+    join_text,
+    layout,
+    node_text,
+    spec_defaults,
+)
 
 
 @dataclass
@@ -72,7 +80,21 @@ def write_spec(
     lines += [f"network {spec_name(name)}", f"input [{', '.join(map(str, input_shape))}]"]
     if classes is not None:
         lines.append(f"classes {classes}")
+    entries = spec_defaults(walk(items))
+    line = defaults_line(entries)
+    if line:
+        lines.append(line)
     lines.append("")
+    token = SPEC_DEFAULTS.set(entries)
+    try:
+        blocks, body = _body(items, lines, flat)
+    finally:
+        SPEC_DEFAULTS.reset(token)
+    return Written("\n".join(lines + body) + "\n", blocks, classes)
+
+
+def _body(items: list[Item], lines: list[str], flat: bool) -> tuple[list[Block], list[str]]:
+    """The blocks (added to `lines`) and the main chain's lines."""
     blocks: list[Block] = []
     if flat:
         chain: list[Node] = list(items)
@@ -85,7 +107,7 @@ def write_spec(
         if blocks:
             lines.append("")
         body = layout(chain)
-    return Written("\n".join(lines + body) + "\n", blocks, classes)
+    return blocks, body
 
 
 def _flat_lines(items: list[Node]) -> list[str]:
