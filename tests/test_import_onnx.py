@@ -56,11 +56,13 @@ def test_resnet18_round_trip_recovers_its_blocks(tmp_path: Path) -> None:
     assert len(imported.written.text.splitlines()) <= 30
 
 
-def test_check_reads_an_onnx_file_through_the_importer(tmp_path: Path, capsys) -> None:
+def test_check_and_draw_read_an_onnx_file_through_the_importer(tmp_path: Path, capsys) -> None:
     source = export("zoo:mnist_cnn", tmp_path / "m.onnx")
     capsys.readouterr()
     assert main(["check", str(source), "--brief"]) == 0
     assert f"{compile_spec('zoo:mnist_cnn').totals.params:,}" in capsys.readouterr().out
+    assert main(["draw", str(source), "-o", str(tmp_path / "m.dot")]) == 0
+    assert (tmp_path / "m.dot").read_text().count("label=") >= 10
 
 
 def model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
