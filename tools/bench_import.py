@@ -82,7 +82,7 @@ def canonical(seq: list[tuple[str, tuple[int, ...]]]) -> list[tuple[str, tuple[i
     any other ADAPTIVEAVGPOOL as an AveragePool (read back as AVGPOOL)."""
     out: list[tuple[str, tuple[int, ...]]] = []
     for kind, shape in seq:
-        if kind == "flatten" and out and out[-1][0] == "adaptive_avg_pool":
+        if kind == "flatten" and out and out[-1] == ("adaptive_avg_pool", (*shape, 1, 1)):
             out[-1] = ("global_pool", shape)
         elif kind == "adaptive_avg_pool":
             out.append(("pool" if shape[1:] != (1, 1) else "adaptive_avg_pool", shape))

@@ -50,8 +50,12 @@ class Block:
         if len(self.body) + 2 <= WIDTH:
             return [head, "  " + self.body]
         parts = split_join(self.body)
-        if parts is None:
-            return [head, *wrap(self.body, "  ")]
+        wrapped = wrap(self.body, "  ")
+        if ", when=(" in self.body:  # the condition on a line of its own
+            body, cond = self.body.rsplit(", when=(", 1)
+            return [head, *wrap(body + ",", "  "), f"    when=({cond}"]
+        if parts is None or len(parts[1]) < 3 and len(wrapped) <= 3:
+            return [head, *wrapped]
         opener, branches, rest = parts
         out = [head, f"  {opener}("]
         for i, branch in enumerate(branches):

@@ -219,9 +219,16 @@ def _segments(items: Sequence[Node], indent: str, lead: str, more: str) -> list[
             lines.append(f"{indent}{more if lines else lead}{current}")
             current = ""
 
+    # The current line holds block calls only (a stage: `b(64, 2) -> b(64)*3`) until a call of
+    # its first block comes again (the next stage).
+    calls, first_call = False, ""
     for item in items:
         text = node_text(item)
         wide = len(indent) + len(current) + len(text) + 7 > WIDTH
+        call = _is_call(item)
+        if current and calls and call and not wide and _name(item) != first_call:
+            current = f"{current} -> {text}"
+            continue
         if isinstance(item, Fork) and len(indent) + len(text) + 4 > WIDTH:
             flush()
             pre = more if lines else lead
@@ -231,9 +238,23 @@ def _segments(items: Sequence[Node], indent: str, lead: str, more: str) -> list[
             continue
         if current and (heavy(item) or wide):
             flush()
+        calls = call and not current
+        first_call = _name(item) if calls else ""
         current = f"{current} -> {text}" if current else text
     flush()
     return lines
+
+
+def _name(node: Node) -> str:
+    while isinstance(node, Rep) and len(node.items) == 1:
+        node = node.items[0]
+    return node.name if isinstance(node, Call) else ""
+
+
+def _is_call(node: Node) -> bool:
+    while isinstance(node, Rep) and len(node.items) == 1:
+        node = node.items[0]
+    return isinstance(node, Call)
 
 
 def fork_lines(fork: Fork, indent: str) -> list[str]:
