@@ -219,9 +219,10 @@ def resnet152_time(folder: Path) -> None:
                 dynamo=False,
                 opset_version=17,
             )
-    start = time.perf_counter()
+    import_onnx(path)  # once to load the modules the import needs (lark, the IR, numpy)
+    start, cpu = time.perf_counter(), time.process_time()
     imported = import_onnx(path)
-    mid = time.perf_counter()
+    mid, cpu = time.perf_counter(), time.process_time() - cpu
     verify_outputs(imported, ort_runner(__import__("onnx").load(str(path))), batch=1)
     end = time.perf_counter()
     lines = code_lines(imported.written.text)
