@@ -130,7 +130,7 @@ def zoo_round_trip(folder: Path) -> None:
         macs = imported.graph.totals.macs == original.totals.macs
         params = imported.graph.totals.params == original.totals.params
         print(
-            f"{name:22} {len(sequence(original)):7} {_yn(seq):>4} {_yn(params):>6} "
+            f"{name:22} {len(sequence(original)):7} {'yes' if seq else 'yes*' if same else 'NO':>4} {_yn(params):>6} "
             f"{_yn(macs):>5} {_yn(checks.get('outputs', False)):>8} "
             f"{mine:5}/{hand:<5} {mine / hand:5.2f}"
         )
