@@ -113,6 +113,14 @@ def test_dynamic_dims_ask_for_input_shape_and_it_works_with_one(tmp_path: Path, 
     assert compile_spec(tmp_path / "d.ns").output_shape == (4, 8, 8)
 
 
+def test_a_spatial_mean_reads_as_gap(tmp_path: Path) -> None:
+    mean = helper.make_node("ReduceMean", ["y"], ["z"], name="mean", axes=[2, 3], keepdims=0)
+    path = tmp_path / "mean.onnx"
+    path.write_bytes(conv_model(["N", 3, 8, 8], [mean]).SerializeToString())
+    assert main(["import", str(path), "-o", str(tmp_path / "m.ns")]) == 0
+    assert compile_spec(tmp_path / "m.ns").nodes[-1].kind == "global_pool"
+
+
 def test_an_op_without_a_kind_is_named_with_its_position(tmp_path: Path, capsys) -> None:
     m = conv_model(["N", 3, 8, 8], [helper.make_node("Erf", ["y"], ["z"], name="mystery")])
     err = refused(tmp_path, m, capsys)

@@ -287,6 +287,20 @@ def _global_pool(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
         raise r.fail(node, "global max pooling kept as a map has no netspec kind")
 
 
+@handles("ReduceMean")
+def _reduce_mean(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
+    """A mean over every spatial axis (`x.mean([2, 3])`): GAP, or ADAPTIVEAVGPOOL(1) kept."""
+    axes_input = r.const(node, 1)
+    axes = [int(x) for x in (axes_input if axes_input is not None else a.get("axes", []))]
+    rank = len(r.shapes.get(node.input[0], ())) + 1
+    if rank < 3 or sorted(x % rank for x in axes) != list(range(2, rank)):
+        raise r.fail(node, f"a mean over axes {axes}; netspec averages over all spatial axes")
+    if a.get("keepdims", 1):
+        r.emit(node, "ADAPTIVEAVGPOOL", [("size", 1)])
+    else:
+        r.emit(node, "GAP", note="ReduceMean as GAP")
+
+
 def _is_flatten(r: Reader, node: onnx.NodeProto) -> bool:
     if node.op_type == "Flatten":
         return int(attrs_of(node).get("axis", 1)) == 1
