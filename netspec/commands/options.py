@@ -126,7 +126,14 @@ def load_graph(
     from netspec.ir.build import load_spec
 
     bindings = parse_bindings(tuple(sets) + tuple(extra))
-    parsed = load_spec(spec)
+    if spec.endswith(".onnx"):  # through the importer: onnx is imported only for such a file
+        from netspec.deploy.importer.pipeline import import_onnx
+        from netspec.ir.build import load_spec_text
+
+        parsed = load_spec_text(import_onnx(spec, input_shape).written.text, spec)
+        input_shape = None
+    else:
+        parsed = load_spec(spec)
     if input_shape is not None and override_input(parsed, input_shape):
         shown = "x".join(map(str, input_shape))
         click.echo(
