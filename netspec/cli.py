@@ -28,6 +28,7 @@ COMMANDS = {
     "show": ("netspec.commands.show", "show"),
     "fmt": ("netspec.commands.fmt", "fmt"),
     "lsp": ("netspec.commands.lsp", "lsp"),
+    "weights": ("netspec.commands.weights", "weights"),
 }
 
 
