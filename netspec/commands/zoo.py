@@ -22,8 +22,7 @@ def zoo(show_path: bool) -> None:
     from netspec.zoo import PUBLISHED, gmacs_agree, names, path_of
 
     cells: dict[str, list[str]] = {
-        k: []
-        for k in ("name", "description", "pub_p", "p", "pub_m", "m", "agree", "pre", "path")
+        k: [] for k in ("name", "description", "pub_p", "p", "pub_m", "m", "agree", "pre", "path")
     }
     for name in names():
         path = path_of(name)

@@ -99,4 +99,9 @@ def read_onnx_layers(path: Path) -> OrderedDict[str, dict[str, np.ndarray]]:
 
 def _is_scale(array: np.ndarray | None) -> bool:
     """A learned per-channel scale: [C, 1, ...] with C > 1."""
-    return array is not None and array.ndim >= 2 and array.shape[0] > 1 and array.size == array.shape[0]
+    return (
+        array is not None
+        and array.ndim >= 2
+        and array.shape[0] > 1
+        and array.size == array.shape[0]
+    )

@@ -43,11 +43,11 @@ from netspec.train.report import (
     EpochProgress,
     EpochRecord,
     epoch_table,
-    init_table,
     plot_curves,
     write_metrics,
 )
 from netspec.train.settings import TrainSettings
+from netspec.weights.report import load_init, summary_lines
 
 if TYPE_CHECKING:
     from netspec.backends.lower_torch import NetspecModule
@@ -70,7 +70,7 @@ class Job:
         out: the run folder (created by the caller, with the spec copy and settings.json).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         nproc: data-parallel processes; 1 trains in this process.
-        init: weights to start from, matched by name and shape (transfer learning).
+        init: weights to start from, mapped by structure (`netspec.weights`).
         resume: continue the run in `out` from its last checkpoint.
         quiet: print nothing.
         init_shown: the caller already showed what `init` loads (the table is not repeated).
@@ -94,6 +94,8 @@ class Job:
     init_shown: bool = False  # the command already showed (and checked) what --init loads
     timeout: float = 300.0
     sync_bn: bool = False
+    init_partial: bool = False  # --init-partial: load what fits, leave the rest initialised
+    preprocessing: dict[str, Any] | None = None  # the --init weights' input normalization
 
 
 @dataclass
@@ -376,11 +378,10 @@ class _Run:
 
             synchronise_batch_norm(model, cuda=self.runtime.device.type == "cuda")
         if job.init and not job.resume:
-            report = ckpt.load_matching(model, ckpt.load_weights(job.init))
-            if all(k.endswith("num_batches_tracked") for k in report.loaded):
-                raise NetspecError(f"--init {job.init} loads no weights into {graph.name}")
+            mapping = load_init(graph, job.init, partial=job.init_partial)
+            mapping.apply(model)
             if self.show and not job.init_shown:
-                console.print(init_table(report, job.init, model.state_dict()))
+                console.print("\n".join(summary_lines(mapping)), highlight=False)
         frozen = freeze(model, graph, s.freeze)
         if self.show and frozen:
             console.print(f"frozen: {', '.join(frozen)}", highlight=False, soft_wrap=True)

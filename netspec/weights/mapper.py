@@ -235,6 +235,7 @@ def map_weights(graph: Graph, source: Source, *, partial: bool = False) -> Mappi
     for i in extra:
         taken[i] = True  # never offered; reported as expected extras
     entries: list[Entry] = []
+    lag = 0  # spec layers unmatched since the last match: the counterpart shown is that far on
     for slot in slots:
         window = [i for i, t in enumerate(taken) if not t][:WINDOW]
         pick = _pick(slot, layers, window, classifier=False)
@@ -243,12 +244,16 @@ def map_weights(graph: Graph, source: Source, *, partial: bool = False) -> Mappi
             pick = _pick(slot, layers, window, classifier=True)
             status = "reinit"
         if pick is None:
-            entries.append(Entry(slot, layers[window[0]] if window else None, "new"))
+            beside = layers[window[min(lag, len(window) - 1)]] if window else None
+            entries.append(Entry(slot, beside, "new"))
+            lag += 1
             continue
-        taken[pick] = True
+        taken[pick], lag = True, 0
         note = ""
         if status == "reinit":
-            theirs = layers[pick].tensors["weight"].shape[0] if "weight" in layers[pick].tensors else "?"
+            theirs = (
+                layers[pick].tensors["weight"].shape[0] if "weight" in layers[pick].tensors else "?"
+            )
             note = f"re-initialised: {graph.classes} classes here, {theirs} in the source"
         entries.append(Entry(slot, layers[pick], status, note))
     unused = [layers[i] for i, t in enumerate(taken) if not t]

@@ -19,10 +19,12 @@ the error names the file and the folder to place it in.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from netspec.errors import NetspecError, did_you_mean
 
@@ -43,6 +45,48 @@ class Preprocessing:
 
     def to_json(self) -> dict[str, object]:
         return {"resize": self.resize, "crop": self.crop, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_json(cls, value: object) -> Preprocessing | None:
+        """Read back `to_json`'s dict (None for None or anything else)."""
+        if not isinstance(value, dict):
+            return None
+        try:
+            return cls(
+                int(value["resize"]),
+                int(value["crop"]),
+                tuple(float(v) for v in value["mean"]),
+                tuple(float(v) for v in value["std"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def apply(self, x: Any) -> Any:
+        """(x - mean) / std per channel of a batch `(N, C, H, W)` in [0, 1] (torch or numpy).
+
+        Raises:
+            NetspecError: when the images do not have one channel per mean.
+        """
+        if x.ndim != 4 or x.shape[1] != len(self.mean):
+            raise NetspecError(
+                f"the weights expect images of {len(self.mean)} channels; the data has "
+                f"examples of shape [{', '.join(map(str, x.shape[1:]))}]"
+            )
+        mean = [[[m]] for m in self.mean]
+        std = [[[s]] for s in self.std]
+        if hasattr(x, "new_tensor"):  # torch
+            return (x - x.new_tensor(mean)) / x.new_tensor(std)
+        import numpy as np
+
+        return ((x - np.asarray(mean, x.dtype)) / np.asarray(std, x.dtype)).astype(x.dtype)
+
+    def apply_split(self, split: Any) -> Any:
+        """A `DataSplit` with both its parts' images normalized."""
+        parts = {
+            name: dataclasses.replace(part, x=self.apply(part.x)) if len(part) else part
+            for name, part in (("train", split.train), ("val", split.val))
+        }
+        return dataclasses.replace(split, **parts)
 
     def describe(self) -> str:
         mean = ", ".join(f"{m:g}" for m in self.mean)
@@ -110,33 +154,70 @@ WEIGHTS: tuple[Weights, ...] = (
     _w("resnet152", "IMAGENET1K_V1", _URL + "resnet152-394f9c45.pth", 256, 224, 78.312, False),
     _w("resnet152", "IMAGENET1K_V2", _URL + "resnet152-f82ba261.pth", 232, 224, 82.284, True),
     _w(
-        "resnext50_32x4d", "IMAGENET1K_V1", _URL + "resnext50_32x4d-7cdf4587.pth", 256, 224,
-        77.618, False,
+        "resnext50_32x4d",
+        "IMAGENET1K_V1",
+        _URL + "resnext50_32x4d-7cdf4587.pth",
+        256,
+        224,
+        77.618,
+        False,
     ),  # fmt: skip
     _w(
-        "resnext50_32x4d", "IMAGENET1K_V2", _URL + "resnext50_32x4d-1a0047aa.pth", 232, 224,
-        81.198, True,
+        "resnext50_32x4d",
+        "IMAGENET1K_V2",
+        _URL + "resnext50_32x4d-1a0047aa.pth",
+        232,
+        224,
+        81.198,
+        True,
     ),  # fmt: skip
     _w(
-        "wide_resnet50_2", "IMAGENET1K_V1", _URL + "wide_resnet50_2-95faca4d.pth", 256, 224,
-        78.468, False,
+        "wide_resnet50_2",
+        "IMAGENET1K_V1",
+        _URL + "wide_resnet50_2-95faca4d.pth",
+        256,
+        224,
+        78.468,
+        False,
     ),  # fmt: skip
     _w(
-        "wide_resnet50_2", "IMAGENET1K_V2", _URL + "wide_resnet50_2-9ba9bcbe.pth", 232, 224,
-        81.602, True,
-    ),  # fmt: skip
-    _w("convnext_tiny", "IMAGENET1K_V1", _URL + "convnext_tiny-983f1562.pth", 236, 224, 82.52, True),
-    _w(
-        "mobilenet_v3_large", "IMAGENET1K_V1", _URL + "mobilenet_v3_large-8738ca79.pth", 256, 224,
-        74.042, False,
-    ),  # fmt: skip
-    _w(
-        "mobilenet_v3_large", "IMAGENET1K_V2", _URL + "mobilenet_v3_large-5c1a4163.pth", 232, 224,
-        75.274, True,
+        "wide_resnet50_2",
+        "IMAGENET1K_V2",
+        _URL + "wide_resnet50_2-9ba9bcbe.pth",
+        232,
+        224,
+        81.602,
+        True,
     ),  # fmt: skip
     _w(
-        "mobilenet_v3_small", "IMAGENET1K_V1", _URL + "mobilenet_v3_small-047dcff4.pth", 256, 224,
-        67.668, True,
+        "convnext_tiny", "IMAGENET1K_V1", _URL + "convnext_tiny-983f1562.pth", 236, 224, 82.52, True
+    ),
+    _w(
+        "mobilenet_v3_large",
+        "IMAGENET1K_V1",
+        _URL + "mobilenet_v3_large-8738ca79.pth",
+        256,
+        224,
+        74.042,
+        False,
+    ),  # fmt: skip
+    _w(
+        "mobilenet_v3_large",
+        "IMAGENET1K_V2",
+        _URL + "mobilenet_v3_large-5c1a4163.pth",
+        232,
+        224,
+        75.274,
+        True,
+    ),  # fmt: skip
+    _w(
+        "mobilenet_v3_small",
+        "IMAGENET1K_V1",
+        _URL + "mobilenet_v3_small-047dcff4.pth",
+        256,
+        224,
+        67.668,
+        True,
     ),  # fmt: skip
 )
 

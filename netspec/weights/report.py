@@ -11,6 +11,8 @@ _ORDER = {
     "file": "in the file's order",
     "graph": "in the ONNX graph's order",
     "trace": "in the order a forward pass runs them",
+    "names": "in the spec's order where named like its layers, else by name (safetensors "
+    "keeps no order)",
 }
 
 
@@ -29,7 +31,8 @@ def load_init(
         NetspecError: for unreadable weights, mismatches (unless `partial`), or a partial
             load under `minimum` or loading nothing.
     """
-    mapping = map_weights(graph, read_source(text, graph.name), partial=partial)
+    source = read_source(text, graph.name, [n.id for n in graph.nodes])
+    mapping = map_weights(graph, source, partial=partial)
     share = mapping.loaded_share()
     loaded = sum(e.status == "loaded" for e in mapping.entries)
     if loaded == 0 or (minimum is not None and share < minimum):

@@ -19,6 +19,7 @@ Sources (`read_source`):
 from __future__ import annotations
 
 import pickle
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,13 +27,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netspec.errors import NetspecError
-from netspec.weights.pretrained import EXTRA_LAYERS, TORCHVISION, Weights, cached_file, lookup
+from netspec.weights.pretrained import (
+    EXTRA_LAYERS,
+    TORCHVISION,
+    Preprocessing,
+    Weights,
+    cached_file,
+    lookup,
+)
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-IGNORED = ("num_batches_tracked",)  # batch norm's step counter: no weight of the network's
+IGNORED = ("num_batches_tracked",)
+_ROLES = (
+    "weight",
+    "bias",
+    "running_mean",
+    "running_var",
+)  # batch norm's step counter: no weight of the network's
 
 
 @dataclass
@@ -60,11 +74,12 @@ class SourceLayer:
         return "norm" if "bias" in t else "vector"
 
     def describe(self) -> str:
-        return ", ".join(
-            f"{k} [{', '.join(map(str, v.shape))}]"
-            for k, v in self.tensors.items()
-            if k not in IGNORED
+        """Its tensors and shapes, weight first (safetensors keeps them sorted by name)."""
+        keys = sorted(
+            (k for k in self.tensors if k not in IGNORED),
+            key=lambda k: _ROLES.index(k) if k in _ROLES else len(_ROLES),
         )
+        return ", ".join(f"{k} [{', '.join(map(str, self.tensors[k].shape))}]" for k in keys)
 
 
 @dataclass
@@ -79,6 +94,8 @@ class Source:
         extra: name prefixes of layers the source may hold beyond the spec's (unused, not an
             error): the twin's documented extras (GoogLeNet's auxiliary classifiers).
         order: how the layers were ordered: "file", "graph" (ONNX) or "trace" (a module).
+        preprocessing: what the weights expect of the input, when known (published weights,
+            a run folder that recorded it).
     """
 
     origin: str
@@ -87,14 +104,19 @@ class Source:
     published: Weights | None = None
     extra: tuple[str, ...] = field(default=())
     order: str = "file"
+    preprocessing: Preprocessing | None = None
 
 
-def read_source(text: str, network: str = "") -> Source:
+def read_source(text: str, network: str = "", ids: list[str] | None = None) -> Source:
     """Read the weights named by `text` (see the module's docstring).
 
     Args:
         text: a path, or `pretrained[:NAME]`, or `torchvision:MODEL[.NAME]`.
         network: the spec's name, for `pretrained` (its zoo twin).
+        ids: the spec's node ids in execution order. A safetensors file stores its tensors
+            sorted by name, losing their order: its layers named like the spec's nodes
+            (netspec's own checkpoints) are put in the spec's order, the others in natural
+            name order (`layer1.2` before `layer1.10`).
 
     Raises:
         NetspecError: for a missing, truncated or damaged file, a pickle that needs code, or
@@ -105,6 +127,7 @@ def read_source(text: str, network: str = "") -> Source:
         file = cached_file(published)
         source = _state_dict_source(text, file, _torch_load(file))
         source.published = published
+        source.preprocessing = published.preprocessing
         source.extra = EXTRA_LAYERS.get(published.model, ())
         return source
     from netspec.io import checkpoint_file
@@ -112,9 +135,9 @@ def read_source(text: str, network: str = "") -> Source:
     file = checkpoint_file(text)
     suffix = file.suffix.lower()
     if suffix == ".onnx":
-        from netspec.deploy.onnx_weights import read_onnx_layers
-
         import torch
+
+        from netspec.deploy.onnx_weights import read_onnx_layers
 
         layers = [
             SourceLayer(name, {k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
@@ -122,7 +145,11 @@ def read_source(text: str, network: str = "") -> Source:
         ]
         return Source(text, layers, file, order="graph")
     if suffix == ".safetensors":
-        return _state_dict_source(text, file, _safetensors(file))
+        source = _state_dict_source(text, file, _safetensors(file))
+        source.layers.sort(key=_sorted_order(ids or []))
+        source.order = "names"
+        source.preprocessing = _run_preprocessing(file.parent)
+        return source
     return _state_dict_source(text, file, _torch_load(file))
 
 
@@ -193,6 +220,30 @@ def _grouped(state: Mapping[str, Any]) -> OrderedDict[str, dict[str, torch.Tenso
         prefix, _, suffix = key.rpartition(".")
         groups.setdefault(prefix, {})[suffix] = value
     return groups
+
+
+def _sorted_order(ids: list[str]) -> Any:
+    position = {node: i for i, node in enumerate(ids)}
+
+    def key(layer: SourceLayer) -> tuple[int, int, list[Any]]:
+        if layer.name in position:
+            return (0, position[layer.name], [])
+        parts = re.split(r"(\d+)", layer.name)
+        return (1, 0, [(int(p), "") if p.isdigit() else (-1, p) for p in parts])
+
+    return key
+
+
+def _run_preprocessing(folder: Path) -> Preprocessing | None:
+    """The preprocessing a training run recorded in its settings.json (it fine-tuned
+    published weights), or None."""
+    import json
+
+    try:
+        saved = json.loads((folder / "settings.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return Preprocessing.from_json(saved.get("preprocessing")) if isinstance(saved, dict) else None
 
 
 def _torch_load(file: Path) -> Any:
