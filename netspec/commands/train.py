@@ -57,6 +57,9 @@ def _setting_options(f):
         ("--augment", str, "SPEC"),
         ("--freeze", str, "PATTERN"),
         ("--seed", int, "N"),
+        ("--freeze-epochs", int, "N"),
+        ("--unfreeze-from", str, "LAYER"),
+        ("--backbone-lr", float, "F"),
     ]
     for flag, kind, metavar in reversed(flags):
         key = flag[2:].split("/")[0].replace("-", "_")

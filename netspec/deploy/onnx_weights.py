@@ -60,6 +60,9 @@ def read_onnx_layers(path: Path) -> OrderedDict[str, dict[str, np.ndarray]]:
     consts = {  # Constant nodes hold weights too (the dynamo exporter writes some)
         n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant"
     }
+    for node in model.graph.node:  # the TorchScript exporter shares equal initializers
+        if node.op_type == "Identity" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]
     layers: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
     last_matmul: tuple[str, str] | None = None  # (layer, output name) of the previous MatMul
     for i, node in enumerate(model.graph.node):

@@ -39,6 +39,7 @@ from netspec.train.augment import augment_batch, augment_pair, parse_augment
 from netspec.train.data import IGNORE, Dataset, DataSplit
 from netspec.train.device import Runtime, pick_runtime
 from netspec.train.evaluate import evaluation_sums, mean_iou
+from netspec.train.finetune import Stages
 from netspec.train.report import (
     EpochProgress,
     EpochRecord,
@@ -256,8 +257,9 @@ def _submodule(model: nn.Module, path: str) -> nn.Module | None:
         return None  # a layer without weights (relu, pool) has no module
 
 
-def make_optimizer(s: TrainSettings, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), Adam or AdamW over the trainable parameters."""
+def make_optimizer(s: TrainSettings, params: list[Any]) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam or AdamW over the trainable parameters (or over
+    parameter groups: dicts with `params` and their own `lr`)."""
     if not params:
         raise NetspecError(
             "nothing to train: every layer with weights is frozen", hint="freeze fewer layers"
@@ -397,7 +399,13 @@ class _Run:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model
         self.penalty = Penalty.build(graph, model, s.l1, s.l2)
-        self.optimizer = make_optimizer(s, [p for p in model.parameters() if p.requires_grad])
+        self.stages = Stages(graph, model, s, frozen)  # two-stage fine-tuning, when set
+        self.optimizer = make_optimizer(
+            s,
+            self.stages.groups()
+            if self.stages.active
+            else [p for p in model.parameters() if p.requires_grad],
+        )
         self.scheduler = make_scheduler(s, self.optimizer)
         self.state = (
             _restore(self.out, model, self.optimizer, self.scheduler, s, rank, world)
@@ -521,7 +529,7 @@ class _Run:
         steps = batches(len(data), s.batch_size, order, self.rank, self.world)
         progress.start(epoch, len(steps))
         self.net.train()
-        for m in self.frozen_bn:
+        for m in self.frozen_bn + (self.stages.enter(epoch) if self.stages.active else []):
             m.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
         correct = torch.zeros((), dtype=torch.int64, device=runtime.device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from netspec.errors import NetspecError
 from netspec.ir.graph import Graph
 from netspec.weights.mapper import Entry, Mapping, map_weights
@@ -54,9 +56,10 @@ def headline(mapping: Mapping) -> str:
     text = f"weights for {mapping.graph.name} from {where}"
     if source.published is not None:
         p = source.published
+        checked = "NOT checked (NETSPEC_HUB_HASH=skip)" if _unchecked() else "checked"
         text += (
             f" (torchvision {p.full_name}, ImageNet top-1 {p.top1:g}%; SHA-256 prefix "
-            f"{p.hash_prefix} checked)"
+            f"{p.hash_prefix} {checked})"
         )
     return text + f", source layers taken {_ORDER[source.order]}"
 
@@ -124,6 +127,10 @@ def _shapes(e: Entry) -> str:
     return " ".join(
         f"{k}={'x'.join(map(str, v))}" for k, v in e.slot.shapes.items() if k != "bias"
     ) + (" +bias" if "bias" in e.slot.shapes and e.slot.category in ("conv", "fc") else "")
+
+
+def _unchecked() -> bool:
+    return os.environ.get("NETSPEC_HUB_HASH") == "skip"
 
 
 def _top(name: str) -> str:
