@@ -19,6 +19,7 @@ from netspec.commands.options import SPEC, given, load_graph, parse_bindings, se
 from netspec.errors import NetspecError
 from netspec.train.run_folder import SETTINGS, SPEC_COPY, read_settings, read_spec_copy
 from netspec.train.settings import KEYS, TrainSettings, describe_keys, resolve_settings
+from netspec.weights.pretrained import Preprocessing
 
 # Flags a resumed run may change: the rest would make it a different run.
 _RESUMABLE = {"epochs", "device", "nproc", "threads", "quiet", "timeout"}
@@ -442,8 +443,6 @@ def _check_init(graph: Any, init: str, options: dict[str, Any], console: Any) ->
 
 def _saved_preprocessing(out: Path) -> Any:
     """The preprocessing a run recorded in settings.json (a resumed run keeps it)."""
-    from netspec.weights.pretrained import Preprocessing
-
     return Preprocessing.from_json(read_settings(out).get("preprocessing"))
 
 
@@ -690,6 +689,9 @@ def eval_cmd(
         vocab=graph.input.vocab,
         label_map=_label_map(graph),
     )
+    prep = Preprocessing.from_json(saved.get("preprocessing"))
+    if prep is not None:  # the run fine-tuned weights that expect this normalization
+        split_data = prep.apply_split(split_data)
     dataset = split_data.val if split == "val" else split_data.train
     for note in split_data.notes:
         click.echo(f"note: {note}", err=True)

@@ -148,7 +148,7 @@ def read_source(text: str, network: str = "", ids: list[str] | None = None) -> S
         source = _state_dict_source(text, file, _safetensors(file))
         source.layers.sort(key=_sorted_order(ids or []))
         source.order = "names"
-        source.preprocessing = _run_preprocessing(file.parent)
+        source.preprocessing = run_preprocessing(file.parent)
         return source
     return _state_dict_source(text, file, _torch_load(file))
 
@@ -234,7 +234,7 @@ def _sorted_order(ids: list[str]) -> Any:
     return key
 
 
-def _run_preprocessing(folder: Path) -> Preprocessing | None:
+def run_preprocessing(folder: Path) -> Preprocessing | None:
     """The preprocessing a training run recorded in its settings.json (it fine-tuned
     published weights), or None."""
     import json
