@@ -36,7 +36,7 @@ def zoo(show_path: bool) -> None:
         cells["pub_p"].append(f"{pub.params:,}" if pub else "-")
         cells["pub_m"].append(f"{pub.gmacs}G" if pub and pub.gmacs else "-")
         cells["path"].append(str(path))
-        cells["pre"].append(", ".join(w.name for w in for_spec(name)) or "-")
+        cells["pre"].append(",".join(w.name for w in for_spec(name)) or "-")
         if graph is None:
             cells["p"].append("-")
             cells["m"].append("-")
