@@ -202,3 +202,11 @@ def test_every_twin_names_published_weights_and_preprocessing() -> None:
             assert w.url.startswith("https://download.pytorch.org/models/")
             assert len(w.hash_prefix) == 8 and int(w.hash_prefix, 16) >= 0
             assert w.preprocessing.crop == 224 and len(w.preprocessing.mean) == 3
+
+
+def test_set_classes_replaces_the_declared_count() -> None:
+    graph = netspec.compile_spec("zoo:resnet18", bindings={"classes": 7})
+    assert graph.classes == 7 and graph.output_shape == (7,)
+    assert graph.node("fc1").params == 512 * 7 + 7
+    with pytest.raises(NetspecError, match="expected a positive integer. Received: classes=0"):
+        netspec.compile_spec("zoo:resnet18", bindings={"classes": 0})
