@@ -210,3 +210,15 @@ def test_set_classes_replaces_the_declared_count() -> None:
     assert graph.node("fc1").params == 512 * 7 + 7
     with pytest.raises(NetspecError, match="expected a positive integer. Received: classes=0"):
         netspec.compile_spec("zoo:resnet18", bindings={"classes": 0})
+
+
+def test_preprocessing_normalizes_torch_and_numpy_alike_and_round_trips() -> None:
+    prep = pretrained.lookup("torchvision:googlenet", "").preprocessing
+    assert prep.mean == (0.5, 0.5, 0.5)  # torchvision's transform_input folded in
+    x = torch.rand(2, 3, 4, 4)
+    got = prep.apply(x)
+    assert torch.allclose(got, (x - 0.5) / 0.5)
+    assert torch.allclose(torch.from_numpy(prep.apply(x.numpy())), got)
+    assert pretrained.Preprocessing.from_json(prep.to_json()) == prep
+    with pytest.raises(NetspecError, match="expect images of 3 channels"):
+        prep.apply(torch.rand(2, 1, 4, 4))
