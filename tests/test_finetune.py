@@ -14,8 +14,9 @@ import netspec
 from netspec.errors import NetspecError
 from netspec.train.data import Dataset, DataSplit, load_data
 from netspec.train.finetune import Stages
+from netspec.train.launch import train
 from netspec.train.settings import resolve_settings
-from netspec.train.trainer import Job, train
+from netspec.train.trainer import Job
 
 ROOT = Path(__file__).resolve().parents[1]
 
