@@ -29,6 +29,7 @@ COMMANDS = {
     "fmt": ("netspec.commands.fmt", "fmt"),
     "lsp": ("netspec.commands.lsp", "lsp"),
     "import": ("netspec.commands.import_", "import_cmd"),
+    "weights": ("netspec.commands.weights", "weights"),
 }
 
 

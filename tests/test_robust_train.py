@@ -92,23 +92,31 @@ def test_init_that_loads_nothing_is_an_error(run_dir: Path, tmp_path: Path) -> N
         "--out", str(tmp_path / "out"), cwd=tmp_path,
     )  # fmt: skip
     _refused(
-        done, "loads 0 of", "nothing to start from", "new (not in the checkpoint): hidden.weight"
-    )
+        done, "do not fit other: 0 of its 2 layers", "spec `hidden` (fc: weight [16, 64]",
+        "unused in the source: `conv1` (conv: weight [4, 1, 3, 3]", "--init-partial",
+    )  # fmt: skip
     assert not (tmp_path / "out").exists()
 
 
 def test_partial_init_names_loaded_new_and_skipped_with_shapes(
     run_dir: Path, tmp_path: Path
 ) -> None:
-    spec = _spec(tmp_path, WIDER, "wider.ns")
+    deeper = TINY.replace("-> FC(4)", "-> FC(8) -> RELU -> FC(4)")
+    spec = _spec(tmp_path, deeper, "deeper.ns")
     args = ["train", str(spec), "--data", "synthetic:64", "--epochs", "1", "--init", str(run_dir)]
     done = _cli(*args, "--out", str(tmp_path / "a"), cwd=tmp_path)
+    _refused(
+        done, "do not fit tiny: 2 of its 4 layers", "spec `fc1` (fc: weight [8, 64], bias [8])"
+        "  <->  source `fc1` (matrix: weight [4, 64], bias [4])",
+    )  # fmt: skip
+    done = _cli(*args, "--init-partial", "--out", str(tmp_path / "a"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "checkpoint [4, 1, 3, 3], model [6, 1, 3, 3]" in done.stdout  # conv1 skipped, why
-    assert "% of the model's weights loaded" in done.stdout
-    assert "fc1" in done.stdout and "loaded" in done.stdout
+    # conv1 and bn1 loaded; fc1 left, and why: both sides named with their shapes
+    assert "2 of 4 layers with weights loaded" in done.stdout
+    assert "left initialised: `fc1` (weight [8, 64], bias [8])" in done.stdout
+    assert "the source's `fc1` has weight [4, 64], bias [4]" in done.stdout
     done = _cli(*args, "--init-min", "0.9", "--out", str(tmp_path / "b"), cwd=tmp_path)
-    _refused(done, "under --init-min 0.9", "skipped conv1.weight: checkpoint [4, 1, 3, 3]")
+    _refused(done, "under --init-min 0.9", "left initialised: `fc1` (weight [8, 64]")
     assert not (tmp_path / "b").exists()
 
 

@@ -378,12 +378,13 @@ def test_init_and_freeze_from_the_command_line(tmp_path: Path, tiny_spec: Path) 
     out = tmp_path / "run"
     done = _cli(
         "train", str(wider), "--data", "synthetic:64", "--epochs", "1", "--out", str(out),
-        "--init", str(tmp_path / "src.safetensors"), "--freeze", "conv*", "--freeze", "bn1",
-        cwd=tmp_path,
+        "--init", str(tmp_path / "src.safetensors"), "--init-partial", "--freeze", "conv*",
+        "--freeze", "bn1", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "--init" in done.stdout and "loaded" in done.stdout and "skipped" in done.stdout
-    assert "fc1" in done.stdout and "checkpoint [8, 64], model [16, 64]" in done.stdout
+    assert "--init" in done.stdout and "layers with weights loaded" in done.stdout
+    assert "left initialised: `fc1` (weight [16, 64]" in done.stdout
+    assert "the source's `fc1` has weight [8, 64]" in done.stdout
     trained = load_file(out / "last.safetensors")
     assert torch.equal(trained["conv1.weight"], source["conv1.weight"])  # loaded, then frozen
     assert not torch.equal(trained["fc2.weight"], source["fc2.weight"])  # loaded, then trained

@@ -22,6 +22,7 @@ import netspec
 from netspec.ir.graph import Graph
 from netspec.layers import fmt_shape
 from netspec.summary import totals_rows
+from netspec.weights.pretrained import for_spec
 from netspec.zoo import PUBLISHED, names, path_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,10 +147,13 @@ def test_netspec_zoo_lists_published_beside_computed() -> None:
         line = lines[f"zoo:{name}"]
         computed = netspec.compile_spec(f"zoo:{name}").totals.params
         assert line.split().count(f"{pub.params:,}") == (2 if computed == pub.params else 1)
-        assert line.rstrip().endswith("yes"), line
+        agree, pretrained = line.split()[-2:]  # the last columns: agree, pretrained weights
+        assert agree == "yes", line
+        assert pretrained == (",".join(w.name for w in for_spec(name)) or "-"), line
         if pub.gmacs:
             assert f"{pub.gmacs}G" in line.split()
     assert "check fails" in lines["zoo:alexnet_table"]
+    assert lines["zoo:resnet50"].split()[-1] == "IMAGENET1K_V2,IMAGENET1K_V1"
 
 
 def test_format_csv_has_raw_numbers_per_layer() -> None:

@@ -19,6 +19,7 @@ from netspec.commands.options import SPEC, given, load_graph, parse_bindings, se
 from netspec.errors import NetspecError
 from netspec.train.run_folder import SETTINGS, SPEC_COPY, read_settings, read_spec_copy
 from netspec.train.settings import KEYS, TrainSettings, describe_keys, resolve_settings
+from netspec.weights.pretrained import Preprocessing
 
 # Flags a resumed run may change: the rest would make it a different run.
 _RESUMABLE = {"epochs", "device", "nproc", "threads", "quiet", "timeout"}
@@ -57,6 +58,9 @@ def _setting_options(f):
         ("--augment", str, "SPEC"),
         ("--freeze", str, "PATTERN"),
         ("--seed", int, "N"),
+        ("--freeze-epochs", int, "N"),
+        ("--unfreeze-from", str, "LAYER"),
+        ("--backbone-lr", float, "F"),
     ]
     for flag, kind, metavar in reversed(flags):
         key = flag[2:].split("/")[0].replace("-", "_")
@@ -76,16 +80,25 @@ def _setting_options(f):
 @click.option(
     "--init",
     "init",
-    metavar="CKPT",
-    help="start from these weights (a .safetensors or a run folder), matched by layer name and shape",
+    metavar="SOURCE",
+    help="start from these weights, matched by structure (order, kind, shape): a .pth/.pt "
+    "state dict, .safetensors, .onnx, a run folder, `pretrained[:NAME]` (the zoo spec's "
+    "torchvision weights) or `torchvision:MODEL[.NAME]`; a classifier for other classes is "
+    "re-initialised",
+)
+@click.option(
+    "--init-partial",
+    "init_partial",
+    is_flag=True,
+    help="with --init: load the layers that fit and leave the rest initialised (listed)",
 )
 @click.option(
     "--init-min",
     "init_min",
     type=click.FloatRange(0.0, 1.0, min_open=True),
     metavar="F",
-    help="with --init: refuse to train unless this share of the model's weights (by element "
-    "count) is loaded [default: any, but not none]",
+    help="with --init (partial): refuse to train unless this share of the model's weights "
+    "(by element count) is loaded [default: any, but not none]",
 )
 @click.option(
     "--device",
@@ -194,18 +207,19 @@ def _prepare(
         )
         init, threads = None, options["threads"] or threads
         options = {**options, "sync_bn": bool(read_settings(out).get("sync_bn", False))}
+        preprocessing = _saved_preprocessing(out)
     else:
         if spec is None:
             raise click.UsageError("missing SPEC (or --resume RUN_DIR)")
         graph = load_graph(spec, sets, extra)
         settings = resolve_settings(graph.train, flags, spans=graph.train_spans)
-        init = options["init"]
-        if options["init_min"] is not None and init is None:
-            raise NetspecError("--init-min goes with --init CKPT")
-        # refused before any data is read: an --init that loads nothing (or too little),
+        init, preprocessing = options["init"], None
+        if (options["init_min"] is not None or options["init_partial"]) and init is None:
+            raise NetspecError("--init-min and --init-partial go with --init SOURCE")
+        # refused before any data is read: an --init that does not fit (or loads too little),
         # a --freeze matching nothing, batch norm on batches of one
         if init is not None:
-            _check_init(graph, settings.seed, init, options["init_min"], console)
+            preprocessing = _check_init(graph, init, options, console)
         frozen_layers(graph, settings.freeze)
         out = _new_run_folder(options["out"], graph.name) if group is None else Path()
         threads = options["threads"]
@@ -214,6 +228,13 @@ def _prepare(
     runtime = pick_runtime(options["device"], rank=local)  # refused now if bad
     threads = cpu_threads(threads, 1 if group is not None else nproc)  # recorded: sways sums
     data = _load(graph, settings)
+    if preprocessing is not None:  # the weights' own normalization, applied to every image
+        data = preprocessing.apply_split(data)
+        console.print(
+            f"preprocessing (from the weights): {preprocessing.describe()}",
+            highlight=False,
+            soft_wrap=True,
+        )
     for note in data.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     validate(graph, settings, nproc=nproc, examples=len(data.train))
@@ -231,6 +252,8 @@ def _prepare(
         init_shown=True,
         timeout=options["timeout"],
         sync_bn=options["sync_bn"],
+        init_partial=options["init_partial"] or options["init_min"] is not None,
+        preprocessing=preprocessing.to_json() if preprocessing is not None else None,
     )
     return job, runtime.device.type
 
@@ -404,50 +427,23 @@ def _saved_settings(values: dict[str, Any], path: Path) -> TrainSettings:
     return settings
 
 
-def _check_init(graph: Any, seed: int, init: str, share: float | None, console: Any) -> None:
-    """Refuse an --init that loads nothing, or less than `share` of the model's weights; show
-    what it loads, what stays new and what is skipped, with names and shapes."""
-    from netspec.backends.lower_torch import build
-    from netspec.train.checkpoint import load_matching, load_weights, weights_file
-    from netspec.train.report import init_table
+def _check_init(graph: Any, init: str, options: dict[str, Any], console: Any) -> Any:
+    """Map --init's weights onto the graph (refusing a mismatch unless --init-partial) and
+    show what was loaded, re-initialised and left; the weights' preprocessing, if known."""
+    from netspec.weights.report import headline, load_init, summary_lines
 
-    file = weights_file(init)
-    model = build(graph, seed=seed)
-    report = load_matching(model, load_weights(file))
-    sizes = {k: v.numel() for k, v in model.state_dict().items() if not k.endswith("_tracked")}
-    total = sum(sizes.values())
-    loaded = sum(sizes.get(k, 0) for k in report.loaded) / total if total else 0.0
-    table = init_table(report, str(file), model.state_dict())
-    if not any(k in sizes for k in report.loaded) or (share is not None and loaded < share):
-        raise NetspecError(
-            f"--init {init} loads {sum(k in sizes for k in report.loaded)} of {len(sizes)} tensors "
-            f"({loaded:.1%} of the model's weights)"
-            + (f", under --init-min {share:g}" if loaded else ": nothing to start from"),
-            notes=init_notes(report),
-            hint="was it trained from another spec? weights match by layer name and shape "
-            "(see `netspec check` for this spec's layer names)",
-        )
-    console.print(table)
-    console.print(
-        f"--init: {loaded:.1%} of the model's weights loaded from {file}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    partial = options["init_partial"] or options["init_min"] is not None
+    mapping = load_init(graph, init, partial=partial, minimum=options["init_min"])
+    console.print(f"--init: {headline(mapping)}", highlight=False, soft_wrap=True)
+    for line in summary_lines(mapping):
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    published = mapping.source.published
+    return published.preprocessing if published is not None else mapping.source.preprocessing
 
 
-def init_notes(report: Any, limit: int = 8) -> list[str]:
-    """What an --init did, in words: skipped tensors with both shapes, new and unused ones."""
-    notes = [
-        f"skipped {key}: checkpoint {list(theirs)}, model {list(ours)}"
-        for key, theirs, ours in report.skipped[:limit]
-    ]
-    for what, keys in (("new (not in the checkpoint)", report.new), ("unused", report.unused)):
-        if keys:
-            shown = ", ".join(keys[:limit]) + (
-                f" ... ({len(keys) - limit} more)" if len(keys) > limit else ""
-            )
-            notes.append(f"{what}: {shown}")
-    return notes
+def _saved_preprocessing(out: Path) -> Any:
+    """The preprocessing a run recorded in settings.json (a resumed run keeps it)."""
+    return Preprocessing.from_json(read_settings(out).get("preprocessing"))
 
 
 def _make_folder(out: Path) -> None:
@@ -531,6 +527,7 @@ def _write_run_files(job: Any, spec: str | None) -> None:
         "bindings": job.graph.bindings,
         "settings": job.settings.to_json(),
         "init": job.init,
+        "preprocessing": job.preprocessing,
         "device": job.device,
         "nproc": job.nproc,
         "sync_bn": job.sync_bn,
@@ -692,6 +689,9 @@ def eval_cmd(
         vocab=graph.input.vocab,
         label_map=_label_map(graph),
     )
+    prep = Preprocessing.from_json(saved.get("preprocessing"))
+    if prep is not None:  # the run fine-tuned weights that expect this normalization
+        split_data = prep.apply_split(split_data)
     dataset = split_data.val if split == "val" else split_data.train
     for note in split_data.notes:
         click.echo(f"note: {note}", err=True)

@@ -15,12 +15,14 @@ def zoo(show_path: bool) -> None:
     """List the bundled specs: description, published params and MACs, netspec's figures.
 
     `agree` is `yes` when netspec's params equal the published count exactly and its MACs
-    round to the published GMACs (within 0.5%); a family is shown at its first member."""
+    round to the published GMACs (within 0.5%); a family is shown at its first member.
+    `pretrained` names the torchvision weights `--init pretrained` loads (the default first)."""
     from netspec.summary import Column, compact, text_table
+    from netspec.weights.pretrained import for_spec
     from netspec.zoo import PUBLISHED, gmacs_agree, names, path_of
 
     cells: dict[str, list[str]] = {
-        k: [] for k in ("name", "description", "pub_p", "p", "pub_m", "m", "agree", "path")
+        k: [] for k in ("name", "description", "pub_p", "p", "pub_m", "m", "agree", "pre", "path")
     }
     for name in names():
         path = path_of(name)
@@ -34,6 +36,7 @@ def zoo(show_path: bool) -> None:
         cells["pub_p"].append(f"{pub.params:,}" if pub else "-")
         cells["pub_m"].append(f"{pub.gmacs}G" if pub and pub.gmacs else "-")
         cells["path"].append(str(path))
+        cells["pre"].append(",".join(w.name for w in for_spec(name)) or "-")
         if graph is None:
             cells["p"].append("-")
             cells["m"].append("-")
@@ -57,6 +60,7 @@ def zoo(show_path: bool) -> None:
         Column("MACs, published", "", True, [], cells["pub_m"]),
         Column("MACs, netspec", "", True, [], cells["m"]),
         Column("agree", "", False, [], cells["agree"]),
+        Column("pretrained", "", False, [], cells["pre"]),
     ]
     if show_path:
         columns.append(Column("file", "", False, [], cells["path"], descriptive=True))

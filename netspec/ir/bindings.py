@@ -44,6 +44,16 @@ def global_env(spec: ParsedSpec, bindings: dict[str, Scalar]) -> dict[str, Any]:
     """The names every element sees: bound free parameters, `classes`, then the constants."""
     env: dict[str, Any] = {}
     known = set(spec.free) | {c.name for c in spec.consts}
+    if spec.classes is not None and "classes" not in known and "classes" in bindings:
+        # `--set classes=7`: the declared class count replaced (fine-tuning to new classes)
+        value = bindings["classes"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise NetspecError(
+                f"--set classes: expected a positive integer. Received: classes={value}",
+                spec.classes.span,
+            )
+        env["classes"] = value
+        known = known | {"classes"}
     for name in bindings:
         if name not in known:
             raise NetspecError(
@@ -65,7 +75,7 @@ def global_env(spec: ParsedSpec, bindings: dict[str, Scalar]) -> dict[str, Any]:
                     hint=f"pick one of {domain.describe()}",
                 )
             env[name] = value
-    if spec.classes is not None and "classes" not in known:
+    if spec.classes is not None and "classes" not in known | set(env):
         # `FC(classes)`: the declared class count is a name too (it may use constants).
         env["classes"] = DEFERRED
     for c in spec.consts:

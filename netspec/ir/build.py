@@ -163,6 +163,8 @@ class Builder(Expansion):
         self.globals = env
         self.estimate = SizeEstimate(spec.blocks, env, spec.primary_names)
         self.classes = eval_int(spec.classes.value, env, "classes", 1) if spec.classes else None
+        if isinstance(env.get("classes"), int) and "classes" in self.bindings:
+            self.classes = env["classes"]  # `--set classes=N` replaces the declared count
         self.per_pixel = spec.classes is not None and spec.classes.per_pixel
         if env.get("classes") is DEFERRED:
             env["classes"] = self.classes

@@ -78,6 +78,9 @@ class TrainSettings:
     freeze: tuple[str, ...] = field(default=())
     seed: int = 0
     aux_weight: float = 0.3
+    freeze_epochs: int = 0
+    unfreeze_from: str | None = None
+    backbone_lr: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
         """The settings as plain JSON values (tuples become lists)."""
@@ -232,6 +235,17 @@ KEYS: dict[str, Key] = {
     "seed": Key(_int(0), "seed for initialization, data split and order, augmentation, dropout"),
     "aux_weight": Key(
         _float(0.0), "the weight of each side head's loss (`head NAME at ...`), added to the main's"
+    ),
+    "freeze_epochs": Key(
+        _int(0), "fine-tuning: epochs trained with the backbone (all but the classifier) frozen"
+    ),
+    "unfreeze_from": Key(
+        _optional(_text),
+        "fine-tuning: after freeze_epochs, unfreeze from this layer (or scope) on; none: all",
+    ),
+    "backbone_lr": Key(
+        _float(0.0, open_low=True),
+        "fine-tuning: the backbone's learning rate as a fraction of lr (e.g. 0.1)",
     ),
 }
 _GROUP_OF = {

@@ -39,15 +39,16 @@ from netspec.train.augment import augment_batch, augment_pair, parse_augment
 from netspec.train.data import IGNORE, Dataset, DataSplit
 from netspec.train.device import Runtime, pick_runtime
 from netspec.train.evaluate import evaluation_sums, mean_iou
+from netspec.train.finetune import Stages
 from netspec.train.report import (
     EpochProgress,
     EpochRecord,
     epoch_table,
-    init_table,
     plot_curves,
     write_metrics,
 )
 from netspec.train.settings import TrainSettings
+from netspec.weights.report import load_init, summary_lines
 
 if TYPE_CHECKING:
     from netspec.backends.lower_torch import NetspecModule
@@ -70,7 +71,7 @@ class Job:
         out: the run folder (created by the caller, with the spec copy and settings.json).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         nproc: data-parallel processes; 1 trains in this process.
-        init: weights to start from, matched by name and shape (transfer learning).
+        init: weights to start from, mapped by structure (`netspec.weights`).
         resume: continue the run in `out` from its last checkpoint.
         quiet: print nothing.
         init_shown: the caller already showed what `init` loads (the table is not repeated).
@@ -94,6 +95,8 @@ class Job:
     init_shown: bool = False  # the command already showed (and checked) what --init loads
     timeout: float = 300.0
     sync_bn: bool = False
+    init_partial: bool = False  # --init-partial: load what fits, leave the rest initialised
+    preprocessing: dict[str, Any] | None = None  # the --init weights' input normalization
 
 
 @dataclass
@@ -254,8 +257,9 @@ def _submodule(model: nn.Module, path: str) -> nn.Module | None:
         return None  # a layer without weights (relu, pool) has no module
 
 
-def make_optimizer(s: TrainSettings, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), Adam or AdamW over the trainable parameters."""
+def make_optimizer(s: TrainSettings, params: list[Any]) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam or AdamW over the trainable parameters (or over
+    parameter groups: dicts with `params` and their own `lr`)."""
     if not params:
         raise NetspecError(
             "nothing to train: every layer with weights is frozen", hint="freeze fewer layers"
@@ -376,11 +380,10 @@ class _Run:
 
             synchronise_batch_norm(model, cuda=self.runtime.device.type == "cuda")
         if job.init and not job.resume:
-            report = ckpt.load_matching(model, ckpt.load_weights(job.init))
-            if all(k.endswith("num_batches_tracked") for k in report.loaded):
-                raise NetspecError(f"--init {job.init} loads no weights into {graph.name}")
+            mapping = load_init(graph, job.init, partial=job.init_partial)
+            mapping.apply(model)
             if self.show and not job.init_shown:
-                console.print(init_table(report, job.init, model.state_dict()))
+                console.print("\n".join(summary_lines(mapping)), highlight=False)
         frozen = freeze(model, graph, s.freeze)
         if self.show and frozen:
             console.print(f"frozen: {', '.join(frozen)}", highlight=False, soft_wrap=True)
@@ -396,7 +399,13 @@ class _Run:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model
         self.penalty = Penalty.build(graph, model, s.l1, s.l2)
-        self.optimizer = make_optimizer(s, [p for p in model.parameters() if p.requires_grad])
+        self.stages = Stages(graph, model, s, frozen)  # two-stage fine-tuning, when set
+        self.optimizer = make_optimizer(
+            s,
+            self.stages.groups()
+            if self.stages.active
+            else [p for p in model.parameters() if p.requires_grad],
+        )
         self.scheduler = make_scheduler(s, self.optimizer)
         self.state = (
             _restore(self.out, model, self.optimizer, self.scheduler, s, rank, world)
@@ -520,7 +529,7 @@ class _Run:
         steps = batches(len(data), s.batch_size, order, self.rank, self.world)
         progress.start(epoch, len(steps))
         self.net.train()
-        for m in self.frozen_bn:
+        for m in self.frozen_bn + (self.stages.enter(epoch) if self.stages.active else []):
             m.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
         correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
