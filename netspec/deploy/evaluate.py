@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from netspec.deploy import files
 from netspec.deploy.runtime import open_session, provider_line
+from netspec.deploy.weights import model_preprocessing
 from netspec.errors import NetspecError
 
 if TYPE_CHECKING:
@@ -80,6 +81,9 @@ def evaluate_model(
         val_source=val_data,
         vocab=_vocab(header) if tokens else None,
     )
+    prep = model_preprocessing(session.metadata)
+    if prep is not None and not tokens:  # the normalization the model's weights expect
+        split_data = prep.apply_split(split_data)
     dataset = split_data.val if split == "val" else split_data.train
     if len(dataset) == 0:
         raise NetspecError(

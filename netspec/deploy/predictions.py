@@ -15,7 +15,7 @@ import numpy as np
 
 from netspec import io
 from netspec.deploy.runtime import open_session, provider_line
-from netspec.deploy.weights import CLASSES_KEY
+from netspec.deploy.weights import CLASSES_KEY, model_preprocessing
 from netspec.errors import NetspecError
 from netspec.layers import fmt_shape
 
@@ -65,6 +65,10 @@ def predict(
     session = open_session(model, provider)
     notes: list[str] = []
     batch, names = read_inputs(inputs, session.example_shape, "int" in session.input_type, notes)
+    prep = model_preprocessing(session.metadata)
+    if prep is not None and batch.ndim == 4:  # what the model's weights were trained on
+        batch = prep.apply(batch).astype(batch.dtype)
+        notes.append(f"preprocessing (from the model): {prep.describe()}")
     try:
         out = session.run(batch)
     except Exception as err:  # onnxruntime's errors have no common base class

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -120,6 +121,9 @@ def _listing(names: list[str], limit: int = 6) -> str:
 
 
 CLASSES_KEY = "netspec.classes"  # ONNX metadata: the class names of a trained run, as JSON
+# ONNX metadata: the input normalization a run trained with (its --init weights'), as JSON;
+# `netspec run` and `netspec eval MODEL.onnx` apply it (netspec.weights.Preprocessing)
+PREPROCESSING_KEY = "netspec.preprocessing"
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,32 @@ def resolve_weights(
     if names is not None:
         metadata[CLASSES_KEY] = json.dumps(names)
     run = Path(weights) if Path(weights).is_dir() else None
+    if run is not None and (prep := _run_preprocessing(run)) is not None:
+        metadata[PREPROCESSING_KEY] = json.dumps(prep)
     return Weights(arrays, str(file), "checkpoint sha256:" + _digest(file), metadata, run)
+
+
+def _run_preprocessing(run: Path) -> dict | None:
+    """The preprocessing a run folder's settings.json recorded (None when it has none)."""
+    from netspec.train.run_folder import read_settings
+    from netspec.weights.pretrained import Preprocessing
+
+    try:
+        saved = read_settings(run)
+    except NetspecError:
+        return None
+    prep = Preprocessing.from_json(saved.get("preprocessing"))
+    return prep.to_json() if prep is not None else None
+
+
+def model_preprocessing(metadata: Mapping[str, str]) -> Any:
+    """The `Preprocessing` an exported model's metadata carries, or None."""
+    from netspec.weights.pretrained import Preprocessing
+
+    try:
+        return Preprocessing.from_json(json.loads(metadata.get(PREPROCESSING_KEY, "null")))
+    except ValueError:
+        return None
 
 
 def check_finite(arrays: Mapping[str, np.ndarray], origin: str, fp16: bool = False) -> None:
