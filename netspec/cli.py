@@ -18,6 +18,7 @@ COMMANDS = {
     "schema": ("netspec.commands.check", "schema"),
     "train": ("netspec.commands.train", "train"),
     "eval": ("netspec.commands.train", "eval_cmd"),
+    "runs": ("netspec.commands.runs", "runs"),
     "export": ("netspec.commands.export", "export"),
     "run": ("netspec.commands.run", "run"),
     "bench": ("netspec.commands.bench", "bench"),

@@ -182,10 +182,12 @@ def test_npz_without_channel_axis_and_with_test_arrays(tmp_path: Path) -> None:
         x_test=np.full((3, 4, 4), 255, np.uint8),
         y_test=np.array([1, 0, 1]),
     )
-    split = load_data(source, (1, 4, 4), 2)
+    split = load_data(source, (1, 4, 4), 2, val_split=0.0)
     assert split.train.x.shape == (6, 1, 4, 4)
-    assert split.val.x.shape == (3, 1, 4, 4) and float(split.val.x.min()) == 1.0
-    assert split.val.y.tolist() == [1, 0, 1]
+    # x_test/y_test are the test set, never the validation set (issue 23)
+    assert split.test is not None and len(split.val) == 0
+    assert split.test.x.shape == (3, 1, 4, 4) and float(split.test.x.min()) == 1.0
+    assert split.test.y.tolist() == [1, 0, 1]
 
 
 def test_npz_shape_mismatch_names_both_shapes(tmp_path: Path) -> None:
@@ -272,10 +274,10 @@ def test_idx_gzipped_with_test_set(tmp_path: Path) -> None:
     _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels)
     _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", test_images)
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", test_labels)
-    split = load_data(f"idx:{tmp_path}", (1, 6, 6), 10)
-    assert len(split.train) == 12 and len(split.val) == 5
-    assert torch.equal(split.val.y, torch.from_numpy(test_labels))
-    assert torch.allclose(split.val.x[:, 0] * 255, torch.from_numpy(test_images).float())
+    split = load_data(f"idx:{tmp_path}", (1, 6, 6), 10, val_split=0.0)
+    assert len(split.train) == 12 and len(split.val) == 0 and split.test is not None
+    assert torch.equal(split.test.y, torch.from_numpy(test_labels))  # t10k: the test set
+    assert torch.allclose(split.test.x[:, 0] * 255, torch.from_numpy(test_images).float())
 
 
 def test_idx_images_file_finds_its_labels(tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def test_an_interrupted_run_resumes_exactly(tmp_path: Path, monkeypatch) -> None
 
 def test_early_stopping(tmp_path: Path, monkeypatch) -> None:
     losses = iter([1.0, 0.9, 0.95, 0.92, 0.91, 0.5])  # best at epoch 2, then 3 epochs worse
-    monkeypatch.setattr(trainer, "_validate", lambda *args: (next(losses), 0.5, math.nan))
+    monkeypatch.setattr(trainer, "_validate", lambda *args: (next(losses), {"acc": 0.5}))
     result = train(_job(tmp_path, epochs=6, patience=3))
     assert result.stopped == "early stopping"
     assert [r.epoch for r in result.history] == [1, 2, 3, 4, 5] and result.best_epoch == 2
@@ -224,7 +224,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monke
         loss = real(logits, y)
         return loss * float("nan") if calls["n"] > 3 else loss
 
-    monkeypatch.setattr(trainer, "objective", poisoned)
+    monkeypatch.setattr(trainer, "loss_function", lambda task: poisoned)  # the task's loss
     resumed = dataclasses.replace(
         job, settings=dataclasses.replace(job.settings, epochs=3), resume=True
     )

@@ -29,7 +29,7 @@ _DATA_HINT = "sources: digits, synthetic[:N], npz:PATH, idx:PATH, folder:PATH"
 _EPILOG = (
     "\b\nSettings (the spec's `train { key = value, ... }` section; flags override it):\n"
     + "\n".join(f"  {line}" for line in describe_keys().splitlines())
-    + "\n\n\b\nRun folder: spec.ns, settings.json, metrics.csv, curves.png, result.json,\n"
+    + "\n\n\b\nRun folder: spec.ns, settings.json, task.json, metrics.csv, curves.png, result.json,\n"
     "  last.safetensors, best.safetensors, last.state.pt (what --resume reads).\n"
     "\n\b\nExit status: 0 done (early stopping included); 2 for bad input, or when the loss\n"
     "  became NaN/inf (the last good checkpoint is kept); 3 when a data-parallel worker was\n"
@@ -42,6 +42,7 @@ def _setting_options(f):
     flags = [
         ("--data", str, "SOURCE"),
         ("--val-data", str, "SOURCE"),
+        ("--test-data", str, "SOURCE"),
         ("--val-split", float, "F"),
         ("--limit", int, "N"),
         ("--epochs", int, "N"),
@@ -61,6 +62,9 @@ def _setting_options(f):
         ("--freeze-epochs", int, "N"),
         ("--unfreeze-from", str, "LAYER"),
         ("--backbone-lr", float, "F"),
+        ("--task", str, "NAME|CALL"),
+        ("--loss", str, "NAME"),
+        ("--precision", str, "auto|fp32|bf16"),
     ]
     for flag, kind, metavar in reversed(flags):
         key = flag[2:].split("/")[0].replace("-", "_")
@@ -196,6 +200,7 @@ def _prepare(
     made: (job, device type). Under torchrun (`group`) the folder is chosen by rank 0 later,
     and only rank 0 writes (`write`)."""
     from netspec.train.device import pick_runtime
+    from netspec.train.tasks import fit_statistics, resolve_task
     from netspec.train.trainer import Job, cpu_threads, frozen_layers
     from netspec.train.validate import validate
 
@@ -224,10 +229,11 @@ def _prepare(
         out = _new_run_folder(options["out"], graph.name) if group is None else Path()
         threads = options["threads"]
     validate(graph, settings, nproc=nproc)
+    task = resolve_task(graph, settings.task, settings.loss)  # refused before any data is read
     local = group.local_rank if group is not None else nproc - 1
     runtime = pick_runtime(options["device"], rank=local)  # refused now if bad
     threads = cpu_threads(threads, 1 if group is not None else nproc)  # recorded: sways sums
-    data = _load(graph, settings)
+    data = _load(graph, settings, task.kind)
     if preprocessing is not None:  # the weights' own normalization, applied to every image
         data = preprocessing.apply_split(data)
         console.print(
@@ -238,6 +244,7 @@ def _prepare(
     for note in data.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     validate(graph, settings, nproc=nproc, examples=len(data.train))
+    task = fit_statistics(task, data.train)
     job = Job(
         graph,
         settings,
@@ -254,6 +261,7 @@ def _prepare(
         sync_bn=options["sync_bn"],
         init_partial=options["init_partial"] or options["init_min"] is not None,
         preprocessing=preprocessing.to_json() if preprocessing is not None else None,
+        task=task,
     )
     return job, runtime.device.type
 
@@ -269,15 +277,18 @@ def _run(job: Any, console: Any) -> Any:
 
 
 def _report(result: Any, out: Path, console: Any) -> None:
+    from netspec.train.tasks import test_line
+
     best = next((r for r in result.history if r.epoch == result.best_epoch), None)
     if best is not None:
-        miou = f", val_miou {best.val_miou:.2%}" if best.per_pixel else ""
+        shown = ", ".join(f"val_{k} {v:.4f}" for k, v in best.val_metrics().items())
         console.print(
-            f"best: epoch {best.epoch}, val_loss {best.val_loss:.4f}, val_acc {best.val_acc:.2%}"
-            f"{miou} ({out / 'best.safetensors'})",
+            f"best: epoch {best.epoch}, {shown} ({out / 'best.safetensors'})",
             highlight=False,
             soft_wrap=True,
         )
+    if result.test is not None:
+        console.print(test_line(result.test), highlight=False, soft_wrap=True)
     console.print(f"run folder: {out}", highlight=False, soft_wrap=True)
 
 
@@ -475,7 +486,7 @@ def _new_run_folder(out: str | None, name: str) -> Path:
     return path
 
 
-def _load(graph: Any, settings: TrainSettings) -> Any:
+def _load(graph: Any, settings: TrainSettings, task: str) -> Any:
     from netspec.train.data import load_data
 
     if settings.data is None:
@@ -490,6 +501,8 @@ def _load(graph: Any, settings: TrainSettings) -> Any:
         limit=settings.limit,
         vocab=graph.input.vocab,
         label_map=_label_map(graph),
+        task="classify" if task == "dense" else task,
+        test_source=settings.test_data,
     )
 
 
@@ -554,7 +567,9 @@ def _headline(job: Any, device: str) -> str:
     where = f"{job.threads} CPU thread(s)" if device == "cpu" else device
     return (
         f"training {job.graph.name} ({job.graph.totals.params:,} params) on {s.data}: "
-        f"{len(job.data.train)} train / {len(job.data.val)} val examples; {optimizer}, "
+        f"{len(job.data.train)} train / {len(job.data.val)} val"
+        + (f" / {len(job.data.test)} test" if job.data.test is not None else "")
+        + f" examples; {job.task.kind if job.task else 'classify'} task; {optimizer}, "
         f"schedule {s.schedule}, {s.epochs} epochs of batch {s.batch_size}"
         + (f"; {job.nproc} processes x {where}" if job.nproc > 1 else f"; {where}")
         + f" -> {job.out}"
@@ -597,10 +612,13 @@ def _headline(job: Any, device: str) -> str:
 )
 @click.option(
     "--split",
-    type=click.Choice(["val", "train"]),
+    type=click.Choice(["val", "train", "test"]),
     default="val",
     show_default=True,
-    help="which part to evaluate",
+    help="which part to evaluate (test: the run's test set, or --test-data's)",
+)
+@click.option(
+    "--test-data", default=None, metavar="SOURCE", help="with --split test: this test set"
 )
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
@@ -617,6 +635,7 @@ def eval_cmd(
     val_split: float | None,
     seed: int | None,
     split: str,
+    test_data: str | None,
     batch_size: int,
     device: str,
     provider: str,
@@ -655,7 +674,9 @@ def eval_cmd(
     from netspec.train.checkpoint import load_exact, load_weights, weights_file
     from netspec.train.device import pick_runtime
     from netspec.train.evaluate import evaluate
-    from netspec.train.report import eval_tables
+    from netspec.train.metrics import TOP5_FROM, evaluate_task
+    from netspec.train.report import eval_tables, print_task_eval
+    from netspec.train.tasks import fit_statistics, read_task, resolve_task, training_graph
 
     run = Path(weights) if Path(weights).is_dir() else None
     saved = read_settings(run) if run and (run / SETTINGS).is_file() else {}
@@ -675,7 +696,8 @@ def eval_cmd(
     if source is None:
         raise NetspecError("no data to evaluate on: pass --data SOURCE", hint=_DATA_HINT)
     file = weights_file(weights)
-    model = build(graph, seed=0)
+    task = resolve_task(graph, run_settings.get("task", "auto"), run_settings.get("loss", "auto"))
+    model = build(training_graph(graph, task), seed=0)
     load_exact(model, load_weights(file), str(file))
     from netspec.train.data import load_data
 
@@ -688,19 +710,30 @@ def eval_cmd(
         val_source=val_data if val_data is not None or data else run_settings.get("val_data"),
         vocab=graph.input.vocab,
         label_map=_label_map(graph),
+        task="classify" if task.kind == "dense" else task.kind,
+        test_source=test_data or (None if data else run_settings.get("test_data")),
     )
     prep = Preprocessing.from_json(saved.get("preprocessing"))
     if prep is not None:  # the run fine-tuned weights that expect this normalization
         split_data = prep.apply_split(split_data)
-    dataset = split_data.val if split == "val" else split_data.train
+    dataset = {"val": split_data.val, "train": split_data.train, "test": split_data.test}[split]
     for note in split_data.notes:
         click.echo(f"note: {note}", err=True)
+    if dataset is None:
+        raise NetspecError(
+            f"{source} has no test set",
+            hint="pass --test-data SOURCE, or save x_test/y_test in the npz",
+        )
     if len(dataset) == 0:
         raise NetspecError(
             f"the {split} part of {source} is empty", hint="use --val-split above 0, or --val-data"
         )
     runtime = pick_runtime(device, image_input=len(graph.input.shape) == 3)
     model.to(runtime.device).eval()
+    task = (read_task(run) if run else None) or fit_statistics(task, split_data.train)
+    if task.kind in ("multilabel", "regression"):
+        print_task_eval(model.logits, task, dataset, runtime, f"{graph.name} on {source} ({split})")
+        return
     result = evaluate(model.logits, dataset.x, dataset.y, dataset.class_names, runtime, batch_size)
     console = Console()
     for table in eval_tables(result, f"{graph.name} on {source} ({split})"):
@@ -713,4 +746,7 @@ def eval_cmd(
             f"pixel accuracy: {result.accuracy:.2%} ({hits:,}/{result.count:,} labelled pixels); "
             f"mean IoU: {result.mean_iou:.2%} (over {present} of {len(result.class_names)} classes)"
         )
+    elif task.outputs >= TOP5_FROM:
+        top5 = evaluate_task(model.logits, task, dataset.x, dataset.y, runtime, batch_size)[0]
+        line += f"; top-5 accuracy: {top5['top5']:.2%}"
     console.print(line, highlight=False, soft_wrap=True)

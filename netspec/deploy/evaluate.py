@@ -84,7 +84,9 @@ def evaluate_model(
     prep = model_preprocessing(session.metadata)
     if prep is not None and not tokens:  # the normalization the model's weights expect
         split_data = prep.apply_split(split_data)
-    dataset = split_data.val if split == "val" else split_data.train
+    dataset = {"val": split_data.val, "train": split_data.train, "test": split_data.test}[split]
+    if dataset is None:
+        raise NetspecError(f"{data} has no test set", hint="save x_test/y_test in the npz")
     if len(dataset) == 0:
         raise NetspecError(
             f"the {split} part of {data} is empty", hint="use --val-split above 0, or --val-data"

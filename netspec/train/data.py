@@ -2,11 +2,19 @@
 
 A source is the string a user types after ``--data``:
 
-- ``digits``: scikit-learn's bundled 8x8 handwritten digits, resized to fit the spec's input.
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits, resized to fit the spec's input;
+  ``digits:multilabel`` (even, greater than 4, multiple of 3) and ``digits:regression`` (the
+  digit's value) are the same images with the targets of the other tasks.
 - ``synthetic`` or ``synthetic:N``: seeded random data of the right shape (N=256 by default).
-- ``npz:PATH``: a NumPy archive with ``x``/``y`` (or ``x_train``/``y_train``/``x_test``/``y_test``).
-- ``idx:PATH``: MNIST's raw IDX files, a directory or the images file itself, ``.gz`` or not.
-- ``folder:PATH``: one sub-folder of images per class.
+- ``npz:PATH``: a NumPy archive with ``x``/``y`` (or ``x_train``/``y_train``/``x_test``/``y_test``:
+  the ``_test`` pair is the test set).
+- ``idx:PATH``: MNIST's raw IDX files, a directory or the images file itself, ``.gz`` or not
+  (``t10k`` files beside the training files: the test set).
+- ``folder:PATH``: one sub-folder of images per class (``train/`` beside ``val/``: the
+  validation set; beside ``test/``: the test set).
+
+The labels depend on the task: class ids (single-label), multi-hot rows or label lists
+(multilabel) and float values (regression), see `netspec.train.targets`.
 
 A spec with a per-pixel output (``classes K per pixel``, a map ``[K, H, W]``) takes per-pixel
 labels: ``y`` of shape ``[N, H, W]`` (the output map's size), each value a class in [0, K) or
@@ -35,9 +43,12 @@ import torch.nn.functional as F
 
 from netspec.errors import NetspecError, did_you_mean
 from netspec.io import fmt_bytes, read_image, read_input
+from netspec.train.targets import TARGET_TASKS, check_targets, digits_targets
 
 SOURCES = ("digits", "synthetic", "npz", "idx", "folder")
-_USAGE = "known sources: digits, synthetic[:N], npz:PATH, idx:PATH, folder:PATH"
+_USAGE = (
+    "known sources: digits[:multilabel|:regression], synthetic[:N], npz:PATH, idx:PATH, folder:PATH"
+)
 _NEEDS_PATH = ("npz", "idx", "folder")
 _SYNTHETIC_SIZE = 256
 _SYNTHETIC_MAX_BYTES = 4 << 30  # 4 GiB of generated examples
@@ -57,7 +68,8 @@ class Dataset:
         x: float32 ``(N, *input_shape)`` channels-first with values roughly in [0, 1], or
             int64 token ids ``(N, L)`` for text specs.
         y: int64 class ids ``(N,)``, or ``(N, H, W)`` per pixel for a dense output (values in
-            [0, classes) or `IGNORE`).
+            [0, classes) or `IGNORE`); float32 ``(N, K)`` for multilabel (multi-hot) and
+            regression targets.
         class_names: one name per class, indexed by class id.
     """
 
@@ -71,16 +83,18 @@ class Dataset:
     @property
     def per_pixel(self) -> bool:
         """Whether the labels are a class per pixel (a dense output's)."""
-        return self.y.dim() > 1
+        return self.y.dim() > 1 and not self.y.is_floating_point()
 
 
 @dataclass(frozen=True)
 class DataSplit:
-    """The training set and the validation set, sharing class names."""
+    """The training set, the validation set and the test set (when there is one), sharing
+    class names."""
 
     train: Dataset
     val: Dataset
     notes: tuple[str, ...] = ()  # what was converted on the way (channels-last -> first)
+    test: Dataset | None = None  # never looked at in training: scored once, with the best weights
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,7 @@ class _Target:
     classes: int
     vocab: int | None = None
     label_map: tuple[int, ...] | None = None
+    task: str = "classify"  # multilabel and regression: `classes` counts the outputs
 
     @property
     def kind(self) -> str:
@@ -127,10 +142,20 @@ class _Raw:
     test: _Part | None
     class_names: list[str]
     fit: Callable[[np.ndarray], torch.Tensor] = field(default=_as_tensor)
+    held: str = "test"  # what `test` is: the test set, or (a folder's val/) the validation set
 
     def take(self, part: _Part, index: np.ndarray | None = None) -> Dataset:
         x, y = (part.x, part.y) if index is None else (part.x[index], part.y[index])
-        return Dataset(self.fit(x), torch.from_numpy(y.astype(np.int64)), self.class_names)
+        labels = y.astype(np.float32 if y.dtype == np.float32 else np.int64)
+        return Dataset(self.fit(x), torch.from_numpy(labels), self.class_names)
+
+    @property
+    def val_part(self) -> _Part | None:
+        return self.test if self.held == "val" else None
+
+    @property
+    def test_part(self) -> _Part | None:
+        return self.test if self.held == "test" else None
 
 
 def load_data(
@@ -144,13 +169,18 @@ def load_data(
     limit: int | None = None,
     vocab: int | None = None,
     label_map: tuple[int, ...] | None = None,
+    task: str = "classify",
+    test_source: str | None = None,
 ) -> DataSplit:
-    """Load a data source and split it into training and validation sets.
+    """Load a data source and split it into training, validation and test sets.
 
     The validation set is, in order of preference: all of `val_source` (its own held-out part
-    when it has one, e.g. ``x_test`` or ``t10k``), the source's own held-out part, or a seeded
-    stratified `val_split` fraction of each class (per-pixel labels: a seeded `val_split`
-    fraction of the examples).
+    when it has one, e.g. ``x_test`` or ``t10k``), the source's own validation part (a
+    folder's ``val/``), or a seeded stratified `val_split` fraction of each class (per-pixel
+    labels, multilabel and regression targets: a seeded `val_split` fraction of the examples).
+    The test set is all of `test_source` (its held-out part when it has one), else the
+    source's own held-out part (``x_test``/``y_test``, ``t10k``, a folder's ``test/``), else
+    none.
 
     Args:
         source: what the user typed after ``--data``, e.g. ``digits`` or ``npz:data.npz``.
@@ -164,6 +194,10 @@ def load_data(
         vocab: vocabulary size of a token input; token ids must lie in [0, vocab).
         label_map: for a dense output ``[classes, H, W]``, its map size ``(H, W)``: the labels
             are then a class per pixel, ``[N, H, W]``; None for one class per example.
+        task: ``classify`` (class ids), ``multilabel`` or ``regression`` (float targets
+            ``[N, classes]``, see `netspec.train.targets`); a dense output is ``classify``
+            with a `label_map`.
+        test_source: a source used as the test set.
 
     Returns:
         The training and validation sets; the training set is in a seeded shuffled order.
@@ -173,23 +207,33 @@ def load_data(
             fit `input_shape`, labels outside [0, classes) (per pixel: besides `IGNORE`),
             or labels of the wrong kind (per example vs per pixel).
     """
-    target = _make_target(input_shape, classes, vocab, label_map)
+    target = _make_target(input_shape, classes, vocab, label_map, task)
     _check_options(val_split, limit)
     raw = _read_source(source, target, seed)
     rng = np.random.default_rng(seed)
-    held = raw
+    others: list[_Raw] = []
     if val_source is not None:
         held = _read_source(val_source, target, seed + 1)
         _check_same_classes(raw.class_names, held.class_names, source, val_source)
+        others.append(held)
         val = held.take(held.test or held.train)
         train_index = rng.permutation(len(raw.train.y))
-    elif raw.test is not None:
-        val = raw.take(raw.test)
+    elif raw.val_part is not None:
+        val = raw.take(raw.val_part)
         train_index = rng.permutation(len(raw.train.y))
     else:
-        split = random_split if target.label_map is not None else stratified_split
+        single = target.label_map is None and target.task == "classify"
+        split = stratified_split if single else random_split
         train_index, val_index = split(raw.train.y, val_split, rng)
         val = raw.take(raw.train, val_index)
+    test = None
+    if test_source is not None:
+        tested = _read_source(test_source, target, seed + 2)
+        _check_same_classes(raw.class_names, tested.class_names, source, test_source, "test")
+        others.append(tested)
+        test = tested.take(tested.test or tested.train)
+    elif raw.test_part is not None:
+        test = raw.take(raw.test_part)
     if limit is not None:
         train_index = train_index[:limit]
     if len(train_index) == 0:
@@ -202,18 +246,29 @@ def load_data(
             ),
             hint="training needs data: check the file, or lower --val-split",
         )
-    parts = (
-        [raw.train, raw.test, held.train, held.test]
-        if val_source is not None
-        else [raw.train, raw.test]
-    )
-    notes = tuple(dict.fromkeys(p.note for p in parts if p is not None and p.note))
+    parts = [raw.train, raw.test, *(p for r in others for p in (r.train, r.test))]
+    notes = [p.note for p in parts if p is not None and p.note]
     train = raw.take(raw.train, train_index)
     if target.label_map is not None and not bool((train.y != IGNORE).any()):
         raise NetspecError(
             f"every training pixel from {source} is labelled {IGNORE} (ignored): nothing to learn"
         )
-    return DataSplit(train=train, val=val, notes=notes)
+    if test is not None and target.task == "classify" and target.label_map is None:
+        notes += _absent_classes(train, test)
+    return DataSplit(train=train, val=val, notes=tuple(dict.fromkeys(notes)), test=test)
+
+
+def _absent_classes(train: Dataset, test: Dataset) -> list[str]:
+    """A notice when the test set holds classes the training set never shows."""
+    absent = sorted(set(test.y.tolist()) - set(train.y.tolist()))
+    if not absent:
+        return []
+    names = ", ".join(train.class_names[i] for i in absent[:8])
+    count = int(sum((test.y == i).sum() for i in absent))
+    return [
+        f"the test set holds {len(absent)} class(es) absent from the training set ({names}): "
+        f"its {count} example(s) of them cannot be classified right"
+    ]
 
 
 def stratified_split(
@@ -256,6 +311,7 @@ def _make_target(
     classes: int,
     vocab: int | None,
     label_map: tuple[int, ...] | None = None,
+    task: str = "classify",
 ) -> _Target:
     shape = tuple(int(d) for d in input_shape)
     if not 1 <= len(shape) <= 3 or min(shape) < 1:
@@ -270,7 +326,8 @@ def _make_target(
             f"training per-pixel labels takes at most {IGNORE} classes (the label {IGNORE} marks "
             f"a pixel to ignore). Received: classes={classes}"
         )
-    return _Target(shape, classes, vocab, None if label_map is None else tuple(label_map))
+    label_map = None if label_map is None else tuple(label_map)
+    return _Target(shape, classes, vocab, label_map, task)
 
 
 def _check_options(val_split: float, limit: int | None) -> None:
@@ -282,11 +339,13 @@ def _check_options(val_split: float, limit: int | None) -> None:
         raise NetspecError(f"expected a positive example limit. Received: limit={limit}")
 
 
-def _check_same_classes(names: list[str], val_names: list[str], source: str, val: str) -> None:
+def _check_same_classes(
+    names: list[str], val_names: list[str], source: str, val: str, what: str = "validation"
+) -> None:
     if names != val_names:
         raise NetspecError(
-            f"the validation data {val} has different classes from the training data {source}",
-            notes=[f"training classes: {names}", f"validation classes: {val_names}"],
+            f"the {what} data {val} has different classes from the training data {source}",
+            notes=[f"training classes: {names}", f"{what} classes: {val_names}"],
         )
 
 
@@ -295,8 +354,14 @@ def _check_same_classes(names: list[str], val_names: list[str], source: str, val
 
 def _read_source(source: str, target: _Target, seed: int) -> _Raw:
     prefix, arg = _parse_source(source)
+    if target.task in TARGET_TASKS and prefix not in ("digits", "npz"):
+        raise NetspecError(
+            f"`{source}` holds class labels, not {target.task} targets",
+            hint=f"{target.task} targets come from npz:PATH (see docs/tasks.md) or "
+            f"digits:{target.task}",
+        )
     if prefix == "digits":
-        return _read_digits(source, target)
+        return _read_digits(source, arg, target)
     if prefix == "synthetic":
         return _read_synthetic(source, arg, target, seed)
     if prefix == "npz":
@@ -318,8 +383,12 @@ def _parse_source(source: str) -> tuple[str, str]:
         )
     if prefix in _NEEDS_PATH and not arg.strip():
         raise NetspecError(f"the data source `{prefix}` needs a path: {prefix}:PATH")
-    if prefix == "digits" and arg.strip():
-        raise NetspecError(f"the data source `digits` takes no argument. Received: {source!r}")
+    if prefix == "digits" and arg.strip() not in ("", *TARGET_TASKS):
+        raise NetspecError(
+            f"unknown variant of `digits` in {source!r}",
+            hint=did_you_mean(arg.strip(), TARGET_TASKS)
+            or "digits, digits:multilabel or digits:regression",
+        )
     return prefix, arg.strip()
 
 
@@ -355,7 +424,7 @@ def _existing(text: str, origin: str) -> Path:
     return path
 
 
-def _read_digits(origin: str, target: _Target) -> _Raw:
+def _read_digits(origin: str, variant: str, target: _Target) -> _Raw:
     from sklearn.datasets import load_digits
 
     _refuse_dense(origin, target, "holds one label per image, not per pixel")
@@ -365,15 +434,35 @@ def _read_digits(origin: str, target: _Target) -> _Raw:
             f"is not an image",
             hint="digits fits an input of shape [C, H, W], e.g. [1, 28, 28]",
         )
-    if target.classes != 10:
+    task = variant or "classify"
+    if task != target.task:
+        shown = f"digits:{target.task}" if target.task in TARGET_TASKS else "digits"
         raise NetspecError(
-            f"the spec declares {target.classes} classes but digits has 10",
-            hint="give the network's last layer 10 outputs",
+            f"`{origin}` holds {_TARGET_WORDS[task]}, but the spec trains a {target.task} task",
+            hint=f"use --data {shown}, or declare `train {{ task = {task} }}`",
+        )
+    outputs = {"classify": 10, "multilabel": 3, "regression": 1}[task]
+    if target.classes != outputs:
+        what = "classes" if task == "classify" else "outputs"
+        raise NetspecError(
+            f"the spec declares {target.classes} {what} but {origin} has {outputs}",
+            hint=f"give the network's last layer {outputs} output(s)",
         )
     bunch = load_digits()
-    part = _Part(bunch.images.astype(np.float32) / 16.0, bunch.target.astype(np.int64))
-    names = [str(i) for i in range(10)]
+    images = bunch.images.astype(np.float32) / 16.0
+    if task == "classify":
+        part, names = _Part(images, bunch.target.astype(np.int64)), [str(i) for i in range(10)]
+    else:
+        y, names = digits_targets(task, bunch.target)
+        part = _Part(images, y)
     return _Raw(part, None, names, fit=lambda x: fit_image(_as_tensor(x), target.shape))
+
+
+_TARGET_WORDS = {
+    "classify": "one class per image",
+    "multilabel": "three 0/1 labels per image (even, greater than 4, multiple of 3)",
+    "regression": "each digit's value as a float target",
+}
 
 
 def fit_image(images: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -662,7 +751,7 @@ def _read_folder(origin: str, path: Path, target: _Target) -> _Raw:
         train, names = _read_class_folders(origin, splits["train"], target)
         test, test_names = _read_class_folders(origin, splits[held_name], target)
         _check_same_classes(names, test_names, str(splits["train"]), str(splits[held_name]))
-        return _Raw(train, test, names)
+        return _Raw(train, test, names, held=held_name)
     train, names = _read_class_folders(origin, path, target)
     return _Raw(train, None, names)
 
@@ -720,7 +809,9 @@ def _checked_part(origin: str, x: np.ndarray, y: np.ndarray, target: _Target) ->
             )
         if np.iscomplexobj(array):
             raise NetspecError(f"data from {origin} has complex {name}; expected real numbers")
-    if target.label_map is not None:
+    if target.task in TARGET_TASKS:
+        labels = check_targets(origin, y, len(x), target.task, target.classes)
+    elif target.label_map is not None:
         labels = _checked_pixel_labels(origin, y, len(x), target)
     else:
         labels = _checked_labels(origin, y, len(x), target.classes)
@@ -745,12 +836,16 @@ def _checked_labels(origin: str, y: np.ndarray, n: int, classes: int) -> np.ndar
             hint="labels with a class per pixel need a dense output: declare "
             "`classes K per pixel` and end in a map [K, H, W]"
             if labels.ndim >= 3
-            else None,
+            else "a row of labels per example trains a multi-label task: declare "
+            "`train { task = multilabel }` and end in SIGMOID",
         )
     if len(labels) != n:
         raise NetspecError(f"data from {origin} has {n} examples but {len(labels)} labels")
     if not (np.issubdtype(labels.dtype, np.integer) or _integral(labels)):
-        raise NetspecError(f"data from {origin} has labels that are not integer class ids")
+        raise NetspecError(
+            f"data from {origin} has labels that are not integer class ids",
+            hint="float targets train a regression: declare `train { task = regression }`",
+        )
     if n and (labels.min() < 0 or labels.max() >= classes):
         raise NetspecError(
             f"data from {origin} has labels in [{labels.min()}, {labels.max()}] but the spec "

@@ -7,7 +7,7 @@ import csv
 import io
 import math
 from collections.abc import Mapping
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class EpochRecord:
 
     For a dense output (labels a class per pixel) the losses and accuracies are per labelled
     pixel and the mean IoUs are kept; a classifier's mean IoUs are NaN (and not written).
+    `metrics` holds the task's other metrics (`netspec.train.metrics`) as ``train_<name>``
+    and ``val_<name>``: top5, f1, map, mae, rmse, r2; a regression's accuracies are NaN.
     """
 
     epoch: int
@@ -44,14 +46,67 @@ class EpochRecord:
     seconds: float
     train_miou: float = math.nan
     val_miou: float = math.nan
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        epoch: int,
+        train_loss: float,
+        train: Mapping[str, float],
+        val_loss: float,
+        val: Mapping[str, float],
+        lr: float,
+        seconds: float,
+    ) -> EpochRecord:
+        """A record from the metrics by name of the training pass and the validation."""
+        nan = math.nan
+        extra = {
+            f"{side}_{k}": v
+            for side, values in (("train", train), ("val", val))
+            for k, v in values.items()
+            if k not in ("acc", "miou")
+        }
+        return cls(
+            epoch,
+            train_loss,
+            train.get("acc", nan),
+            val_loss,
+            val.get("acc", nan),
+            lr,
+            seconds,
+            train.get("miou", nan),
+            val.get("miou", nan),
+            extra,
+        )
 
     @property
     def per_pixel(self) -> bool:
         return not (math.isnan(self.train_miou) and math.isnan(self.val_miou))
 
+    def val_metrics(self) -> dict[str, float]:
+        """The validation loss and metrics by name (those the task has)."""
+        out = {"loss": self.val_loss}
+        if not (math.isnan(self.train_acc) and math.isnan(self.val_acc)):
+            out["acc"] = self.val_acc
+        if self.per_pixel:
+            out["miou"] = self.val_miou
+        out |= {k[4:]: v for k, v in self.metrics.items() if k.startswith("val_")}
+        return out
 
-DENSE_COLUMNS = tuple(f.name for f in fields(EpochRecord))
+
+DENSE_COLUMNS = tuple(f.name for f in fields(EpochRecord))[:-1]
 CSV_COLUMNS = DENSE_COLUMNS[:-2]  # a classifier's: no mean IoU
+
+
+def _columns(history: list[EpochRecord]) -> list[str]:
+    """The CSV's columns: a classifier's, the mean IoUs for a dense output, the task's other
+    metrics; the accuracies only when the task has them."""
+    columns = list(DENSE_COLUMNS if per_pixel(history) else CSV_COLUMNS)
+    if history and all(math.isnan(r.train_acc) and math.isnan(r.val_acc) for r in history):
+        columns = [c for c in columns if c not in ("train_acc", "val_acc")]
+    extra = list(dict.fromkeys(k for r in history for k in r.metrics))
+    return columns + extra
 
 
 def per_pixel(history: list[EpochRecord]) -> bool:
@@ -62,18 +117,20 @@ def per_pixel(history: list[EpochRecord]) -> bool:
 def write_metrics(path: Path, history: list[EpochRecord]) -> None:
     """Atomically (re)write the metrics CSV from the whole history (with the mean IoU
     columns for a dense output)."""
-    columns = DENSE_COLUMNS if per_pixel(history) else CSV_COLUMNS
+    columns = _columns(history)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for record in history:
-        writer.writerow(
-            [
-                "" if isinstance(v, float) and math.isnan(v) else v
-                for v in astuple(record)[: len(columns)]
-            ]
-        )
+        values = [_value(record, c) for c in columns]
+        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in values])
     write_text(path, buffer.getvalue())
+
+
+def _value(record: EpochRecord, column: str) -> Any:
+    if column in record.metrics:
+        return record.metrics[column]
+    return getattr(record, column, math.nan)
 
 
 def plot_curves(path: Path, history: list[EpochRecord], title: str) -> None:
@@ -83,15 +140,13 @@ def plot_curves(path: Path, history: list[EpochRecord], title: str) -> None:
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r.epoch for r in history]
-    panels = [("loss", "loss"), ("acc", "accuracy")]
-    if per_pixel(history):
-        panels = [("loss", "loss per pixel"), ("acc", "pixel accuracy"), ("miou", "mean IoU")]
+    panels = metric_panels(history)
     figure = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
     for ax, (metric, label) in zip(figure.subplots(1, len(panels)), panels, strict=True):
-        ax.plot(epochs, [getattr(r, f"train_{metric}") for r in history], "o-", label="train")
-        val = [getattr(r, f"val_{metric}") for r in history]
-        if not all(math.isnan(v) for v in val):
-            ax.plot(epochs, val, "o-", label="validation")
+        for side, name in (("train", "train"), ("val", "validation")):
+            values = [_value(r, f"{side}_{metric}") for r in history]
+            if not all(math.isnan(v) for v in values):
+                ax.plot(epochs, values, "o-", label=name)
         ax.set_title(f"model {label}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -102,6 +157,28 @@ def plot_curves(path: Path, history: list[EpochRecord], title: str) -> None:
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
 
 
+_METRIC_LABELS = {
+    "top5": "top-5 accuracy",
+    "f1": "F1 (micro)",
+    "map": "mAP",
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "r2": "R^2",
+}
+
+
+def metric_panels(history: list[EpochRecord]) -> list[tuple[str, str]]:
+    """(metric, label) of each curve panel: the loss, the accuracy (when the task has one),
+    the mean IoU of a dense output, the task's other metrics."""
+    if per_pixel(history):
+        return [("loss", "loss per pixel"), ("acc", "pixel accuracy"), ("miou", "mean IoU")]
+    panels = [("loss", "loss")]
+    if "train_acc" in _columns(history):
+        panels.append(("acc", "accuracy"))
+    names = dict.fromkeys(k.split("_", 1)[1] for r in history for k in r.metrics)
+    return panels + [(m, _METRIC_LABELS.get(m, m)) for m in names]
+
+
 def _fmt(value: float, digits: int = 4) -> str:
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
@@ -110,9 +187,10 @@ def _pct(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.1%}"
 
 
-def _short(loss: float, acc: float) -> str:
-    """Loss and accuracy short enough for a progress bar on an 80-column terminal."""
-    return f"loss {_fmt(loss, 3)} acc {_pct(acc)}"
+def _short(loss: float, value: float, name: str = "acc") -> str:
+    """Loss and accuracy (or MAE) short enough for a progress bar on an 80-column terminal."""
+    shown = _pct(value) if name == "acc" else _fmt(value, 3)
+    return f"loss {_fmt(loss, 3)} {name} {shown}"
 
 
 def epoch_line(record: EpochRecord, epochs: int) -> str:
@@ -121,39 +199,51 @@ def epoch_line(record: EpochRecord, epochs: int) -> str:
     dense = record.per_pixel
     train_miou = f" miou {_fmt(record.train_miou)}" if dense else ""
     val_miou = f" val_miou {_fmt(record.val_miou)}" if dense else ""
+    has_acc = not (math.isnan(record.train_acc) and math.isnan(record.val_acc))
+    acc = f" acc {_fmt(record.train_acc)}" if has_acc else ""
+    val_acc = f" val_acc {_fmt(record.val_acc)}" if has_acc else ""
+    extra = {"train": "", "val": ""}
+    for key, value in record.metrics.items():
+        side, name = key.split("_", 1)
+        extra[side] += f" {name if side == 'train' else key} {_fmt(value)}"
     return (
-        f"epoch {record.epoch}/{epochs}: loss {_fmt(record.train_loss)} acc {_fmt(record.train_acc)}"
-        f"{train_miou} | val_loss {_fmt(record.val_loss)} val_acc {_fmt(record.val_acc)}{val_miou}"
+        f"epoch {record.epoch}/{epochs}: loss {_fmt(record.train_loss)}{acc}{train_miou}"
+        f"{extra['train']} | val_loss {_fmt(record.val_loss)}{val_acc}{val_miou}{extra['val']}"
         f" | lr {record.lr:.3g} | {record.seconds:.1f}s"
     )
 
 
-def epoch_table(history: list[EpochRecord], best_epoch: int | None, title: str) -> Table:
-    """The per-epoch table shown at the end of a run; the best epoch is starred."""
+def epoch_table(
+    history: list[EpochRecord], best_epoch: int | None, title: str, loss_note: str | None = None
+) -> Table:
+    """The per-epoch table shown at the end of a run; the best epoch is starred. `loss_note`
+    says what the loss columns sum (side heads)."""
     dense = per_pixel(history)
     table = Table(title=title)
-    columns = ["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"]
-    if dense:
-        columns[2:5] = ["train pixel acc", "train mIoU", "val loss", "val pixel acc", "val mIoU"]
+    metrics = [m for m, _ in metric_panels(history)[1:]]
+    names = {"acc": "pixel acc" if dense else "acc", "miou": "mIoU", **_SHORT}
+    columns = ["epoch", "train loss"] + [f"train {names.get(m, m)}" for m in metrics]
+    columns += ["val loss"] + [f"val {names.get(m, m)}" for m in metrics] + ["lr", "seconds"]
     for column in columns:
         table.add_column(column, justify="right")
     for r in history:
         best = r.epoch == best_epoch
-        train = [_fmt(r.train_acc), _fmt(r.train_miou)] if dense else [_fmt(r.train_acc)]
-        val = [_fmt(r.val_acc), _fmt(r.val_miou)] if dense else [_fmt(r.val_acc)]
         table.add_row(
             f"{r.epoch}{' *' if best else ''}",
             _fmt(r.train_loss),
-            *train,
+            *(_fmt(_value(r, f"train_{m}")) for m in metrics),
             _fmt(r.val_loss),
-            *val,
+            *(_fmt(_value(r, f"val_{m}")) for m in metrics),
             f"{r.lr:.3g}",
             f"{r.seconds:.1f}",
             style="bold green" if best else None,
         )
-    if best_epoch is not None:
-        table.caption = "* lowest validation loss (best.safetensors)"
+    notes = ["* lowest validation loss (best.safetensors)"] if best_epoch is not None else []
+    table.caption = "; ".join([*notes, *([loss_note] if loss_note else [])]) or None
     return table
+
+
+_SHORT = {"top5": "top-5", "f1": "F1", "map": "mAP", "mae": "MAE", "rmse": "RMSE", "r2": "R^2"}
 
 
 class EpochProgress:
@@ -188,20 +278,23 @@ class EpochProgress:
         if self.bar is not None:
             self.task = self.bar.add_task(f"epoch {epoch}/{self.epochs}", total=steps, metrics="")
 
-    def update(self, step: int, loss: float, acc: float) -> None:
+    def update(self, step: int, loss: float, name: str, value: float) -> None:
         if self.bar is not None and self.task is not None:
-            self.bar.update(self.task, completed=step, metrics=_short(loss, acc))
+            self.bar.update(self.task, completed=step, metrics=_short(loss, value, name))
 
     def finish(self, record: EpochRecord) -> None:
         if not self.enabled:
             return
         if self.bar is not None and self.task is not None:
-            val = f"val {_fmt(record.val_loss, 3)} {_pct(record.val_acc)}"
+            name = "acc" if not math.isnan(record.val_acc) else "mae"
+            value = record.val_acc if name == "acc" else record.metrics.get("val_mae", math.nan)
+            train = record.train_acc if name == "acc" else record.metrics.get("train_mae", math.nan)
+            val = (
+                f"val {_fmt(record.val_loss, 3)} {_pct(value) if name == 'acc' else _fmt(value, 3)}"
+            )
             if record.per_pixel:
                 val += f" mIoU {_pct(record.val_miou)}"
-            self.bar.update(
-                self.task, metrics=f"{_short(record.train_loss, record.train_acc)} | {val}"
-            )
+            self.bar.update(self.task, metrics=f"{_short(record.train_loss, train, name)} | {val}")
         else:
             self.console.print(epoch_line(record, self.epochs), highlight=False, soft_wrap=True)
 
@@ -339,3 +432,22 @@ def _confusion_table(result: Evaluation) -> Table:
         ]
         table.add_row(names[i], *cells)
     return table
+
+
+def print_task_eval(logits: Any, task: Any, data: Any, runtime: Any, title: str) -> None:
+    """`netspec eval` for multilabel and regression: the metrics, then one row per output."""
+    from netspec.train.metrics import LABELS, evaluate_task
+
+    metrics, rows = evaluate_task(logits, task, data.x, data.y, runtime)
+    console = Console()
+    table = Table(title=f"{title}: {len(data)} examples, {task.kind} task")
+    columns = ["output"] + (
+        ["positives", "AP", "F1"] if task.kind == "multilabel" else ["MAE", "R^2"]
+    )
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, row in zip(data.class_names, rows, strict=False):
+        table.add_row(name, *(_fmt(v) if k != "positives" else f"{v:.0f}" for k, v in row.items()))
+    console.print(table)
+    shown = ", ".join(f"{LABELS.get(k, k)}: {_fmt(v)}" for k, v in metrics.items())
+    console.print(shown, highlight=False, soft_wrap=True)

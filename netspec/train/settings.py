@@ -31,14 +31,19 @@ from netspec.ir.sections import register_train_check
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
+# What the network learns (netspec.train.tasks): the loss and the metrics follow from it.
+TASKS = ("auto", "classify", "multilabel", "regression", "dense")
+LOSSES = ("auto", "cross_entropy", "bce", "mse", "mae", "smooth_l1")
+PRECISIONS = ("auto", "fp32", "bf16")
 # Positional arguments of the call forms, in order: `sgd(0.1)` is `sgd(lr=0.1)`.
-_CALL_ARGS = {
+_CALL_ARGS: dict[str, dict[str, tuple[str, ...]]] = {
     "optimizer": {
         "sgd": ("lr", "momentum", "nesterov", "weight_decay"),
         "adam": ("lr", "betas", "weight_decay"),
         "adamw": ("lr", "betas", "weight_decay"),
     },
     "schedule": {"none": (), "step": ("step_size", "gamma"), "cosine": ("min_lr",)},
+    "task": {name: ("loss",) for name in TASKS},
 }
 # Each optimizer's own keys (lr and weight_decay belong to all), and their defaults.
 _ONLY_FOR = {"momentum": ("sgd",), "nesterov": ("sgd",), "betas": ("adam", "adamw")}
@@ -81,6 +86,10 @@ class TrainSettings:
     freeze_epochs: int = 0
     unfreeze_from: str | None = None
     backbone_lr: float = 1.0
+    task: str = "auto"
+    loss: str = "auto"
+    test_data: str | None = None
+    precision: str = "auto"
 
     def to_json(self) -> dict[str, Any]:
         """The settings as plain JSON values (tuples become lists)."""
@@ -246,6 +255,23 @@ KEYS: dict[str, Key] = {
     "backbone_lr": Key(
         _float(0.0, open_low=True),
         "fine-tuning: the backbone's learning rate as a fraction of lr (e.g. 0.1)",
+    ),
+    "task": Key(
+        _choice(TASKS),
+        "what is learned: classify, multilabel, regression, dense, or a call: "
+        "regression(loss=mae); auto: classify (SOFTMAX or `classes`) or dense (per pixel)",
+    ),
+    "loss": Key(
+        _choice(LOSSES),
+        "the loss (auto: the task's): cross_entropy, bce, or mse, mae, smooth_l1 for regression",
+    ),
+    "test_data": Key(
+        _optional(_text), "a test set (a source like data), evaluated once with the best weights"
+    ),
+    "precision": Key(
+        _choice(PRECISIONS),
+        "bf16: autocast where the device supports it (CPU: avx512_bf16/amx_bf16), fp32; "
+        "auto: bf16 on CUDA, fp32 on CPU",
     ),
 }
 _GROUP_OF = {

@@ -12,6 +12,10 @@ have done.
 With several processes (`netspec.train.launch`: `--nproc` or torchrun) the same loop runs in
 every process of a data-parallel group (`netspec.train.distributed`); with one process there is
 no process group and no wrapper.
+
+The loss and the metrics follow the run's task (`netspec.train.tasks`: classify, multilabel,
+regression, dense); a test set, when the data has one, is scored once at the end with the best
+weights.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
@@ -38,8 +41,8 @@ from netspec.train import checkpoint as ckpt
 from netspec.train.augment import augment_batch, augment_pair, parse_augment
 from netspec.train.data import IGNORE, Dataset, DataSplit
 from netspec.train.device import Runtime, pick_runtime
-from netspec.train.evaluate import evaluation_sums, mean_iou
 from netspec.train.finetune import Stages
+from netspec.train.metrics import Meter
 from netspec.train.report import (
     EpochProgress,
     EpochRecord,
@@ -48,6 +51,15 @@ from netspec.train.report import (
     write_metrics,
 )
 from netspec.train.settings import TrainSettings
+from netspec.train.tasks import (
+    Task,
+    cross_entropy,
+    fit_statistics,
+    loss_function,
+    resolve_task,
+    training_graph,
+    write_task,
+)
 from netspec.weights.report import load_init, summary_lines
 
 if TYPE_CHECKING:
@@ -97,6 +109,7 @@ class Job:
     sync_bn: bool = False
     init_partial: bool = False  # --init-partial: load what fits, leave the rest initialised
     preprocessing: dict[str, Any] | None = None  # the --init weights' input normalization
+    task: Task | None = None  # None: resolved from the spec and settings (`resolve_task`)
 
 
 @dataclass
@@ -109,6 +122,8 @@ class RunResult:
     stopped: str  # "completed", "early stopping" or "diverged"
     ranks_max_diff: float | None = None  # data-parallel: largest weight difference between ranks
     per_pixel: bool = False  # a dense output: accuracies are per pixel, and mean IoU is kept
+    task: Task | None = None
+    test: dict[str, float] | None = None  # the best weights' metrics on the test set
 
     def to_json(self) -> dict[str, Any]:
         best = next((r for r in self.history if r.epoch == self.best_epoch), None)
@@ -125,7 +140,20 @@ class RunResult:
             out["best_val_miou"] = _json_float(best.val_miou) if best else None
             out["final_val_miou"] = _json_float(last.val_miou) if last else None
         out["ranks_max_diff"] = self.ranks_max_diff
-        return out
+        return task_results(out, self.task, best, self.test)
+
+
+def task_results(
+    out: dict[str, Any], task: Task | None, best: EpochRecord | None, test: dict | None
+) -> dict[str, Any]:
+    """result.json's task part: the task, the best epoch's validation metrics, the test set's."""
+    if task is not None:
+        out["task"] = task.kind
+        out["best_val"] = {
+            k: _json_float(v) for k, v in (best.val_metrics() if best else {}).items()
+        }
+        out["test"] = {k: _json_float(v) for k, v in test.items()} if test else None
+    return out
 
 
 def _json_float(value: float) -> float | None:
@@ -151,16 +179,7 @@ class _State:
 # --- pieces of the loop ------------------------------------------------------------------
 
 
-def objective(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy on the scores before the softmax (log-softmax inside: stable).
-
-    Per-pixel labels ``(N, H, W)`` against scores ``(N, K, H, W)``: the mean over the labelled
-    pixels (`IGNORE` left out); a batch with none labelled gives 0, not NaN.
-    """
-    if y.dim() > 1:
-        total = F.cross_entropy(logits.float(), y, ignore_index=IGNORE, reduction="sum")
-        return total / (y != IGNORE).sum().clamp_min(1)
-    return F.cross_entropy(logits.float(), y)
+objective = cross_entropy  # single-label and per-pixel classes (netspec.train.tasks)
 
 
 def labelled(y: torch.Tensor) -> torch.Tensor:
@@ -373,8 +392,17 @@ class _Run:
         self.out = Path(job.out)
         self.lead = rank == 0
         self.show = self.lead and not job.quiet
-        self.runtime = pick_runtime(job.device, rank, image_input=len(graph.input.shape) == 3)
-        model = build(graph, seed=s.seed)
+        self.runtime = pick_runtime(
+            job.device, rank, image_input=len(graph.input.shape) == 3, precision=s.precision
+        )
+        self.task = job.task or fit_statistics(resolve_task(graph, s.task, s.loss), job.data.train)
+        self.objective = loss_function(self.task)
+        self.test: dict[str, float] | None = None  # the test set's metrics, at the end
+        if self.lead and not job.resume:
+            write_task(self.out, self.task)  # what `eval` needs: the task, its statistics
+        if self.show and self.runtime.notice:
+            console.print(f"note: {self.runtime.notice}", highlight=False, soft_wrap=True)
+        model = build(training_graph(graph, self.task), seed=s.seed)
         if world > 1 and job.sync_bn:  # before anything holds its batch norm layers
             from netspec.train.sync_bn import synchronise_batch_norm
 
@@ -429,6 +457,8 @@ class _Run:
     def loop(self) -> RunResult:
         s, state = self.s, self.state
         self.started = time.perf_counter()
+        if self.show and self.loss_note:
+            self.console.print(f"note: {self.loss_note}", highlight=False, soft_wrap=True)
         try:
             with EpochProgress(self.console, s.epochs, enabled=self.show) as progress:
                 for epoch in range(state.epoch + 1, s.epochs + 1):
@@ -446,10 +476,11 @@ class _Run:
             raise
         if self.world > 1:
             self.ranks_max_diff = _ranks_max_diff(self.model)
+        self.test = self.test_metrics()
         result = self.result(state.stopped or "completed")
         if self.lead:
             self.write_results(result.stopped, final=True)
-            _finish(result, self.job.graph.name, self.console, self.show)
+            _finish(result, self.job.graph.name, self.console, self.show, loss_note=self.loss_note)
         return result
 
     def result(self, stopped: str) -> RunResult:
@@ -461,6 +492,8 @@ class _Run:
             stopped,
             ranks_max_diff=self.ranks_max_diff,
             per_pixel=self.per_pixel,
+            task=self.task,
+            test=self.test,
         )
 
     def epoch(self, epoch: int, progress: EpochProgress) -> EpochRecord:
@@ -469,20 +502,18 @@ class _Run:
         started = time.perf_counter()
         for hook in EPOCH_HOOKS:
             hook(epoch)
-        train_loss, train_acc, train_miou = self.train_epoch(epoch, progress)
+        train_loss, train_metrics = self.train_epoch(epoch, progress)
         if not math.isfinite(train_loss):
             raise _diverged(self.job, state, epoch, train_loss, self.console, self.show, self.lead)
         if self.world > 1:
             _broadcast_buffers(self.model)  # every rank validates with rank 0's statistics
-        val_loss, val_acc, val_miou = _validate(
-            self.model, self.job.data.val, self.runtime, s.batch_size, self.rank, self.world
-        )
+        val_loss, val_metrics = self.validate(self.job.data.val)
         lr = self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None:
             self.scheduler.step()
         seconds = time.perf_counter() - started
-        record = EpochRecord(
-            epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, train_miou, val_miou
+        record = EpochRecord.of(
+            epoch, train_loss, train_metrics, val_loss, val_metrics, lr, seconds
         )
         state.epoch, state.history = epoch, [*state.history, record]
         improved = val_loss < state.best_val_loss
@@ -498,6 +529,42 @@ class _Run:
         if self.world > 1:  # no rank starts an epoch before its checkpoint is whole on disk
             _barrier()
         return record
+
+    @property
+    def loss_note(self) -> str | None:
+        """What the loss columns sum, with side heads (train and val alike)."""
+        heads = self.model.head_names
+        if not heads:
+            return None
+        return (
+            f"loss = main + {self.s.aux_weight:g} x each side head's ({', '.join(heads)}), "
+            "train and val alike"
+        )
+
+    def validate(self, data: Dataset) -> tuple[float, dict[str, float]]:
+        """The loss and the task's metrics on `data` (NaN without examples)."""
+        return _validate(
+            self.model,
+            self.task,
+            data,
+            self.runtime,
+            (self.s.batch_size, self.s.aux_weight),
+            (self.rank, self.world),
+        )
+
+    def test_metrics(self) -> dict[str, float] | None:
+        """The test set's loss and metrics with the best weights (the last without a
+        validation set to pick them); None without a test set."""
+        data = self.job.data.test
+        if data is None:
+            return None
+        if self.state.best_epoch is not None:
+            self.model.load_state_dict(ckpt.load_weights(self.out / ckpt.BEST))
+        loss, metrics = self.validate(data)
+        weights = "best" if self.state.best_epoch is not None else "last"
+        return {"loss": loss, **metrics, "examples": float(len(data))} | (
+            {"last_weights": 1.0} if weights == "last" else {}
+        )
 
     def write_results(self, stopped: str, final: bool = False) -> None:
         """result.json after every epoch, so a killed run keeps it; curves.png too, unless
@@ -516,11 +583,11 @@ class _Run:
             self.plotted = state.epoch
         ckpt.write_text(result.out / RESULT, json.dumps(result.to_json(), indent=2) + "\n")
 
-    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, float, float]:
-        """One pass over this process's share of the training set: (mean loss, accuracy,
-        mean IoU); per pixel for a dense output, where mean IoU is NaN for a classifier."""
+    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, dict[str, float]]:
+        """One pass over this process's share of the training set: the mean loss (per pixel
+        for a dense output) and the task's metrics (`netspec.train.metrics`)."""
         s, runtime, data = self.s, self.runtime, self.job.data.train
-        dense, classes = data.per_pixel, len(data.class_names)
+        dense = data.per_pixel
         torch.manual_seed(epoch_seed(s.seed, epoch, self.rank, 2))  # dropout
         order = torch.Generator().manual_seed(epoch_seed(s.seed, epoch))
         aug = torch.Generator(device=runtime.device).manual_seed(
@@ -532,10 +599,8 @@ class _Run:
         for m in self.frozen_bn + (self.stages.enter(epoch) if self.stages.active else []):
             m.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
-        correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
         count = torch.zeros((), dtype=torch.int64, device=runtime.device)
-        # per pixel: the confusion matrix for the mean IoU, with a last bin for ignored pixels
-        confusion = torch.zeros(classes * classes + 1, dtype=torch.int64, device=runtime.device)
+        meter = Meter(self.task, runtime.device)
         every = max(1, len(steps) // 50)
         for step, index in enumerate(steps, 1):
             x = runtime.batch(data.x[index])
@@ -549,59 +614,70 @@ class _Run:
             if isinstance(logits, tuple):  # side heads: their losses weighted by aux_weight
                 heads = logits[1:]
                 logits = logits[0]
-                loss = objective(logits, y)
+                loss = self.objective(logits, y)
                 for head in heads:
-                    loss = loss + s.aux_weight * objective(head, y)
+                    loss = loss + s.aux_weight * self.objective(head, y)
             else:
-                loss = objective(logits, y)
+                loss = self.objective(logits, y)
             if self.penalty:
                 loss = loss + self.penalty()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            units = labelled(y)
+            units = labelled(y) if dense else torch.tensor(len(y), device=y.device)
             loss_sum += loss.detach().double() * units
-            predicted = logits.detach().argmax(dim=1)
-            if dense:  # the labelled pixels only (masks, not indexing: no device sync)
-                keep = y != IGNORE
-                correct += ((predicted == y) & keep).sum()
-                cells = torch.where(keep, y * classes + predicted, classes * classes)
-                confusion += torch.bincount(cells.flatten(), minlength=classes * classes + 1)
-            else:
-                correct += (predicted == y).sum()
+            meter.add(logits, y)
             count += units
             if step % every == 0 or step == len(steps):
-                seen = max(int(count), 1)
-                mean = float(loss_sum) / seen
-                progress.update(step, mean, float(correct) / seen)
+                mean = float(loss_sum) / max(int(count), 1)
+                progress.update(step, mean, *meter.running())
                 if self.world == 1 and not math.isfinite(mean):
                     break  # alone only: every rank must take the same number of steps
-        totals = torch.stack([loss_sum, correct.double(), count.double()])
-        totals = _all_sum(totals, self.world)
-        miou = math.nan
-        if dense:
-            matrix = _all_sum(confusion, self.world)[:-1].view(classes, classes)
-            miou = mean_iou(matrix.cpu())
-        if totals[2] == 0:
-            return math.nan, math.nan, miou
-        return float(totals[0] / totals[2]), float(totals[1] / totals[2]), miou
+        totals = _all_sum(torch.stack([loss_sum, count.double()]), self.world)
+        metrics = meter.result(lambda t: _all_sum(t, self.world))
+        return (float(totals[0] / totals[1]) if totals[1] else math.nan), metrics
 
 
+@torch.no_grad()
 def _validate(
-    model: NetspecModule, data: Dataset, runtime: Runtime, batch_size: int, rank: int, world: int
-) -> tuple[float, float, float]:
-    """Validation loss, accuracy and mean IoU (the last for per-pixel labels only; all NaN
-    without a validation set), sharded across ranks."""
+    model: NetspecModule,
+    task: Task,
+    data: Dataset,
+    runtime: Runtime,
+    sizes: tuple[int, float],
+    ranks: tuple[int, int] = (0, 1),
+) -> tuple[float, dict[str, float]]:
+    """The mean loss and the task's metrics on `data` (NaN without examples), sharded across
+    ranks; a task whose metrics need every score (mAP) evaluates the whole set in each rank.
+    With side heads the loss sums theirs, weighted (`sizes`: batch size, aux weight), as in
+    training."""
+    (batch_size, aux_weight), (rank, world) = sizes, ranks
     model.eval()
-    x, y, classes = data.x[rank::world], data.y[rank::world], len(data.class_names)
-    loss, confusion = evaluation_sums(model.logits, x, y, classes, runtime, max(batch_size, 256))
-    confusion = _all_sum(confusion, world)
-    loss = _all_sum(loss, world)
-    count = confusion.sum()
-    if count == 0:
-        return math.nan, math.nan, math.nan
-    miou = mean_iou(confusion.cpu()) if data.per_pixel else math.nan
-    return float(loss / count), float(confusion.diagonal().sum() / count), miou
+    meter = Meter(task, runtime.device, keep_scores=True)
+    shard = world if not meter.keep_scores else 1
+    x, y = data.x[rank::shard], data.y[rank::shard]
+    objective = loss_function(task)
+    loss = torch.zeros((), dtype=torch.float64, device=runtime.device)
+    count = torch.zeros((), dtype=torch.float64, device=runtime.device)
+    step = max(batch_size, 256)
+    for start in range(0, len(y), step):
+        xb = runtime.batch(x[start : start + step])
+        yb = y[start : start + step].to(runtime.device)
+        with runtime.autocast():
+            outs = model.all_logits(xb) if model.head_names else (model.logits(xb),)
+        out = outs[0]
+        batch_loss = objective(out.float(), yb)
+        for head in outs[1:]:
+            batch_loss = batch_loss + aux_weight * objective(head.float(), yb)
+        units = labelled(yb) if data.per_pixel else torch.tensor(len(yb), device=yb.device)
+        loss += batch_loss.double() * units
+        count += units
+        meter.add(out, yb)
+    reduce = (lambda t: _all_sum(t, world)) if shard > 1 else None
+    totals = torch.stack([loss, count]) if reduce is None else reduce(torch.stack([loss, count]))
+    if float(totals[1]) == 0:
+        return math.nan, {name: math.nan for name in meter.result()}
+    return float(totals[0] / totals[1]), meter.result(reduce)
 
 
 def _checkpoint(
@@ -751,14 +827,20 @@ def _write_results(result: RunResult, name: str) -> None:
 
 
 def _finish(
-    result: RunResult, name: str, console: Console, show: bool, written: bool = True
+    result: RunResult,
+    name: str,
+    console: Console,
+    show: bool,
+    written: bool = True,
+    loss_note: str | None = None,
 ) -> None:
     """The end of a run: the learning curves and result.json (unless `written` already), and
     on a terminal the per-epoch table (elsewhere each epoch was printed once, as a line)."""
     if not written:
         _write_results(result, name)
     if show and result.history and console.is_terminal:
-        console.print(epoch_table(result.history, result.best_epoch, f"{name}: {result.stopped}"))
+        title = f"{name}: {result.stopped}"
+        console.print(epoch_table(result.history, result.best_epoch, title, loss_note))
 
 
 # --- data-parallel helpers (no-ops in a single process) -------------------------------------

@@ -82,10 +82,11 @@ class Preprocessing:
         return ((x - np.asarray(mean, x.dtype)) / np.asarray(std, x.dtype)).astype(x.dtype)
 
     def apply_split(self, split: Any) -> Any:
-        """A `DataSplit` with both its parts' images normalized."""
+        """A `DataSplit` with its parts' images normalized (train, validation and any test set)."""
         parts = {
             name: dataclasses.replace(part, x=self.apply(part.x)) if len(part) else part
-            for name, part in (("train", split.train), ("val", split.val))
+            for name in ("train", "val", "test")
+            if (part := getattr(split, name, None)) is not None
         }
         return dataclasses.replace(split, **parts)
 
