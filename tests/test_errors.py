@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.cpu import cpu_limit
+from helpers.cpu import HANG_S, cpu_limit
 
 from netspec.cli import main
 
@@ -110,7 +110,7 @@ def test_cli_subprocess_has_no_traceback() -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_S,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

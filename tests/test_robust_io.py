@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers.cpu import cpu_limit
+from helpers.cpu import HANG_S, cpu_limit
 from onnx import TensorProto, helper
 
 from netspec import io
@@ -35,7 +35,9 @@ def _fresh_exit_code(monkeypatch) -> None:
     monkeypatch.setattr("netspec.cli._exit_code", 0)
 
 
-def _cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def _cli(
+    *args: str, cwd: Path | None = None, timeout: float = HANG_S
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "netspec", *args],
         cwd=cwd,

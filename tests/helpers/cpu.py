@@ -31,3 +31,8 @@ def cpu_limit(seconds: float, children: bool = False) -> Iterator[None]:
     yield
     used = cpu_seconds(children) - start
     assert used < seconds, f"took {used:.2f} s of CPU, over the {seconds:g} s allowed"
+
+
+# A subprocess's wall-clock guard against a hang (a blocked read, a deadlock), not a speed
+# check: long enough that no loaded machine trips it, short enough that CI ends.
+HANG_S = 600
