@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import modern_refs as R
+import helpers.modern_refs as R
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from helpers.graphs import file_graph, text_graph
+from helpers.lowering import check_counts, check_shapes
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_lower_torch import check_counts, check_shapes, file_graph, text_graph
 
 from netspec.backends import lower_onnx as L
 from netspec.backends.lower_torch import build

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers.parity import FP32_TOL, check_parity, randomized, rel_error, session, torch_out
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_onnx import FP32_TOL, check_parity, randomized, rel_error, session, torch_out
 
 from netspec.backends import MissingLowering
 from netspec.backends import lower_onnx as L

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import spec_graph
 from helpers.cpu import HANG_S
+from helpers.graphs import spec_graph
 
 import netspec
 from netspec.ir.graph import Graph
