@@ -40,8 +40,9 @@ def test_gallery_message(path: Path, capsys) -> None:
     assert code == 2
     assert "Traceback" not in err
     golden = path.with_suffix(".out")
-    if UPDATE or not golden.exists():
+    if UPDATE:
         golden.write_text(err)
+    assert golden.exists(), f"{golden} is missing: write it with NETSPEC_UPDATE_GOLDEN=1, review it"
     assert err == golden.read_text()
 
 

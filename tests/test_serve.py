@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import math
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from helpers.cpu import cpu_limit
+from helpers.skips import needs_dot
 
 from netspec.ir.build import load_spec, load_spec_text
 
@@ -32,10 +32,6 @@ from netspec.serve.settings import Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
-needs_dot = pytest.mark.skipif(
-    shutil.which("dot") is None,
-    reason="Graphviz's `dot` is not installed (apt-get install graphviz)",
-)
 MAX_BODY = Settings().max_body
 PAGE = {"X-Netspec-Token": "test-token"}
 TOKEN = PAGE["X-Netspec-Token"]  # the page's; test_serve_hostile.py sends requests without
