@@ -39,7 +39,7 @@ def test_no_test_reads_the_wall_clock() -> None:
     wrong = [
         f"{path.relative_to(TESTS)}:{number}: {line.strip()}"
         for path in FILES
-        if path.name != Path(__file__).name
+        if path.name != Path(__file__).name and path != TESTS / "helpers" / "wait.py"  # hang guard
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if WALL_CLOCK.search(line)
     ]
