@@ -152,3 +152,16 @@ def test_long_names_are_refused(text: str, at: str) -> None:
     err = refused(text)
     assert f"over netspec's limit of {MAX_NAME}" in err.message
     assert where(err) == at
+
+
+def test_the_estimate_refuses_past_the_cap_not_at_it() -> None:
+    """A repetition the estimate puts 1 unit over the cap is refused before any work; one fewer
+    layer is exactly at the cap and the estimate lets it through (the meter then counts the
+    distinct layers). Changing the estimate's `>` to `>=` passed every test before this one."""
+    n = MAX_WORK - 2
+    over = refused(f"input [64]\nINPUT -> [RELU]*{n}\n", light=True)
+    assert "expands to" in over.message and f"take {MAX_WORK + 1:,} units" in over.message
+    with pytest.raises(SpecErrors) as info:
+        load_spec_text(f"input [64]\nINPUT -> [RELU]*{n - 1}\n").instantiate({}, light=True)
+    at_cap = info.value.errors[0].message
+    assert "expands to" not in at_cap and "takes the network over" in at_cap
