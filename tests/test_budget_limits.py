@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 
 from netspec.ir.build import load_spec_text
-from netspec.ir.checks import BUDGET_METRICS
-from netspec.ir.graph import Graph
+from netspec.ir.graph import BUDGET_METRICS, Graph
 
 # Conv without bias, batch norm (buffers: memory but not params), and an FC: every figure differs.
 NET = (
