@@ -61,7 +61,7 @@ PUBLISHED: dict[str, Published] = {
         31_030_658,
         "48.096",
         "U-Net (Ronneberger et al. 2015), padded convs, input 1x256x256: the hand-written "
-        "reference tests/modern_refs.py R.unet (no torchvision U-Net)",
+        "reference tests/helpers/modern_refs.py R.unet (no torchvision U-Net)",
     ),
 }
 
@@ -99,7 +99,7 @@ def resolve(spec: str | Path) -> str | Path:
 def gmacs_agree(macs: int, published: str) -> bool:
     """MACs round to the published figure at its printed precision and lie within 0.5% of it,
     or within the figure's own rounding interval where that is wider (0.057 stands for
-    [0.0565, 0.0575): +-0.88%; tests/test_modern_refs.py's `assert_gmacs` rule)."""
+    [0.0565, 0.0575): +-0.88%; tests/helpers/published.py's `assert_gmacs` rule)."""
     decimals = len(published.split(".")[1]) if "." in published else 0
     value = float(published)
     band = max(0.005, 0.5 * 10**-decimals / value)

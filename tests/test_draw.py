@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from helpers.skips import needs_dot
 
 from netspec import draw
 from netspec.errors import NetspecError
@@ -17,10 +18,6 @@ from netspec.ir.build import load_spec, load_spec_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
-needs_dot = pytest.mark.skipif(
-    shutil.which("dot") is None,
-    reason="Graphviz's `dot` is not installed (apt-get install graphviz)",
-)
 SVG = "{http://www.w3.org/2000/svg}"
 
 

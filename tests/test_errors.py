@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from helpers.cpu import HANG_S, cpu_limit
 
 from netspec.cli import main
 
@@ -40,8 +40,9 @@ def test_gallery_message(path: Path, capsys) -> None:
     assert code == 2
     assert "Traceback" not in err
     golden = path.with_suffix(".out")
-    if UPDATE or not golden.exists():
+    if UPDATE:
         golden.write_text(err)
+    assert golden.exists(), f"{golden} is missing: write it with NETSPEC_UPDATE_GOLDEN=1, review it"
     assert err == golden.read_text()
 
 
@@ -74,10 +75,9 @@ def test_unknown_binding_suggests(capsys) -> None:
 
 
 def test_huge_repetition_is_refused_fast(capsys) -> None:
-    start = time.perf_counter()
-    code, _, err = run_check(capsys, "tests/errors/repetition_cap.ns")
+    with cpu_limit(0.5):
+        code, _, err = run_check(capsys, "tests/errors/repetition_cap.ns")
     assert code == 2
-    assert time.perf_counter() - start < 0.5
     assert "1,000,000,000" in err
 
 
@@ -86,10 +86,9 @@ def test_nested_huge_repetition_is_refused_before_expanding(tmp_path, capsys) ->
     spec.write_text(
         "input [3, 32, 32]\nclasses 10\nINPUT -> [[[RELU]*1000]*1000]*1000 -> GAP -> FC(10) -> SOFTMAX\n"
     )
-    start = time.perf_counter()
-    code, _, err = run_check(capsys, str(spec))
+    with cpu_limit(0.5):
+        code, _, err = run_check(capsys, str(spec))
     assert code == 2
-    assert time.perf_counter() - start < 0.5
     assert "over netspec's limit" in err
 
 
@@ -112,7 +111,7 @@ def test_cli_subprocess_has_no_traceback() -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_S,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

@@ -1,5 +1,5 @@
 """Fuzzing in CI (issue "Hostile input"): generated specs and mutated zoo specs, a bounded
-number per run, each held to the judge of tests/fuzz_specs.py: located errors, or a graph whose
+number per run, each held to the judge of tests/helpers/fuzz_specs.py: located errors, or a graph whose
 torch build has the IR's params and output shape; never another exception. tools/fuzz.py runs
 the same generators for minutes."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from fuzz_specs import ZOO, FuzzFailure, generated_spec, judge, mutated_spec
+from helpers.fuzz_specs import ZOO, FuzzFailure, generated_spec, judge, mutated_spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,7 +43,7 @@ def test_the_judge_fails_an_unlocated_error(monkeypatch) -> None:
     def unlocated(text: str, path: str = "<spec>"):
         raise NetspecError("no location")
 
-    monkeypatch.setattr("fuzz_specs.load_spec_text", unlocated)
+    monkeypatch.setattr("helpers.fuzz_specs.load_spec_text", unlocated)
     with pytest.raises(FuzzFailure, match="unlocated"):
         judge("input [3]\n")
 
@@ -52,7 +52,7 @@ def test_the_judge_fails_a_stray_exception(monkeypatch) -> None:
     def crash(text: str, path: str = "<spec>"):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr("fuzz_specs.load_spec_text", crash)
+    monkeypatch.setattr("helpers.fuzz_specs.load_spec_text", crash)
     with pytest.raises(FuzzFailure, match="ZeroDivisionError"):
         judge("input [3]\n")
 

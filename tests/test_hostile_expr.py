@@ -6,9 +6,8 @@ ran for minutes before these guards (issue "Hostile input", item 3).
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from helpers.cpu import cpu_limit
 
 from netspec.errors import NetspecError, SpecErrors
 from netspec.ir.build import load_spec_text
@@ -51,10 +50,8 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_hostile_expression_is_a_located_error(name):
     text, words, where = CASES[name]
-    start = time.perf_counter()
-    with pytest.raises((NetspecError, SpecErrors)) as info:
+    with cpu_limit(2.0), pytest.raises((NetspecError, SpecErrors)) as info:
         load_spec_text(text, f"{name}.ns").instantiate()
-    assert time.perf_counter() - start < 2.0, "hostile input must be refused quickly"
     message = str(info.value)
     assert f"{name}.ns:{where}:" in message
     assert words in message

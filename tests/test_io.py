@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
-import time
+import tempfile
+from pathlib import Path
 
 import pytest
+from helpers.skips import skip_unless_ci
 
 from netspec import io
 from netspec.errors import NetspecError
@@ -43,21 +46,66 @@ def test_written_files_get_a_normal_mode(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.csv").stat().st_mode) == 0o644
 
 
-def test_missing_or_unwritable_folders_are_clear_errors(tmp_path):
+def test_a_missing_folder_or_a_folder_as_target_is_a_clear_error(tmp_path):
     with pytest.raises(NetspecError, match="does not exist"):
         io.atomic_write(tmp_path / "nope" / "x.onnx", b"x")
     with pytest.raises(NetspecError, match="it is a folder"):
         io.atomic_write(tmp_path, b"x")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
+
+
+NOBODY = 65534  # the uid and gid of `nobody`: a user who owns nothing here
+
+
+def _refusal(folder: Path) -> str:
+    """The message of atomic_write's refusal to write into `folder` ("" when it wrote)."""
     try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("running as a user who can write anywhere")
-        with pytest.raises(NetspecError, match="not writable"):
-            io.atomic_write(ro / "x.onnx", b"x")
+        io.atomic_write(folder / "x.onnx", b"x")
+    except NetspecError as err:
+        return err.message
+    return ""
+
+
+def _as_nobody(folder: Path) -> str:
+    """`_refusal(folder)` in a forked child that dropped root's privileges for nobody's (CI may
+    run as root, who can write anywhere: the check must still run there)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: reports through the pipe and exits, never returning to pytest
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            result = _refusal(folder)
+        except BaseException as err:  # any failure reaches the parent's assertion as text
+            result = f"the child failed: {type(err).__name__}: {err}"
+        os.write(write, result.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        result = f.read()
+    os.waitpid(pid, 0)
+    return result
+
+
+def test_an_unwritable_folder_is_a_clear_error_even_for_root():
+    # Not under tmp_path: its parents are private to the user running pytest, and nobody must
+    # reach the folder to find it unwritable (rather than missing).
+    top = Path(tempfile.mkdtemp(prefix="netspec-ro-"))
+    try:
+        top.chmod(0o755)
+        ro = top / "ro"
+        ro.mkdir(mode=0o555)
+        if os.geteuid() == 0:
+            message = _as_nobody(ro)
+            assert not (ro / "x.onnx").exists(), "nobody wrote into a read-only folder"
+        elif os.access(ro, os.W_OK):
+            skip_unless_ci("this user can write into a read-only folder")
+        else:
+            message = _refusal(ro)
+        assert message == f"cannot write {ro / 'x.onnx'}: the folder {ro} is not writable"
     finally:
-        ro.chmod(0o700)
+        (top / "ro").chmod(0o700)
+        shutil.rmtree(top)
 
 
 def test_stale_temporaries_of_killed_runs_are_cleaned(tmp_path):
@@ -66,7 +114,7 @@ def test_stale_temporaries_of_killed_runs_are_cleaned(tmp_path):
     other = tmp_path / ".someone-elses.tmp"
     for f in (stale, fresh, other):
         f.write_bytes(b"x" * 10)
-    hour_ago = time.time() - 2 * io.STALE_AFTER_S
+    hour_ago = stale.stat().st_mtime - 2 * io.STALE_AFTER_S
     os.utime(stale, (hour_ago, hour_ago))
     io.atomic_write(tmp_path / "model.onnx", b"new")
     assert not stale.exists()

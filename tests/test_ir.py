@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.cpu import HANG_S
 
 from netspec.errors import NetspecError, SpecErrors
 from netspec.ir.build import Builder, load_spec, load_spec_text
@@ -247,7 +248,7 @@ def test_check_does_not_import_torch_or_onnxruntime() -> None:
         "sys.exit(rc)\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=HANG_S
     )
     assert proc.returncode == 0, proc.stderr
 

@@ -1,13 +1,13 @@
 """The layer kinds of issue 9 beyond the registry's checklist (tests/test_registry.py): their
-counting conventions against the reference MAC counter (tests/modern_refs.py), the rules they
+counting conventions against the reference MAC counter (tests/helpers/modern_refs.py), the rules they
 refuse, and behaviour the checklist's shapes and counts cannot see."""
 
 from __future__ import annotations
 
-import modern_refs as R
+import helpers.modern_refs as R
 import pytest
 import torch
-from test_onnx import FP32_TOL, compile_text, randomized, rel_error, session, torch_out
+from helpers.parity import FP32_TOL, compile_text, randomized, rel_error, session, torch_out
 
 from netspec import deploy as L
 from netspec.backends.lower_torch import build

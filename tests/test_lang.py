@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import modern_refs as R
+import helpers.modern_refs as R
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from helpers.graphs import file_graph, text_graph
+from helpers.lowering import check_counts, check_shapes
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_lower_torch import check_counts, check_shapes, file_graph, text_graph
 
 from netspec import deploy as L
 from netspec.backends.lower_torch import build
@@ -385,10 +386,10 @@ def test_dwconv_is_conv_with_in_c_channels_and_groups() -> None:
     assert "groups=4 must divide both the 4 input and 6 output channels" in msg
 
 
-def test_the_readme_bottleneck_compiles() -> None:
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("    block se(sq) = mul(")
-    snippet = "\n".join(line[4:] for line in readme[start:].split("\n\n")[0].splitlines())
+def test_the_documented_bottleneck_compiles() -> None:
+    page = (ROOT / "docs" / "language.md").read_text()
+    start = page.index("    block se(sq) = mul(")
+    snippet = "\n".join(line[4:] for line in page[start:].split("\n\n")[0].splitlines())
     graph = text_graph(
         f"input [16, 8, 8]\n{snippet}\nINPUT -> bneck(3, 64, 16) -> bneck(5, 64, 24, 2)"
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.cpu import HANG_S
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -192,7 +193,9 @@ def test_receptive_fields_do_not_import_torch() -> None:
         "print(g.summary(rf=True)[:10])\n"
         "assert 'torch' not in sys.modules\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=HANG_S
+    )
     assert proc.returncode == 0, proc.stderr
 
 

@@ -12,13 +12,13 @@ import stat
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from helpers.cpu import HANG_S, cpu_limit
 from onnx import TensorProto, helper
 
 from netspec import io
@@ -35,7 +35,9 @@ def _fresh_exit_code(monkeypatch) -> None:
     monkeypatch.setattr("netspec.cli._exit_code", 0)
 
 
-def _cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def _cli(
+    *args: str, cwd: Path | None = None, timeout: float = HANG_S
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "netspec", *args],
         cwd=cwd,
@@ -117,7 +119,8 @@ def test_explore_outputs_get_a_normal_mode_and_binary_sizes(tmp_path: Path, caps
     for path in (csv_path, member):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644
     err = capsys.readouterr().err
-    assert re.search(r"\d (KiB|MiB)\s+activations", err), err  # binary units, like the summary
+    # binary units, like the summary (rich may wrap the line anywhere: a long tmp path under xdist)
+    assert re.search(r"\d\s+(KiB|MiB)\s+activations", err), err
 
 
 def test_budget_limits_echo_the_unit_the_spec_wrote(capsys) -> None:
@@ -142,25 +145,23 @@ def test_explore_refuses_a_missing_output_folder_before_the_work(tmp_path: Path)
 
 
 def test_check_refuses_dev_zero_fast() -> None:
-    started = time.perf_counter()
-    done = _cli("check", "/dev/zero", timeout=20)
+    with cpu_limit(15, children=True):
+        done = _cli("check", "/dev/zero")
     _refused(done, "not a regular file")
-    assert time.perf_counter() - started < 15
 
 
 def test_check_refuses_a_named_pipe_instead_of_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "spec.ns"
     os.mkfifo(fifo)
-    _refused(_cli("check", str(fifo), timeout=20), "not a regular file")
+    _refused(_cli("check", str(fifo)), "not a regular file")
 
 
 def test_check_refuses_a_10mb_spec_fast_with_a_location(tmp_path: Path) -> None:
     big = tmp_path / "big.ns"
     big.write_text("input [3, 8, 8]\n" + "# padding\n" * 1_100_000)
-    started = time.perf_counter()
-    done = _cli("check", str(big))
+    with cpu_limit(15, children=True):
+        done = _cli("check", str(big))
     _refused(done, f"{big}:1:1", "over netspec's limit of 1.0 MiB")
-    assert time.perf_counter() - started < 15
 
 
 def test_read_input_caps_and_accepts(tmp_path: Path) -> None:
@@ -222,10 +223,8 @@ def test_a_corrupt_gz_idx_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_synthetic_sizes_past_memory_are_refused_up_front() -> None:
-    started = time.perf_counter()
-    with pytest.raises(NetspecError, match="synthetic:99999999999"):
+    with cpu_limit(2), pytest.raises(NetspecError, match="synthetic:99999999999"):
         _load("synthetic:99999999999")
-    assert time.perf_counter() - started < 2
 
 
 @pytest.mark.parametrize(("width", "height"), [(20000, 20000), (9000, 9000)])
@@ -378,7 +377,7 @@ def test_export_cleans_stale_temporaries_of_killed_exports(tmp_path: Path) -> No
     spec.write_text(TINY)
     stale = tmp_path / f".m.onnx.x1{io.TEMP_SUFFIX}"
     stale.write_bytes(b"x" * 1000)
-    old = time.time() - 2 * io.STALE_AFTER_S
+    old = stale.stat().st_mtime - 2 * io.STALE_AFTER_S
     os.utime(stale, (old, old))
     assert main(["export", str(spec), "-o", str(tmp_path / "m.onnx")]) == 0
     assert not stale.exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.cpu import HANG_S
 from PIL import Image
 
 from netspec.cli import main
@@ -37,7 +38,7 @@ def _fresh_exit_code(monkeypatch) -> None:
     monkeypatch.setattr("netspec.cli._exit_code", 0)
 
 
-def _cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path, timeout: float = HANG_S) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "netspec", *args],
         cwd=cwd,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import math
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +16,8 @@ import warnings
 from pathlib import Path
 
 import pytest
+from helpers.cpu import cpu_limit
+from helpers.skips import needs_dot
 
 from netspec.ir.build import load_spec, load_spec_text
 
@@ -31,10 +32,6 @@ from netspec.serve.settings import Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
-needs_dot = pytest.mark.skipif(
-    shutil.which("dot") is None,
-    reason="Graphviz's `dot` is not installed (apt-get install graphviz)",
-)
 MAX_BODY = Settings().max_body
 PAGE = {"X-Netspec-Token": "test-token"}
 TOKEN = PAGE["X-Netspec-Token"]  # the page's; test_serve_hostile.py sends requests without
@@ -106,10 +103,8 @@ def test_bindings_and_families(client):
 
 def test_a_billion_layers_is_refused_fast_and_the_server_still_answers(client):
     text = "input [3, 32, 32]\nclasses 10\nINPUT -> [CONV]*1000000000 -> SOFTMAX\n"
-    start = time.perf_counter()
-    data = client.post("/api/compile", json={"text": text}).json()
-    took = time.perf_counter() - start
-    assert took < 2.0
+    with cpu_limit(2.0):  # the app runs in this process (the test client's thread)
+        data = client.post("/api/compile", json={"text": text}).json()
     # check's own error for the same text, from the compiler (the limit is the compiler's)
     _, expected = load_spec_text(text, comp.SOURCE_NAME).instantiate(collect=True)
     assert data["errors"][0]["message"] == expected[0].message
@@ -240,9 +235,7 @@ def test_serve_binds_loopback_and_stays_responsive(tmp_path):
         )
         thread.start()
         time.sleep(0.1)
-        t0 = time.perf_counter()
         assert httpx.get(url + "api/zoo", timeout=10).status_code == 200
-        assert time.perf_counter() - t0 < 1.0
         assert thread.is_alive()  # answered while the heavy compile was still running
         thread.join(timeout=120)
         data = done["r"].json()

@@ -21,11 +21,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import warnings
 from pathlib import Path
 
 import pytest
+from helpers.wait import until
 
 pytest.importorskip("httpx", reason="starlette's test client needs httpx (pip install httpx)")
 uvicorn = pytest.importorskip("uvicorn")
@@ -74,15 +74,6 @@ def serving(app, host: str = "127.0.0.1"):
         srv.should_exit = True
         thread.join(timeout=30)
         sock.close()
-
-
-def until(condition, what: str, limit: float = 120) -> None:
-    """Poll `condition`; a hang guard only (a slow machine waits longer, never fails early)."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def raw_request(

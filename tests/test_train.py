@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.cpu import HANG_S
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -74,7 +75,7 @@ def _job(tmp_path: Path, text: str = TINY, n: int = 128, **settings) -> Job:
     return Job(graph, s, data, out, device="cpu", quiet=True, threads=1)  # threads sway float sums
 
 
-def _cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path, timeout: float = HANG_S) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "netspec", *args],
         cwd=cwd,
@@ -347,10 +348,8 @@ def test_resume_after_kill_9(tmp_path: Path, tiny_spec: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 90
-    while not (out / STATE).exists():
+    while not (out / STATE).exists():  # the run ends by itself: no hang without a checkpoint
         assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint within 90 s"
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -6,9 +6,9 @@ layers, and bounded nesting and names."""
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
+from helpers.cpu import cpu_limit
 
 from netspec.errors import NetspecError, SpecErrors
 from netspec.ir.build import Builder, load_spec_text
@@ -19,10 +19,9 @@ MAP = "input [8, 4, 4]\nclasses 10\n"
 
 
 def refused(text: str, light: bool = False) -> NetspecError:
-    start = time.perf_counter()
-    with pytest.raises(SpecErrors) as info:
+    # generous: a regression here takes minutes
+    with cpu_limit(5.0), pytest.raises(SpecErrors) as info:
         load_spec_text(text).instantiate({}, light=light)
-    assert time.perf_counter() - start < 5.0  # generous: a regression here takes minutes
     err = info.value.errors[0]
     assert err.span is not None and err.span.line >= 1, "every refusal is located"
     return err
@@ -153,3 +152,16 @@ def test_long_names_are_refused(text: str, at: str) -> None:
     err = refused(text)
     assert f"over netspec's limit of {MAX_NAME}" in err.message
     assert where(err) == at
+
+
+def test_the_estimate_refuses_past_the_cap_not_at_it() -> None:
+    """A repetition the estimate puts 1 unit over the cap is refused before any work; one fewer
+    layer is exactly at the cap and the estimate lets it through (the meter then counts the
+    distinct layers). Changing the estimate's `>` to `>=` passed every test before this one."""
+    n = MAX_WORK - 2
+    over = refused(f"input [64]\nINPUT -> [RELU]*{n}\n", light=True)
+    assert "expands to" in over.message and f"take {MAX_WORK + 1:,} units" in over.message
+    with pytest.raises(SpecErrors) as info:
+        load_spec_text(f"input [64]\nINPUT -> [RELU]*{n - 1}\n").instantiate({}, light=True)
+    at_cap = info.value.errors[0].message
+    assert "expands to" not in at_cap and "takes the network over" in at_cap

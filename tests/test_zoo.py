@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.cpu import HANG_S
 
 import netspec
 from netspec.errors import SpecErrors
@@ -180,7 +181,7 @@ def test_alexnet_table_fails_its_shape_assertion_via_the_cli() -> None:
         [sys.executable, "-m", "netspec", "check", str(SPEC_DIR / "alexnet_table.ns")],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_S,
         cwd=ROOT,
     )
     out = proc.stdout + proc.stderr

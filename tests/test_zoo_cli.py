@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import spec_graph
+from helpers.cpu import HANG_S
+from helpers.graphs import spec_graph
 
 import netspec
 from netspec.ir.graph import Graph
@@ -33,10 +34,12 @@ def netspec_cli(*args: str, columns: int = 80, stdout: Path | None = None):
     env = {**os.environ, "COLUMNS": str(columns)}
     cmd = [sys.executable, "-m", "netspec", *args]
     if stdout is None:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=HANG_S, cwd=ROOT, env=env
+        )
     with stdout.open("w") as f:
         proc = subprocess.run(
-            cmd, stdout=f, stderr=subprocess.PIPE, text=True, timeout=120, cwd=ROOT, env=env
+            cmd, stdout=f, stderr=subprocess.PIPE, text=True, timeout=HANG_S, cwd=ROOT, env=env
         )
     proc.stdout = stdout.read_text()
     return proc

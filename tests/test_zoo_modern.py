@@ -1,6 +1,6 @@
 """The modern zoo (issue 9): each spec held to its hand-written torch reference.
 
-The ground truth is `tests/modern_refs.py` (modules mirroring torchvision's source, built by
+The ground truth is `tests/helpers/modern_refs.py` (modules mirroring torchvision's source, built by
 hand because torchvision does not install here) and its MAC counter, which follows torchvision's
 "GFLOPS" convention (multiply-adds). Each spec in `MODERN` must have:
 
@@ -13,8 +13,8 @@ The published figures (torchvision's params exactly, its GMACs within 0.5%) live
 to the IR at every node and ONNX Runtime parity at batch 1 and 2 come with every spec in specs/
 (tests/test_lower_torch.py, tests/test_onnx.py).
 
-To add a network: its spec in specs/, its reference builder in tests/modern_refs.py named like
-the spec (and known to test_modern_refs' `run`), its published figures in netspec/zoo.py (if
+To add a network: its spec in specs/, its reference builder in tests/helpers/modern_refs.py named like
+the spec (and known to helpers/published.py's `run`), its published figures in netspec/zoo.py (if
 any), and a row here.
 """
 
@@ -23,11 +23,11 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import modern_refs as R
+import helpers.modern_refs as R
 import pytest
 import torch
-from test_modern_refs import assert_gmacs, run
-from test_onnx import rel_error
+from helpers.parity import rel_error
+from helpers.published import assert_gmacs, run
 
 import netspec
 from netspec.backends.lower_torch import build
@@ -170,7 +170,7 @@ def randomized(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def test_googlenet_aux_is_the_reference_with_its_heads() -> None:
-    """13,004,888 params in all (tests/modern_refs.py's GoogLeNet with aux_logits=True), the
+    """13,004,888 params in all (tests/helpers/modern_refs.py's GoogLeNet with aux_logits=True), the
     main path torchvision's published googlenet: 6,624,904 params, 1.50 GMACs; the heads'
     MACs only in the training totals."""
     g = graph("googlenet_aux")

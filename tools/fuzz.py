@@ -1,5 +1,5 @@
 """Fuzz the compiler for a while: generated specs and mutated zoo specs, each held to the judge
-of tests/fuzz_specs.py (located errors or a graph equal to its torch build; never another
+of tests/helpers/fuzz_specs.py (located errors or a graph equal to its torch build; never another
 exception; never over 2 s). Prints the counts by outcome and each failure class found, with
 the shortest spec of each class.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fuzz_specs import FuzzFailure, generated_spec, judge, mutated_spec  # noqa: E402
+from helpers.fuzz_specs import FuzzFailure, generated_spec, judge, mutated_spec  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

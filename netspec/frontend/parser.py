@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from lark import Lark, Token, v_args
@@ -238,7 +239,7 @@ def _terminal_text() -> dict[str, str]:
     return out
 
 
-def _expected(names: set[str] | frozenset[str]) -> str:
+def _expected(names: Iterable[str]) -> str:
     text = _terminal_text()
     words = sorted({text.get(n, n.lower()) for n in names}, key=lambda w: (w != "`->`", w))
     if not words:
@@ -250,7 +251,8 @@ def _expected(names: set[str] | frozenset[str]) -> str:
 
 def _syntax_error(e: UnexpectedInput, text: str, path: str) -> NetspecError:
     if isinstance(e, UnexpectedCharacters):
-        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
+        pos = e.pos_in_stream  # typed Optional; the lexer sets it on every error it raises
+        ch = text[pos] if pos is not None and pos < len(text) else "?"
         return NetspecError(
             f"unexpected character `{ch}`",
             _span(path, e.line, e.column),
@@ -258,13 +260,14 @@ def _syntax_error(e: UnexpectedInput, text: str, path: str) -> NetspecError:
         )
     if isinstance(e, UnexpectedToken) and e.token.type != "$END":
         tok: Token = e.token
-        end_col = (tok.end_column or tok.column + len(tok)) if tok.end_line == tok.line else None
+        line, col = _position(tok)
+        end_col = (tok.end_column or col + len(tok)) if tok.end_line == line else None
         hint = _expected(getattr(e, "accepts", None) or e.expected)
         if hint.startswith("expected `->`") and tok.type == "NAME":
             hint = "join layers with `->`; " + hint
         return NetspecError(
             f"unexpected `{tok}`",
-            _span(path, tok.line, tok.column, tok.end_line, end_col),
+            _span(path, line, col, tok.end_line, end_col),
             hint=hint or None,
         )
     # The file ended too soon.
@@ -279,6 +282,15 @@ def _syntax_error(e: UnexpectedInput, text: str, path: str) -> NetspecError:
     )
 
 
+def _position(tok: Token) -> tuple[int, int]:
+    """A lexed token's line and column. Lark types them Optional (a token made by hand has
+    none), but its lexer sets both on every token it makes: a token without them is a bug here,
+    never the user's mistake."""
+    if tok.line is None or tok.column is None:
+        raise AssertionError(f"lark token {tok.type} {str(tok)!r} carries no position")
+    return tok.line, tok.column
+
+
 def _meta_span(path: str, meta) -> Span:
     return Span(
         file=path, line=meta.line, col=meta.column, end_line=meta.end_line, end_col=meta.end_column
@@ -286,9 +298,8 @@ def _meta_span(path: str, meta) -> Span:
 
 
 def _tok_span(path: str, tok: Token) -> Span:
-    return Span(
-        file=path, line=tok.line, col=tok.column, end_line=tok.end_line, end_col=tok.end_column
-    )
+    line, col = _position(tok)
+    return _span(path, line, col, tok.end_line, tok.end_column)
 
 
 def _number(text: str) -> int | float:

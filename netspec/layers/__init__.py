@@ -17,11 +17,12 @@ How to add a layer kind (SiLU is the worked example):
    `@LOWERINGS.register("silu")` in `netspec/backends/lower_torch.py` (returns an
    `nn.Module`) and in the family's `netspec/deploy/lower_*.py` (emits ONNX nodes). A kind missing from
    either table fails `build`/`lower` naming it, the same way in both (`MissingLowering`).
-3. One row in the README's layer table.
+3. Its docstring (the first paragraph is its one-line meaning), then `python tools/gen_docs.py`
+   to regenerate docs/layers.md.
 
 tests/test_registry.py then runs the new kind through the checklist by itself: a property test
 of its shape and counts against torch, an ONNX Runtime parity case, its `netspec layers` row
-and its README row. A kind missing any of them fails the suite by name.
+and its docs/layers.md row. A kind missing any of them fails the suite by name.
 """
 
 from __future__ import annotations

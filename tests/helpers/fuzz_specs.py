@@ -20,7 +20,7 @@ from netspec.ir.build import load_spec_text
 from netspec.ir.graph import Graph
 from netspec.layers import SPELLINGS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ZOO = {p.stem: p.read_text() for p in sorted((ROOT / "specs").glob("*.ns"))}
 TIME_LIMIT = 2.0  # CPU seconds per spec, compile and checks (torch build excluded)
 TORCH_PARAMS = 2_000_000  # build in torch only up to this many params ...
