@@ -134,28 +134,17 @@ def test_torchrun_two_processes_train_one_job_equal_to_one_process(work, single,
     assert not (work / "runs").exists()
 
 
+def node(rank: int, port: str, train: list[str], cwd: Path) -> subprocess.Popen:
+    """One simulated node: a torchrun launcher of 1 process, static rendezvous on loopback."""
+    launcher = ["--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1"]
+    launcher += ["--master_addr", "127.0.0.1", "--master_port", port]
+    return run_torchrun(launcher, train, cwd)
+
+
 @slow
 def test_two_simulated_nodes_train_one_job_equal_to_one_process(work, single):
     port = str(free_port())
-    nodes = [
-        run_torchrun(
-            [
-                "--nnodes",
-                "2",
-                "--node_rank",
-                str(rank),
-                "--nproc_per_node",
-                "1",
-                "--master_addr",
-                "127.0.0.1",
-                "--master_port",
-                port,
-            ],
-            ["train", "plain.ns", *ARGS, "--out", "nodes2"],
-            work,
-        )  # fmt: skip
-        for rank in (0, 1)
-    ]
+    nodes = [node(r, port, ["train", "plain.ns", *ARGS, "--out", "nodes2"], work) for r in (0, 1)]
     codes = [finish(p)[0] for p in nodes]
     assert codes == [0, 0]
     assert close(weights(work / "nodes2"), weights(single))
@@ -165,23 +154,8 @@ def test_two_simulated_nodes_train_one_job_equal_to_one_process(work, single):
 def test_ranks_given_different_jobs_are_refused_with_one_message(work):
     port = str(free_port())
     nodes = [
-        run_torchrun(
-            [
-                "--nnodes",
-                "2",
-                "--node_rank",
-                str(rank),
-                "--nproc_per_node",
-                "1",
-                "--master_addr",
-                "127.0.0.1",
-                "--master_port",
-                port,
-            ],
-            ["train", "plain.ns", *ARGS, "--lr", lr, "--out", "mismatch"],
-            work,
-        )  # fmt: skip
-        for rank, lr in ((0, "0.01"), (1, "0.02"))
+        node(r, port, ["train", "plain.ns", *ARGS, "--lr", lr, "--out", "mismatch"], work)
+        for r, lr in ((0, "0.01"), (1, "0.02"))
     ]
     (c0, _, e0), (c1, _, e1) = (finish(p) for p in nodes)
     # each worker exits 2; torchrun itself then exits 1 with its own failure table

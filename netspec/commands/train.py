@@ -512,14 +512,7 @@ def _label_map(graph: Any) -> tuple[int, ...] | None:
 
 
 def _classes(graph: Any) -> int:
-    if graph.classes is not None:
-        return graph.classes
-    if len(graph.output_shape) == 1:
-        return graph.output_shape[0]
-    raise NetspecError(
-        f"{graph.name} outputs [{', '.join(map(str, graph.output_shape))}], not class scores",
-        hint="training needs a classifier: declare `classes N` and end with FC(N) -> SOFTMAX",
-    )
+    return graph.class_count("training")
 
 
 def _write_run_files(job: Any, spec: str | None) -> None:

@@ -174,16 +174,9 @@ def _accuracy(session: Any, x: np.ndarray, y: np.ndarray, batch: int = 256) -> f
 
 
 def _classes(graph: Graph) -> int:
-    """The classes the data must have: the graph's `classes`, else its vector output's size
-    (an int8 model is a classifier: `Calibration.check` refuses the others)."""
-    if graph.classes is not None:
-        return graph.classes
-    if len(graph.output_shape) == 1:
-        return graph.output_shape[0]
-    raise NetspecError(
-        f"{graph.name} outputs [{', '.join(map(str, graph.output_shape))}], not class scores",
-        hint="int8 calibration needs a classifier: declare `classes N` and end with FC(N) -> SOFTMAX",
-    )
+    """The classes the data must have (an int8 model is a classifier: `Calibration.check`
+    refuses the others)."""
+    return graph.class_count("int8 calibration")
 
 
 def _first(*values: Any) -> Any:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from netspec.errors import Span
+from netspec.errors import NetspecError, Span
 from netspec.layers import KINDS, Layer
 
 Scalar = int | float | bool | str
@@ -228,6 +228,23 @@ class Graph(BaseModel):
                     return nodes[i]
             index = private["_positions"] = {n.id: i for i, n in enumerate(nodes)}
         raise KeyError(node_id)
+
+    def class_count(self, needed_by: str) -> int:
+        """The classes data must have: `classes`, else a vector output's size.
+
+        Raises:
+            NetspecError: the output is not class scores (`needed_by` says what needs them:
+                "training", "int8 calibration").
+        """
+        if self.classes is not None:
+            return self.classes
+        if len(self.output_shape) == 1:
+            return self.output_shape[0]
+        raise NetspecError(
+            f"{self.name} outputs [{', '.join(map(str, self.output_shape))}], not class scores",
+            hint=f"{needed_by} needs a classifier: declare `classes N` and end with "
+            "FC(N) -> SOFTMAX",
+        )
 
     @property
     def ends_in_probabilities(self) -> bool:
