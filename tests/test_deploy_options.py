@@ -114,6 +114,14 @@ CASES: dict[str, dict[str, list[tuple[str, Refused | Acts]]]] = {
         ],
         "seed": [("eval", Acts(("--seed", "3"))), ("eval ckpt", Acts(("--seed", "3")))],
         "split": [("eval", Acts(("--split", "train"))), ("eval ckpt", Acts(("--split", "train")))],
+        "test_data": [  # without it, --split test on synthetic data has no test set: refused
+            ("eval", Acts(("--split", "test", "--test-data", "synthetic:50"))),
+            ("eval ckpt", Acts(("--split", "test", "--test-data", "synthetic:50"))),
+            (
+                "eval",
+                Refused(("--test-data", "synthetic:50"), "--test-data goes with --split test"),
+            ),
+        ],
         "batch_size": [("eval", Acts(("--batch-size", "7")))],
         "device": [
             ("eval", Refused(("--device", "cpu"), "--device is for a checkpoint")),

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from fuzz_specs import generated_spec, mutated_spec
+from helpers.fuzz_specs import generated_spec, mutated_spec
 
 from netspec.cli import main
 from netspec.errors import NetspecError

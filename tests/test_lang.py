@@ -304,7 +304,7 @@ def test_train_weights_the_head_losses(tmp_path, monkeypatch: pytest.MonkeyPatch
         value = 1.0 if len(calls) % 3 == 1 else 10.0
         return logits.float().sum() * 0 + value
 
-    monkeypatch.setattr(trainer, "objective", constant)
+    monkeypatch.setattr(trainer, "loss_function", lambda task: constant)
     spec = tmp_path / "heads.ns"
     spec.write_text(HEADS.replace("aux_weight = 0.3", "aux_weight = 0.25, epochs = 1"))
     out = tmp_path / "run"

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from fuzz_specs import generated_spec, mutated_spec
+from helpers.fuzz_specs import generated_spec, mutated_spec
 
 from netspec.ir import receptive
 from netspec.ir.build import load_spec_text

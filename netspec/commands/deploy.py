@@ -21,6 +21,7 @@ def eval_onnx(
     split: str,
     batch_size: int,
     provider: str = "cpu",
+    test_data: str | None = None,
 ) -> None:
     """`netspec eval MODEL.onnx --data SOURCE`: the same report as for a checkpoint."""
     report = evaluate_model(
@@ -32,6 +33,7 @@ def eval_onnx(
         split=split,
         batch_size=batch_size,
         provider=provider,
+        test_data=test_data,
     )
     result = report.result
     console = Console()

@@ -641,6 +641,8 @@ def eval_cmd(
     netspec eval --weights runs/mnist_cnn-20250101-120000      (the run's spec and data)
     netspec eval mnist_cnn.int8.onnx --data digits              (an fp32, fp16 or int8 model)
     """
+    if test_data is not None and split != "test":
+        raise NetspecError("--test-data goes with --split test", hint="add --split test")
     if spec is not None and spec.lower().endswith(".onnx"):
         from netspec.commands.deploy import eval_onnx
 
@@ -652,7 +654,7 @@ def eval_cmd(
             raise NetspecError(
                 f"--device is for a checkpoint; {spec} runs in onnxruntime", hint="use --provider"
             )
-        eval_onnx(spec, data, val_data, val_split, seed, split, batch_size, provider)
+        eval_onnx(spec, data, val_data, val_split, seed, split, batch_size, provider, test_data)
         return
     if weights is None:
         raise click.UsageError("missing --weights CKPT (a .safetensors file or a run folder)")

@@ -45,11 +45,13 @@ def evaluate_model(
     split: str = "val",
     batch_size: int = 256,
     provider: str = "cpu",
+    test_data: str | None = None,
 ) -> ModelEvaluation:
     """Evaluate the model file `model` on the `split` part (val or train) of `data`.
 
     Args:
         val_split, seed, val_data: how `data` splits (0.2 and 0 by default), as in training.
+        test_data: the test set for `split="test"` (else `data`'s own x_test/y_test).
         provider: onnxruntime's provider (auto, tensorrt, cuda, cpu).
 
     Raises:
@@ -80,6 +82,7 @@ def evaluate_model(
         seed=seed or 0,
         val_source=val_data,
         vocab=_vocab(header) if tokens else None,
+        test_source=test_data,
     )
     prep = model_preprocessing(session.metadata)
     if prep is not None and not tokens:  # the normalization the model's weights expect

@@ -100,12 +100,17 @@ def join(group: Group, device: str, threads: int | None, timeout: float) -> None
     cuda = pick_runtime(device, group.local_rank).device.type == "cuda"
     if not cuda:
         torch.set_num_threads(cpu_threads(threads, _local_world()))
+    wait = datetime.timedelta(seconds=timeout)
+    store, _, _ = next(dist.rendezvous("env://", group.rank, group.world, timeout=wait))
+    # Keys of this attempt only: a restarted job can meet the store of its first attempt, whose
+    # peers' addresses are stale (a restarted rank then dialled a dead one: connection refused)
+    attempt = dist.PrefixStore(f"netspec/attempt_{group.restart}", store)
     dist.init_process_group(
         "nccl" if cuda else "gloo",
-        init_method="env://",
+        store=attempt,
         rank=group.rank,
         world_size=group.world,
-        timeout=datetime.timedelta(seconds=timeout),
+        timeout=wait,
     )
 
 
