@@ -17,6 +17,7 @@ A single-process run never imports this module.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import gc
 import hashlib
@@ -32,7 +33,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -40,9 +41,7 @@ import torch.distributed as dist
 from netspec.errors import NetspecError
 from netspec.io import temp_folder
 from netspec.train.device import pick_runtime
-from netspec.train.trainer import Job, RunResult, TrainingDiverged, cpu_threads, run
-
-T = TypeVar("T")
+from netspec.train.trainer import Job, RunResult, TrainingDiverged, cpu_threads, from_rank0, run
 
 LOST_EXIT = 3  # the exit status of a job that lost (or stopped hearing from) a worker
 DEFAULT_TIMEOUT_S = 300.0
@@ -127,13 +126,6 @@ def agree(payload: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, payload)
     return out
-
-
-def from_rank0(value: T) -> T:
-    """Rank 0's `value` on every rank (all ranks call it)."""
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def job_hash(job: Job) -> str:
@@ -314,13 +306,7 @@ def _rank0_folder(job: Job, open_folder: Callable[[Job], Job], group: Group) -> 
     where = from_rank0((opened.out, opened.resume) if opened else None)
     assert where is not None
     out, resume = where
-    return opened if opened is not None else _replace(job, out=out, resume=resume)
-
-
-def _replace(job: Job, **changes: Any) -> Job:
-    import dataclasses
-
-    return dataclasses.replace(job, **changes)
+    return opened if opened is not None else dataclasses.replace(job, out=out, resume=resume)
 
 
 def _stopped_by_launcher(job: Job, group: Group) -> Callable[[int, Any], None]:

@@ -723,7 +723,7 @@ def _restore(
     if rank == 0:
         saved = _read_state(out)
     if world > 1:
-        saved = _from_rank0(saved)
+        saved = from_rank0(saved)
     damaged = NetspecError(
         f"{path} is not the training state of this run",
         hint="it is written by `netspec train`; restore it, or start a new run "
@@ -860,7 +860,8 @@ def _barrier() -> None:
     dist.barrier()
 
 
-def _from_rank0(value: Any) -> Any:
+def from_rank0(value: Any) -> Any:
+    """Rank 0's `value` on every rank (all ranks call it)."""
     import torch.distributed as dist
 
     box = [value]
