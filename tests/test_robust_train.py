@@ -6,20 +6,16 @@ folders that cannot be made. Tiny specs, synthetic data, one or two epochs."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers.cpu import HANG_S
+from helpers.cli import Done, run_cli
 from PIL import Image
 
 from netspec.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = """network tiny
 input [1, 8, 8]
 classes 4
@@ -38,18 +34,11 @@ def _fresh_exit_code(monkeypatch) -> None:
     monkeypatch.setattr("netspec.cli._exit_code", 0)
 
 
-def _cli(*args: str, cwd: Path, timeout: float = HANG_S) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "netspec", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},  # tables unwrapped
-    )
+def _cli(*args: str, cwd: Path) -> Done:
+    return run_cli(*args, cwd=cwd)
 
 
-def _refused(done: subprocess.CompletedProcess, *needles: str) -> None:
+def _refused(done: Done, *needles: str) -> None:
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr
     for needle in needles:

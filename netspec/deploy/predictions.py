@@ -137,6 +137,12 @@ def read_inputs(
 def _read_npy(
     path: Path, shape: tuple[int, ...], tokens: bool, notes: list[str] | None
 ) -> np.ndarray:
+    """A .npy file as a batch of model inputs: loaded, fitted to `shape`, its values checked."""
+    array = _fit_to_shape(_load_npy(path), path, shape, notes)
+    return _token_ids(array, path) if tokens else _float_values(array, path)
+
+
+def _load_npy(path: Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
@@ -149,6 +155,14 @@ def _read_npy(
             f"{path} is an .npz archive, not a .npy array",
             hint="save one array with np.save(path, x)",
         )
+    return array
+
+
+def _fit_to_shape(
+    array: np.ndarray, path: Path, shape: tuple[int, ...], notes: list[str] | None
+) -> np.ndarray:
+    """`array` as `[N, *shape]`: one example gains a batch axis, gray images their channel
+    axis, channels-last arrays are moved to channels-first (with a note)."""
     if array.shape == shape:
         array = array[None]
     elif (
@@ -176,18 +190,22 @@ def _read_npy(
             f"{path} holds complex numbers ({array.dtype}); the model takes real values",
             hint="pass the real part (x.real) or the magnitude (abs(x)) if that is what you mean",
         )
-    if tokens:
-        if not np.issubdtype(array.dtype, np.integer):
-            raise NetspecError(
-                f"{path} holds {array.dtype} values; the model takes integer token ids"
-            )
-        low, high = int(array.min()), int(array.max())
-        if low < 0:
-            raise NetspecError(
-                f"{path} holds token ids in [{low}, {high}]; token ids are never negative",
-                hint="onnxruntime would read -1 as the vocabulary's last id, silently",
-            )
-        return array.astype(np.int64)
+    return array
+
+
+def _token_ids(array: np.ndarray, path: Path) -> np.ndarray:
+    if not np.issubdtype(array.dtype, np.integer):
+        raise NetspecError(f"{path} holds {array.dtype} values; the model takes integer token ids")
+    low, high = int(array.min()), int(array.max())
+    if low < 0:
+        raise NetspecError(
+            f"{path} holds token ids in [{low}, {high}]; token ids are never negative",
+            hint="onnxruntime would read -1 as the vocabulary's last id, silently",
+        )
+    return array.astype(np.int64)
+
+
+def _float_values(array: np.ndarray, path: Path) -> np.ndarray:
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
     if not np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_:
