@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers.cli import Done, run_cli
 from helpers.cpu import HANG_S, cpu_limit
 from onnx import TensorProto, helper
 
@@ -35,12 +36,14 @@ def _fresh_exit_code(monkeypatch) -> None:
     monkeypatch.setattr("netspec.cli._exit_code", 0)
 
 
-def _cli(
-    *args: str, cwd: Path | None = None, timeout: float = HANG_S
-) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path | None = None) -> Done:
+    return run_cli(*args, cwd=cwd)
+
+
+def _process(*args: str, timeout: float = HANG_S) -> subprocess.CompletedProcess:
+    """A real `netspec` process: for inputs that could block or hang the caller."""
     return subprocess.run(
         [sys.executable, "-m", "netspec", *args],
-        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -48,7 +51,7 @@ def _cli(
     )
 
 
-def _refused(done: subprocess.CompletedProcess, *needles: str) -> None:
+def _refused(done: subprocess.CompletedProcess | Done, *needles: str) -> None:
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr
     for needle in needles:
@@ -146,21 +149,21 @@ def test_explore_refuses_a_missing_output_folder_before_the_work(tmp_path: Path)
 
 def test_check_refuses_dev_zero_fast() -> None:
     with cpu_limit(15, children=True):
-        done = _cli("check", "/dev/zero")
+        done = _process("check", "/dev/zero")
     _refused(done, "not a regular file")
 
 
 def test_check_refuses_a_named_pipe_instead_of_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "spec.ns"
     os.mkfifo(fifo)
-    _refused(_cli("check", str(fifo)), "not a regular file")
+    _refused(_process("check", str(fifo)), "not a regular file")
 
 
 def test_check_refuses_a_10mb_spec_fast_with_a_location(tmp_path: Path) -> None:
     big = tmp_path / "big.ns"
     big.write_text("input [3, 8, 8]\n" + "# padding\n" * 1_100_000)
     with cpu_limit(15, children=True):
-        done = _cli("check", str(big))
+        done = _process("check", str(big))
     _refused(done, f"{big}:1:1", "over netspec's limit of 1.0 MiB")
 
 

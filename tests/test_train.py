@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.cpu import HANG_S
+from helpers.cli import Done, run_cli
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -75,14 +75,8 @@ def _job(tmp_path: Path, text: str = TINY, n: int = 128, **settings) -> Job:
     return Job(graph, s, data, out, device="cpu", quiet=True, threads=1)  # threads sway float sums
 
 
-def _cli(*args: str, cwd: Path, timeout: float = HANG_S) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "netspec", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def _cli(*args: str, cwd: Path) -> Done:
+    return run_cli(*args, cwd=cwd)
 
 
 @pytest.fixture
