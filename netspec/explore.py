@@ -262,6 +262,8 @@ class Member:
     memory: int = 0
     on_front: bool = False
     verified: bool = False  # built in full, totals equal
+    score: float | None = None  # --score's proxy value (NaN: not a number for this member)
+    measured: dict[str, Any] | None = None  # --train-top: accuracy, epochs, state, latency_ms
 
     @property
     def fits(self) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,9 @@ def _member_json(m: Member) -> dict[str, Any]:
         "macs": m.macs,
         "memory": m.memory,
         "verified": m.verified,
+        "score": None if m.score is None or math.isnan(m.score) else m.score,
+        "score_nan": m.score is not None and math.isnan(m.score),
+        "measured": m.measured,
     }
 
 
@@ -95,6 +99,8 @@ def _member_of(d: dict[str, Any]) -> Member:
     m.over = tuple(d["over"])
     m.params, m.macs, m.memory = int(d["params"]), int(d["macs"]), int(d["memory"])
     m.verified = bool(d["verified"])
+    m.score = math.nan if d.get("score_nan") else d.get("score")
+    m.measured = d.get("measured")
     return m
 
 

@@ -9,13 +9,12 @@ from typing import Any
 
 import click
 
+from netspec.commands.explore_report import SORTS, report, score_table
 from netspec.commands.options import OUTPUT_FILE, SPEC
 from netspec.errors import NetspecError
 from netspec.explore_score import DEFAULT as DEFAULT_PROXY
 from netspec.explore_score import PROXIES
 from netspec.io import atomic_write, check_output_folder, fmt_bytes
-
-SORTS = ("params", "macs", "memory")
 
 
 class _ExploreCommand(click.Command):
@@ -123,6 +122,58 @@ class _ExploreCommand(click.Command):
     metavar="B",
     help="--score's batch size",
 )
+@click.option(
+    "--train-top",
+    type=int,
+    metavar="K",
+    help="train the K most promising members (by --score, else by --sort) with successive halving through Optuna (docs/explore.md; imports torch and optuna)",
+)
+@click.option(
+    "--budget",
+    metavar="TIME",
+    help="--train-top: time this process may train (90s, 10m, 1h); no trial starts that would end past it",
+)
+@click.option(
+    "--epochs",
+    type=int,
+    default=4,
+    show_default=True,
+    metavar="E",
+    help="--train-top: the longest a trial trains (rungs at 1, 2, 4, ... epochs, the best half promoted)",
+)
+@click.option(
+    "--train-limit",
+    type=int,
+    metavar="N",
+    help="--train-top: keep N training examples of --data",
+)
+@click.option(
+    "--storage",
+    metavar="URL",
+    help="--train-top: the study's store: sqlite:///FILE (default: a file next to --json, else in the current folder), postgresql://..., journal:PATH",
+)
+@click.option(
+    "--study",
+    "study_name",
+    metavar="NAME",
+    help="--train-top: the study's name (default: from the spec and the candidates, the same for the same command)",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="--train-top: training processes on this machine (other machines join with the same --storage)",
+)
+@click.option(
+    "--heartbeat",
+    type=int,
+    default=10,
+    show_default=True,
+    metavar="SECONDS",
+    help="--train-top: a trial's heartbeat; one silent for 3 heartbeats is marked failed and rerun",
+)
 def explore(
     spec: str,
     extra: tuple[str, ...],
@@ -141,6 +192,14 @@ def explore(
     score: str | None,
     data: str,
     score_batch: int,
+    train_top: int | None,
+    budget: str | None,
+    epochs: int,
+    train_limit: int | None,
+    storage: str | None,
+    study_name: str | None,
+    workers: int,
+    heartbeat: int,
 ) -> None:
     """Explore the family SPEC: how many members are valid and why the others are not, which fit
     the budgets, and the Pareto front over (params, MACs, activation memory). Members are
@@ -156,6 +215,21 @@ def explore(
     for path in (plot_path, csv_path, output, json_path):  # refused before the work, not after it
         if path is not None:
             check_output_folder(Path(path))
+    from netspec.commands.explore_trials import trials_settings
+
+    trials = trials_settings(
+        train_top,
+        budget,
+        epochs,
+        train_limit,
+        storage,
+        study_name,
+        workers,
+        heartbeat,
+        data,
+        json_path,
+        spec,
+    )
     family = load_spec(spec)
     if pick is not None:
         _pick(ex, family, pick, output)
@@ -168,78 +242,27 @@ def explore(
     grid = ex.parse_grid(family, grids + extra) if grids or extra else None
     parts = _parse_shard(shard) if shard is not None else None
     result = ex.explore(family, grid=grid, sample=sample, seed=seed, shard=parts)
+    report(ex, result, sort_by, show_all, limit, spec, csv_path, None if trials else plot_path)
+    scores = score_table(result, score, data, score_batch, limit) if score is not None else None
+    measured = None
+    if trials is not None:
+        from netspec.commands.explore_trials import run_trials
+
+        measured = run_trials(result, scores, trials, sort_by, train_top or 0, plot_path)
     if json_path:
         from netspec.explore_merge import to_json
 
         atomic_write(json_path, to_json(result, sample, seed))
     if csv_path:
         atomic_write(csv_path, ex.to_csv(result))
-    if plot_path:
+    if plot_path and measured is None:
         ex.plot(result, plot_path)
-    _report(ex, result, sort_by, show_all, limit, spec, csv_path, plot_path)
-    if score is not None:
-        _score(result, score, data, score_batch, limit)
     if json_path:
         print(f"result: {json_path}")
     if not result.front_fits or not result.front:
         from netspec.cli import set_exit_code
 
         set_exit_code(2)
-
-
-def _score(r, proxy: str, data: str, batch: int, limit: int | None) -> None:
-    """Rank the members that fit (else the valid ones) by `proxy`; say what it cost and which
-    members it could not score."""
-    from rich import box
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from netspec import explore as ex
-    from netspec.explore_score import score_front, score_members
-
-    if batch < 1:
-        raise NetspecError(f"--score-batch takes a positive batch size; received {batch}")
-    pool = r.fitting or r.valid
-    scores = score_members(r.spec, pool, proxy, data=data, batch=batch)
-    console = Console(highlight=False)
-    cost = ", ".join(
-        f"{name} {sec:.2f} s ({sec / len(pool) * 1e3:.1f} ms/member)"
-        for name, sec in scores.seconds.items()
-    )
-    console.print(
-        f"scored {len(pool)} member(s) by {proxy} on one batch of {batch} from {escape(data)}: {cost}"
-    )
-    if scores.nan:
-        shown = ", ".join(f"#{n}" for n in scores.nan[:10]) + (
-            " ..." if len(scores.nan) > 10 else ""
-        )
-        console.print(
-            f"[yellow]note[/]: {proxy} is not a number for {len(scores.nan)} member(s) ({shown}): recorded as NaN, ranked last"
-        )
-    front = {m.number for m in score_front(scores)}
-    ranked = scores.ranked()
-    shown_rows = ranked[: limit or 10]
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        title=f"ranked by {proxy} (higher predicts higher accuracy; * on the {proxy} vs MACs front): "
-        f"{len(shown_rows)} of {len(ranked)}",
-        title_justify="left",
-        pad_edge=False,
-    )
-    for col in ("rank", "#", *r.space.names, proxy, "params", "MACs", "front"):
-        table.add_column(col, justify="left" if col == "front" else "right")
-    for i, m in enumerate(shown_rows, 1):
-        table.add_row(
-            str(i),
-            str(m.number),
-            *(escape(ex.literal(v)) for v in m.bindings.values()),
-            f"{scores.values[m.number]:.4g}",
-            f"{m.params:,}",
-            f"{m.macs:,}",
-            "*" if m.number in front else "",
-        )
-    _print_wide(console, table)
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -293,7 +316,10 @@ def merge(
     result = join(results)
     if csv_path:
         atomic_write(csv_path, ex.to_csv(result))
-    _report(ex, result, sort_by, show_all, limit, result.spec.path, csv_path, None)
+    report(ex, result, sort_by, show_all, limit, result.spec.path, csv_path, None)
+    from netspec.commands.explore_trials import print_measured
+
+    print_measured(result)
     if not result.front_fits:
         from netspec.cli import set_exit_code
 
@@ -320,145 +346,3 @@ def _pick(ex, family, number: int, output: str | None) -> None:
         )
     else:
         console.print(f"check it: netspec check {escape(output)}")
-
-
-def _report(
-    ex,
-    r,
-    sort_by: str,
-    show_all: bool,
-    limit: int | None,
-    path: str,
-    csv_path: str | None,
-    plot_path: str | None,
-) -> None:
-    from rich import box
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    n = len(r.members)
-    scope = f"{n:,} random members of {r.space.size:,}" if r.sampled else f"{n:,} members"
-    if r.shard is not None:
-        scope += f" (shard {r.shard[0]}/{r.shard[1]})"
-    speed = f" ({n / r.seconds:,.0f}/s)" if n >= 1000 and r.seconds > 0 else ""
-    console.print(
-        f"[bold]{escape(r.spec.name)}[/]: {scope} ({escape(r.space.describe())}), explored in {r.seconds * 1000:.0f} ms{speed}"
-    )
-
-    valid, fitting = len(r.valid), len(r.fitting)
-    summary = Table(box=None, show_header=False, pad_edge=False)
-    summary.add_column(style="bold")
-    summary.add_column(justify="right")
-    summary.add_column()
-    summary.add_row("valid", f"{valid:,}", f"{valid / n:.0%}" if n else "")
-    summary.add_row(
-        "invalid", f"{n - valid:,}", f"{len(r.failures)} reason(s)" if r.failures else ""
-    )
-    if r.budgets:
-        summary.add_row(
-            "fit the budgets", f"{fitting:,}", ", ".join(f"{k} {v}" for k, v in r.budgets.items())
-        )
-        for metric, count in r.over_counts().items():
-            if count:
-                summary.add_row(f"  over {metric}", f"{count:,}", f"{metric} {r.budgets[metric]}")
-    else:
-        summary.add_row("fit the budgets", f"{fitting:,}", "the spec declares no budget")
-    console.print(summary)
-    if n == 1:
-        console.print(
-            "[yellow]note[/]: one member explored: there is nothing to compare it with "
-            "(widen the --grid, or give the family more values)"
-        )
-
-    if r.failures:
-        table = Table(
-            box=box.SIMPLE_HEAD,
-            title="invalid members, by reason",
-            title_justify="left",
-            pad_edge=False,
-        )
-        table.add_column("members", justify="right")
-        table.add_column("reason")
-        table.add_column("where", no_wrap=True)
-        table.add_column("e.g.")
-        for g in r.failures:
-            where = f"{g.span.line}:{g.span.col}" if g.span else "-"
-            snippet = ex.source_snippet(r.spec, g.span)
-            if snippet:
-                where += f" `{snippet}`"
-            if g.detail:
-                where += f"\n{g.detail}"
-            first = g.members[0]
-            table.add_row(
-                f"{g.count:,}",
-                escape(g.message),
-                escape(where),
-                escape(f"#{first.number} {first.label()}"),
-            )
-        console.print(table)
-
-    rows = (r.fitting or r.valid) if show_all else r.front
-    rows = sorted(rows, key=lambda m: (m.figure(sort_by), m.number))
-    if show_all:
-        title = (
-            "members that fit the budgets"
-            if r.fitting
-            else "[yellow]no member fits the budgets[/]; the valid members"
-        )
-        title += " (* on the Pareto front over params, MACs, memory)"
-    else:
-        title = "Pareto front over (params, MACs, memory)"
-        title += (
-            " among the members that fit the budgets"
-            if r.front_fits
-            else ": [yellow]no member fits the budgets[/]; front of the valid members"
-        )
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        title=f"{title}: {len(rows)} member(s), by {sort_by}",
-        title_justify="left",
-        pad_edge=False,
-    )
-    table.add_column("#", justify="right", style="bold")
-    for name in r.space.names:
-        table.add_column(name, justify="right")
-    heads = {"params": "params", "macs": "MACs", "memory": "memory"}
-    for metric in SORTS:
-        table.add_column(heads[metric] + (" ▲" if metric == sort_by else ""), justify="right")
-    if show_all:
-        table.add_column("front")
-    shown = rows if limit is None else rows[:limit]
-    for m in shown:
-        cells = [
-            str(m.number),
-            *(escape(ex.literal(v)) for v in m.bindings.values()),
-            f"{m.params:,}",
-            f"{m.macs:,}",
-            fmt_bytes(m.memory),
-        ]
-        if show_all:
-            cells.append("*" if m.on_front else "")
-        table.add_row(*cells, style="bold" if show_all and m.on_front else None)
-    _print_wide(console, table)
-    if len(shown) < len(rows):
-        console.print(f"  ... {len(rows) - len(shown)} more (drop --limit to see them)")
-    if rows:
-        console.print(
-            f"write one as a spec: netspec explore {escape(path)} --pick {rows[0].number} -o member.ns"
-        )
-    for what, p in (("CSV", csv_path), ("plot", plot_path)):
-        if p:
-            console.print(f"{what}: {escape(p)}")
-
-
-def _print_wide(console, table) -> None:
-    """Print a table uncut: into a pipe or a file, widen the console to the table's natural
-    width (rich assumes 80 columns there and would cut numbers short)."""
-    if not console.is_terminal:
-        from rich.measure import Measurement
-
-        need = Measurement.get(console, console.options.update_width(1000), table).maximum
-        console.width = max(console.width, need)
-    console.print(table)
