@@ -245,3 +245,15 @@ def test_workers_option_spawns_processes_on_one_journal_study(tmp_path: Path) ->
     counted = _counted(_study(log, journal=True))
     assert sorted(counted) == [1, 2, 3, 4]
     assert all(len(s) == 1 for s in counted.values())
+
+
+def test_explore_without_train_top_imports_neither_optuna_nor_torch(tmp_path: Path) -> None:
+    path = _family(tmp_path)
+    code = (
+        "import sys; from netspec.cli import main; "
+        f"main(['explore', {str(path)!r}, '--json', {str(tmp_path / 'r.json')!r}]); "
+        "import netspec.commands.explore_trials; "
+        "assert 'optuna' not in sys.modules and 'torch' not in sys.modules, 'imported'"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=HANG_S)
