@@ -246,6 +246,8 @@ class _Work:
                 return
             trial = pop_trial(study)
             if trial is None:  # others are training the last ones (or died: wait for the heartbeat)
+                if not _running_or_waiting(study):
+                    return  # what is left failed more often than the retries allow
                 time.sleep(min(1.0, self.t.heartbeat / 4))
                 continue
             self.trial(study, trial, members[int(trial.user_attrs["member"])], start, console)
@@ -339,6 +341,12 @@ def _outstanding(study: Any) -> bool:
     return set(study.user_attrs["candidates"]) - _done_members(study) != set()
 
 
+def _running_or_waiting(study: Any) -> bool:
+    from optuna.trial import TrialState
+
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
+
+
 def _first_waiting(study: Any) -> int | None:
     from optuna.trial import TrialState
 
@@ -362,7 +370,17 @@ def _spawn_workers(spec: Spec, t: Trials, name: str, start: float) -> list[Any]:
 
 
 def _worker(text: str, path: str, t: Trials) -> None:
-    """A `--workers` process: the same loop on the same study."""
+    """A `--workers` process: the same loop on the same study (an error said in one line)."""
+    try:
+        _work(text, path, t)
+    except NetspecError as err:
+        import sys
+
+        print(f"error: worker {os.getpid()}: {err.message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _work(text: str, path: str, t: Trials) -> None:
     from netspec.explore_study import check_storage, open_storage, open_study
     from netspec.ir.build import load_spec_text
 

@@ -257,3 +257,17 @@ def test_explore_without_train_top_imports_neither_optuna_nor_torch(tmp_path: Pa
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=HANG_S)
+
+
+def test_scores_and_measurements_travel_through_json_and_merge(tmp_path: Path) -> None:
+    from netspec.explore_merge import merge, to_json
+
+    spec = load_spec_text(FAMILY, str(tmp_path / "tiny.ns"))
+    exp = ex.explore(spec)
+    by = {m.number: m for m in exp.members}
+    by[1].score, by[2].score = math.nan, 3.5
+    by[2].measured = {"accuracy": 0.75, "epochs": 2, "state": "complete", "latency_ms": 0.01}
+    (tmp_path / "r.json").write_text(to_json(exp))
+    back = {m.number: m for m in merge([tmp_path / "r.json"]).members}
+    assert math.isnan(back[1].score) and back[2].score == 3.5 and back[3].score is None
+    assert back[2].measured == by[2].measured and back[1].measured is None
