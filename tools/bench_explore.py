@@ -10,6 +10,9 @@ Prints, measured in one run:
   2. scaling with depth: the same pattern with M up to 3, 5, 8 and N up to 3, 5.
   3. whole-process wall time of `netspec explore specs/cs231n_family.ns` beside bare start-ups.
      Target: well under a second.
+  4. with --profile: where a cold evaluation of the card family spends its time (cProfile),
+     by module and by function: what a faster exploration has to share between members.
+     The issue's goal (issue 26) is 50,000 members/s cold.
 Each figure is the median of --repeat runs. Rates are judged on CPU time (time.process_time):
 on a shared machine wall time mostly measures the neighbours; wall rates are shown beside, and
 the machine's load average is the last line.
@@ -31,6 +34,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY = ROOT / "specs" / "cs231n_family.ns"
 TARGET = 10_000  # members per second
+GOAL = 50_000  # members per second cold: issue 26's goal, by sharing work between members
 
 PATTERN = """\
 input [3, 32, 32]
@@ -108,6 +112,47 @@ def wall(cmd: list[str], repeat: int) -> tuple[float, float]:
     return statistics.median(times), statistics.median(cpus)
 
 
+def profile(console: Console, rows: int) -> None:
+    """cProfile of one cold evaluation of the card family: own time by module, then the
+    functions with the most own time (profiling slows every call alike, so read shares)."""
+    import cProfile
+    import pstats
+
+    from netspec import explore as ex
+    from netspec.ir.build import load_spec
+
+    spec = load_spec(FAMILY)
+    space = ex.Space.of(spec)
+    prof = cProfile.Profile()
+    prof.enable()
+    ex._evaluate_all(spec, space, None, 0)
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    total = sum(own for _, _, own, _, _ in stats.values())
+    by_module: dict[str, float] = {}
+    for (path, _, _), (_, _, own, _, _) in stats.items():
+        key = path[path.find("netspec/") :] if "netspec/" in path else "python and libraries"
+        by_module[key] = by_module.get(key, 0.0) + own
+    m = Table(
+        title=f"cold evaluation of the card family, profiled: own time by module ({total * 1e3:.0f} ms under cProfile)"
+    )
+    m.add_column("module")
+    m.add_column("share", justify="right")
+    for key, own in sorted(by_module.items(), key=lambda kv: -kv[1])[:rows]:
+        m.add_row(key, f"{own / total:.0%}")
+    console.print(m)
+    f = Table(title="functions with the most own time")
+    for col in ("function", "calls", "own share", "with callees"):
+        f.add_column(col, justify="left" if col == "function" else "right")
+    top = sorted(stats.items(), key=lambda kv: -kv[1][2])[:rows]
+    for (path, line, name), (_, calls, own, cum, _) in top:
+        short = path[path.find("netspec/") :] if "netspec/" in path else Path(path).name
+        f.add_row(
+            f"{short}:{line} {name}", f"{calls:,}", f"{own / total:.0%}", f"{cum / total:.0%}"
+        )
+    console.print(f)
+
+
 def rate(n: float, seconds: float) -> str:
     return f"{n / seconds:,.0f}" if seconds > 0 else "inf"
 
@@ -118,6 +163,9 @@ def main() -> None:
     )
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--wall-repeat", type=int, default=5)
+    ap.add_argument(
+        "--profile", type=int, default=0, metavar="ROWS", help="print a cold run's profile"
+    )
     args = ap.parse_args()
     console = Console(width=120)
     from netspec.ir.build import load_spec, load_spec_text
@@ -134,6 +182,7 @@ def main() -> None:
         "members/s (wall)",
         "vs warm light",
         "target >= 10k/s (CPU)",
+        "goal >= 50k/s (CPU)",
     ):
         t.add_column(col, justify="left" if col == "measure" else "right")
     rows = [
@@ -145,6 +194,7 @@ def main() -> None:
     for label, key in rows:
         cpu = r[key + "_cpu"]
         ok = "" if key == "full" else ("yes" if n / cpu >= TARGET else "NO")
+        goal = "" if key == "full" else ("yes" if n / cpu >= GOAL else "NO")
         t.add_row(
             label,
             f"{cpu * 1e3:.1f}",
@@ -152,6 +202,7 @@ def main() -> None:
             rate(n, r[key]),
             f"{cpu / r['warm_cpu']:.2f}x",
             ok,
+            goal,
         )
     console.print(t)
 
@@ -216,6 +267,8 @@ def main() -> None:
     console.print(
         f"target: explore end to end well under 1 s: {'yes' if explore_wall < 1.0 else 'NO'}"
     )
+    if args.profile:
+        profile(console, args.profile)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     console.print(
         f"machine: {os.cpu_count()} CPUs, load average {load:.2f} (timings scale with contention)"
