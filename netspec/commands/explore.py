@@ -62,7 +62,7 @@ class _ExploreCommand(click.Command):
     "plot_path",
     type=OUTPUT_FILE,
     metavar="FILE.png",
-    help="params vs MACs scatter, front highlighted",
+    help="params vs MACs scatter, front highlighted; with --train-top: the measured front beside the proxy-ranked one",
 )
 @click.option(
     "--csv",
@@ -98,7 +98,7 @@ class _ExploreCommand(click.Command):
     "json_path",
     type=OUTPUT_FILE,
     metavar="FILE",
-    help="write the result (spec, selection, every member) for `netspec explore merge`",
+    help="write the result (spec, selection, every member, its proxy score and measured accuracy) for `netspec explore merge`",
 )
 @click.option(
     "--score",
@@ -112,7 +112,7 @@ class _ExploreCommand(click.Command):
     default="digits",
     show_default=True,
     metavar="SOURCE",
-    help="where --score takes its batch (a `netspec train --data` source)",
+    help="where --score takes its batch and --train-top its training data (a `netspec train --data` source)",
 )
 @click.option(
     "--score-batch",
@@ -206,7 +206,9 @@ def explore(
     numbered in the whole declared space, so `--pick ROW -o member.ns` needs only the spec.
 
     Split a space over N processes or machines with `--shard K/N --json FILE` on each and
-    join the files with `netspec explore merge FILE...`.
+    join the files with `netspec explore merge FILE...`. Rank the members by a zero-cost
+    proxy with `--score`, and train the best K with `--train-top K --budget TIME` (successive
+    halving through Optuna; processes and machines with the same `--storage` share the work).
 
     Exit status 0 when some member fits the budgets, 2 otherwise (and on errors)."""
     from netspec import explore as ex
