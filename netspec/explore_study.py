@@ -36,7 +36,7 @@ from optuna.storages import (
 )
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from netspec.errors import NetspecError
 
@@ -255,14 +255,3 @@ def pop_trial(study: optuna.Study) -> optuna.Trial | None:
             if "locked" not in str(err):
                 raise
     return None
-
-
-def member_of(trial: FrozenTrial | optuna.Trial) -> int:
-    if isinstance(trial, optuna.Trial):
-        return int(trial.user_attrs["member"])
-    return int(trial.user_attrs["member"])
-
-
-def finished(study: optuna.Study) -> list[FrozenTrial]:
-    """The trials that count: completed or pruned (failed ones were killed or diverged)."""
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
