@@ -271,3 +271,31 @@ def test_scores_and_measurements_travel_through_json_and_merge(tmp_path: Path) -
     back = {m.number: m for m in merge([tmp_path / "r.json"]).members}
     assert math.isnan(back[1].score) and back[2].score == 3.5 and back[3].score is None
     assert back[2].measured == by[2].measured and back[1].measured is None
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("sqlite:///{tmp}/no/such/x.db", "no folder"),
+        ("journal:{tmp}/no/such/study.log", "no folder"),
+    ],
+)
+def test_a_storage_in_a_missing_folder_is_refused(tmp_path, capsys, storage, message) -> None:
+    args = ["--train-top", "2", "--budget", "1m", "--storage", storage.format(tmp=tmp_path)]
+    assert main(["explore", str(_family(tmp_path)), *args]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.slow
+def test_a_study_of_other_candidates_is_refused_and_left_as_it_was(tmp_path, capsys) -> None:
+    from netspec.explore_study import check_storage, open_storage, open_study
+
+    db = tmp_path / "s.db"
+    url = check_storage(f"sqlite:///{db}", db)
+    study = open_study(open_storage(url), "mine", [1, 2, 3], 2)
+    before = [(t.number, t.state.name) for t in study.get_trials()]
+    args = ["--train-top", "2", "--budget", "10m", *TRAIN, "--storage", url, "--study", "mine"]
+    assert main(["explore", str(_family(tmp_path)), *args]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "trains other members or epochs than this command" in err
+    assert [(t.number, t.state.name) for t in _study(db).get_trials()] == before
