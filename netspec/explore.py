@@ -683,6 +683,7 @@ def to_csv(exp: Exploration) -> str:
     """Every explored member: bindings, verdict, figures, budget fit and front membership."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    extra = any(m.score is not None or m.measured for m in exp.members)
     w.writerow(
         [
             "member",
@@ -694,6 +695,7 @@ def to_csv(exp: Exploration) -> str:
             "memory_bytes",
             "fits_budget",
             "on_front",
+            *(MEASURED if extra else ()),
         ]
     )
     for m in exp.members:
@@ -707,9 +709,22 @@ def to_csv(exp: Exploration) -> str:
                 *figures,
                 int(m.fits),
                 int(m.on_front),
+                *(_measured_cells(m) if extra else ()),
             ]
         )
     return buf.getvalue()
+
+
+# --score and --train-top columns: the proxy's value, then what training measured
+MEASURED = ("score", "val_acc", "epochs", "trial", "latency_ms")
+
+
+def _measured_cells(m: Member) -> list[Any]:
+    d = m.measured or {}
+    return [
+        "" if m.score is None else m.score,
+        *("" if d.get(k) is None else d[k] for k in ("accuracy", "epochs", "state", "latency_ms")),
+    ]
 
 
 def plot(exp: Exploration, path: str | Path) -> None:

@@ -4,6 +4,8 @@ input refused up front with clear messages, the study untouched."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -148,9 +150,12 @@ def test_trials_measure_a_front_and_travel_through_json_and_merge(tmp_path, caps
     path = _family(tmp_path)
     out = tmp_path / "r.json"
     png = tmp_path / "front.png"
+    table = tmp_path / "all.csv"
     args = ["--train-top", "4", "--budget", "10m", *TRAIN, "--json", str(out), "--plot", str(png)]
-    assert main(["explore", str(path), *args]) == 0
+    assert main(["explore", str(path), *args, "--csv", str(table)]) == 0
     text = " ".join(capsys.readouterr().out.split())
+    rows = list(csv.DictReader(io.StringIO(table.read_text())))
+    assert all(0.0 <= float(r["val_acc"]) <= 1.0 and r["trial"] for r in rows)
     assert "4 of 4 member(s) trained" in text and "batch 1, 1 thread" in text
     assert png.read_bytes()[:4] == b"\x89PNG"
     study = _study(tmp_path / "r.optuna.db")  # SQLite next to the --json output
