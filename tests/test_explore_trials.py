@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.cpu import HANG_S
+from helpers.wait import until
 
 from netspec import explore as ex
 from netspec.cli import main
@@ -21,7 +23,6 @@ from netspec.commands.explore_trials import candidates, parse_time
 from netspec.errors import NetspecError
 from netspec.explore_score import Scores
 from netspec.ir.build import load_spec_text
-from tests.helpers.cpu import HANG_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +61,18 @@ def _study(db: Path, journal: bool = False):
     )
     (summary,) = optuna.get_all_study_summaries(storage)
     return optuna.load_study(study_name=summary.study_name, storage=storage)
+
+
+def _running(db: Path) -> bool:
+    import sqlite3
+
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return bool(con.execute("select 1 from trials where state = 'RUNNING'").fetchall())
+    except sqlite3.OperationalError:  # the tables are not made yet
+        return False
 
 
 def _counted(study) -> dict[int, list[str]]:
@@ -203,6 +216,8 @@ def test_two_workers_share_a_study_and_a_killed_one_loses_nothing(tmp_path: Path
     killed = subprocess.Popen(
         cmd, env={**env, "NETSPEC_EXPLORE_KILL": "*:1"}, stdout=subprocess.PIPE, text=True
     )
+    # B starts once A holds a trial, so A is sure to be killed inside one
+    until(lambda: killed.poll() is not None or _running(db), "worker A's first trial")
     survivor = subprocess.Popen(
         [*cmd, "--json", str(tmp_path / "b.json")], env=env, stdout=subprocess.PIPE, text=True
     )
