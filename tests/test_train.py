@@ -484,3 +484,13 @@ def test_eval_refuses_weights_of_another_network(tmp_path: Path, tiny_spec: Path
     )
     err = capsys.readouterr().err
     assert code == 2 and "do not fit this network" in err and "missing: bn1.weight" in err
+
+
+def test_a_job_without_curves_writes_its_results_but_no_plot(tmp_path: Path) -> None:
+    job = dataclasses.replace(_job(tmp_path, n=64, epochs=1), curves=False)
+    train(job)
+    assert json.loads((job.out / "result.json").read_text())["stopped"] == "completed"
+    assert not (job.out / "curves.png").exists()
+    drawn = _job(tmp_path / "drawn", n=64, epochs=1)
+    train(drawn)
+    assert (drawn.out / "curves.png").exists()

@@ -92,6 +92,8 @@ class Job:
             (a stalled or lost worker); data-parallel only.
         sync_bn: data-parallel: batch norm normalises over the whole global batch
             (synchronised across processes) instead of each process's share.
+        curves: draw curves.png in the run folder (explore's trials, whose folders are
+            temporary, skip it: most of a short rung's time went into the plot).
     """
 
     graph: Graph
@@ -110,6 +112,7 @@ class Job:
     init_partial: bool = False  # --init-partial: load what fits, leave the rest initialised
     preprocessing: dict[str, Any] | None = None  # the --init weights' input normalization
     task: Task | None = None  # None: resolved from the spec and settings (`resolve_task`)
+    curves: bool = True
 
 
 @dataclass
@@ -574,7 +577,7 @@ class _Run:
         result = self.result(stopped)
         trained = time.perf_counter() - self.started
         curves = final or self.plotted == 0 or self.plot_seconds <= _PLOT_SHARE * trained
-        if curves and state.history and self.plotted != state.epoch:
+        if self.job.curves and curves and state.history and self.plotted != state.epoch:
             began = time.perf_counter()
             plot_curves(
                 result.out / CURVES, state.history, f"{self.job.graph.name}: learning curves"
