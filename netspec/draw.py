@@ -103,14 +103,10 @@ def compact(n: float) -> str:
 
 
 def kind_text(node: Any) -> str:
-    """`CONV(64, 7, stride=2, padding=3)`: the kind and its main (non-default) arguments."""
+    """`CONV(64, 7, stride=2, padding=3)`: the layer as spec text (`Layer.text`)."""
     if node.kind == "input":
         return "INPUT"
-    from netspec.summary import describe
-
-    text = describe(node)
-    head, sep, rest = text.partition("(")
-    return head.upper() + sep + rest
+    return str(node.layer.text())
 
 
 def _layer_key(node: Any, typed: bool) -> Any:

@@ -48,10 +48,10 @@ def share(part: int, total: int) -> str:
 # ---- what a row says about its layer ------------------------------------------------------
 
 
-def describe(node: Node) -> str:
-    """`conv(64, kernel=7, stride=2)`: the kind and its non-default arguments."""
-    args = node.layer.describe()
-    return f"{node.kind}({args})" if args else node.kind
+def describe(node: Node, in_shape: tuple[int, ...] | None = None) -> str:
+    """`CONV(64, kernel=7, stride=2)`: the layer as spec text (`Layer.text`), which parses
+    back to the same layer."""
+    return node.layer.text(in_shape)
 
 
 def kernel_shape(node: Node, ins: tuple[tuple[int, ...], ...]) -> str:
@@ -98,7 +98,7 @@ class _RowText:
                 if len(inputs) == 1 and first is not None
                 else tuple(self.shapes[i] for i in inputs)
             )
-            kind = describe(node) + (" (implicit)" if node.implicit else "")
+            kind = describe(node, first) + (" (implicit)" if node.implicit else "")
             cells = self.cache[key] = (kind, kernel_shape(node, ins))
             self.keep.append(args)  # its id stays its own while the cache holds it
         return cells

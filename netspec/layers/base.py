@@ -214,25 +214,56 @@ class Layer(BaseModel):
         hint for the fix, or None when the kind has nothing to say."""
         return None
 
-    def describe(self) -> str:
-        """A short reading of the non-default arguments, for the summary table."""
-        parts = []
-        for name, field in type(self).model_fields.items():
+    def spelling(self) -> tuple[str, dict[str, Any]]:
+        """The spelling that says most of it: the one whose presets it matches in the most
+        arguments (`AVGPOOL1D` for an average pool on signals), with those presets."""
+        best: tuple[str, dict[str, Any]] | None = None
+        for spelling, presets in self.spellings.items():
+            if all(getattr(self, k) == v for k, v in presets.items()):
+                if best is None or len(presets) > len(best[1]):
+                    best = (spelling, presets)
+        return best if best is not None else (self.kind, {})
+
+    def text(self, in_shape: Shape | None = None) -> str:
+        """The layer as spec text that parses back to it: `CONV(64, kernel=7, stride=2)`.
+
+        Its spelling (see `spelling`), its main argument (the first positional one) bare, then
+        every other argument that differs from its default, by name (`defaults` lines of the
+        spec do not count: the text stands on its own). An argument filled from
+        the input's channels is left out when it equals `in_shape`'s (a depthwise conv's).
+        Every place that prints a layer (tables, diagrams, errors) prints this.
+        """
+        spelling, presets = self.spelling()
+        fields = type(self).model_fields
+        bare, named = [], []
+        for i, name in enumerate(self.positional):
+            # The main argument shows when it is a size (channels, units, kernel) or not its
+            # default; the ones after it go bare while they are required (SLICE's stop).
+            value, field = getattr(self, name), fields[name]
+            size = isinstance(value, int | tuple) and not isinstance(value, bool)
+            shows = size or value != field.default if i == 0 else True
+            if name in presets or len(bare) < i or not shows or (i and not field.is_required()):
+                break
+            bare.append(name)
+        parts = [spec_value(getattr(self, name)) for name in bare]
+        for name, field in fields.items():
             value = getattr(self, name)
-            if name in self.positional[:1]:
-                parts.append(_fmt(value))  # the main argument (channels, units) always shows
-            elif value != field.default and name != "dims":
-                parts.append(f"{name}={_fmt(value)}")
-        return ", ".join(parts)
+            if name in bare or name in presets or value == field.default:
+                continue
+            if name in self.from_input_channels and in_shape and value == in_shape[0]:
+                continue
+            named.append(f"{name}={spec_value(value)}")
+        return f"{spelling}({', '.join(parts + named)})" if parts or named else spelling
 
 
-def _fmt(value: Any) -> str:
+def spec_value(value: Any) -> str:
+    """A value as spec text: `(3, 2)`, `on`, `same`, `1e-06` (floats exactly, as repr)."""
     if isinstance(value, tuple):
-        return "x".join(str(v) for v in value)
+        return "(" + ", ".join(spec_value(v) for v in value) + ")"
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, float):
-        return f"{value:.4g}"  # 0.1 * i / 17 reads 0.005882
+        return repr(value)
     return str(value)
 
 

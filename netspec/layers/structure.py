@@ -34,6 +34,12 @@ class Input(Layer):
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         return self.shape
 
+    def text(self, in_shape: Shape | None = None) -> str:
+        """Its declaration: `input [3, 224, 224]`, `input tokens(length=400, vocab=5000)`."""
+        if self.vocab is not None:
+            return f"input tokens(length={self.shape[0]}, vocab={self.vocab})"
+        return f"input [{', '.join(map(str, self.shape))}]"
+
     def backward_memory(self, out: Shape, dtype_bytes: int) -> BackwardMemory:
         """Token ids are int64, whatever the dtype."""
         stored = numel(out) * (INDEX_BYTES if self.vocab is not None else dtype_bytes)
@@ -216,9 +222,6 @@ class Slice(Layer):
 
     start: NonNegInt
     stop: PosInt
-
-    def describe(self) -> str:
-        return f"{self.start}:{self.stop}"
 
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         channels = ins[0][0]
