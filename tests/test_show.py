@@ -153,7 +153,7 @@ def test_unknown_layer_says_did_you_mean(tmp_path: Path, capsys) -> None:
 
 def test_a_layer_without_kernels(tmp_path: Path, capsys) -> None:
     err = _fails(["show", "filters", MNIST, "--layer", "fc1"], tmp_path / "f.png", capsys)
-    assert "`fc1` is a fc layer: it has no kernels" in err and "conv1, conv2, conv3" in err
+    assert "`fc1` is FC(15): it has no kernels" in err and "conv1, conv2, conv3" in err
     err = _fails(
         ["show", "maps", MNIST, "--input", "0", "--layers", "fc1"], tmp_path / "m.png", capsys
     )

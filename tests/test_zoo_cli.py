@@ -174,7 +174,7 @@ def test_format_markdown_and_json() -> None:
     md = netspec_cli("check", "zoo:mnist_cnn", "--format", "markdown").stdout
     table = [ln for ln in md.splitlines() if ln.startswith("| ")]
     assert len(table) == 1 + len(graph.nodes) + 1 + len(totals_rows(graph))
-    assert "| conv2 | conv(16, padding=valid) | 16x16x3x3 | 16x11x11 | 1,936 | 2,320 |" in md
+    assert "| conv2 | CONV(16, padding=valid) | 16x16x3x3 | 16x11x11 | 1,936 | 2,320 |" in md
     as_json = netspec_cli("check", "zoo:mnist_cnn", "--json").stdout
     assert netspec_cli("check", "zoo:mnist_cnn", "--format", "json").stdout == as_json
     assert Graph.model_validate(json.loads(as_json)) == graph

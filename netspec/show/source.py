@@ -124,7 +124,7 @@ def kernel_layer(graph: Graph, name: str | None) -> Node:
     if node.kind not in KERNEL_KINDS:
         listing = ", ".join(n.id for n in convs[:8]) + (" ..." if len(convs) > 8 else "")
         raise NetspecError(
-            f"`{name}` is a {node.kind} layer: it has no kernels to show",
+            f"`{name}` is {node.layer.text()}: it has no kernels to show",
             hint=f"layers with kernels: {listing}" if convs else "this network has no convolution",
         )
     return node
