@@ -72,9 +72,7 @@ def test_every_kinds_examples_print_as_text_that_builds_them(kind: str) -> None:
         if not chain:
             continue  # the input (no spelling of its own) is exercised by every spec
         head = (
-            "input tokens(length=6, vocab=10)"
-            if source == "tokens"
-            else f"input {SHAPES[source]}"
+            "input tokens(length=6, vocab=10)" if source == "tokens" else f"input {SHAPES[source]}"
         )
         graph = _graph(f"network t\n{head}\n{chain}\n")
         assert graph is not None, chain
@@ -99,3 +97,47 @@ def test_the_table_and_the_diagram_print_the_text() -> None:
     assert "CONV(16, stride=2)" in table and "SLICE(0, 8)" in table and "GAP" in table
     labels = {box.detail for box in build(graph).boxes}
     assert {"CONV(16, stride=2)", "SLICE(0, 8)", "GAP"} <= labels
+
+
+# ---- `netspec layers`: read from the registry, as the parser is ---------------------------------
+
+
+def _layers_listing(*args: str) -> str:
+    from click.testing import CliRunner
+
+    from netspec.cli import cli
+
+    result = CliRunner().invoke(cli, ["layers", *args], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_netspec_layers_gives_dwconvs_arguments_in_the_order_the_parser_takes_them() -> None:
+    from netspec.layers.reference import arguments
+
+    wide = _layers_listing("--wide")
+    row = next(line for line in wide.splitlines() if line.startswith("│ dwconv "))
+    assert "kernel=3, stride=1, padding=same; channels=in.c" in row
+    assert [a.name for a in arguments(KINDS["dwconv"]) if a.positional] == list(
+        KINDS["dwconv"].positional
+    )
+    # the parser agrees: DWCONV(3, 2) is a 3x3 kernel at stride 2 on the input's channels
+    graph = _graph("network t\ninput [8, 8, 8]\nDWCONV(3, 2)\n")
+    assert graph is not None
+    assert (
+        graph.nodes[1].shape == (8, 4, 4)
+        and graph.nodes[1].layer.text((8,)) == "DWCONV(3, stride=2)"
+    )
+
+
+def test_netspec_layers_lists_every_kind_and_the_combinators_within_80_columns() -> None:
+    from netspec.layers.reference import COMBINATORS
+
+    text = _layers_listing()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for kind, cls in KINDS.items():
+        assert not cls.spellings or f"│ {kind} " in text, kind
+    for c in COMBINATORS:
+        assert f"│ {c.name} " in text, c.name
+    wide = _layers_listing("--wide")
+    assert "Depthwise convolution" in wide and max(len(x) for x in wide.splitlines()) > 80

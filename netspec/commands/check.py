@@ -125,27 +125,36 @@ def check(
 
 
 @click.command()
-def layers() -> None:
-    """List the layer kinds, their spellings and arguments."""
+@click.option("--wide", is_flag=True, help="print the full table, whatever the terminal's width")
+def layers(wide: bool) -> None:
+    """List the layer kinds (their spellings and arguments) and the combinators.
+
+    Read from the layer registry, as the parser is. Arguments are in the order a call takes
+    them: the positional ones, then (after `;`) those given by name; `name=default`, the name
+    alone when it must be given, `in.c` when it defaults to the input's channels. The table
+    fits the terminal; `--wide` adds each kind's meaning and prints every row on one line."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from netspec.layers import LAYERS
+    from netspec.layers.reference import COMBINATORS, LAYERS, meaning, signature, written
 
-    table = Table(title="layer kinds")
-    for col in ("kind", "spellings", "arguments (positional first)"):
-        table.add_column(col)
+    console = Console(width=10_000) if wide else Console()
+    columns = ("spellings", "arguments (positional; named)") + (("meaning",) if wide else ())
+    kinds = Table("kind", *columns, title="layer kinds", title_justify="left")
     for cls in LAYERS:
-        if not cls.spellings:
-            continue
-        args = []
-        for name, field in cls.model_fields.items():
-            if name == "dims":
-                continue
-            default = "" if field.is_required() else f"={field.default}"
-            args.append(f"{name}{default}")
-        table.add_row(cls.kind, ", ".join(cls.spellings), ", ".join(args))
-    Console().print(table)
+        if cls.spellings:
+            row = (cls.kind, written(cls), signature(cls), meaning(cls))
+            kinds.add_row(*(escape(cell) for cell in row[: 1 + len(columns)]))
+    console.print(kinds)
+    joins = Table("form", "written", *(("arguments",) if wide else ()), "meaning")
+    joins.title, joins.title_justify = "combinators", "left"
+    for c in COMBINATORS:
+        cells = (
+            (c.name, c.written, c.arguments, c.meaning) if wide else (c.name, c.written, c.meaning)
+        )
+        joins.add_row(*(escape(cell) for cell in cells))
+    console.print(joins)
 
 
 @click.command()

@@ -219,9 +219,9 @@ class Layer(BaseModel):
         arguments (`AVGPOOL1D` for an average pool on signals), with those presets."""
         best: tuple[str, dict[str, Any]] | None = None
         for spelling, presets in self.spellings.items():
-            if all(getattr(self, k) == v for k, v in presets.items()):
-                if best is None or len(presets) > len(best[1]):
-                    best = (spelling, presets)
+            matches = all(getattr(self, k) == v for k, v in presets.items())
+            if matches and (best is None or len(presets) > len(best[1])):
+                best = (spelling, presets)
         return best if best is not None else (self.kind, {})
 
     def text(self, in_shape: Shape | None = None) -> str:
@@ -235,7 +235,8 @@ class Layer(BaseModel):
         """
         spelling, presets = self.spelling()
         fields = type(self).model_fields
-        bare, named = [], []
+        bare: list[str] = []
+        named: list[str] = []
         for i, name in enumerate(self.positional):
             # The main argument shows when it is a size (channels, units, kernel) or not its
             # default; the ones after it go bare while they are required (SLICE's stop).
