@@ -29,6 +29,7 @@ from typing import Any
 from netspec.errors import NetspecError
 from netspec.io import owner_tag, sweep_stale
 from netspec.ir.graph import Graph
+from netspec.units import compact
 
 METRICS: tuple[str, ...] = ("params", "macs", "memory")
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -92,14 +93,6 @@ class Diagram:
 
 def fmt_shape(shape: Iterable[int]) -> str:
     return "x".join(str(d) for d in shape)
-
-
-def compact(n: float) -> str:
-    """3211264 -> 3.21M (the figures on a box; the exact ones are in `netspec check`)."""
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{suffix}"
-    return f"{n:g}"
 
 
 def kind_text(node: Any) -> str:

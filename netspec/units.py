@@ -5,12 +5,34 @@ a limit the same way without the IR importing the table."""
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
+
+UNITS = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))
+
+
+def _sig3(x: float) -> str:
+    """x to three significant digits, a half rounded up (as JavaScript's `toPrecision`, so that
+    the playground writes what the CLI writes), trailing zeros dropped: 1.125 -> 1.13, 140 -> 140."""
+    d = Decimal(x)  # the float's exact value
+    if not d:
+        return "0"
+    rounded = d.quantize(Decimal(1).scaleb(d.adjusted() - 2), rounding=ROUND_HALF_UP)
+    return format(rounded.normalize(), "f")
+
 
 def compact(n: float) -> str:
-    """3211264 -> 3.2M, the way the course's tables print sizes."""
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+    """3211264 -> 3.21M, 140000000 -> 140M, 999999 -> 1M: three significant digits and a unit,
+    the way the course's tables print sizes. netspec/serve/static/app.js has the same function
+    (tests/test_serve_browser.py compares the two)."""
+    for i, (div, suffix) in enumerate(UNITS):
         if abs(n) >= div:
-            return f"{n / div:.3g}{suffix}"
+            text = _sig3(n / div)
+            if abs(float(text)) < 1000:
+                return text + suffix
+            if i == 0:  # past the largest unit
+                return f"{round(n / div)}{suffix}"
+            return _sig3(n / UNITS[i - 1][0]) + UNITS[i - 1][1]  # 999,999 rounds to 1M
     return f"{n:g}"
 
 

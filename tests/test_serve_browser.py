@@ -291,6 +291,28 @@ def test_hostile_repetition_in_chromium(server, browser, shots):
     drv.save_screenshot(str(shots / "8-explore.png"))
 
 
+def test_numbers_are_written_as_the_cli_writes_them(server, browser):
+    """The page's compact numbers are `netspec.units.compact`'s (issue 25: a 140M budget read
+    "14M"), over sizes from 0 to past 10^12, the roundings up to the next unit (999,999 -> 1M)
+    and the halves (1,125,000 -> 1.13M)."""
+    import random
+
+    from netspec.units import compact
+
+    drv = browser
+    drv.get(server + "/")
+    wait_update(drv, 0)
+    r = random.Random(25)
+    values = [0, 1, 7, 999, 0.5, 140_000_000, 1_000, 999_999, 999_999_999, 3_211_264]
+    values += [k * 10**e for k in (1, 14, 105, 125, 995, 1125, 9995) for e in range(11)]
+    values += [r.randint(0, 10 ** r.randint(1, 14)) for _ in range(400)]
+    values += [-v for v in values[:20]]
+    got = drv.execute_script("return arguments[0].map(window.netspecPlayground.compact)", values)
+    assert got == [compact(v) for v in values]
+    # and where a reader sees it: mnist_cnn's budget of 10K (the old formatter wrote "1K")
+    assert "budget params <= 10K" in drv.find_element(By.ID, "totals").text
+
+
 def test_save_with_ctrl_s_in_chromium(browser, shots, tmp_path):
     """`netspec serve SPEC`: edits mark the page unsaved; Ctrl+S writes the file back."""
     spec = tmp_path / "tiny.ns"

@@ -12,12 +12,25 @@
     updates: 0, latencyMs: null, diagramLatencyMs: null, busy: true, state,
   });
 
-  function compact(n) {
-    for (const [div, s] of [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "K"]]) {
-      if (Math.abs(n) >= div) return (n / div).toPrecision(3).replace(/\.?0+$/, "") + s;
-    }
-    return String(n);
+  // netspec/units.py's `compact`, written the same (tests/test_serve_browser.py compares them):
+  // three significant digits and a unit, 140000000 -> 140M, 999999 -> 1M
+  function sig3(x) {
+    const text = x.toPrecision(3);
+    return text.includes(".") && !text.includes("e") ? text.replace(/0+$/, "").replace(/\.$/, "") : text;
   }
+  const UNITS = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "K"]];
+  function compact(n) {
+    for (let i = 0; i < UNITS.length; i++) {
+      const [div, s] = UNITS[i];
+      if (Math.abs(n) < div) continue;
+      const text = sig3(n / div);
+      if (Math.abs(Number(text)) < 1000) return text + s;
+      if (i === 0) return Math.round(n / div) + s; // past the largest unit
+      return sig3(n / UNITS[i - 1][0]) + UNITS[i - 1][1]; // 999,999 rounds to 1M
+    }
+    return String(Number(Number(n).toPrecision(6))); // Python's `g`
+  }
+  page.compact = compact;
   function el(tag, attrs, ...kids) {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
