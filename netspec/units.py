@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-
 UNITS = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))
 
 
