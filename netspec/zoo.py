@@ -17,11 +17,16 @@ SUFFIX = ".ns"
 
 
 class Published(NamedTuple):
-    """A network's published figures: exact params, multiply-adds in G as printed, source."""
+    """A network's published figures: exact params, multiply-adds in G as printed, source.
+
+    `reference`: nothing is published for it; the figures are those of an independent torch
+    reference (tests/helpers/modern_refs.py), which tests/test_zoo_modern.py builds and counts.
+    `netspec zoo` shows them as the reference's, never as published."""
 
     params: int
     gmacs: str | None  # as published ("4.09"), so its precision is known; None: not published
     source: str
+    reference: bool = False
 
 
 # The published numbers (the course's tables and Keras listings, torchvision's model table, the
@@ -60,8 +65,10 @@ PUBLISHED: dict[str, Published] = {
     "unet": Published(
         31_030_658,
         "48.096",
-        "U-Net (Ronneberger et al. 2015), padded convs, input 1x256x256: the hand-written "
-        "reference tests/helpers/modern_refs.py R.unet (no torchvision U-Net)",
+        "U-Net (Ronneberger et al. 2015), padded convs, input 1x256x256: the paper gives no "
+        "count; the hand-written reference tests/helpers/modern_refs.py R.unet (no torchvision "
+        "U-Net)",
+        reference=True,
     ),
 }
 

@@ -69,6 +69,11 @@ def test_params_and_macs_equal_the_reference(name: str) -> None:
     assert (g.totals.params, g.totals.macs) == (ref.params, ref.macs)
 
 
+def test_every_reference_figure_is_a_references() -> None:
+    """A figure `netspec zoo` calls the reference's (nothing published) is a reference's here."""
+    assert {n for n, p in PUBLISHED.items() if p.reference} <= set(MODERN)
+
+
 @pytest.mark.parametrize("name", sorted(MODERN))
 def test_published_figures_agree_with_the_reference(name: str) -> None:
     # tests/test_zoo.py holds the spec to these; here, they must be the reference's too.

@@ -15,7 +15,9 @@ def zoo(show_path: bool) -> None:
     """List the bundled specs: description, published params and MACs, netspec's figures.
 
     `agree` is `yes` when netspec's params equal the published count exactly and its MACs
-    round to the published GMACs (within 0.5%); a family is shown at its first member.
+    round to the published GMACs (within 0.5%); `reference` where nothing is published and the
+    figures equal those of an independent torch reference the tests build (U-Net); empty
+    where no figure is held by a test. A family is shown at its first member.
     `pretrained` names the torchvision weights `--init pretrained` loads (the default first)."""
     from netspec.summary import Column, compact, text_table
     from netspec.weights.pretrained import for_spec
@@ -33,8 +35,9 @@ def zoo(show_path: bool) -> None:
         if family:
             description = f"{description} (family; first member)"
         cells["description"].append(description or "")
-        cells["pub_p"].append(f"{pub.params:,}" if pub else "-")
-        cells["pub_m"].append(f"{pub.gmacs}G" if pub and pub.gmacs else "-")
+        published = pub if pub and not pub.reference else None
+        cells["pub_p"].append(f"{published.params:,}" if published else "-")
+        cells["pub_m"].append(f"{published.gmacs}G" if published and published.gmacs else "-")
         cells["path"].append(str(path))
         cells["pre"].append(",".join(w.name for w in for_spec(name)) or "-")
         if graph is None:
@@ -48,7 +51,7 @@ def zoo(show_path: bool) -> None:
         verdict = ""
         if pub:
             same = t.params == pub.params and (pub.gmacs is None or gmacs_agree(t.macs, pub.gmacs))
-            verdict = "yes" if same else "NO"
+            verdict = ("reference" if pub.reference else "yes") if same else "NO"
         if errors:
             verdict = (verdict + ", " if verdict else "") + f"check fails ({len(errors)})"
         cells["agree"].append(verdict)
