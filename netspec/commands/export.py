@@ -219,6 +219,12 @@ def _print_report(
         click.echo(f"  {'checks' if i == 0 else '':<8} {mark:<3} {check.name}: {check.detail}")
 
 
+def _names(names: list[str], most: int = 6) -> str:
+    """The layers' names, the first `most` of them: `conv1, conv2, ... (12 more)`."""
+    more = len(names) - most
+    return ", ".join(names[:most]) + (f", ... ({more} more)" if more > 0 else "")
+
+
 def _print_int8_report(report: ExportReport, graph: Graph, took: float) -> None:
     """The int8 export's report: sizes, calibration, what stayed float and why, fp32 vs int8."""
     result = report.int8
@@ -248,16 +254,17 @@ def _print_int8_report(report: ExportReport, graph: Graph, took: float) -> None:
             f"{qz.calibration} examples of {result.source} (training part, preprocessed as in "
             f"training), {qz.method}",
         ),
-        ("int8", ", ".join(f"{op} x{n}" for op, n in sorted(qz.int8_ops.items()))),
     ]
     for key, value in rows:
         click.echo(f"  {key:<8} {value}")
+    for i, (op, names) in enumerate(sorted(qz.int8_ops.items())):
+        click.echo(f"  {'int8' if i == 0 else '':<8} {op} x{len(names)} ({_names(names)})")
     if not qz.float_nodes:
         click.echo(f"  {'float':<8} none: every compute node runs in int8")
     for i, group in enumerate(qz.float_nodes):
-        names = ", ".join(group.names[:6]) + (" ..." if len(group.names) > 6 else "")
         click.echo(
-            f"  {'float' if i == 0 else '':<8} {group.op} x{len(group.names)} ({names}): {group.why}"
+            f"  {'float' if i == 0 else '':<8} {group.op} x{len(group.names)} "
+            f"({_names(group.names)}): {group.why}"
         )
     click.echo(
         f"  {'parity':<8} on the {parity.examples} calibration examples: max |int8 - fp32| "

@@ -66,7 +66,8 @@ class Quantized:
     Attributes:
         path: the int8 model file.
         side: its external-data file, when the weights went to one.
-        int8_ops: op type -> count of nodes running on int8 tensors (after onnxruntime's fusion).
+        int8_ops: op type -> the names of the nodes running on int8 tensors (after onnxruntime's
+            fusion; a node keeps its layer's name: `conv1`, `gpool1.flatten`).
         float_nodes: the nodes left in float, grouped by op type, with why.
         calibration: examples seen in calibration.
         method: the calibration method.
@@ -75,7 +76,7 @@ class Quantized:
 
     path: Path
     side: Path | None
-    int8_ops: dict[str, int]
+    int8_ops: dict[str, list[str]]
     float_nodes: list[FloatNodes]
     calibration: int
     method: str
@@ -369,11 +370,12 @@ def _final_softmax(model: onnx.ModelProto) -> list[str]:
 
 def runtime_nodes(
     path: Path, optimized: Path, kept: Sequence[str] = ()
-) -> tuple[dict[str, int], list[FloatNodes]]:
+) -> tuple[dict[str, list[str]], list[FloatNodes]]:
     """What onnxruntime's CPU provider runs in int8 and in float, from the graph it optimizes.
 
     Returns:
-        op type -> count of nodes on int8 tensors, and the float nodes grouped by op type.
+        op type -> the names of its nodes on int8 tensors, and the float nodes grouped by op
+        type.
     """
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
@@ -382,7 +384,7 @@ def runtime_nodes(
     save_optimized(path, optimized)
     graph = onnx.load(str(optimized), load_external_data=False).graph
     floating = {i.name for i in graph.input if i.type.tensor_type.elem_type in FLOAT_TYPES}
-    int8_ops: dict[str, int] = {}
+    int8_ops: dict[str, list[str]] = {}
     float_by_op: dict[str, list[str]] = {}
     for node in graph.node:
         if node.op_type == "DequantizeLinear":
@@ -394,7 +396,7 @@ def runtime_nodes(
             floating.update(node.output)
             float_by_op.setdefault(node.op_type, []).append(node.name or node.op_type)
         else:
-            int8_ops[node.op_type] = int8_ops.get(node.op_type, 0) + 1
+            int8_ops.setdefault(node.op_type, []).append(node.name or node.op_type)
     kept_set = set(kept)
     float_nodes = []
     for op, names in float_by_op.items():
