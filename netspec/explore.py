@@ -34,6 +34,7 @@ from netspec.frontend import ast
 from netspec.io import atomic_write, parse_bool
 from netspec.ir.build import Builder, Domain, Spec, load_spec_text
 from netspec.ir.graph import Graph, Scalar
+from netspec.units import plain
 
 CAP = 1_000_000  # members; a larger space needs --sample
 METRICS = ("params", "macs", "memory")  # the front's objectives, all minimised
@@ -778,7 +779,9 @@ def plot(exp: Exploration, path: str | Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("MACs (multiply-adds)")
-    ax.set_title(f"{exp.spec.name}: {len(exp.valid):,} valid of {len(exp.members):,} members")
+    ax.set_title(
+        f"{plain(exp.spec.name)}: {len(exp.valid):,} valid of {len(exp.members):,} members"
+    )
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     buf = io.BytesIO()

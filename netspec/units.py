@@ -1,4 +1,5 @@
-"""How sizes and counts are written for a reader: `3.2M` params, a budget's `4MB` or `2MiB`.
+"""How sizes and counts are written for a reader: `3.2M` params, a budget's `4MB` or `2MiB`;
+and names in a plot, as they are (`plain`).
 
 Kept apart from the table (`netspec.summary`) so the IR's budget messages and the table write
 a limit the same way without the IR importing the table."""
@@ -46,3 +47,11 @@ def limit_text(metric: str, limit: float) -> str:
         if limit >= scale and float(limit).is_integer() and int(limit) % scale == 0:
             return f"{int(limit) // scale}{unit}"
     return f"{compact(limit)}B"
+
+
+def plain(name: str, legend: bool = False) -> str:
+    """A name (a run's folder, a class, a file) as matplotlib draws it letter for letter: `$`
+    escaped, since two of them start mathtext (`run_$x_1$` drew a subscript x1); for a legend
+    `legend=True`, a leading `_` kept off the start, where matplotlib drops the entry."""
+    text = name.replace("$", r"\$")
+    return " " + text if legend and text.startswith("_") else text

@@ -25,3 +25,19 @@ from netspec.units import compact
 )
 def test_compact(n: float, text: str) -> None:
     assert compact(n) == text
+
+
+def test_names_in_plots_are_drawn_as_they_are() -> None:
+    """`run_$x_1$` drew a subscript x1 (mathtext), and a run folder `_base` dropped out of the
+    legend: `plain` keeps both as written (issue 25)."""
+    from matplotlib.cbook import is_math_text
+    from matplotlib.figure import Figure
+
+    from netspec.units import plain
+
+    assert is_math_text("run_$x_1$") and not is_math_text(plain("run_$x_1$"))
+    assert plain("conv_1") == "conv_1"  # a lone underscore is drawn as it is
+    ax = Figure().add_subplot()
+    for name in ("_base", "wide_2"):
+        ax.plot([0, 1], [0, 1], label=plain(name, legend=True))
+    assert [t.get_text() for t in ax.legend().get_texts()] == [" _base", "wide_2"]

@@ -17,6 +17,7 @@ import numpy as np
 from netspec.io import atomic_write
 from netspec.layers import fmt_shape
 from netspec.show.pictures import Grid, Saliency
+from netspec.units import plain
 
 GAP = 1  # pixels between tiles
 FRAME = (0.45, 0.6, 0.85)  # the gaps' colour: neither black nor white, which tiles use
@@ -58,8 +59,8 @@ def filters_figure(grid: Grid) -> Any:
     ax = fig.add_subplot()
     _show(ax, image, "")
     fig.suptitle(
-        f"{grid.layer}: {len(grid.tiles)} kernels, weight [{fmt_shape(grid.shape)}]\n"
-        f"{grid.note}; each normalised on its own",
+        f"{plain(grid.layer)}: {len(grid.tiles)} kernels, weight [{fmt_shape(grid.shape)}]\n"
+        f"{plain(grid.note)}; each normalised on its own",
         fontsize=10,
     )
     return fig
@@ -76,7 +77,7 @@ def maps_figure(grids: list[Grid], caption: str) -> Any:
             image = mosaic(grid.tiles)
         size = "x".join(map(str, grid.shape[1:]))
         _show(ax, image, f"{grid.layer}\n{grid.shape[0]} x {size}")
-    fig.suptitle(f"feature maps of {caption}; each map normalised on its own", fontsize=10)
+    fig.suptitle(f"feature maps of {plain(caption)}; each map normalised on its own", fontsize=10)
     return fig
 
 
@@ -91,12 +92,12 @@ def saliency_figure(s: Saliency, caption: str) -> Any:
     jet = colormaps["jet"]
     for ax, heat, title in (
         (axes[1], s.gradient, "gradient |d score / d pixel|"),
-        (axes[2], s.gradcam, f"Grad-CAM at {s.layer}"),
+        (axes[2], s.gradcam, f"Grad-CAM at {plain(s.layer)}"),
     ):
         overlay = 0.5 * base + 0.5 * jet(heat)[..., :3]
         _show(ax, overlay.clip(0, 1), title)
     fig.suptitle(
-        f"{caption}: predicted {s.name} (p = {s.probability:.3f})",
+        f"{plain(caption)}: predicted {plain(s.name)} (p = {s.probability:.3f})",
         fontsize=10,
     )
     return fig

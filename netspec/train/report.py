@@ -139,6 +139,8 @@ def plot_curves(path: Path, history: list[EpochRecord], title: str) -> None:
     from matplotlib.figure import Figure  # no pyplot: no global state, the Agg canvas
     from matplotlib.ticker import MaxNLocator
 
+    from netspec.units import plain
+
     epochs = [r.epoch for r in history]
     panels = metric_panels(history)
     figure = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
@@ -153,7 +155,7 @@ def plot_curves(path: Path, history: list[EpochRecord], title: str) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
-    figure.suptitle(title)
+    figure.suptitle(plain(title))
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
 
 

@@ -235,6 +235,7 @@ def plot_runs(comparison: Comparison, path: Path) -> None:
     from matplotlib.figure import Figure
 
     from netspec.io import atomic_write
+    from netspec.units import plain
 
     metric = next(
         (
@@ -256,7 +257,7 @@ def plot_runs(comparison: Comparison, path: Path) -> None:
                     values,
                     "o-",
                     ms=3,
-                    label=run.folder.name,
+                    label=plain(run.folder.name, legend=True),
                 )
         ax.set_title(panel.replace("_", " "))
         ax.set_xlabel("epoch")
