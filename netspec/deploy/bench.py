@@ -159,16 +159,18 @@ def _rows(
     timed: Callable[[int], dict[str, Timing]],
     too_big: Callable[[int], str | None],
 ) -> list[tuple[int, dict[str, Timing] | str]]:
-    """Each batch size timed, or skipped when it would not fit the memory (`too_big`) or would
-    take far past the time budget (estimated from the batch before)."""
+    """Each batch size timed, or skipped when it would not fit the memory (`too_big`). The
+    default sizes (no `batches` asked for) also skip one that would take far past the time
+    budget, estimated from the size before; a size asked for with `-b` is always timed."""
+    asked = sorted(set(batches))
     rows: list[tuple[int, dict[str, Timing] | str]] = []
     per_example: float | None = None  # seconds per example in the slowest contender
-    for batch in sorted(set(batches or DEFAULT_BATCHES)):
+    for batch in asked or DEFAULT_BATCHES:
         why = too_big(batch)
-        if why is None and per_example is not None:
+        if why is None and per_example is not None and not asked:
             estimate = per_example * batch * 7 * contenders  # 2 warm-ups + 5 runs each
             if estimate > max(60.0, 10 * seconds):
-                why = f"would take ~{estimate:.0f} s (raise --seconds)"
+                why = f"would take ~{estimate:.0f} s (ask for it: -b {batch})"
         if why is not None:
             rows.append((batch, why))
             continue
@@ -179,15 +181,29 @@ def _rows(
 
 
 def _memory_skip(graph: Graph, batch: int) -> str | None:
-    """Why a batch size will not fit this machine's free memory, if it will not."""
+    """Why a batch size will not fit this machine's available memory, if it will not."""
     need = graph.totals.memory_elements * 4 * batch * 2  # activations, with room for workspace
+    free = available_memory()
+    if free is None or need <= free // 2:
+        return None
+    return f"needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available"
+
+
+def available_memory() -> int | None:
+    """Bytes the machine can give without swapping: Linux's MemAvailable (free memory plus the
+    page cache it can drop), else the free pages; None when neither can be read. Free pages
+    alone undercount it (a machine with a warm page cache has little memory "free")."""
     try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
-    if need > free // 2:
-        return f"needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
-    return None
 
 
 def model_labels(models: list[str]) -> list[str]:
