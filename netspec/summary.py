@@ -129,6 +129,8 @@ class Column:
     raw: list[Any]
     text: list[str]
     descriptive: bool = False  # folded or dropped first when a terminal is too narrow
+    fold: bool = True  # a descriptive column of words may fold; one of figures is dropped whole
+    rank: int = 0  # descriptive columns give way lowest rank first (then leftmost first)
 
 
 def layer_columns(
@@ -510,8 +512,8 @@ def _line(cells: list[str], columns: list[Column], widths: list[int]) -> str:
 def _fit(
     columns: list[Column], widths: list[int], width: int
 ) -> tuple[list[Column], list[int], int | None]:
-    """Fit a terminal: fold the first descriptive column, else drop descriptive columns one
-    by one; figures stay whole even when they alone are wider than the terminal."""
+    """Fit a terminal: fold the first descriptive column (by rank), else drop descriptive
+    columns one by one; figures stay whole even when they alone are wider than the terminal."""
     columns, widths = list(columns), list(widths)
 
     def total() -> int:
@@ -521,10 +523,10 @@ def _fit(
         descriptive = [i for i, c in enumerate(columns) if c.descriptive]
         if not descriptive:
             break
-        i = descriptive[0]
+        i = min(descriptive, key=lambda d: (columns[d].rank, d))
         room = widths[i] - (total() - width)
         longest_word = max((len(w) for t in columns[i].text for w in t.split()), default=0)
-        if room >= max(MIN_FOLD, len(columns[i].header), longest_word):  # no word is broken
+        if columns[i].fold and room >= max(MIN_FOLD, len(columns[i].header), longest_word):
             widths[i] = room
             return columns, widths, i
         del columns[i], widths[i]

@@ -142,7 +142,7 @@ def test_an_unknown_zoo_name_is_an_error_with_a_hint() -> None:
 
 
 def test_netspec_zoo_lists_published_beside_computed() -> None:
-    proc = netspec_cli("zoo")
+    proc = netspec_cli("zoo", "--wide")
     assert proc.returncode == 0, proc.stderr
     lines = {ln.split()[0]: ln for ln in proc.stdout.splitlines()[2:]}
     assert sorted(lines) == [f"zoo:{n}" for n in names()]

@@ -18,6 +18,7 @@ from rich.table import Table
 from netspec.commands.options import SPEC, load_graph, set_option
 from netspec.errors import NetspecError
 from netspec.io import fmt_bytes
+from netspec.terminal import console, fit
 
 if TYPE_CHECKING:
     from netspec.deploy.bench import Bench
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     help="onnxruntime's provider: auto, tensorrt, cuda, cpu",
 )
 @click.option("--fold-bn", is_flag=True, help="fold batch norms in the ONNX graph")
+@click.option("--wide", is_flag=True, help="print every column, whatever the terminal's width")
 @set_option
 def bench(
     spec: str,
@@ -58,6 +60,7 @@ def bench(
     threads: int | None,
     provider: str,
     fold_bn: bool,
+    wide: bool,
     sets: tuple[str, ...],
     extra: tuple[str, ...],
 ) -> None:
@@ -66,6 +69,8 @@ def bench(
     \b
     Given .onnx files instead (netspec bench fp32.onnx int8.onnx fp16.onnx), times the model
     files side by side in onnxruntime, with ratios against the first.
+
+    The table fits the terminal (the p90 columns go first); --wide prints every column.
     """
     from netspec.deploy.bench import bench_models, bench_spec
 
@@ -79,11 +84,12 @@ def bench(
             )
         if fold_bn:
             raise NetspecError("--fold-bn is for a spec; a model file is benchmarked as written")
-        _print_models(bench_models(models, batches, seconds, threads, provider), models, seconds)
+        timed = bench_models(models, batches, seconds, threads, provider)
+        _print_models(timed, models, seconds, wide)
         return
     graph = load_graph(spec, sets, extra)
     _print_spec(
-        bench_spec(graph, batches, seconds, threads, provider, fold_bn), graph.name, seconds
+        bench_spec(graph, batches, seconds, threads, provider, fold_bn), graph.name, seconds, wide
     )
 
 
@@ -92,18 +98,18 @@ def is_model_file(name: str) -> bool:
     return Path(name).suffix.lower() == ".onnx"
 
 
-def _print_spec(bench: Bench, name: str, seconds: float) -> None:
-    console = Console()
-    console.print(bench.provider)
+def _print_spec(bench: Bench, name: str, seconds: float, wide: bool = False) -> None:
+    con = console(wide)
+    con.print(bench.provider)
     if bench.busy:
-        console.print(bench.busy)
+        con.print(bench.busy)
     table = Table(title=f"{name}: torch eager (cpu) vs onnxruntime ({bench.provider_name})")
     columns = ("torch median", "torch p90", "torch /s", "ort median", "ort p90", "ort /s")
     for col in ("batch", *columns, "speed-up"):
         table.add_column(col, justify="right")
     for batch, timings in bench.rows:
         if isinstance(timings, str):
-            table.add_row(str(batch), f"skipped: {timings}", *[""] * 6)
+            table.add_row(str(batch), "skipped", *[""] * 6)
             continue
         t_torch, t_ort = timings["torch"], timings["ort"]
         table.add_row(
@@ -123,14 +129,26 @@ def _print_spec(bench: Bench, name: str, seconds: float) -> None:
         f"max |ort - torch| / max |torch| = {bench.max_error:.1e} at batch 1; "
         f"the ONNX graph has {bench.onnx_nodes} nodes"
     )
-    console.print(table)
+    _print_fitted(con, table, ("torch p90", "ort p90"), bench)
 
 
-def _print_models(bench: Bench, models: list[str], seconds: float) -> None:
-    console = Console()
-    console.print(bench.provider, highlight=False)
+def _print_fitted(con: Console, table: Table, drop: tuple[str, ...], bench: Bench) -> None:
+    """The table fitted to the console, then the batch sizes skipped and why (kept out of
+    the table, where a long reason would stretch a column of figures)."""
+    note = fit(table, con, drop=drop).note()
+    con.print(table)
+    for batch, why in bench.rows:
+        if isinstance(why, str):
+            con.print(f"batch {batch} skipped: {why}", highlight=False)
+    if note:
+        con.print(note, highlight=False)
+
+
+def _print_models(bench: Bench, models: list[str], seconds: float, wide: bool = False) -> None:
+    con = console(wide)
+    con.print(bench.provider, highlight=False)
     if bench.busy:
-        console.print(bench.busy, highlight=False)
+        con.print(bench.busy, highlight=False)
     labels = list(bench.kinds)
     base = labels[0]
     table = Table(title=f"{len(models)} model{'s' * (len(models) != 1)}: latency and throughput")
@@ -138,7 +156,7 @@ def _print_models(bench: Bench, models: list[str], seconds: float) -> None:
         table.add_column(col, justify="right")
     for batch, timings in bench.rows:
         if isinstance(timings, str):
-            table.add_row(str(batch), f"skipped: {timings}", *[""] * 6)
+            table.add_row(str(batch), "skipped", *[""] * 6)
             continue
         for i, (label, t) in enumerate(timings.items()):
             table.add_row(
@@ -157,7 +175,7 @@ def _print_models(bench: Bench, models: list[str], seconds: float) -> None:
         f"2 warm-up runs each, then the models take turns, >= 5 runs each or {seconds:g} s each; "
         f"ratio = {base} median / this median (above 1x: faster than {base})"
     )
-    console.print(table)
+    _print_fitted(con, table, ("p90", "size"), bench)
 
 
 def _ms(seconds: float) -> str:

@@ -6,8 +6,7 @@ netspec eval m8.onnx --data digits
 
 from __future__ import annotations
 
-from rich.console import Console
-
+from netspec import terminal
 from netspec.deploy.evaluate import evaluate_model
 from netspec.train.report import eval_tables
 
@@ -22,6 +21,7 @@ def eval_onnx(
     batch_size: int,
     provider: str = "cpu",
     test_data: str | None = None,
+    wide: bool = False,
 ) -> None:
     """`netspec eval MODEL.onnx --data SOURCE`: the same report as for a checkpoint."""
     report = evaluate_model(
@@ -36,9 +36,9 @@ def eval_onnx(
         test_data=test_data,
     )
     result = report.result
-    console = Console()
+    console = terminal.console(wide)
     console.print(report.provider, highlight=False)
-    for table in eval_tables(result, report.title):
+    for table in eval_tables(result, report.title, console):
         console.print(table)
     console.print(
         f"accuracy: {result.accuracy:.2%} ({int(result.confusion.diagonal().sum())}/{result.count})",

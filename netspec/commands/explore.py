@@ -174,6 +174,7 @@ class _ExploreCommand(click.Command):
     metavar="SECONDS",
     help="--train-top: a trial's heartbeat; one silent for 3 heartbeats is marked failed and rerun",
 )
+@click.option("--wide", is_flag=True, help="print the tables whole, whatever the terminal's width")
 def explore(
     spec: str,
     extra: tuple[str, ...],
@@ -200,6 +201,7 @@ def explore(
     study_name: str | None,
     workers: int,
     heartbeat: int,
+    wide: bool,
 ) -> None:
     """Explore the family SPEC: how many members are valid and why the others are not, which fit
     the budgets, and the Pareto front over (params, MACs, activation memory). Members are
@@ -244,8 +246,11 @@ def explore(
     grid = ex.parse_grid(family, grids + extra) if grids or extra else None
     parts = _parse_shard(shard) if shard is not None else None
     result = ex.explore(family, grid=grid, sample=sample, seed=seed, shard=parts)
-    report(ex, result, sort_by, show_all, limit, spec, csv_path, None if trials else plot_path)
-    scores = score_table(result, score, data, score_batch, limit) if score is not None else None
+    plot = None if trials else plot_path
+    report(ex, result, sort_by, show_all, limit, spec, csv_path, plot, wide)
+    scores = (
+        score_table(result, score, data, score_batch, limit, wide) if score is not None else None
+    )
     measured = None
     if trials is not None:
         from netspec.commands.explore_trials import run_trials

@@ -9,15 +9,15 @@ from netspec.io import fmt_bytes
 SORTS = ("params", "macs", "memory")
 
 
-def score_table(r, proxy: str, data: str, batch: int, limit: int | None):
+def score_table(r, proxy: str, data: str, batch: int, limit: int | None, wide: bool = False):
     """Rank the members that fit (else the valid ones) by `proxy`; say what it cost and which
     members it could not score."""
     from rich import box
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from netspec import explore as ex
+    from netspec import terminal
     from netspec.explore_score import score_front, score_members
 
     if batch < 1:
@@ -26,7 +26,7 @@ def score_table(r, proxy: str, data: str, batch: int, limit: int | None):
     scores = score_members(r.spec, pool, proxy, data=data, batch=batch)
     for m in pool:
         m.score = scores.values.get(m.number)
-    console = Console(highlight=False)
+    console = terminal.console(wide, highlight=False)
     cost = ", ".join(
         f"{name} {sec:.2f} s ({sec / len(pool) * 1e3:.1f} ms/member)"
         for name, sec in scores.seconds.items()
@@ -76,13 +76,15 @@ def report(
     path: str,
     csv_path: str | None,
     plot_path: str | None,
+    wide: bool = False,
 ) -> None:
     from rich import box
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console(highlight=False)
+    from netspec import terminal
+
+    console = terminal.console(wide, highlight=False)  # --wide: the tables whole
     n = len(r.members)
     scope = f"{n:,} random members of {r.space.size:,}" if r.sampled else f"{n:,} members"
     if r.shard is not None:
@@ -142,7 +144,10 @@ def report(
                 escape(where),
                 escape(f"#{first.number} {first.label()}"),
             )
+        note = terminal.fit(table, console, cut=("e.g.", "reason")).note()
         console.print(table)
+        if note:
+            console.print(note)
 
     rows = (r.fitting or r.valid) if show_all else r.front
     rows = sorted(rows, key=lambda m: (m.figure(sort_by), m.number))

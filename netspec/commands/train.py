@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from netspec import terminal
 from netspec.commands.options import SPEC, given, load_graph, parse_bindings, set_option
 from netspec.errors import NetspecError
 from netspec.train.run_folder import SETTINGS, SPEC_COPY, read_settings, read_spec_copy
@@ -618,6 +619,7 @@ def _headline(job: Any, device: str) -> str:
 @click.option(
     "--provider", default="cpu", show_default=True, help="for a .onnx MODEL: onnxruntime's provider"
 )
+@click.option("--wide", is_flag=True, help="print the tables whole, whatever the terminal's width")
 def eval_cmd(
     spec: str | None,
     sets: tuple[str, ...],
@@ -632,6 +634,7 @@ def eval_cmd(
     batch_size: int,
     device: str,
     provider: str,
+    wide: bool,
 ) -> None:
     """Evaluate weights on data: accuracy, per-class accuracy and the confusion matrix; for a
     dense output (`classes K per pixel`), pixel accuracy, IoU per class and mean IoU.
@@ -654,7 +657,9 @@ def eval_cmd(
             raise NetspecError(
                 f"--device is for a checkpoint; {spec} runs in onnxruntime", hint="use --provider"
             )
-        eval_onnx(spec, data, val_data, val_split, seed, split, batch_size, provider, test_data)
+        eval_onnx(
+            spec, data, val_data, val_split, seed, split, batch_size, provider, test_data, wide
+        )
         return
     if weights is None:
         raise click.UsageError("missing --weights CKPT (a .safetensors file or a run folder)")
@@ -662,7 +667,6 @@ def eval_cmd(
         raise NetspecError(
             "--provider is for a .onnx MODEL; a checkpoint runs in torch", hint="use --device"
         )
-    from rich.console import Console
 
     from netspec.backends.lower_torch import build
     from netspec.ir.build import load_spec
@@ -730,8 +734,8 @@ def eval_cmd(
         print_task_eval(model.logits, task, dataset, runtime, f"{graph.name} on {source} ({split})")
         return
     result = evaluate(model.logits, dataset.x, dataset.y, dataset.class_names, runtime, batch_size)
-    console = Console()
-    for table in eval_tables(result, f"{graph.name} on {source} ({split})"):
+    console = terminal.console(wide)
+    for table in eval_tables(result, f"{graph.name} on {source} ({split})", console):
         console.print(table)
     hits = int(result.confusion.diagonal().sum())
     line = f"accuracy: {result.accuracy:.2%} ({hits}/{result.count})"

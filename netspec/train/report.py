@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from netspec import terminal
 from netspec.io import atomic_write
 from netspec.train.checkpoint import InitReport, write_text
 from netspec.train.evaluate import Evaluation
@@ -354,11 +355,15 @@ def init_table(report: InitReport, origin: str, model: Mapping[str, Any] | None 
 _MATRIX_LIMIT = 20
 
 
-def eval_tables(result: Evaluation, title: str) -> list[Table]:
+def eval_tables(result: Evaluation, title: str, console: Console | None = None) -> list[Table]:
     """The per-class accuracy table and the confusion matrix (or its worst pairs); for a dense
-    output, the per-class IoU table and the confusion matrix in pixels."""
+    output, the per-class IoU table and the confusion matrix in pixels. Given the console,
+    a matrix wider than it heads its columns by class number, the names in its caption."""
+    matrix = _confusion_table(result)
+    if console is not None and terminal.natural_width(console, matrix) > console.width:
+        matrix = _confusion_table(result, numbered=True)
     if result.per_pixel:
-        return [_iou_table(result, title), _confusion_table(result)]
+        return [_iou_table(result, title), matrix]
     per_class = Table(
         title=f"{title}: accuracy {result.accuracy:.2%} ({result.count} examples, loss {result.loss:.4f})"
     )
@@ -370,7 +375,7 @@ def eval_tables(result: Evaluation, title: str) -> list[Table]:
         result.class_names, totals, hits, result.per_class(), strict=True
     ):
         per_class.add_row(name, str(total), str(hit), "-" if math.isnan(acc) else f"{acc:.2%}")
-    return [per_class, _confusion_table(result)]
+    return [per_class, matrix]
 
 
 def _iou_table(result: Evaluation, title: str) -> Table:
@@ -402,7 +407,7 @@ def _pct2(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2%}"
 
 
-def _confusion_table(result: Evaluation) -> Table:
+def _confusion_table(result: Evaluation, numbered: bool = False) -> Table:
     names, matrix = result.class_names, result.confusion.tolist()
     if len(names) > _MATRIX_LIMIT:
         pairs = sorted(
@@ -425,8 +430,10 @@ def _confusion_table(result: Evaluation) -> Table:
     unit = "pixels, " if result.per_pixel else ""
     table = Table(title=f"confusion matrix ({unit}rows: true class, columns: predicted)")
     table.add_column("true \\ pred", justify="right", style="bold")
-    for name in names:
-        table.add_column(name, justify="right")
+    for i, name in enumerate(names):
+        table.add_column(str(i) if numbered else name, justify="right")
+    if numbered:
+        table.caption = "columns: " + ", ".join(f"{i} {name}" for i, name in enumerate(names))
     for i, row in enumerate(matrix):
         cells = [
             f"[bold green]{v}[/]" if i == j else (f"[red]{v}[/]" if v else "[dim]0[/]")
