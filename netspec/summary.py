@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,11 +139,14 @@ def layer_columns(
     depth: int | None = None,
     raw: bool = False,
     rf: bool | list[ReceptiveField] | None = False,
+    inputs: bool = False,
+    frozen: Collection[str] | None = None,
 ) -> list[Column]:
     """The per-layer columns; with `depth`, the layers inside a scope deeper than `depth`
     (a block call, a named group, a branch) collapse into one row with their subtotals.
     `raw`: also the shares as numbers (for csv). `rf`: the receptive-field columns (True, or
-    the fields already computed)."""
+    the fields already computed). `inputs`: the shape(s) each row takes, after the kind.
+    `frozen`: the ids of the layers `freeze` holds; a `trainable` column after the params."""
     t = graph.totals
     text = _RowText(graph)
     names: list[str] = []
@@ -154,6 +157,7 @@ def layer_columns(
     params: list[int] = []
     macs: list[int] = []
     ops: list[int] = []
+    groups: list[list[Node]] = []
     if depth is None:  # column by column: up to 220,000 rows
         nodes = graph.nodes
         cells = list(map(text, nodes))
@@ -180,6 +184,7 @@ def layer_columns(
             params.append(sum(n.params for n in group))
             macs.append(sum(n.macs for n in group))
             ops.append(sum(n.ops for n in group))
+            groups.append(group)
     if graph.heads:  # mark the side heads' rows: they run in training only
         for i, name in enumerate(names):
             head = graph.head_of(name) or graph.head_of(name + ".")
@@ -208,6 +213,14 @@ def layer_columns(
             texts(macs, lambda v: share(v, t.macs)),
         ),
     ]
+    rows = groups if depth is not None else [[n] for n in graph.nodes]
+    if inputs:
+        shown = [_inputs_text(group[0], text) for group in rows]
+        columns.insert(3, Column("input", "input", True, shown, shown))
+    if frozen is not None:
+        state = [_trainable(group, frozen) for group in rows]
+        at = next(i for i, c in enumerate(columns) if c.key == "params_pct") + 1
+        columns.insert(at, Column("trainable", "trainable", False, state, state))
     if all_ops:
         columns.append(Column("ops", "ops", True, ops, texts(ops)))
     if rf:
@@ -215,6 +228,19 @@ def layer_columns(
         fields = receptive.receptive_fields(graph) if rf is True else rf
         columns += receptive_columns(fields, ids)
     return columns
+
+
+def _inputs_text(node: Node, text: _RowText) -> str:
+    """The shape a layer takes (`64x56x56`), its inputs' joined by `+` (concat, add)."""
+    return " + ".join(text.shape(text.shapes[i]) for i in node.inputs)
+
+
+def _trainable(group: list[Node], frozen: Collection[str]) -> str:
+    """`yes`, `frozen` or `partly` (a collapsed scope) for rows with weights; '' otherwise."""
+    held = [n.id in frozen for n in group if n.params]
+    if not held:
+        return ""
+    return "frozen" if all(held) else "partly" if any(held) else "yes"
 
 
 def receptive_columns(fields: list[ReceptiveField], ids: list[str]) -> list[Column]:
@@ -261,16 +287,26 @@ def _rows(nodes: list[Node], depth: int) -> list[tuple[str | None, list[Node]]]:
 
 
 def totals_rows(
-    graph: Graph, all_ops: bool = False, batch: int | None = None
+    graph: Graph,
+    all_ops: bool = False,
+    batch: int | None = None,
+    frozen: Collection[str] | None = None,
 ) -> list[tuple[str, str, str]]:
-    """(figure, value, note) rows: totals, weights, training memory, output and budgets."""
+    """(figure, value, note) rows: totals, weights, training memory, output and budgets.
+    `frozen`: the ids of the layers `freeze` holds, whose params are not trainable."""
     from netspec.memory import training_memory
 
     t = graph.totals
     eb = DTYPE_BYTES[graph.dtype]
+    held = sum(n.params for n in graph.nodes if n.id in frozen) if frozen else 0
     rows = [
         ("params", f"{t.params:,}", compact(t.params)),
-        ("trainable params", f"{t.trainable_params:,}", ""),
+        ("trainable params", f"{t.trainable_params - held:,}", "after freeze" if frozen else ""),
+    ]
+    if frozen is not None:
+        layers = sum(1 for n in graph.nodes if n.id in frozen and n.params)
+        rows.append(("frozen params", f"{held:,}", f"{layers} layer(s) held by freeze"))
+    rows += [
         ("non-trainable buffers", f"{t.buffers:,}", "batch norm running statistics"),
         ("MACs", f"{t.macs:,}", compact(t.macs) + " multiply-adds (conv + fc)"),
         ("FLOPs", f"{t.flops:,}", compact(t.flops) + " = 2 x MACs"),
@@ -386,6 +422,8 @@ def summary(
     batch: int | None = None,
     color: bool = False,
     rf: bool = False,
+    inputs: bool = False,
+    frozen: Collection[str] | None = None,
 ) -> str:
     """The whole summary as text.
 
@@ -400,14 +438,19 @@ def summary(
         color: mark budget passes and failures in color (a terminal).
         rf: the receptive-field columns (RF, jump, start; netspec/ir/receptive.py), their
             notes under the table, and in `json` the graph's `receptive_fields`.
+        inputs: an `input` column: the shape(s) each layer takes.
+        frozen: the ids of the layers `freeze` holds (`netspec.train.freeze.frozen_layers`):
+            a `trainable` column, and the trainable and frozen params in the totals.
     """
     if fmt == "json":
         return json_bytes(receptive.with_receptive_fields(graph) if rf else graph).decode() + "\n"
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; received {fmt!r}")
     fields = receptive.receptive_fields(graph) if rf else None
-    columns = layer_columns(graph, all_ops, depth, raw=fmt == "csv", rf=fields) if rows else []
-    totals = totals_rows(graph, all_ops, batch)
+    columns = (
+        layer_columns(graph, all_ops, depth, fmt == "csv", fields, inputs, frozen) if rows else []
+    )
+    totals = totals_rows(graph, all_ops, batch, frozen)
     if fmt == "csv":
         return _csv(columns) if rows else _csv_totals(totals)
     notes = receptive.notes(graph, fields) if fields is not None else []

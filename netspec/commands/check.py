@@ -45,10 +45,19 @@ from netspec.errors import NetspecError, SpecErrors
 @click.option(
     "--columns",
     "extra_columns",
-    type=click.Choice(["rf"]),
+    type=click.Choice(["rf", "input"]),
     multiple=True,
     help="extra columns: rf (receptive field, jump and start per layer, with notes on "
-    "layers that cover the whole input or lose pixels; in --json the receptive_fields)",
+    "layers that cover the whole input or lose pixels; in --json the receptive_fields), "
+    "input (the shape each layer takes)",
+)
+@click.option(
+    "--freeze",
+    "freeze",
+    metavar="PATTERN",
+    multiple=True,
+    help="layers held frozen, as `netspec train --freeze` takes them (fnmatch on layer ids, "
+    "repeatable) [default: the spec's train freeze]: a trainable column and the frozen params",
 )
 @click.option(
     "--input",
@@ -68,6 +77,7 @@ def check(
     depth: int | None,
     batch: int | None,
     extra_columns: tuple[str, ...],
+    freeze: tuple[str, ...],
     input_shape: str | None,
 ) -> None:
     """Check SPEC (a file, or zoo:NAME for a bundled spec): every layer's output shape, kernel,
@@ -75,7 +85,10 @@ def check(
     estimate; budgets and shape assertions. Exit status 0 when every check holds, 2 otherwise.
 
     Numbers are never cut: printed to a file or a pipe the table has its natural width; at a
-    narrow terminal the description column folds or goes first."""
+    narrow terminal the description column folds or goes first.
+
+    With layers frozen (`--freeze`, or `freeze = [...]` in the spec's train section) the
+    table says which layers train and the totals count trainable and frozen params apart."""
     from netspec.ir.spec import paused_gc
 
     # The cycle collector paused for the whole command, not only the build: its first pass
@@ -94,6 +107,15 @@ def check(
                     errors = [*errors, e]
 
             rf = "rf" in extra_columns
+            patterns = freeze or tuple(graph.train.get("freeze") or ())
+            frozen = None
+            if patterns:
+                from netspec.train.freeze import frozen_layers
+
+                try:
+                    frozen = set(frozen_layers(graph, tuple(patterns)))
+                except NetspecError as e:
+                    errors = [*errors, e]
             if as_json or fmt == "json":  # bytes straight out: no 100 MB str at 220,000 nodes
                 from netspec.summary import json_bytes
 
@@ -117,6 +139,8 @@ def check(
                     batch=batch,
                     color=tty,
                     rf=rf,
+                    inputs="input" in extra_columns,
+                    frozen=frozen,
                 )
                 sys.stdout.write(text)
                 sys.stdout.flush()

@@ -20,7 +20,6 @@ weights.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import os
@@ -35,13 +34,14 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from netspec.errors import NetspecError, did_you_mean
+from netspec.errors import NetspecError
 from netspec.ir.graph import Graph
 from netspec.train import checkpoint as ckpt
 from netspec.train.augment import augment_batch, augment_pair, parse_augment
 from netspec.train.data import IGNORE, Dataset, DataSplit
 from netspec.train.device import Runtime, pick_runtime
 from netspec.train.finetune import Stages
+from netspec.train.freeze import frozen_layers
 from netspec.train.metrics import Meter
 from netspec.train.report import (
     EpochProgress,
@@ -229,30 +229,6 @@ class Penalty:
             if b:
                 total = total + b * w.square().sum()
         return total
-
-
-def frozen_layers(graph: Graph, patterns: tuple[str, ...]) -> list[str]:
-    """The ids of the layers that match any pattern (fnmatch on node ids, ``layer1.*``).
-
-    Raises:
-        NetspecError: for a pattern that matches no layer.
-    """
-    ids = [n.id for n in graph.nodes]
-    matched: list[str] = []
-    for pattern in patterns:
-        hits = [i for i in ids if fnmatch.fnmatchcase(i, pattern)]
-        if not hits:
-            scope = any(i.startswith(f"{pattern}.") for i in ids)
-            raise NetspecError(
-                f"--freeze {pattern!r} matches no layer of {graph.name}",
-                hint=(
-                    f"`{pattern}` is a scope: '{pattern}.*' freezes its layers" if scope else None
-                )
-                or did_you_mean(pattern, ids)
-                or "patterns match layer ids (see `netspec check`), e.g. 'conv*' or 'layer1.*'",
-            )
-        matched += [i for i in hits if i not in matched]
-    return matched
 
 
 def freeze(model: nn.Module, graph: Graph, patterns: tuple[str, ...]) -> list[str]:
