@@ -14,6 +14,8 @@ from netspec.io import fmt_bytes, fmt_count
 from netspec.ir import receptive
 from netspec.ir.build import load_spec_text
 from netspec.layers import SPELLINGS
+from netspec.layers.reference import arguments
+from netspec.layers.reference import signature as layer_signature
 from netspec.zoo import names
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
@@ -198,7 +200,7 @@ def hover(a: Analysis, pos: Pos) -> str | None:
         return f"**{name}** (variable)\n\n`{line}`" + (f"\n\nvalue: `{value}`" if value else "")
     if name in SPELLINGS:
         cls, preset = SPELLINGS[name]
-        args = ", ".join(cls.model_fields)
+        args = layer_signature(cls)  # as `netspec layers` and docs/layers.md give them
         return f"**{name}** layer ({cls.__name__})\n\narguments: {args or 'none'}"
     return None
 
@@ -206,7 +208,7 @@ def hover(a: Analysis, pos: Pos) -> str | None:
 def _node_hover(nodes: list[Any], field: Any = None) -> str:
     n = nodes[0]
     shape = "x".join(map(str, n.shape))
-    lines = [f"**{n.kind}** `{n.id}` -> `[{', '.join(map(str, n.shape))}]`", ""]
+    lines = [f"**{n.layer.text()}** `{n.id}` -> `[{', '.join(map(str, n.shape))}]`", ""]
     lines.append(f"- output: {shape}")
     lines.append(f"- params: {fmt_count(n.params)} ({n.params:,})")
     lines.append(f"- MACs: {fmt_count(n.macs)}")
@@ -347,10 +349,9 @@ def signature(text: str, pos: Pos) -> tuple[str, list[str], int] | None:
         return None
     if call in SPELLINGS:
         cls, preset = SPELLINGS[call]
-        fields = cls.model_fields
-        names = [n for n in getattr(cls, "positional", ()) if n in fields]
-        names += [n for n in fields if n not in names and n not in preset]
-        params = [f"{n}={_default(fields[n].default)}" for n in names]
+        listed = [a for a in arguments(cls) if a.name not in preset]  # as `netspec layers`
+        names = [a.name for a in listed]
+        params = [str(a) for a in listed]
     else:
         m = re.search(rf"\bblock\s+{re.escape(call)}\s*\(", _SKIP.sub(" ", text))
         if m is None:
@@ -362,12 +363,6 @@ def signature(text: str, pos: Pos) -> tuple[str, list[str], int] | None:
     named = re.match(r"\s*([A-Za-z_]\w*)\s*=", current)
     active = names.index(named.group(1)) if named and named.group(1) in names else len(args) - 1
     return f"{call}({', '.join(params)})", params, max(active, 0)
-
-
-def _default(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
 
 
 def _split_args(text: str, open_end: bool = False) -> list[str]:
