@@ -95,19 +95,28 @@ def fmt_shape(shape: Iterable[int]) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def kind_text(node: Any) -> str:
-    """`CONV(64, 7, stride=2, padding=3)`: the layer as spec text (`Layer.text`)."""
+def kind_text(node: Any, graph: Graph | None = None) -> str:
+    """`CONV(64, 7, stride=2, padding=3)`: the layer as spec text (`Layer.text`), on its
+    input's shape when the graph is given (a depthwise conv's channels then go unsaid)."""
     if node.kind == "input":
         return "INPUT"
-    return str(node.layer.text())
+    return str(node.layer.text(_in_shape(node, graph)))
 
 
-def _layer_key(node: Any, typed: bool) -> Any:
-    """A hashable key of what a node computes (its kind and arguments), to describe each
-    distinct layer once: a 40,000-fold repetition has two. `typed`: nodes hold their layer."""
+def _in_shape(node: Any, graph: Graph | None) -> tuple[int, ...] | None:
+    if graph is None or not node.inputs or not node.layer.from_input_channels:
+        return None
+    return tuple(graph.node(node.inputs[0]).shape)
+
+
+def _layer_key(node: Any, typed: bool, graph: Graph | None = None) -> Any:
+    """A hashable key of what a node computes (its kind and arguments, and the channels it
+    takes where its text reads them), to describe each distinct layer once: a 40,000-fold
+    repetition has two. `typed`: nodes hold their layer."""
+    shape = _in_shape(node, graph)
     if typed:
-        return node.layer
-    return (node.kind, repr(getattr(node, "args", None)))
+        return (node.layer, shape)
+    return (node.kind, repr(getattr(node, "args", None)), shape)
 
 
 def _hashable(value: Any) -> bool:
@@ -166,10 +175,10 @@ def build(
             box.nodes.append(node)
         else:
             kind = "input" if node.kind == "input" else "layer"
-            key = _layer_key(node, typed)
+            key = _layer_key(node, typed, graph)
             text = texts.get(key)
             if text is None:
-                text = texts[key] = kind_text(node)
+                text = texts[key] = kind_text(node, graph)
             box = Box(
                 node.id,
                 [node],

@@ -165,7 +165,7 @@ def summary_json(graph: Any) -> dict[str, Any]:
         rows.append(
             {
                 "id": node.id,
-                "kind": kind_text(node),
+                "kind": kind_text(node, graph),
                 "shape": fmt_shape(node.shape),
                 "memory": node.memory,
                 "params": node.params,
