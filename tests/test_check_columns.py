@@ -62,3 +62,18 @@ def test_check_reads_the_specs_freeze_and_takes_freeze_and_input(tmp_path, capsy
     assert re.search(r"^frozen params +170 ", result.output, re.M)  # fc1: 16 x 10 + 10
     assert main(["check", str(path), "--freeze", "cnv"]) == 2
     assert "did you mean `conv1`" in capsys.readouterr().err
+
+
+def test_check_with_freeze_does_not_import_torch(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "fz.ns"
+    path.write_text(SPEC)
+    code = (
+        "import sys\nfrom netspec.cli import main\n"
+        f"main(['check', {str(path)!r}, '--freeze', 'conv1', '--format', 'csv'])\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
