@@ -63,6 +63,16 @@ def test_the_forms_the_issue_names_build_back() -> None:
     assert _failures(graph) == []
 
 
+def test_arguments_from_the_inputs_channels_are_said_unless_they_are_the_inputs() -> None:
+    """DWCONV's channels default to the input's, not to CONV's 32: 32 on 64 must be said."""
+    graph = _graph("network t\ninput [64, 8, 8]\nDWCONV(3, channels=32, groups=32) -> DWCONV(5)\n")
+    assert graph is not None
+    first, second = graph.nodes[1:]
+    assert first.layer.text((64,)) == "DWCONV(3, channels=32, groups=32)"
+    assert second.layer.text((32,)) == "DWCONV(5)"
+    assert _failures(graph) == []
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_kinds_examples_print_as_text_that_builds_them(kind: str) -> None:
     """Walks the registry: a new kind (or a new argument) is covered by its examples."""

@@ -229,8 +229,8 @@ class Layer(BaseModel):
 
         Its spelling (see `spelling`), its main argument (the first positional one) bare, then
         every other argument that differs from its default, by name (`defaults` lines of the
-        spec do not count: the text stands on its own). An argument filled from
-        the input's channels is left out when it equals `in_shape`'s (a depthwise conv's).
+        spec do not count: the text stands on its own). An argument filled from the input's
+        channels (a depthwise conv's) is left out when it equals `in_shape`'s, and only then.
         Every place that prints a layer (tables, diagrams, errors) prints this.
         """
         spelling, presets = self.spelling()
@@ -249,9 +249,12 @@ class Layer(BaseModel):
         parts = [spec_value(getattr(self, name)) for name in bare]
         for name, field in fields.items():
             value = getattr(self, name)
-            if name in bare or name in presets or value == field.default:
+            if name in bare or name in presets:
                 continue
-            if name in self.from_input_channels and in_shape and value == in_shape[0]:
+            if name in self.from_input_channels:  # its default is the input's channels
+                if in_shape and value == in_shape[0]:
+                    continue
+            elif value == field.default:
                 continue
             named.append(f"{name}={spec_value(value)}")
         return f"{spelling}({', '.join(parts + named)})" if parts or named else spelling
