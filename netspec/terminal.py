@@ -2,12 +2,14 @@
 else its descriptive columns (a reason, a description) are cut to one line with an ellipsis,
 then the columns a reader can spare (a p90 beside a median) are dropped, in the order given,
 and a note says which; a figure is never cut. `--wide` prints the whole table whatever the
-terminal's width (`console(wide=True)`).
+terminal's width (`console(wide=True)`), and so does output to a file or a pipe.
 
 The plain-text tables of `netspec.summary` (check, zoo) follow the same rule by themselves."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -20,8 +22,11 @@ NARROWEST = 12  # a cut descriptive column keeps at least this many characters
 
 
 def console(wide: bool = False, **options: Any) -> Console:
-    """The console a command prints its tables on: the terminal's width, or unbounded."""
-    return Console(width=WIDE, **options) if wide else Console(**options)
+    """The console a command prints its tables on: the terminal's width (a terminal, or
+    `COLUMNS` set), else unbounded: written to a file or a pipe, a table prints whole, as
+    `netspec check`'s does."""
+    at_terminal = sys.stdout.isatty() or "COLUMNS" in os.environ
+    return Console(**options) if at_terminal and not wide else Console(width=WIDE, **options)
 
 
 def natural_width(con: Console, renderable: Any) -> int:

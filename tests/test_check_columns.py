@@ -8,6 +8,7 @@ import csv
 import io
 import re
 
+import pytest
 from click.testing import CliRunner
 
 from netspec.cli import cli, main
@@ -64,6 +65,7 @@ def test_check_reads_the_specs_freeze_and_takes_freeze_and_input(tmp_path, capsy
     assert "did you mean `conv1`" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh interpreter (~2 s)
 def test_check_with_freeze_does_not_import_torch(tmp_path) -> None:
     import subprocess
     import sys

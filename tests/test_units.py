@@ -27,6 +27,7 @@ def test_compact(n: float, text: str) -> None:
     assert compact(n) == text
 
 
+@pytest.mark.slow  # imports matplotlib (~2 s)
 def test_names_in_plots_are_drawn_as_they_are() -> None:
     """`run_$x_1$` drew a subscript x1 (mathtext), and a run folder `_base` dropped out of the
     legend: `plain` keeps both as written (issue 25)."""

@@ -157,13 +157,13 @@ def layers(wide: bool) -> None:
     them: the positional ones, then (after `;`) those given by name; `name=default`, the name
     alone when it must be given, `in.c` when it defaults to the input's channels. The table
     fits the terminal; `--wide` adds each kind's meaning and prints every row on one line."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
+    from netspec import terminal
     from netspec.layers.reference import COMBINATORS, LAYERS, meaning, signature, written
 
-    console = Console(width=10_000) if wide else Console()
+    console = terminal.console(wide)
     columns = ("spellings", "arguments (positional; named)") + (("meaning",) if wide else ())
     kinds = Table("kind", *columns, title="layer kinds", title_justify="left")
     for cls in LAYERS:
