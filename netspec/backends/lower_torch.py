@@ -290,11 +290,16 @@ def lower_conv_transpose(layer: ConvTranspose, ins: tuple[Shape, ...]) -> nn.Mod
 
 @LOWERINGS.register("upsample")
 def lower_upsample(layer: Upsample, ins: tuple[Shape, ...]) -> nn.Module:
+    """nn.Upsample with the size, or the scale itself (recompute_scale_factor unset: the
+    interpolation reads the scale, as ONNX's Resize with scales does)."""
     dims = len(ins[0]) - 1
-    scale = tuple(float(f) for f in expand(layer.scale, dims, "scale"))
-    if layer.mode == "nearest":
-        return nn.Upsample(scale_factor=scale, mode="nearest")
-    return nn.Upsample(scale_factor=scale, mode="bilinear" if dims == 2 else "linear")
+    mode = {"nearest": "nearest", "bilinear": "bilinear" if dims == 2 else "linear"}.get(
+        layer.mode, layer.mode
+    )
+    corners = layer.align_corners if mode != "nearest" else None
+    if layer.size is not None:
+        return nn.Upsample(size=layer.sizes(ins[0]), mode=mode, align_corners=corners)
+    return nn.Upsample(scale_factor=layer.factors(dims), mode=mode, align_corners=corners)
 
 
 @LOWERINGS.register("pool")

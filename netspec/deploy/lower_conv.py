@@ -3,6 +3,7 @@ folding of a batch norm into the convolution before it (`--fold-bn`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +12,6 @@ from onnx import TensorProto, helper
 
 from netspec.deploy.lower_base import LOWERINGS, Context
 from netspec.ir.graph import Node
-from netspec.layers.base import expand
 from netspec.layers.conv import Conv, ConvTranspose
 from netspec.layers.norm import BatchNorm
 from netspec.layers.pool import Upsample
@@ -63,9 +63,19 @@ def _conv_transpose(ctx: Context, node: Node, layer: ConvTranspose, xs: list[str
 
 @LOWERINGS.register("upsample")
 def _upsample(ctx: Context, node: Node, layer: Upsample, xs: list[str]) -> str:
+    """Resize with scales (a size becomes the scale out / in): scales, unlike sizes, leave the
+    batch dimension free at every opset. Each float32 scale is the nearest to the one PyTorch
+    reads for which onnxruntime's floor(in * scale) gives the IR's size."""
     n = node.id
-    dims = len(ctx.in_shape(node)) - 1
-    factors = [1.0, 1.0, *(float(f) for f in expand(layer.scale, dims, "scale"))]
+    shape = ctx.in_shape(node)
+    dims = len(shape) - 1
+    if layer.size is not None:
+        wanted = [o / i for o, i in zip(node.shape[1:], shape[1:], strict=True)]
+    else:
+        wanted = list(layer.factors(dims))
+    factors = [1.0, 1.0] + [
+        resize_scale(i, o, w) for i, o, w in zip(shape[1:], node.shape[1:], wanted, strict=True)
+    ]
     scales = ctx.emit(
         "Constant",
         [],
@@ -73,7 +83,8 @@ def _upsample(ctx: Context, node: Node, layer: Upsample, xs: list[str]) -> str:
         value=helper.make_tensor(f"{n}.scales", TensorProto.FLOAT, [len(factors)], factors),
     )
     # PyTorch's coordinates: nearest is floor(out / scale) (ONNX's asymmetric + floor);
-    # bilinear with align_corners=False is half_pixel.
+    # bilinear and bicubic are half_pixel, or align_corners; bicubic's a is PyTorch's -0.75.
+    attrs: dict[str, Any]
     if layer.mode == "nearest":
         attrs = {
             "mode": "nearest",
@@ -81,10 +92,33 @@ def _upsample(ctx: Context, node: Node, layer: Upsample, xs: list[str]) -> str:
             "nearest_mode": "floor",
         }
     else:
-        attrs = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+        attrs = {
+            "mode": "linear" if layer.mode == "bilinear" else "cubic",
+            "coordinate_transformation_mode": "align_corners"
+            if layer.align_corners
+            else "half_pixel",
+        }
+        if layer.mode == "bicubic":
+            attrs["cubic_coeff_a"] = -0.75
     # onnx's shape inference gives Resize's batch dimension a fresh name: declare it `batch`
     # (the other dims stay inferred, and must agree).
     return ctx.declare(ctx.emit("Resize", [xs[0], "", scales], n, **attrs), node.shape)
+
+
+def resize_scale(size: int, out: int, wanted: float) -> float:
+    """The float32 scale nearest `wanted` for which floor(size * scale) is `out`, computed in
+    float32 (onnxruntime) and in float64 (onnx's shape inference) alike."""
+
+    def sizes(scale: np.float32) -> tuple[int, int]:
+        return int(np.floor(np.float32(size) * scale)), math.floor(size * float(scale))
+
+    scale = np.float32(wanted)
+    step = np.float32(np.inf) if min(sizes(scale)) < out else np.float32(0)
+    for _ in range(64):  # a few ulps at most
+        if sizes(scale) == (out, out):
+            return float(scale)
+        scale = np.nextafter(scale, step, dtype=np.float32)
+    raise AssertionError(f"no float32 scale resizes {size} to {out}")
 
 
 def _folded(

@@ -51,6 +51,7 @@ from netspec.ir.graph import (
 from netspec.ir.limits import MAX_WORK
 from netspec.ir.naming import RESERVED_NAMES, Scope, Value, switch_name
 from netspec.ir.sections import train_check
+from netspec.ir.shapes import referenced_names
 from netspec.ir.spec import Domain, ParsedSpec, paused_gc
 from netspec.layers import SPELLINGS, Layer, fmt_shape
 from netspec.layers.conv import Conv
@@ -143,7 +144,7 @@ class Builder(Expansion):
         self.block_stack: list[str] = []
         self.classes: int | None = None
         # Side heads: the names they tap, and the output of each tapped layer or named group.
-        self.tap_names = {h.at for h in spec.heads}
+        self.tap_names = {h.at for h in spec.heads} | referenced_names(spec)
         self.taps: dict[str, Value] = {}
         self.tail = None
         self.flattened = None
@@ -568,6 +569,8 @@ class Builder(Expansion):
             self._check_not_probabilities(cur, call)
             if self.final_softmax is not None and self.final_softmax.primary is call:
                 cur = self._classifier(cur, call, scope)
+        if cls.refers:
+            layer = self.refer(layer, call)
         return self.add_node(layer, [cur], call.span, scope, label=label)
 
     def _check_not_probabilities(self, cur: Value, call: ast.Call) -> None:

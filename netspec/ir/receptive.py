@@ -71,7 +71,7 @@ def _apply(f: Field, w: Window, in_shape: Shape, out_shape: Shape) -> Field:
             (m - 1) * s - p + e - 1
             for m, s, p, e in zip(out_shape[1:], w.stride, w.pad, w.reach, strict=True)
         )
-        unread = tuple(max(n - 1 - x, 0) for n, x in zip(in_shape[1:], last, strict=True))
+        unread = tuple(int(max(n - 1 - x, 0)) for n, x in zip(in_shape[1:], last, strict=True))
         if not any(unread):
             unread = ()
     gaps = any(e < s for e, s in zip(w.reach, w.stride, strict=True))

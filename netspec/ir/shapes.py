@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from netspec.errors import NetspecError, Span
+from netspec.errors import NetspecError, Span, did_you_mean
+from netspec.frontend import ast
+from netspec.ir.expr import walk
 from netspec.ir.graph import Node
 from netspec.ir.limits import MAX_NAME, MAX_WORK, WORK_NEW
 from netspec.ir.naming import RESERVED_NAMES, Scope, Value
-from netspec.layers import Layer, ShapeError, fmt_shape, numel
+from netspec.layers import KINDS, Layer, ShapeError, fmt_shape, numel
 from netspec.layers.base import Shape
 
 if TYPE_CHECKING:
@@ -119,6 +121,32 @@ class Propagation:
         self.ids[node_id] = node
         return Value(node_id, out)
 
+    def refer(self, layer: Layer, call: ast.Call) -> Layer:
+        """A layer whose `refers` argument names another node (`UPSAMPLE(like=stem)`), resolved
+        with that node's output shape. The name is a layer's or named group's dotted name, as a
+        head's `at` names it, or `input`; it must be built already (`referenced_names` put it
+        among the names whose outputs the build keeps)."""
+        arg = type(layer).refers
+        name = getattr(layer, arg) if arg else None
+        if name is None:
+            return layer
+        span = next((a.value.span for a in call.args if a.name == arg), call.span)
+        target = self.taps.get(name)
+        if target is None:
+            known = [k for k in self.ids if k] + list(self.taps)
+            raise NetspecError(
+                f"{call.name.upper()} {arg}={name}: `{name}` names no layer or group built "
+                "before this one",
+                span,
+                hint=did_you_mean(name, known)
+                or "name a layer or group with `as`, give its dotted name in quotes "
+                '(`"layer1.conv2"`), or `input`',
+            )
+        try:
+            return layer.resolve(target.shape)
+        except ShapeError as e:
+            raise NetspecError(e.message, span, hint=e.hint) from None
+
     def _figures(
         self,
         layer: Layer,
@@ -193,6 +221,24 @@ class Propagation:
         if len(steps) > 12:
             steps = steps[:4] + ["..."] + steps[-7:]
         return ["spatial size so far: " + " -> ".join(steps)] if steps else []
+
+
+def referenced_names(spec: Any) -> set[str]:
+    """The node names a spec's layers refer to (`like=stem`, `like="layer1.conv2"`), so that
+    the build keeps those nodes' outputs as it keeps a head's tap. Read once per parsed spec
+    (`spec`, a ParsedSpec: its `module`), kept on it."""
+    names: set[str] | None = getattr(spec, "_referenced", None)
+    if names is None:
+        args = {cls.refers for cls in KINDS.values() if cls.refers}
+        names = set()
+        for node in walk(spec.module.statements):
+            if isinstance(node, ast.Arg) and node.name in args:
+                if isinstance(node.value, ast.Name):
+                    names.add(node.value.id)
+                elif isinstance(node.value, ast.Str):
+                    names.add(node.value.value)
+        spec._referenced = names
+    return names
 
 
 def _long_name(node_id: str, span: Span | None) -> NetspecError:

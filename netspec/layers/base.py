@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
@@ -73,8 +74,9 @@ class Window:
     steps."""
 
     kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    pad: tuple[int, ...]  # before (left, top)
+    # A fraction (and so the padding) only for a resize by a ratio that is not an integer.
+    stride: tuple[int | Fraction, ...]
+    pad: tuple[int | Fraction, ...]  # before (left, top)
     dilation: tuple[int, ...]
     transposed: bool = False
 
@@ -141,6 +143,9 @@ class Layer(BaseModel):
     # Training memory: its output is its input's storage (in place, or a view), so a tensor
     # kept by both is counted once.
     shares_input: ClassVar[bool] = False
+    # The argument naming another node (`UPSAMPLE(like=stem)`), if any: the builder looks the
+    # name up and replaces the layer with `resolve(that node's output shape)`.
+    refers: ClassVar[str | None] = None
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -162,6 +167,10 @@ class Layer(BaseModel):
         if not cls.short:
             cls.short = cls.kind
         REGISTRY[cls.kind] = cls
+
+    def resolve(self, shape: Shape) -> Layer:
+        """The layer with its `refers` argument replaced, given the named node's output shape."""
+        return self
 
     def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
         """Its trainable tensors: state_dict suffix -> shape in PyTorch's layout."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from typing import Literal
 
 from netspec.layers.base import (
@@ -11,6 +13,7 @@ from netspec.layers.base import (
     IntOrTuple,
     Layer,
     NonNegInt,
+    PosFloat,
     PosInt,
     Shape,
     ShapeError,
@@ -216,29 +219,85 @@ class AdaptiveAvgPool(Layer):
 
 
 class Upsample(Layer):
-    """Upsampling by an integer factor: `UPSAMPLE(scale=2, mode=nearest)` (PyTorch's nn.Upsample).
+    """Upsampling (resizing) by a scale or to a size: `UPSAMPLE(scale=2, mode=nearest)`,
+    `UPSAMPLE(size=(513, 513), mode=bilinear)`, `UPSAMPLE(like=input, mode=bilinear)` (PyTorch's
+    nn.Upsample, ONNX's Resize).
 
     Args:
-        scale: the factor, an int or one per spatial dim.
-        mode: `nearest` (each value repeated) or `bilinear` (linear along each spatial dim,
-            PyTorch's align_corners=False; on a [C, L] signal, linear).
+        scale: the factor, a positive number or one per spatial dim; non-integer scales give
+            floor(input * scale) (PyTorch's rule), and the interpolation uses the scale itself.
+            2 when neither size nor like is given.
+        size: the output size, an int or one per spatial dim (instead of a scale).
+        like: the spatial size of another node, by its name: `input` (the network's input), a
+            layer or group named with `as`, or a dotted name in quotes (`like="layer1.conv2"`);
+            the node must come before this one. The builder turns it into `size`.
+        mode: `nearest` (each output reads the input at floor(position / scale)), `bilinear`
+            (linear along each spatial dim; on a [C, L] signal, linear) or `bicubic` (maps only).
+        align_corners: bilinear and bicubic only: the corner pixels of input and output are
+            aligned (PyTorch's align_corners=True); off, pixel centres are (half-pixel).
 
-    Input shape: [C, H, W] or [C, L]. Output shape: [C, H * scale, W * scale] or [C, L * scale].
+    Input shape: [C, H, W] or [C, L]. Output shape: [C, H', W'] or [C, L'].
     """
 
     kind = "upsample"
     backward_keeps = "nothing"
     spellings = {"UPSAMPLE": {}}
     positional = ("scale", "mode")
+    refers = "like"
     examples = (
         ("image", "UPSAMPLE"),
         ("image", "UPSAMPLE((2, 3), mode=bilinear)"),
         ("signal", "UPSAMPLE(3, bilinear)"),
         ("signal", "UPSAMPLE(2)"),
+        ("image", "UPSAMPLE(1.5, bilinear)"),
+        ("image", "UPSAMPLE((2.5, 1.25), bilinear, align_corners=on)"),
+        ("image", "UPSAMPLE(size=(13, 10), mode=bicubic)"),
+        ("image", "UPSAMPLE(size=11)"),
+        ("image", "MAXPOOL -> UPSAMPLE(like=input, mode=bilinear)"),
+        ("signal", "UPSAMPLE(size=17, mode=bilinear, align_corners=on)"),
     )
 
-    scale: IntOrTuple = 2
-    mode: Literal["nearest", "bilinear"] = "nearest"
+    scale: PosFloat | tuple[PosFloat, ...] | None = None
+    size: IntOrTuple | None = None
+    like: str | None = None
+    mode: Literal["nearest", "bilinear", "bicubic"] = "nearest"
+    align_corners: Bool = False
+
+    def resolve(self, shape: Shape) -> Upsample:
+        """`like=NAME` made `size=`, given the named node's output shape."""
+        if self.scale is not None or self.size is not None:
+            given = "scale" if self.scale is not None else "size"
+            value = self.scale if self.scale is not None else self.size
+            assert value is not None
+            raise ShapeError(
+                f"UPSAMPLE takes one of scale, size and like; received like={self.like} and "
+                f"{given}={_fmt_size(value)}",
+                hint=f"drop {given}=: like= sets the size",
+            )
+        if len(shape) not in (2, 3):
+            raise ShapeError(
+                f"UPSAMPLE like={self.like}: expected a feature map [C, H, W] or [C, L] to take "
+                f"the size of; received [{fmt_shape(shape)}]"
+            )
+        return self.model_copy(update={"like": None, "size": tuple(shape[1:])})
+
+    def sizes(self, shape: Shape) -> Shape:
+        """The output's spatial size: `size`, or floor(input * scale) per dim (PyTorch's rule)."""
+        dims = len(shape) - 1
+        if self.size is not None:
+            return expand(self.size, dims, "size")
+        return tuple(math.floor(n * s) for n, s in zip(shape[1:], self.factors(dims), strict=True))
+
+    def factors(self, dims: int) -> tuple[float, ...]:
+        """The scale per spatial dim (2 when neither scale nor size is given)."""
+        scale = self.scale if self.scale is not None else 2
+        if isinstance(scale, tuple):
+            if len(scale) != dims:
+                raise ShapeError(
+                    f"scale has {len(scale)} values but the input has {dims} spatial dims"
+                )
+            return tuple(float(s) for s in scale)
+        return (float(scale),) * dims
 
     def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
         (shape,) = ins
@@ -249,22 +308,96 @@ class Upsample(Layer):
                 if len(shape) == 1
                 else None,
             )
-        scale = expand(self.scale, len(shape) - 1, "scale")
-        return (shape[0], *(n * s for n, s in zip(shape[1:], scale, strict=True)))
+        if self.like is not None:  # the builder resolves it (Layer.refers) before this
+            raise ShapeError(f"UPSAMPLE like={self.like} was not resolved")
+        if self.scale is not None and self.size is not None:
+            raise ShapeError(
+                "UPSAMPLE takes a scale or a size, not both",
+                hint="drop one: size= fixes the output, scale= multiplies the input's",
+            )
+        if self.align_corners and self.mode == "nearest":
+            raise ShapeError(
+                "UPSAMPLE align_corners=on needs mode=bilinear or bicubic; received mode=nearest",
+                hint="nearest picks a pixel, it has no corners to align: drop align_corners",
+            )
+        if self.mode == "bicubic" and len(shape) != 3:
+            raise ShapeError(
+                f"UPSAMPLE mode=bicubic needs a [C, H, W] map; received [{fmt_shape(shape)}]",
+                hint="use mode=bilinear on a signal",
+            )
+        out = self.sizes(shape)
+        if min(out) <= 0:
+            raise ShapeError(
+                f"UPSAMPLE output size: expected at least 1; received {fmt_shape(out)} from the "
+                f"{fmt_shape(shape[1:])} input",
+                hint="use a larger scale",
+            )
+        return (shape[0], *out)
 
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return numel(out)
 
+    def describe(self) -> str:
+        parts = [f"size={_fmt_size(self.size)}" if self.size is not None else ""]
+        if self.scale is not None:
+            parts.append(f"scale={_fmt_size(self.scale)}")
+        if self.mode != "nearest":
+            parts.append(f"mode={self.mode}")
+        if self.align_corners:
+            parts.append("align_corners=on")
+        return ", ".join(p for p in parts if p)
+
     def window(self, in_shape: Shape) -> Window:
         """Nearest: a transposed window of `scale` taps at stride `scale` (each output reads
         one input). Bilinear: the transposed conv that computes it, 2 * scale - scale % 2 taps,
-        padding ceil((scale - 1) / 2) (each output reads two neighbours per dim)."""
-        scale = expand(self.scale, len(in_shape) - 1, "scale")
+        padding ceil((scale - 1) / 2) (each output reads two neighbours per dim). Any other
+        resize (a ratio that is not an integer, bicubic, align_corners): `_resize_window`."""
+        out = self.sizes(in_shape)
+        scale = tuple(o // n for o, n in zip(out, in_shape[1:], strict=True))
+        whole = all(o == n * s for o, n, s in zip(out, in_shape[1:], scale, strict=True))
         ones = (1,) * len(scale)
+        if not whole or self.mode == "bicubic" or self.align_corners:
+            return _resize_window(self, in_shape[1:], out)
         if self.mode == "nearest":
             return Window(scale, scale, (0,) * len(scale), ones, transposed=True)
         kernel = tuple(2 * s - s % 2 for s in scale)
         return Window(kernel, scale, tuple(s // 2 for s in scale), ones, transposed=True)
+
+
+def _resize_window(layer: Upsample, sizes: Shape, out: Shape) -> Window:
+    """A transposed window holding what each output reads, at the ratio the interpolation
+    uses (the scale, out / in for a size, (out - 1) / (in - 1) with align_corners): output o
+    reads from floor(x) - before to floor(x) + after, x = o / ratio + offset (nearest: 0,
+    before = after = 0; linear: half-pixel offset, after = 1; cubic: before 1, after 2). The
+    window starts one position early and ends one late, for floating-point rounding: an
+    upper bound by up to two positions."""
+    before, after = {"nearest": (0, 0), "bilinear": (0, 1), "bicubic": (1, 2)}[layer.mode]
+    factors = layer.factors(len(sizes)) if layer.size is None else None
+    kernel: list[int] = []
+    strides: list[int | Fraction] = []
+    pads: list[int | Fraction] = []
+    for axis, (n, m) in enumerate(zip(sizes, out, strict=True)):
+        if layer.align_corners:
+            ratio = Fraction(m - 1, n - 1) if n > 1 and m > 1 else Fraction(1)
+        else:
+            ratio = Fraction(factors[axis]) if factors else Fraction(m, n)
+        offset = (
+            Fraction(0) if layer.mode == "nearest" or layer.align_corners else (1 / ratio - 1) / 2
+        )
+        first = math.floor(offset) - before - 1  # where output 0's reading starts
+        last = math.ceil(offset + after + 1 - first)  # its end, past the start, in input steps
+        reach = math.ceil(last * ratio) + 1
+        kernel.append(reach)
+        strides.append(ratio)
+        pads.append(reach - 1 + first * ratio)
+    return Window(tuple(kernel), tuple(strides), tuple(pads), (1,) * len(sizes), transposed=True)
+
+
+def _fmt_size(value: float | tuple[float, ...]) -> str:
+    """A size or scale as spec text: `2`, `1.5`, `(513, 513)`."""
+    if isinstance(value, tuple):
+        return "(" + ", ".join(f"{v:g}" for v in value) + ")"
+    return f"{value:g}"
 
 
 __all__ = ["Pool", "GlobalPool", "AdaptiveAvgPool", "Upsample", "PosInt"]
