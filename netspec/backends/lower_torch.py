@@ -47,7 +47,7 @@ from netspec.ir.graph import Graph, Node
 from netspec.layers import Layer, Shape
 from netspec.layers.activation import ELU, GELU, Dropout, DropPath, LeakyReLU, PReLU
 from netspec.layers.base import expand
-from netspec.layers.conv import Conv, ConvTranspose
+from netspec.layers.conv import Conv, ConvTranspose, LocallyConnected
 from netspec.layers.linear import Dense, Embedding
 from netspec.layers.norm import BatchNorm, GroupNorm, LayerNorm, LayerScale, LocalResponseNorm
 from netspec.layers.pool import AdaptiveAvgPool, GlobalPool, Pool, Upsample
@@ -203,6 +203,41 @@ class ChannelSlice(nn.Module):
         return f"start={self.start}, stop={self.stop}"
 
 
+class LocallyConnectedNd(nn.Module):
+    """Unshared weights: the input's patches (unfold), each position multiplied by its own
+    [filters, C * kernel area] matrix (einsum), then the bias per channel and position."""
+
+    def __init__(
+        self, c_in: int, filters: int, kernel: Shape, stride: Shape, out: Shape, bias: bool
+    ) -> None:
+        super().__init__()
+        self.kernel, self.stride, self.out = kernel, stride, out
+        self.weight = nn.Parameter(torch.empty(*out, filters, c_in, *kernel))
+        self.bias = nn.Parameter(torch.empty(filters, *out)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """As a convolution's default: uniform within 1 / sqrt(fan in)."""
+        bound = 1 / math.sqrt(self.weight.shape[-len(self.kernel) - 1] * math.prod(self.kernel))
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if len(self.kernel) == 2:
+            cols = F.unfold(x, self.kernel, stride=self.stride)  # [B, C * kh * kw, L]
+        else:  # [B, C, L, k] -> [B, C * k, L]
+            patches = x.unfold(2, self.kernel[0], self.stride[0])
+            cols = patches.permute(0, 1, 3, 2).reshape(x.shape[0], -1, self.out[0])
+        positions = math.prod(self.out)
+        w = self.weight.reshape(positions, self.weight.shape[len(self.out)], -1)
+        y = torch.einsum("bkl,lfk->bfl", cols, w).reshape(x.shape[0], -1, *self.out)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, stride={self.stride}, out={self.out}"
+
+
 class ChannelLayerNorm(nn.LayerNorm):
     """nn.LayerNorm over dim 1 of [B, C, *spatial] (torchvision's LayerNorm2d): torch's state."""
 
@@ -286,6 +321,14 @@ def lower_conv_transpose(layer: ConvTranspose, ins: tuple[Shape, ...]) -> nn.Mod
         bias=layer.bias,
         dilation=d,
     )
+
+
+@LOWERINGS.register("locally_connected")
+def lower_locally_connected(layer: LocallyConnected, ins: tuple[Shape, ...]) -> nn.Module:
+    (shape,) = ins
+    k, s = layer.geometry(shape)
+    out = layer.output_shape(ins)
+    return LocallyConnectedNd(shape[0], layer.filters, k, s, out[1:], layer.bias)
 
 
 @LOWERINGS.register("upsample")

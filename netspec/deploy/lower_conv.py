@@ -1,5 +1,5 @@
-"""ONNX lowerings of the convolution family: CONV, DWCONV, CONVTRANSPOSE, UPSAMPLE, and the
-folding of a batch norm into the convolution before it (`--fold-bn`)."""
+"""ONNX lowerings of the convolution family: CONV, DWCONV, CONVTRANSPOSE, LOCALLYCONNECTED,
+UPSAMPLE, and the folding of a batch norm into the convolution before it (`--fold-bn`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from netspec.deploy.lower_base import LOWERINGS, Context
 from netspec.ir.graph import Node
-from netspec.layers.conv import Conv, ConvTranspose
+from netspec.layers.conv import Conv, ConvTranspose, LocallyConnected
 from netspec.layers.norm import BatchNorm
 from netspec.layers.pool import Upsample
 
@@ -59,6 +59,51 @@ def _conv_transpose(ctx: Context, node: Node, layer: ConvTranspose, xs: list[str
         dilations=list(d),
         group=layer.groups,
     )
+
+
+@LOWERINGS.register("locally_connected")
+def _locally_connected(ctx: Context, node: Node, layer: LocallyConnected, xs: list[str]) -> str:
+    """Exact and as large as torch's unfold: one strided Slice per kernel offset gives that
+    tap of every patch, [B, C, *out]; stacked on a new axis and reshaped, the patches
+    [B, C * taps, L] (torch's unfold order); then one batched MatMul over the L positions with
+    the weight reshaped to [L, C * taps, filters]; then the bias."""
+    n = node.id
+    shape = ctx.in_shape(node)
+    k, s = layer.geometry(shape)
+    out = node.shape[1:]
+    c, positions, taps = shape[0], math.prod(out), math.prod(k)
+    axes = ctx.constant(f"{n}.axes", list(range(2, 2 + len(k))))
+    steps = ctx.constant(f"{n}.steps", list(s))
+    where = ctx.constant(f"{n}.where", [2])
+    tapped = []
+    for t, offset in enumerate(np.ndindex(*k)):
+        starts = ctx.constant(f"{n}.start{t}", list(offset))
+        ends = ctx.constant(
+            f"{n}.end{t}", [o + st * (m - 1) + 1 for o, st, m in zip(offset, s, out, strict=True)]
+        )
+        cut = ctx.emit("Slice", [xs[0], starts, ends, axes, steps], f"{n}.tap{t}")
+        tapped.append(ctx.emit("Unsqueeze", [cut, where], f"{n}.tap{t}.unsqueeze"))
+    stacked = ctx.emit("Concat", tapped, f"{n}.patches", axis=2)  # [B, C, taps, *out]
+    cols = ctx.emit(
+        "Reshape", [stacked, ctx.constant(f"{n}.cols_shape", [0, c * taps, positions])], f"{n}.cols"
+    )
+    rows = ctx.emit("Transpose", [cols], f"{n}.rows", perm=[2, 0, 1])  # [L, B, C * taps]
+    matrix = ctx.emit(
+        "Reshape",
+        [ctx.weight(node, "weight"), ctx.constant(f"{n}.w_shape", [positions, layer.filters, -1])],
+        f"{n}.matrix",
+    )
+    matrix = ctx.emit("Transpose", [matrix], f"{n}.matrix_t", perm=[0, 2, 1])  # [L, C*taps, F]
+    product = ctx.emit("MatMul", [rows, matrix], f"{n}.matmul")  # [L, B, F]
+    per_batch = ctx.emit("Transpose", [product], f"{n}.transpose", perm=[1, 2, 0])
+    y = ctx.emit(
+        "Reshape",
+        [per_batch, ctx.constant(f"{n}.shape", [0, layer.filters, *out])],
+        f"{n}.reshape" if layer.bias else n,
+    )
+    if not layer.bias:
+        return y
+    return ctx.emit("Add", [y, ctx.weight(node, "bias")], n)
 
 
 @LOWERINGS.register("upsample")

@@ -320,3 +320,83 @@ class ConvTranspose(Layer):
 
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return numel(out) if self.bias else 0
+
+
+class LocallyConnected(Layer):
+    """Locally connected layer: `LOCALLYCONNECTED(filters, kernel=3, stride=1)`, a convolution
+    whose weights are not shared: each output position has its own filters (Keras'
+    LocallyConnected2D/1D; deck 004's step from fully connected to convolutional).
+
+    Args:
+        filters: output channels.
+        kernel, stride: an int, or one value per spatial dim. No padding (Keras' `valid`):
+            the output is floor((input - kernel) / stride) + 1 per dim.
+        bias: a learned bias per output channel and position.
+
+    Params: out_h * out_w * kernel area * input channels * filters (+ out_h * out_w * filters),
+    Keras' count. MACs: as the convolution's, out_h * out_w * filters * kernel area * input
+    channels. Weights in the state_dict: `weight` [out_h, out_w, filters, C, kh, kw],
+    `bias` [filters, out_h, out_w] (1-D: [out_l, filters, C, k] and [filters, out_l]).
+
+    Input shape: [C, H, W] or [C, L]. Output shape: [filters, H', W'] or [filters, L'].
+    """
+
+    kind = "locally_connected"
+    backward_keeps = "input"
+    short = "local"
+    spellings = {
+        "LOCALLYCONNECTED": {},
+        "LOCALLYCONNECTED2D": {"dims": 2},
+        "LOCALLYCONNECTED1D": {"dims": 1},
+    }
+    positional = ("filters", "kernel", "stride")
+    fresh_output = True
+    examples = (
+        ("image", "LOCALLYCONNECTED(4)"),
+        ("image", "LOCALLYCONNECTED(3, (3, 2), stride=(2, 1), bias=off)"),
+        ("image", "CONV(2, 1) -> LOCALLYCONNECTED2D(5, 2, stride=2)"),
+        ("signal", "LOCALLYCONNECTED1D(4, 3, stride=2)"),
+    )
+
+    filters: PosInt
+    kernel: IntOrTuple = 3
+    stride: IntOrTuple = 1
+    bias: Bool = True
+    dims: Literal[1, 2] | None = None
+
+    def geometry(self, shape: Shape) -> tuple[Shape, Shape]:
+        """kernel and stride, one value per spatial dim each."""
+        dims = spatial_dims("LOCALLYCONNECTED", shape, self.dims)
+        return expand(self.kernel, dims, "kernel"), expand(self.stride, dims, "stride")
+
+    def output_shape(self, ins: tuple[Shape, ...]) -> Shape:
+        (shape,) = ins
+        k, s = self.geometry(shape)
+        out = tuple(
+            window_out(n, kk, ss, 1, 0, 0) for n, kk, ss in zip(shape[1:], k, s, strict=True)
+        )
+        if min(out) <= 0:
+            raise ShapeError(
+                f"LOCALLYCONNECTED: the {fmt_shape(k)} kernel does not fit the "
+                f"{fmt_shape(shape[1:])} input (it takes no padding)",
+                hint="use a smaller kernel, or fewer downsampling layers before this one",
+            )
+        return (self.filters, *out)
+
+    def window(self, in_shape: Shape) -> Window:
+        k, s = self.geometry(in_shape)
+        return Window(k, s, (0,) * len(k), (1,) * len(k))
+
+    def weights(self, ins: tuple[Shape, ...], out: Shape) -> dict[str, Shape]:
+        k, _ = self.geometry(ins[0])
+        shapes: dict[str, Shape] = {"weight": (*out[1:], self.filters, ins[0][0], *k)}
+        if self.bias:
+            shapes["bias"] = out
+        return shapes
+
+    def macs(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        k, _ = self.geometry(ins[0])
+        return numel(out) * ins[0][0] * numel(k)
+
+    def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
+        return numel(out) if self.bias else 0
