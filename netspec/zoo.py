@@ -62,6 +62,12 @@ PUBLISHED: dict[str, Published] = {
     # 0.057 to two significant digits (the paper: 56M): held exactly to the reference's
     # 56,510,400 in tests/test_zoo_modern.py.
     "mobilenet_v3_small": Published(2_542_856, "0.057", "torchvision mobilenet_v3_small"),
+    # torchvision's _meta num_params: the checkpoint's model, with its aux classifier (the
+    # spec's `aux` head); the main path alone is 32,957,013 (tests/test_fcn.py). Its 152.717
+    # GFLOPS are at 520x520, not the spec's 513x513: no MACs figure is held.
+    "fcn_resnet50": Published(
+        35_322_218, None, "torchvision fcn_resnet50 (COCO_WITH_VOC_LABELS_V1 meta, aux included)"
+    ),
     "unet": Published(
         31_030_658,
         "48.096",

@@ -37,6 +37,8 @@ HEAVY_MACS = 1_000_000_000
 # Above this many nodes (ResNet-101 and deeper: more of the blocks ResNet-50 already checks)
 # the forward pass with a hook per node is left to the slow run; counts are checked for all.
 DEEP_NODES = 300
+# Above this many multiply-adds too (FCN at 513x513, 143 GMACs: some 20 s on two cores).
+DEEP_MACS = 20_000_000_000
 
 # Small specs that together use every layer kind, whatever specs/ holds.
 IMAGE_SINK = """
@@ -73,7 +75,7 @@ def is_deep(path: Path) -> bool:
         graph = spec_graph(path)
     except Exception:  # a broken spec fails in the test itself, not at collection
         return False
-    return graph is not None and len(graph.nodes) > DEEP_NODES
+    return graph is not None and (len(graph.nodes) > DEEP_NODES or graph.totals.macs > DEEP_MACS)
 
 
 ALL_SPECS = sorted(SPECS.glob("*.ns"))
