@@ -52,13 +52,35 @@ def test_signals_resize_alike(mode: str) -> None:
 @pytest.mark.parametrize("scale", [1.1, 1.4, 0.7, 2.3, 1.5, 3.0, 7.9])
 def test_the_shape_rule_is_torchs_floor(scale: float) -> None:
     """floor(n * scale) in float64, as torch computes it: 5 x 1.4 is 7.000000000000001 -> 7,
-    where float32 would give 6; ONNX Runtime gets the same size from the exported scale."""
+    where float32 would give 6; ONNX Runtime gets the same size from the exported scale
+    (out / in, as a float32 it computes that size from)."""
     for n in range(3, 40):
         graph = compile_text(f"input [1, {n}, 4]\nINPUT -> UPSAMPLE(({scale}, 1))")
         x = torch.zeros(1, 1, n, 4)
         want = F.interpolate(x, scale_factor=(scale, 1.0)).shape[2]
         assert graph.nodes[-1].shape == (1, want, 4) == (1, math.floor(n * scale), 4), n
     _parity(f"input [1, 33, 5]\nINPUT -> UPSAMPLE(({scale}, 1), bilinear)")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # 10 -> 14: torch reads column floor(7 * 0.71428573) = 5, Resize floor(7 / 1.4) = 4
+        "input [2, 8, 10]\nINPUT -> UPSAMPLE(size=(33, 14))",
+        "input [2, 6]\nINPUT -> UPSAMPLE(size=10)",
+    ],
+)
+def test_nearest_where_resize_rounds_otherwise_gathers_torchs_pixels(text: str) -> None:
+    graph = compile_text(text)
+    _, weights = randomized(graph)
+    assert "Gather" in {n.op_type for n in L.lower(graph, weights).model.graph.node}
+    _parity(text)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "bicubic"])
+def test_a_dim_that_keeps_its_size_is_copied(mode: str) -> None:
+    """2.695 x 1.02 on 3x20 gives 8x20: the width is read at 20 / 20, a copy, in both."""
+    _parity(f"input [1, 3, 20]\nINPUT -> UPSAMPLE((2.695, 1.02), {mode})")
 
 
 def test_fcn_upsamples_65_to_513_exactly() -> None:

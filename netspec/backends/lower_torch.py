@@ -333,16 +333,15 @@ def lower_locally_connected(layer: LocallyConnected, ins: tuple[Shape, ...]) -> 
 
 @LOWERINGS.register("upsample")
 def lower_upsample(layer: Upsample, ins: tuple[Shape, ...]) -> nn.Module:
-    """nn.Upsample with the size, or the scale itself (recompute_scale_factor unset: the
-    interpolation reads the scale, as ONNX's Resize with scales does)."""
+    """nn.Upsample to the IR's size, a scale or not: the coordinates follow in / out
+    (recompute_scale_factor=True), as ONNX's Resize does, and a dim that keeps its size is
+    copied whatever the mode."""
     dims = len(ins[0]) - 1
     mode = {"nearest": "nearest", "bilinear": "bilinear" if dims == 2 else "linear"}.get(
         layer.mode, layer.mode
     )
     corners = layer.align_corners if mode != "nearest" else None
-    if layer.size is not None:
-        return nn.Upsample(size=layer.sizes(ins[0]), mode=mode, align_corners=corners)
-    return nn.Upsample(scale_factor=layer.factors(dims), mode=mode, align_corners=corners)
+    return nn.Upsample(size=layer.sizes(ins[0]), mode=mode, align_corners=corners)
 
 
 @LOWERINGS.register("pool")

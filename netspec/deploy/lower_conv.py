@@ -108,19 +108,24 @@ def _locally_connected(ctx: Context, node: Node, layer: LocallyConnected, xs: li
 
 @LOWERINGS.register("upsample")
 def _upsample(ctx: Context, node: Node, layer: Upsample, xs: list[str]) -> str:
-    """Resize with scales (a size becomes the scale out / in): scales, unlike sizes, leave the
-    batch dimension free at every opset. Each float32 scale is the nearest to the one PyTorch
-    reads for which onnxruntime's floor(in * scale) gives the IR's size."""
+    """Resize with scales, out / in per dim (scales, unlike sizes, leave the batch dimension
+    free at every opset), each the float32 for which onnxruntime computes the IR's size.
+    Nearest where Resize's source pixels (floor(out / scale)) would differ from PyTorch's
+    (floor(out * (in / out)) in float32), off by one at a rounding: a Gather of PyTorch's."""
     n = node.id
-    shape = ctx.in_shape(node)
-    dims = len(shape) - 1
-    if layer.size is not None:
-        wanted = [o / i for o, i in zip(node.shape[1:], shape[1:], strict=True)]
-    else:
-        wanted = list(layer.factors(dims))
-    factors = [1.0, 1.0] + [
-        resize_scale(i, o, w) for i, o, w in zip(shape[1:], node.shape[1:], wanted, strict=True)
-    ]
+    sizes, out = ctx.in_shape(node)[1:], node.shape[1:]
+    if layer.mode == "nearest" and any(
+        not np.array_equal(_nearest_onnx(i, o), _nearest_torch(i, o))
+        for i, o in zip(sizes, out, strict=True)
+    ):
+        x = xs[0]
+        for axis, (i, o) in enumerate(zip(sizes, out, strict=True)):
+            if i != o:
+                rows = ctx.constant(f"{n}.index{axis}", _nearest_torch(i, o).tolist())
+                last = all(a == b for a, b in zip(sizes[axis + 1 :], out[axis + 1 :], strict=True))
+                x = ctx.emit("Gather", [x, rows], n if last else f"{n}.gather{axis}", axis=axis + 2)
+        return ctx.declare(x, node.shape)
+    factors = [1.0, 1.0] + [resize_scale(i, o, o / i) for i, o in zip(sizes, out, strict=True)]
     scales = ctx.emit(
         "Constant",
         [],
@@ -148,6 +153,20 @@ def _upsample(ctx: Context, node: Node, layer: Upsample, xs: list[str]) -> str:
     # onnx's shape inference gives Resize's batch dimension a fresh name: declare it `batch`
     # (the other dims stay inferred, and must agree).
     return ctx.declare(ctx.emit("Resize", [xs[0], "", scales], n, **attrs), node.shape)
+
+
+def _nearest_torch(size: int, out: int) -> np.ndarray:
+    """PyTorch's nearest source pixels: min(floor(o * (in / out)), in - 1), in float32."""
+    ratio = np.float32(size) / np.float32(out)
+    index = np.floor(np.arange(out, dtype=np.float32) * ratio).astype(np.int64)
+    return np.minimum(index, size - 1)
+
+
+def _nearest_onnx(size: int, out: int) -> np.ndarray:
+    """onnxruntime's with the exported scale: min(floor(o / scale), in - 1), in float32."""
+    scale = np.float32(resize_scale(size, out, out / size))
+    index = np.floor(np.arange(out, dtype=np.float32) / scale).astype(np.int64)
+    return np.minimum(index, size - 1)
 
 
 def resize_scale(size: int, out: int, wanted: float) -> float:

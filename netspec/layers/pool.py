@@ -224,9 +224,11 @@ class Upsample(Layer):
     nn.Upsample, ONNX's Resize).
 
     Args:
-        scale: the factor, a positive number or one per spatial dim; non-integer scales give
-            floor(input * scale) (PyTorch's rule), and the interpolation uses the scale itself.
-            2 when neither size nor like is given.
+        scale: the factor, a positive number or one per spatial dim: the output size is
+            floor(input * scale) (PyTorch's rule, in float64), and the interpolation follows
+            the sizes, output / input (PyTorch's recompute_scale_factor=True): 2 and 1.5 on
+            an input of 5 give 10 and 7, the second read at 7 / 5. 2 when neither size nor
+            like is given.
         size: the output size, an int or one per spatial dim (instead of a scale).
         like: the spatial size of another node, by its name: `input` (the network's input), a
             layer or group named with `as`, or a dotted name in quotes (`like="layer1.conv2"`);
@@ -366,21 +368,20 @@ class Upsample(Layer):
 
 def _resize_window(layer: Upsample, sizes: Shape, out: Shape) -> Window:
     """A transposed window holding what each output reads, at the ratio the interpolation
-    uses (the scale, out / in for a size, (out - 1) / (in - 1) with align_corners): output o
+    uses (out / in; (out - 1) / (in - 1) with align_corners): output o
     reads from floor(x) - before to floor(x) + after, x = o / ratio + offset (nearest: 0,
     before = after = 0; linear: half-pixel offset, after = 1; cubic: before 1, after 2). The
     window starts one position early and ends one late, for floating-point rounding: an
     upper bound by up to two positions."""
     before, after = {"nearest": (0, 0), "bilinear": (0, 1), "bicubic": (1, 2)}[layer.mode]
-    factors = layer.factors(len(sizes)) if layer.size is None else None
     kernel: list[int] = []
     strides: list[int | Fraction] = []
     pads: list[int | Fraction] = []
-    for axis, (n, m) in enumerate(zip(sizes, out, strict=True)):
+    for n, m in zip(sizes, out, strict=True):
         if layer.align_corners:
             ratio = Fraction(m - 1, n - 1) if n > 1 and m > 1 else Fraction(1)
         else:
-            ratio = Fraction(factors[axis]) if factors else Fraction(m, n)
+            ratio = Fraction(m, n)
         offset = (
             Fraction(0) if layer.mode == "nearest" or layer.align_corners else (1 / ratio - 1) / 2
         )
