@@ -24,9 +24,10 @@ RESIZES = ["scale=2", "scale=1.5", "scale=(2.5, 1.25)", "size=(13, 10)", "size=5
 
 
 def _parity(text: str) -> None:
+    """At the oldest and the default opset (tests/test_registry.py runs the newest)."""
     graph = compile_text(text)
     module, weights = randomized(graph)
-    for opset in (L.MIN_OPSET, L.DEFAULT_OPSET, L.MAX_OPSET):
+    for opset in (L.MIN_OPSET, L.DEFAULT_OPSET):
         lowered = L.lower(graph, weights, L.LowerOptions(opset=opset))
         data = lowered.to_bytes()
         assert all(c.ok for c in L.verify(lowered, graph, data, run=False)), text

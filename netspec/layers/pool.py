@@ -251,10 +251,8 @@ class Upsample(Layer):
         ("image", "UPSAMPLE((2, 3), mode=bilinear)"),
         ("signal", "UPSAMPLE(3, bilinear)"),
         ("signal", "UPSAMPLE(2)"),
-        ("image", "UPSAMPLE(1.5, bilinear)"),
         ("image", "UPSAMPLE((2.5, 1.25), bilinear, align_corners=on)"),
         ("image", "UPSAMPLE(size=(13, 10), mode=bicubic)"),
-        ("image", "UPSAMPLE(size=11)"),
         ("image", "MAXPOOL -> UPSAMPLE(like=input, mode=bilinear)"),
         ("signal", "UPSAMPLE(size=17, mode=bilinear, align_corners=on)"),
     )
@@ -341,8 +339,10 @@ class Upsample(Layer):
 
     def describe(self) -> str:
         parts = [f"size={_fmt_size(self.size)}" if self.size is not None else ""]
-        if self.scale is not None:
-            parts.append(f"scale={_fmt_size(self.scale)}")
+        if self.like is not None:
+            parts.append(f"like={self.like}")
+        elif self.size is None:  # bare: the default scale, 2
+            parts.append(f"scale={_fmt_size(self.scale if self.scale is not None else 2)}")
         if self.mode != "nearest":
             parts.append(f"mode={self.mode}")
         if self.align_corners:
