@@ -135,6 +135,8 @@ def test_like_works_in_a_light_build_as_in_a_full_one() -> None:
         ("UPSAMPLE(2, align_corners=on)", "needs mode=bilinear or bicubic", None, "drop"),
         ("GAP -> UPSAMPLE(2)", "expected a feature map", None, "before FC"),
         ("UPSAMPLE(sise=3)", "has no argument `sise`", "sise=3", "`size`"),
+        ("UPSAMPLE(like=3)", "argument `like` of UPSAMPLE: expected a node's name", "3", None),
+        ("FC(4) as f -> UPSAMPLE(like=f)", "like=f: expected a feature map", "f", None),
     ],
 )
 def test_bad_combinations_are_located_errors(

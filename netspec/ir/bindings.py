@@ -194,6 +194,8 @@ def expectation(cls: type[Layer], name: str) -> str:
             parts.append("a number")
     if "bool" in ann:
         parts.append("on/off (true/false)")
+    if field.annotation in (str, str | None):  # UPSAMPLE's like=
+        parts.append("a node's name (`input`, a name given with `as`, a dotted name in quotes)")
     return " or ".join(dict.fromkeys(parts)) or "a valid value"
 
 
