@@ -337,18 +337,6 @@ class Upsample(Layer):
     def ops(self, ins: tuple[Shape, ...], out: Shape) -> int:
         return numel(out)
 
-    def describe(self) -> str:
-        parts = [f"size={_fmt_size(self.size)}" if self.size is not None else ""]
-        if self.like is not None:
-            parts.append(f"like={self.like}")
-        elif self.size is None:  # bare: the default scale, 2
-            parts.append(f"scale={_fmt_size(self.scale if self.scale is not None else 2)}")
-        if self.mode != "nearest":
-            parts.append(f"mode={self.mode}")
-        if self.align_corners:
-            parts.append("align_corners=on")
-        return ", ".join(p for p in parts if p)
-
     def window(self, in_shape: Shape) -> Window:
         """Nearest: a transposed window of `scale` taps at stride `scale` (each output reads
         one input). Bilinear: the transposed conv that computes it, 2 * scale - scale % 2 taps,
