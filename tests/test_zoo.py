@@ -61,7 +61,7 @@ def assert_gmacs(macs: int, published: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_published_params_and_macs(name: str) -> None:
-    params, gmacs, source = PUBLISHED[name]
+    params, gmacs, source, _ = PUBLISHED[name]
     g = graph(name)
     assert g.totals.params == params, source
     if gmacs is not None:
