@@ -50,6 +50,9 @@ PUBLISHED: dict[str, Published] = {
     "vgg16": Published(138_357_544, "15.47", "torchvision vgg16"),
     "vgg19": Published(143_667_240, "19.63", "torchvision vgg19"),
     "googlenet": Published(6_624_904, "1.50", "torchvision googlenet"),
+    # With its auxiliary head (torchvision's default and published count); the 5.71 GMACs are
+    # the main path's (inference), held in tests/test_weights_inception.py.
+    "inception_v3": Published(27_161_264, None, "torchvision inception_v3 (aux_logits=True)"),
     "resnet18": Published(11_689_512, "1.81", "torchvision resnet18"),
     "resnet34": Published(21_797_672, "3.66", "torchvision resnet34"),
     "resnet50": Published(25_557_032, "4.09", "torchvision resnet50"),

@@ -201,7 +201,8 @@ def test_every_twin_names_published_weights_and_preprocessing() -> None:
         for w in options:
             assert w.url.startswith("https://download.pytorch.org/models/")
             assert len(w.hash_prefix) == 8 and int(w.hash_prefix, 16) >= 0
-            assert w.preprocessing.crop == 224 and len(w.preprocessing.mean) == 3
+            crop = 299 if model == "inception_v3" else 224
+            assert w.preprocessing.crop == crop and len(w.preprocessing.mean) == 3
 
 
 def test_set_classes_replaces_the_declared_count() -> None:

@@ -6,9 +6,9 @@ mean, std; bilinear interpolation for all of them). torchvision publishes no ful
 file names embed the first 8 hex digits of the file's SHA-256 (`resnet50-11ad3fa6.pth`), and
 `torch.hub` checks exactly that prefix; netspec checks the same prefix of the file it reads.
 
-GoogLeNet's published weights come from TensorFlow and expect inputs scaled to [-1, 1]:
-torchvision turns them on with `transform_input=True`, which rescales ImageNet-normalized
-input to `(x - 0.5) / 0.5`. netspec folds that into the preprocessing (mean = std = 0.5), so
+GoogLeNet's and Inception v3's published weights come from TensorFlow and expect inputs scaled
+to [-1, 1]: torchvision turns them on with `transform_input=True`, which rescales
+ImageNet-normalized input to `(x - 0.5) / 0.5`. netspec folds that into the preprocessing (mean = std = 0.5), so
 the network itself is the spec, unchanged.
 
 `--init pretrained` (the zoo spec's default weights) and `--init torchvision:NAME.WEIGHTS` look
@@ -61,6 +61,15 @@ class Preprocessing:
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+    def resize_for(self, shape: tuple[int, ...]) -> int | None:
+        """The short side to scale an image to before cutting out the centre of a spec's input
+        `shape` (C, H, W): `resize` when the input is the weights' `crop`, else in proportion
+        (342 -> 299 for Inception v3 at 299; 390 at an input of 341); None for a non-image
+        input."""
+        if len(shape) != 3:
+            return None
+        return round(self.resize * max(shape[1:]) / self.crop)
 
     def apply(self, x: Any) -> Any:
         """(x - mean) / std per channel of a batch `(N, C, H, W)` in [0, 1] (torch or numpy).
@@ -136,17 +145,28 @@ def _w(
     model: str, name: str, url: str, resize: int, crop: int, top1: float, default: bool
 ) -> Weights:
     mean, std = IMAGENET_MEAN, IMAGENET_STD
-    if model == "googlenet":  # transform_input=True folded in (see the module's docstring)
+    if model in TRANSFORM_INPUT:  # transform_input=True folded in (see the module's docstring)
         mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     return Weights(model, name, url, Preprocessing(resize, crop, mean, std), top1, default)
 
 
+# torchvision models whose published weights turn on `transform_input` (TensorFlow's weights).
+TRANSFORM_INPUT = ("googlenet", "inception_v3")
 _URL = "https://download.pytorch.org/models/"
 WEIGHTS: tuple[Weights, ...] = (
     _w("alexnet", "IMAGENET1K_V1", _URL + "alexnet-owt-7be5be79.pth", 256, 224, 56.522, True),
     _w("vgg16", "IMAGENET1K_V1", _URL + "vgg16-397923af.pth", 256, 224, 71.592, True),
     _w("vgg19", "IMAGENET1K_V1", _URL + "vgg19-dcbb9e9d.pth", 256, 224, 72.376, True),
     _w("googlenet", "IMAGENET1K_V1", _URL + "googlenet-1378be20.pth", 256, 224, 69.778, True),
+    _w(
+        "inception_v3",
+        "IMAGENET1K_V1",
+        _URL + "inception_v3_google-0cc3c7bd.pth",
+        342,
+        299,
+        77.294,
+        True,
+    ),  # fmt: skip
     _w("resnet18", "IMAGENET1K_V1", _URL + "resnet18-f37072fd.pth", 256, 224, 69.758, True),
     _w("resnet34", "IMAGENET1K_V1", _URL + "resnet34-b627a593.pth", 256, 224, 73.314, True),
     _w("resnet50", "IMAGENET1K_V1", _URL + "resnet50-0676ba61.pth", 256, 224, 76.13, False),
@@ -231,6 +251,7 @@ TWINS: dict[str, str] = {
     "vgg19": "vgg19",
     "googlenet": "googlenet",
     "googlenet_aux": "googlenet",
+    "inception_v3": "inception_v3",
     "resnet18": "resnet18",
     "resnet34": "resnet34",
     "resnet50": "resnet50",
