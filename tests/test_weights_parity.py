@@ -10,18 +10,26 @@ NETSPEC_REQUIRE_TORCHVISION=1 (CI), where they fail.
 from __future__ import annotations
 
 import os
-import sys
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import netspec
 from netspec.weights.mapper import map_weights
 from netspec.weights.pretrained import TWINS
-from netspec.weights.sources import from_module, from_state_dict, read_source
+from netspec.weights.sources import from_module, read_source
+from tests.helpers.twins import (
+    logits,
+    mapped,
+    onnx_logits,
+    relative,
+    sample,
+    spec_graph,
+    torchvision_models,
+)
+from tests.helpers.twins import twin as make_twin
 
 ROOT = Path(__file__).resolve().parents[1]
 # The default run (2 cores, loaded) keeps the small twins and the ones whose order is special
@@ -31,37 +39,16 @@ LIGHT = ("resnet18", "mobilenet_v3_small", "googlenet_aux")
 
 def _torchvision() -> types.ModuleType:
     """torchvision's models, or a skip (a failure under NETSPEC_REQUIRE_TORCHVISION=1)."""
-    sys.modules.setdefault(
-        "torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations")
-    )
-    try:
-        import torchvision.models
-    except ImportError as err:
+    models = torchvision_models()
+    if models is None:
         if os.environ.get("NETSPEC_REQUIRE_TORCHVISION") == "1":
-            pytest.fail(f"torchvision is required here (NETSPEC_REQUIRE_TORCHVISION=1): {err}")
-        pytest.skip(f"torchvision is not installed: {err}")
-    return torchvision.models
+            pytest.fail("torchvision is required here (NETSPEC_REQUIRE_TORCHVISION=1)")
+        pytest.skip("torchvision is not installed")
+    return models
 
 
-def _twin(name: str) -> torch.nn.Module:
-    models = _torchvision()
-    torch.manual_seed(0)
-    if name.startswith("googlenet"):
-        return models.googlenet(aux_logits=name == "googlenet_aux", init_weights=True).eval()
-    return getattr(models, TWINS[name])().eval()
-
-
-def _mapped(name: str, ref: torch.nn.Module):
-    graph = netspec.compile_spec(ROOT / "specs" / f"{name}.ns")
-    mapping = map_weights(graph, from_state_dict(ref.state_dict()))
-    assert not mapping.missing and not mapping.unused and not mapping.reinitialised
-    model = netspec.build(graph, seed=1).eval()
-    mapping.apply(model)
-    return graph, model
-
-
-def _relative(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / np.abs(a).max())
+def _twin(name: str, shape: tuple[int, ...]) -> torch.nn.Module:
+    return make_twin(_torchvision(), name, shape)
 
 
 def _params(names):
@@ -70,39 +57,25 @@ def _params(names):
 
 @pytest.mark.parametrize("name", _params(sorted(TWINS)))
 def test_twin_weights_give_the_same_logits(name: str) -> None:
-    ref = _twin(name)
-    graph, model = _mapped(name, ref)
-    x = torch.randn(2, *graph.input.shape, generator=torch.Generator().manual_seed(1))
+    graph = spec_graph(name)
+    ref = _twin(name, graph.input.shape)
+    model = mapped(graph, ref)
+    x = sample(graph)
     with torch.no_grad():
-        want, got = ref(x), model.logits(x)
-    want = want[0] if isinstance(want, tuple) else want
-    rel = _relative(want.numpy(), got.numpy())
+        got = model.logits(x)
+    rel = relative(logits(ref, x).numpy(), got.numpy())
     print(f"parity {name}: torch {rel:.1e}")
     assert rel <= 1e-5, rel
 
 
+# googlenet_aux's main path is googlenet's (exported alike).
 @pytest.mark.parametrize("name", _params([n for n in sorted(TWINS) if n != "googlenet_aux"]))
 def test_twin_weights_exported_run_the_same_in_onnx_runtime(name: str, tmp_path: Path) -> None:
-    import onnxruntime as ort
-
-    from netspec.cli import main
-    from netspec.train.checkpoint import cpu_state, save_weights
-
-    ref = _twin(name)
-    graph, model = _mapped(name, ref)
-    weights = tmp_path / "w.safetensors"
-    save_weights(weights, cpu_state(model))
-    out = tmp_path / "m.onnx"
-    done = main(["export", str(ROOT / "specs" / f"{name}.ns"), "-o", str(out),
-                             "--weights", str(weights), "--logits"])  # fmt: skip
-    assert done == 0
-    x = torch.randn(2, *graph.input.shape, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        want = ref(x)
-    want = want[0] if isinstance(want, tuple) else want
-    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-    rel = _relative(want.numpy(), got)
+    graph = spec_graph(name)
+    ref = _twin(name, graph.input.shape)
+    x = sample(graph)
+    got = onnx_logits(name, mapped(graph, ref), x, tmp_path)
+    rel = relative(logits(ref, x).numpy(), got)
     print(f"parity {name}: onnxruntime {rel:.1e}")
     assert rel <= 1e-4, rel
 
@@ -110,7 +83,7 @@ def test_twin_weights_exported_run_the_same_in_onnx_runtime(name: str, tmp_path:
 def test_a_traced_module_maps_in_execution_order() -> None:
     """GoogLeNet registers its auxiliary heads before its classifier; traced, the main path's
     layers come in the order they run, and the heads after (they do not run in eval)."""
-    ref = _twin("googlenet_aux")
+    ref = _twin("googlenet_aux", (3, 224, 224))
     graph = netspec.compile_spec(ROOT / "specs" / "googlenet_aux.ns")
     source = from_module(ref, graph.input.shape)
     names = [layer.name for layer in source.layers]
@@ -123,7 +96,7 @@ def test_an_onnx_file_from_torch_onnx_export_maps_back(tmp_path: Path) -> None:
     """The TorchScript exporter, batch norms kept (`do_constant_folding=False`): a file
     exported with them folded into the convolutions has another structure (see
     netspec.deploy.onnx_weights)."""
-    ref = _twin("resnet18")
+    ref = _twin("resnet18", (3, 224, 224))
     path = tmp_path / "r18.onnx"
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     torch.onnx.export(ref, (x,), str(path), dynamo=False, do_constant_folding=False)
@@ -134,6 +107,6 @@ def test_an_onnx_file_from_torch_onnx_export_maps_back(tmp_path: Path) -> None:
     model = netspec.build(graph, seed=1).eval()
     mapping.apply(model)
     with torch.no_grad():
-        rel = _relative(ref(x).numpy(), model.logits(x).numpy())
+        rel = relative(ref(x).numpy(), model.logits(x).numpy())
     print(f"parity resnet18 from torch.onnx.export: {rel:.1e}")
     assert rel <= 1e-5

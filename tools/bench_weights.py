@@ -6,21 +6,32 @@ it to the built module; beside them, building the module itself (seeded initiali
 yardstick on this machine. The state dict is netspec's own resnet50 under torchvision's names
 shape for shape (netspec never downloads), renamed so that nothing matches by name.
 
+With --parity [NAME ...]: the parity figures per zoo spec with a torchvision twin instead (the
+twin randomly initialised, its batch norms calibrated on one batch; see tests/helpers/twins.py):
+the largest logit difference relative to the largest logit, netspec's module against the twin
+in PyTorch, and `netspec export --weights` in ONNX Runtime against the twin. Needs torchvision
+(`pip install --no-deps torchvision`).
+
     python tools/bench_weights.py [--repeat 5]
+    python tools/bench_weights.py --parity [resnet18 inception_v3 ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import netspec
 from netspec.weights.mapper import map_weights
+from netspec.weights.pretrained import TWINS
 from netspec.weights.sources import read_source
 
 
@@ -36,7 +47,11 @@ def _median(fn, repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--parity", nargs="*", metavar="NAME", help="parity figures per twin")
     args = parser.parse_args()
+    if args.parity is not None:
+        parity(args.parity or sorted(TWINS))
+        return
     graph = netspec.compile_spec("zoo:resnet50")
     model = netspec.build(graph, seed=0)
     layers: dict[str, str] = {}
@@ -62,6 +77,42 @@ def main() -> None:
     print(
         f"  yardstick: building the module {build * 1000:.1f} ms; total / build = {total / build:.2f}"
     )
+
+
+def parity(names: list[str]) -> None:
+    """Print, per zoo spec, its logits' largest relative difference from its torchvision twin's
+    in PyTorch and in ONNX Runtime."""
+    import contextlib
+    import io
+
+    from tests.helpers.twins import (
+        logits,
+        mapped,
+        onnx_logits,
+        relative,
+        sample,
+        spec_graph,
+        torchvision_models,
+        twin,
+    )
+
+    models = torchvision_models()
+    if models is None:
+        raise SystemExit("--parity needs torchvision: pip install --no-deps torchvision")
+    print("| spec | torchvision twin | params | torch | ONNX Runtime |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        graph = spec_graph(name)
+        ref = twin(models, name, graph.input.shape)
+        model = mapped(graph, ref)
+        x = sample(graph)
+        want = logits(ref, x).numpy()
+        with torch.no_grad():
+            in_torch = relative(want, model.logits(x).numpy())
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+            in_ort = relative(want, onnx_logits(name, model, x, Path(tmp)))
+        print(f"| {name} | {TWINS[name]} | {graph.totals.params:,} | {in_torch:.1e} | "
+              f"{in_ort:.1e} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
