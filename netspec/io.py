@@ -255,9 +255,13 @@ def read_text(path: str | Path, what: str = "file", limit: int | None = None) ->
         ) from None
 
 
-def read_image(path: str | Path, channels: int, height: int, width: int) -> Any:
+def read_image(
+    path: str | Path, channels: int, height: int, width: int, resize: int | None = None
+) -> Any:
     """An image file as a uint8 array, gray ``(H, W)`` for 1 channel or RGB ``(H, W, 3)``,
-    resized (bilinear) to `height` x `width`.
+    resized (bilinear) to `height` x `width`; with `resize`, as torchvision's `Resize(resize)`
+    then `CenterCrop((height, width))` do it: the short side scaled to `resize` (the aspect
+    ratio kept), then the centre `height` x `width` cut out (pretrained weights' preprocessing).
 
     Raises:
         NetspecError: an unreadable or corrupt file, or one whose header claims more than
@@ -276,7 +280,10 @@ def read_image(path: str | Path, channels: int, height: int, width: int) -> Any:
                 if w * h > MAX_IMAGE_PIXELS:
                     raise _bomb(path, w, h)
                 converted = image.convert("L" if channels == 1 else "RGB")
-                resized = converted.resize((width, height), Image.Resampling.BILINEAR)
+                if resize is None:
+                    resized = converted.resize((width, height), Image.Resampling.BILINEAR)
+                else:
+                    resized = _resize_crop(converted, resize, height, width)
                 return np.asarray(resized)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise NetspecError(
@@ -285,6 +292,22 @@ def read_image(path: str | Path, channels: int, height: int, width: int) -> Any:
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise NetspecError(f"cannot read the image {path}: {err}") from None
+
+
+def _resize_crop(image: Any, resize: int, height: int, width: int) -> Any:
+    """torchvision's `Resize(resize)` (short side, its rounding) then `CenterCrop` on a PIL
+    image; a side still short of the crop is scaled up to it."""
+    from PIL import Image
+
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(resize * long / short)
+    size = (resize, new_long) if w <= h else (new_long, resize)
+    size = (max(size[0], width), max(size[1], height))
+    image = image.resize(size, Image.Resampling.BILINEAR)
+    left = int(round((size[0] - width) / 2.0))
+    top = int(round((size[1] - height) / 2.0))
+    return image.crop((left, top, left + width, top + height))
 
 
 def _bomb(path: str | Path, w: int, h: int) -> NetspecError:

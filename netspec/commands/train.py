@@ -234,7 +234,8 @@ def _prepare(
     local = group.local_rank if group is not None else nproc - 1
     runtime = pick_runtime(options["device"], rank=local)  # refused now if bad
     threads = cpu_threads(threads, 1 if group is not None else nproc)  # recorded: sways sums
-    data = _load(graph, settings, task.kind)
+    resize = preprocessing.resize_for(graph.input.shape) if preprocessing is not None else None
+    data = _load(graph, settings, task.kind, resize)
     if preprocessing is not None:  # the weights' own normalization, applied to every image
         data = preprocessing.apply_split(data)
         console.print(
@@ -487,7 +488,7 @@ def _new_run_folder(out: str | None, name: str) -> Path:
     return path
 
 
-def _load(graph: Any, settings: TrainSettings, task: str) -> Any:
+def _load(graph: Any, settings: TrainSettings, task: str, resize: int | None = None) -> Any:
     from netspec.train.data import load_data
 
     if settings.data is None:
@@ -504,6 +505,7 @@ def _load(graph: Any, settings: TrainSettings, task: str) -> Any:
         label_map=_label_map(graph),
         task="classify" if task == "dense" else task,
         test_source=settings.test_data,
+        resize=resize,
     )
 
 
@@ -700,6 +702,7 @@ def eval_cmd(
     load_exact(model, load_weights(file), str(file))
     from netspec.train.data import load_data
 
+    prep = Preprocessing.from_json(saved.get("preprocessing"))
     split_data = load_data(
         source,
         graph.input.shape,
@@ -711,8 +714,8 @@ def eval_cmd(
         label_map=_label_map(graph),
         task="classify" if task.kind == "dense" else task.kind,
         test_source=test_data or (None if data else run_settings.get("test_data")),
+        resize=prep.resize_for(graph.input.shape) if prep is not None else None,
     )
-    prep = Preprocessing.from_json(saved.get("preprocessing"))
     if prep is not None:  # the run fine-tuned weights that expect this normalization
         split_data = prep.apply_split(split_data)
     dataset = {"val": split_data.val, "train": split_data.train, "test": split_data.test}[split]

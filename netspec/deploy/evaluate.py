@@ -74,6 +74,7 @@ def evaluate_model(
     if len(out_shape) != 2 or not isinstance(out_shape[1], int):
         raise NetspecError(f"{model} outputs {out_shape}, not class scores [batch, classes]")
     tokens = "int" in session.input_type
+    prep = None if tokens else model_preprocessing(session.metadata)
     split_data = load_data(
         data,
         session.example_shape,
@@ -83,9 +84,9 @@ def evaluate_model(
         val_source=val_data,
         vocab=_vocab(header) if tokens else None,
         test_source=test_data,
+        resize=prep.resize_for(session.example_shape) if prep is not None else None,
     )
-    prep = model_preprocessing(session.metadata)
-    if prep is not None and not tokens:  # the normalization the model's weights expect
+    if prep is not None:  # the resize and crop above, now the normalization the weights expect
         split_data = prep.apply_split(split_data)
     dataset = {"val": split_data.val, "train": split_data.train, "test": split_data.test}[split]
     if dataset is None:

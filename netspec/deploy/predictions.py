@@ -64,8 +64,11 @@ def predict(
         )
     session = open_session(model, provider)
     notes: list[str] = []
-    batch, names = read_inputs(inputs, session.example_shape, "int" in session.input_type, notes)
     prep = model_preprocessing(session.metadata)
+    resize = prep.resize_for(session.example_shape) if prep is not None else None
+    batch, names = read_inputs(
+        inputs, session.example_shape, "int" in session.input_type, notes, resize
+    )
     if prep is not None and batch.ndim == 4:  # what the model's weights were trained on
         batch = prep.apply(batch).astype(batch.dtype)
         notes.append(f"preprocessing (from the model): {prep.describe()}")
@@ -101,9 +104,15 @@ def predict(
 
 
 def read_inputs(
-    files: list[str], shape: tuple[int, ...], tokens: bool = False, notes: list[str] | None = None
+    files: list[str],
+    shape: tuple[int, ...],
+    tokens: bool = False,
+    notes: list[str] | None = None,
+    resize: int | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """One batch from images and .npy files for a model taking `[batch, *shape]`.
+    """One batch from images and .npy files for a model taking `[batch, *shape]`; with
+    `resize` (the model's weights' preprocessing), images are scaled to that short side and
+    their centre cut out (`netspec.io.read_image`); arrays are taken as they are.
 
     Returns the batch and a name per row (`x.npy[3]` for the rows of a batch file); what was
     converted on the way (channels-last arrays) is added to `notes`.
@@ -125,7 +134,7 @@ def read_inputs(
             rows.extend(array)
             names.extend([name] if len(array) == 1 else [f"{name}[{i}]" for i in range(len(array))])
         elif path.suffix.lower() in IMAGE_SUFFIXES:
-            rows.append(read_image(path, shape))
+            rows.append(read_image(path, shape, resize))
             names.append(name)
         else:
             raise NetspecError(
@@ -220,15 +229,16 @@ def _float_values(array: np.ndarray, path: Path) -> np.ndarray:
     return values
 
 
-def read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """An image as the model's `[C, H, W]` float32 input in [0, 1] (gray for C=1, RGB for C=3)."""
+def read_image(path: Path, shape: tuple[int, ...], resize: int | None = None) -> np.ndarray:
+    """An image as the model's `[C, H, W]` float32 input in [0, 1] (gray for C=1, RGB for C=3);
+    `resize`: scaled to that short side, then its centre cut out."""
     if len(shape) != 3 or shape[0] not in (1, 3):
         raise NetspecError(
             f"{path} is an image, but the model takes [{fmt_shape(shape)}], not [1 or 3, H, W]",
             hint="give it .npy arrays instead",
         )
     channels, height, width = shape
-    array = io.read_image(path, channels, height, width).astype(np.float32) / 255.0
+    array = io.read_image(path, channels, height, width, resize).astype(np.float32) / 255.0
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 

@@ -107,6 +107,7 @@ class _Target:
     vocab: int | None = None
     label_map: tuple[int, ...] | None = None
     task: str = "classify"  # multilabel and regression: `classes` counts the outputs
+    resize: int | None = None  # image files: short side scaled to this, then centre-cropped
 
     @property
     def kind(self) -> str:
@@ -171,6 +172,7 @@ def load_data(
     label_map: tuple[int, ...] | None = None,
     task: str = "classify",
     test_source: str | None = None,
+    resize: int | None = None,
 ) -> DataSplit:
     """Load a data source and split it into training, validation and test sets.
 
@@ -198,6 +200,9 @@ def load_data(
             ``[N, classes]``, see `netspec.train.targets`); a dense output is ``classify``
             with a `label_map`.
         test_source: a source used as the test set.
+        resize: image files (``folder:``) are scaled to this short side and their centre
+            ``H x W`` cut out, as pretrained weights expect (`Preprocessing.resize_for`);
+            None: resized to ``H x W`` directly. Arrays are always resized to the input.
 
     Returns:
         The training and validation sets; the training set is in a seeded shuffled order.
@@ -207,7 +212,7 @@ def load_data(
             fit `input_shape`, labels outside [0, classes) (per pixel: besides `IGNORE`),
             or labels of the wrong kind (per example vs per pixel).
     """
-    target = _make_target(input_shape, classes, vocab, label_map, task)
+    target = _make_target(input_shape, classes, vocab, label_map, task, resize)
     _check_options(val_split, limit)
     raw = _read_source(source, target, seed)
     rng = np.random.default_rng(seed)
@@ -312,6 +317,7 @@ def _make_target(
     vocab: int | None,
     label_map: tuple[int, ...] | None = None,
     task: str = "classify",
+    resize: int | None = None,
 ) -> _Target:
     shape = tuple(int(d) for d in input_shape)
     if not 1 <= len(shape) <= 3 or min(shape) < 1:
@@ -327,7 +333,7 @@ def _make_target(
             f"a pixel to ignore). Received: classes={classes}"
         )
     label_map = None if label_map is None else tuple(label_map)
-    return _Target(shape, classes, vocab, label_map, task)
+    return _Target(shape, classes, vocab, label_map, task, resize)
 
 
 def _check_options(val_split: float, limit: int | None) -> None:
@@ -784,16 +790,16 @@ def _read_class_folders(origin: str, root: Path, target: _Target) -> tuple[_Part
         files = _image_files(folder)
         if not files:
             raise NetspecError(f"the class folder {folder} has no images")
-        images.extend(_read_image(f, target.shape) for f in files)
+        images.extend(_read_image(f, target.shape, target.resize) for f in files)
         labels.extend([label] * len(files))
     x = np.stack(images).astype(np.float32) / 255.0
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
     return _Part(x, np.asarray(labels, dtype=np.int64)), [f.name for f in folders]
 
 
-def _read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+def _read_image(path: Path, shape: tuple[int, ...], resize: int | None = None) -> np.ndarray:
     channels, height, width = shape
-    return read_image(path, channels, height, width)
+    return read_image(path, channels, height, width, resize)
 
 
 # --- fitting arrays to the spec ------------------------------------------------------------
