@@ -53,13 +53,21 @@ def test_resize_scales_the_short_side_then_cuts_out_the_centre(tmp_path: Path) -
         want = np.asarray(image.resize((54, 36), Image.Resampling.BILINEAR).crop((11, 2, 43, 34)))
     assert np.array_equal(got, want)
     assert not np.array_equal(got, read_image(path, 3, 32, 32))  # not a plain resize
-    models = torchvision_models()
-    if models is not None:  # torchvision's own transforms, where installed (CI)
-        from torchvision import transforms
 
+
+@pytest.mark.slow  # importing torchvision takes seconds
+def test_resize_and_crop_are_torchvisions(tmp_path: Path) -> None:
+    if torchvision_models() is None:
+        pytest.skip("torchvision is not installed")
+    from torchvision import transforms
+
+    rng = np.random.default_rng(1)
+    for h, w in ((40, 60), (75, 50), (33, 33)):
+        path = tmp_path / f"{h}x{w}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
         with Image.open(path) as image:
-            tv = transforms.CenterCrop(32)(transforms.Resize(36)(image.convert("RGB")))
-        assert np.array_equal(got, np.asarray(tv))
+            want = transforms.CenterCrop(29)(transforms.Resize(33)(image.convert("RGB")))
+        assert np.array_equal(read_image(path, 3, 29, 29, resize=33), np.asarray(want))
 
 
 def test_preprocessing_scales_the_resize_to_the_spec_input() -> None:
@@ -81,6 +89,7 @@ def test_folder_images_are_cropped_when_the_weights_say_so(tmp_path: Path) -> No
     assert not bool((plain.train.x[plain.train.y == 0] == 1.0).all())  # the frame shows
 
 
+@pytest.mark.slow  # a training run through the CLI
 def test_train_from_weights_with_preprocessing_crops_the_folder_images(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,7 +133,7 @@ def test_train_from_weights_with_preprocessing_crops_the_folder_images(
     assert json.loads((out / "settings.json").read_text())["preprocessing"]["resize"] == 16
 
 
-def test_run_and_eval_crop_images_as_the_model_metadata_says(tmp_path: Path) -> None:
+def test_run_crops_images_as_the_model_metadata_says(tmp_path: Path) -> None:
     graph = load_spec_text(TINY, "tiny.ns").instantiate({})
     run = tmp_path / "run"
     run.mkdir()
