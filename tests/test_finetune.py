@@ -1,79 +1,44 @@
-"""Fine-tuning pays (issue 21): mnist_cnn pretrained on digits 0-4, then fine-tuned on 5-9 from
-a few examples per class (backbone frozen, then unfrozen at a lower learning rate), beats the
-same budget trained from scratch; and the two-stage schedule freezes what it says."""
+"""Fine-tuning (issue 21): LeNet-5 pretrained on digits 0-4, then trained on 5-9 from a few
+examples per class, against the same budget from scratch, each at its own best learning rate
+(tools/bench_finetune.py sweeps it; the table is in docs/pretrained.md); and the two-stage
+schedule freezes what it says."""
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from pathlib import Path
 
 import pytest
-import torch
 
 import netspec
 from netspec.errors import NetspecError
-from netspec.train.data import Dataset, DataSplit, load_data
 from netspec.train.finetune import Stages
-from netspec.train.launch import train
 from netspec.train.settings import resolve_settings
-from netspec.train.trainer import Job
+from tests.helpers.finetune import Arm, few_shot, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _digits(
-    graph, keep: range, per_class: int | None, seed: int = 0, names_of: list[str] | None = None
-) -> DataSplit:
-    """Digits of the classes in `keep`, relabelled 0..; with `per_class`, that many training
-    examples per class and every other one for validation."""
-    data = load_data("digits", graph.input.shape, 10, val_split=0.0, seed=seed)
-    x, y = data.train.x, data.train.y
-    mask = (y >= keep.start) & (y < keep.stop)
-    x, y = x[mask], y[mask] - keep.start
-    if per_class is None:
-        chosen = torch.arange(len(y))
-    else:
-        g = torch.Generator().manual_seed(seed)
-        chosen = torch.cat(
-            [torch.nonzero(y == c).flatten()[torch.randperm(int((y == c).sum()), generator=g)][:per_class]
-             for c in range(len(keep))]
-        )  # fmt: skip
-    rest = torch.ones(len(y), dtype=torch.bool)
-    rest[chosen] = False
-    names = [str(d) for d in keep] if names_of is None else names_of
-    return DataSplit(Dataset(x[chosen], y[chosen], names), Dataset(x[rest], y[rest], names))
-
-
-def _run(graph, data: DataSplit, out: Path, init: str | None = None, **settings) -> float:
-    s = resolve_settings(graph.train, {"batch_size": 16, "schedule": "none"} | settings)
-    job = Job(graph, s, data, out, device="cpu", init=init, quiet=True, threads=1)
-    out.mkdir(parents=True)
-    result = train(job)
-    return result.history[-1].val_acc
+SEEDS = (1, 2, 3, 4)
 
 
 @pytest.mark.slow
-def test_fine_tuning_beats_training_from_scratch(tmp_path: Path) -> None:
-    """LeNet-5 pretrained on digits 0-4 (a 10-way head, so that the 5-way one of the
-    fine-tuning is re-initialised, as 1000 -> 7 is); then 15 examples of 5-9. Same budget
-    both ways (6 epochs of batch 4, Adam at lr 0.03): from scratch, that rate wrecks the
-    training; fine-tuned, the classifier trains alone first on stable features, then the
-    backbone at 0.03 x lr. (At lr 0.01 scratch wins: 0.76 against 0.59; see the note.)"""
-    spec = ROOT / "specs" / "lenet5.ns"
-    ten = netspec.compile_spec(spec)
-    digits = [str(d) for d in range(10)]
-    pretrain = _run(ten, _digits(ten, range(0, 5), 120, names_of=digits), tmp_path / "pre",
-                    epochs=6, lr=0.003)  # fmt: skip
-    graph = netspec.compile_spec(spec, bindings={"classes": 5})
-    few = _digits(graph, range(5, 10), per_class=3)
-    budget = {"epochs": 6, "seed": 1, "lr": 0.03, "batch_size": 4}
-    scratch = _run(graph, few, tmp_path / "scratch", **budget)
-    tuned = _run(graph, few, tmp_path / "tuned", init=str(tmp_path / "pre"), freeze_epochs=3,
-                 backbone_lr=0.03, **budget)  # fmt: skip
-    print(f"pretrain 0-4: {pretrain:.3f}; 5-9 from 15 examples: scratch {scratch:.3f}, "
-          f"fine-tuned {tuned:.3f}")  # fmt: skip
-    assert pretrain > 0.9
-    assert tuned > scratch + 0.2, (tuned, scratch)
+def test_fine_tuning_beats_scratch_at_its_best_rate_from_two_examples(tmp_path: Path) -> None:
+    """The regime where pretraining pays on this data (docs/pretrained.md): 2 examples per class
+    and a 3-epoch budget. Scratch gets the better of the two rates it does best at (0.003 and
+    0.01); fine-tuned runs at 0.01. Measured: scratch 0.680 +- 0.062 (0.003), fine-tuned
+    0.733 +- 0.027. (With 8 epochs, or 10 examples per class, scratch catches up or wins.)"""
+    assert pretrain(tmp_path / "pre") > 0.9
+
+    def accuracy(mode: str, lr: float) -> float:
+        arm = Arm(mode, per_class=2, lr=lr, epochs=3)
+        return statistics.mean(
+            few_shot(arm, s, tmp_path / "pre", tmp_path / f"{mode}-{lr}-{s}") for s in SEEDS
+        )
+
+    scratch = max(accuracy("scratch", 0.003), accuracy("scratch", 0.01))
+    tuned = accuracy("fine-tuned", 0.01)
+    print(f"5-9 from 2 examples a class, 3 epochs: scratch {scratch:.3f}, fine-tuned {tuned:.3f}")
+    assert tuned > scratch + 0.03, (tuned, scratch)
 
 
 def test_stages_freeze_the_backbone_then_unfreeze_from_a_layer() -> None:
