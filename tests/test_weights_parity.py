@@ -21,6 +21,7 @@ from netspec.weights.mapper import map_weights
 from netspec.weights.pretrained import TWINS
 from netspec.weights.sources import from_module, read_source
 from tests.helpers.twins import (
+    float32_floor,
     logits,
     mapped,
     onnx_logits,
@@ -77,7 +78,10 @@ def test_twin_weights_exported_run_the_same_in_onnx_runtime(name: str, tmp_path:
     got = onnx_logits(name, mapped(graph, ref), x, tmp_path)
     rel = relative(logits(ref, x).numpy(), got)
     print(f"parity {name}: onnxruntime {rel:.1e}")
-    assert rel <= 1e-4, rel
+    if rel > 1e-4:  # deep nets: float32's own rounding (torch's, against float64) is that large
+        floor = float32_floor(ref, x)
+        print(f"parity {name}: torch float32 against float64 {floor:.1e}")
+        assert rel <= 2 * floor, (rel, floor)
 
 
 def test_a_traced_module_maps_in_execution_order() -> None:

@@ -9,8 +9,9 @@ shape for shape (netspec never downloads), renamed so that nothing matches by na
 With --parity [NAME ...]: the parity figures per zoo spec with a torchvision twin instead (the
 twin randomly initialised, its batch norms calibrated on one batch; see tests/helpers/twins.py):
 the largest logit difference relative to the largest logit, netspec's module against the twin
-in PyTorch, and `netspec export --weights` in ONNX Runtime against the twin. Needs torchvision
-(`pip install --no-deps torchvision`).
+in PyTorch, and `netspec export --weights` in ONNX Runtime against the twin; where the latter
+passes 1e-4, the float32 floor beside it (the twin's float32 logits against float64). Needs
+torchvision (`pip install --no-deps torchvision`).
 
     python tools/bench_weights.py [--repeat 5]
     python tools/bench_weights.py --parity [resnet18 inception_v3 ...]
@@ -86,6 +87,7 @@ def parity(names: list[str]) -> None:
     import io
 
     from tests.helpers.twins import (
+        float32_floor,
         logits,
         mapped,
         onnx_logits,
@@ -99,8 +101,8 @@ def parity(names: list[str]) -> None:
     models = torchvision_models()
     if models is None:
         raise SystemExit("--parity needs torchvision: pip install --no-deps torchvision")
-    print("| spec | torchvision twin | params | torch | ONNX Runtime |")
-    print("|---|---|---|---|---|")
+    print("| spec | torchvision twin | params | torch | ONNX Runtime | torch fp32 vs fp64 |")
+    print("|---|---|---|---|---|---|")
     for name in names:
         graph = spec_graph(name)
         ref = twin(models, name, graph.input.shape)
@@ -111,8 +113,9 @@ def parity(names: list[str]) -> None:
             in_torch = relative(want, model.logits(x).numpy())
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
             in_ort = relative(want, onnx_logits(name, model, x, Path(tmp)))
+        floor = f"{float32_floor(ref, x):.1e}" if in_ort > 1e-4 else ""
         print(f"| {name} | {TWINS[name]} | {graph.totals.params:,} | {in_torch:.1e} | "
-              f"{in_ort:.1e} |", flush=True)  # fmt: skip
+              f"{in_ort:.1e} | {floor} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
