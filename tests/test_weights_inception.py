@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.published import assert_gmacs
+from helpers.twins import torchvision_models, twin
 from PIL import Image
 
 import netspec
 from netspec.weights import pretrained
-from tests.helpers.published import assert_gmacs
-from tests.helpers.twins import torchvision_models, twin
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,12 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import netspec
-from netspec.weights.mapper import map_weights
-from netspec.weights.pretrained import TWINS
-from netspec.weights.sources import from_module, read_source
-from tests.helpers.twins import (
+from helpers.twins import (
     float32_floor,
     logits,
     mapped,
@@ -30,7 +25,12 @@ from tests.helpers.twins import (
     spec_graph,
     torchvision_models,
 )
-from tests.helpers.twins import twin as make_twin
+from helpers.twins import twin as make_twin
+
+import netspec
+from netspec.weights.mapper import map_weights
+from netspec.weights.pretrained import TWINS
+from netspec.weights.sources import from_module, read_source
 
 ROOT = Path(__file__).resolve().parents[1]
 # The default run (2 cores, loaded) keeps the small twins and the ones whose order is special

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.twins import torchvision_models
 from PIL import Image
 
 from netspec import deploy
@@ -23,7 +24,6 @@ from netspec.train.launch import train
 from netspec.train.settings import resolve_settings
 from netspec.train.trainer import Job
 from netspec.weights.pretrained import Preprocessing
-from tests.helpers.twins import torchvision_models
 
 TINY = """network tiny "a tiny CNN"
 input [1, 8, 8]

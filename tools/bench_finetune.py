@@ -25,9 +25,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from tests.helpers.finetune import ARMS, Arm, few_shot, pretrain  # noqa: E402
+from helpers.finetune import ARMS, Arm, few_shot, pretrain  # noqa: E402
 
 
 def _numbers(text: str, kind: type) -> list:
@@ -88,10 +88,10 @@ def main() -> None:
 
 def features() -> None:
     import torch
+    from helpers.finetune import SPEC, digits
 
     import netspec
     from netspec.train.checkpoint import load_weights, weights_file
-    from tests.helpers.finetune import SPEC, digits
 
     with tempfile.TemporaryDirectory() as tmp:
         pretrain(Path(tmp) / "pre")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import netspec
 from netspec.weights.mapper import map_weights
@@ -86,7 +86,7 @@ def parity(names: list[str]) -> None:
     import contextlib
     import io
 
-    from tests.helpers.twins import (
+    from helpers.twins import (
         float32_floor,
         logits,
         mapped,
