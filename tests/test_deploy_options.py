@@ -52,6 +52,7 @@ class Acts:
 
     args: tuple[str, ...]
     without: tuple[str, ...] = ()
+    columns: int | None = None  # run both at this terminal width (COLUMNS): --wide's cases
 
 
 @dataclass
@@ -131,6 +132,10 @@ CASES: dict[str, dict[str, list[tuple[str, Refused | Acts]]]] = {
             ("eval", Acts(("--provider", "cuda"))),  # refused where there is no GPU
             ("eval ckpt", Refused(("--provider", "cpu"), "--provider is for a .onnx MODEL")),
         ],
+        "wide": [
+            ("eval", Acts(("--wide",), columns=30)),
+            ("eval ckpt", Acts(("--wide",), columns=30)),
+        ],
     },
     "bench": {
         "batches": [("bench", Acts(("-b", "2"))), ("bench model", Acts(("-b", "2")))],
@@ -145,6 +150,7 @@ CASES: dict[str, dict[str, list[tuple[str, Refused | Acts]]]] = {
             ("bench", Acts(("--set", "W=8"), ("W=4",))),
             ("bench model", Refused(("--set", "W=8"), "either one spec or .onnx model files")),
         ],
+        "wide": [("bench", Acts(("--wide",), columns=60))],
     },
 }
 
@@ -238,9 +244,18 @@ CASE_LIST = [
     ids=[f"{c}-{o}-{b.replace(' ', '_')}-{type(k).__name__}" for c, o, b, k in CASE_LIST],
 )
 def test_option_acts_or_is_refused(
-    command: str, option: str, base: str, case: Refused | Acts, files: Files, capsys, fixed_clock
+    command: str,
+    option: str,
+    base: str,
+    case: Refused | Acts,
+    files: Files,
+    capsys,
+    fixed_clock,
+    monkeypatch,
 ) -> None:
     base_args = files.fill(BASES[base])
+    if isinstance(case, Acts) and case.columns is not None:
+        monkeypatch.setenv("COLUMNS", str(case.columns))
     if isinstance(case, Refused):
         code, text, written, _ = _outcome(base_args + files.fill(case.args), files, capsys, [])
         assert code == 2 and case.message in text, text

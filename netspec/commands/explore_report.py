@@ -78,13 +78,33 @@ def report(
     plot_path: str | None,
     wide: bool = False,
 ) -> None:
-    from rich import box
+    """The whole report: the counts, the invalid members by reason, then the front (or every
+    member that fits, with `show_all`) and where the CSV and plot went."""
     from rich.markup import escape
-    from rich.table import Table
 
     from netspec import terminal
 
     console = terminal.console(wide, highlight=False)  # --wide: the tables whole
+    _counts(console, r)
+    if r.failures:
+        _failures(console, ex, r)
+    rows = (r.fitting or r.valid) if show_all else r.front
+    rows = sorted(rows, key=lambda m: (m.figure(sort_by), m.number))
+    _members(console, ex, r, rows, sort_by, show_all, limit)
+    if rows:
+        console.print(
+            f"write one as a spec: netspec explore {escape(path)} --pick {rows[0].number} -o member.ns"
+        )
+    for what, p in (("CSV", csv_path), ("plot", plot_path)):
+        if p:
+            console.print(f"{what}: {escape(p)}")
+
+
+def _counts(console, r) -> None:
+    """The headline (how many members, how fast) and the valid / invalid / fitting counts."""
+    from rich.markup import escape
+    from rich.table import Table
+
     n = len(r.members)
     scope = f"{n:,} random members of {r.space.size:,}" if r.sampled else f"{n:,} members"
     if r.shard is not None:
@@ -93,7 +113,6 @@ def report(
     console.print(
         f"[bold]{escape(r.spec.name)}[/]: {scope} ({escape(r.space.describe())}), explored in {r.seconds * 1000:.0f} ms{speed}"
     )
-
     valid, fitting = len(r.valid), len(r.fitting)
     summary = Table(box=None, show_header=False, pad_edge=False)
     summary.add_column(style="bold")
@@ -119,38 +138,51 @@ def report(
             "(widen the --grid, or give the family more values)"
         )
 
-    if r.failures:
-        table = Table(
-            box=box.SIMPLE_HEAD,
-            title="invalid members, by reason",
-            title_justify="left",
-            pad_edge=False,
-        )
-        table.add_column("members", justify="right")
-        table.add_column("reason")
-        table.add_column("where", no_wrap=True)
-        table.add_column("e.g.")
-        for g in r.failures:
-            where = f"{g.span.line}:{g.span.col}" if g.span else "-"
-            snippet = ex.source_snippet(r.spec, g.span)
-            if snippet:
-                where += f" `{snippet}`"
-            if g.detail:
-                where += f"\n{g.detail}"
-            first = g.members[0]
-            table.add_row(
-                f"{g.count:,}",
-                escape(g.message),
-                escape(where),
-                escape(f"#{first.number} {first.label()}"),
-            )
-        note = terminal.fit(table, console, cut=("e.g.", "reason")).note()
-        console.print(table)
-        if note:
-            console.print(note)
 
-    rows = (r.fitting or r.valid) if show_all else r.front
-    rows = sorted(rows, key=lambda m: (m.figure(sort_by), m.number))
+def _failures(console, ex, r) -> None:
+    """The invalid members grouped by reason, each with where in the spec and an example."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from netspec import terminal
+
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title="invalid members, by reason",
+        title_justify="left",
+        pad_edge=False,
+    )
+    table.add_column("members", justify="right")
+    table.add_column("reason")
+    table.add_column("where", no_wrap=True)
+    table.add_column("e.g.")
+    for g in r.failures:
+        where = f"{g.span.line}:{g.span.col}" if g.span else "-"
+        snippet = ex.source_snippet(r.spec, g.span)
+        if snippet:
+            where += f" `{snippet}`"
+        if g.detail:
+            where += f"\n{g.detail}"
+        first = g.members[0]
+        table.add_row(
+            f"{g.count:,}",
+            escape(g.message),
+            escape(where),
+            escape(f"#{first.number} {first.label()}"),
+        )
+    note = terminal.fit(table, console, cut=("e.g.", "reason")).note()
+    console.print(table)
+    if note:
+        console.print(note)
+
+
+def _members(console, ex, r, rows, sort_by: str, show_all: bool, limit: int | None) -> None:
+    """The front (or, with `show_all`, every member that fits, the front's starred)."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
     if show_all:
         title = (
             "members that fit the budgets"
@@ -194,13 +226,6 @@ def report(
     print_wide(console, table)
     if len(shown) < len(rows):
         console.print(f"  ... {len(rows) - len(shown)} more (drop --limit to see them)")
-    if rows:
-        console.print(
-            f"write one as a spec: netspec explore {escape(path)} --pick {rows[0].number} -o member.ns"
-        )
-    for what, p in (("CSV", csv_path), ("plot", plot_path)):
-        if p:
-            console.print(f"{what}: {escape(p)}")
 
 
 def print_wide(console, table) -> None:

@@ -671,27 +671,14 @@ def eval_cmd(
         )
 
     from netspec.backends.lower_torch import build
-    from netspec.ir.build import load_spec
     from netspec.train.checkpoint import load_exact, load_weights, weights_file
     from netspec.train.device import pick_runtime
-    from netspec.train.evaluate import evaluate
-    from netspec.train.metrics import TOP5_FROM, evaluate_task
-    from netspec.train.report import eval_tables, print_task_eval
+    from netspec.train.report import print_task_eval
     from netspec.train.tasks import fit_statistics, read_task, resolve_task, training_graph
 
     run = Path(weights) if Path(weights).is_dir() else None
     saved = read_settings(run) if run and (run / SETTINGS).is_file() else {}
-    if spec is not None:
-        graph = load_graph(spec, sets, extra)
-    elif run is not None and (run / SPEC_COPY).is_file():
-        bindings = dict(saved.get("bindings") or {})
-        graph = load_spec(run / SPEC_COPY).instantiate(
-            bindings | parse_bindings(tuple(sets) + tuple(extra))
-        )
-    else:
-        raise click.UsageError(
-            "missing SPEC (it may be left out only when --weights is a run folder)"
-        )
+    graph = _eval_graph(spec, sets, extra, run, saved)
     run_settings = saved.get("settings") or {}
     source = data or run_settings.get("data")
     if source is None:
@@ -700,24 +687,9 @@ def eval_cmd(
     task = resolve_task(graph, run_settings.get("task", "auto"), run_settings.get("loss", "auto"))
     model = build(training_graph(graph, task), seed=0)
     load_exact(model, load_weights(file), str(file))
-    from netspec.train.data import load_data
-
-    prep = Preprocessing.from_json(saved.get("preprocessing"))
-    split_data = load_data(
-        source,
-        graph.input.shape,
-        _classes(graph),
-        val_split=val_split if val_split is not None else run_settings.get("val_split", 0.2),
-        seed=seed if seed is not None else run_settings.get("seed", 0),
-        val_source=val_data if val_data is not None or data else run_settings.get("val_data"),
-        vocab=graph.input.vocab,
-        label_map=_label_map(graph),
-        task="classify" if task.kind == "dense" else task.kind,
-        test_source=test_data or (None if data else run_settings.get("test_data")),
-        resize=prep.resize_for(graph.input.shape) if prep is not None else None,
+    split_data = _eval_data(
+        graph, saved, source, data, val_data, val_split, seed, test_data, task.kind
     )
-    if prep is not None:  # the run fine-tuned weights that expect this normalization
-        split_data = prep.apply_split(split_data)
     dataset = {"val": split_data.val, "train": split_data.train, "test": split_data.test}[split]
     for note in split_data.notes:
         click.echo(f"note: {note}", err=True)
@@ -733,12 +705,76 @@ def eval_cmd(
     runtime = pick_runtime(device, image_input=len(graph.input.shape) == 3)
     model.to(runtime.device).eval()
     task = (read_task(run) if run else None) or fit_statistics(task, split_data.train)
+    title = f"{graph.name} on {source} ({split})"
     if task.kind in ("multilabel", "regression"):
-        print_task_eval(model.logits, task, dataset, runtime, f"{graph.name} on {source} ({split})")
+        print_task_eval(model.logits, task, dataset, runtime, title)
         return
+    _print_accuracy(model, task, dataset, runtime, batch_size, title, wide)
+
+
+def _eval_graph(
+    spec: str | None, sets: tuple[str, ...], extra: tuple[str, ...], run: Path | None, saved: dict
+) -> Any:
+    """The graph to evaluate: SPEC's, else the run folder's own spec copy and bindings."""
+    from netspec.ir.build import load_spec
+
+    if spec is not None:
+        return load_graph(spec, sets, extra)
+    if run is not None and (run / SPEC_COPY).is_file():
+        bindings = dict(saved.get("bindings") or {})
+        return load_spec(run / SPEC_COPY).instantiate(
+            bindings | parse_bindings(tuple(sets) + tuple(extra))
+        )
+    raise click.UsageError("missing SPEC (it may be left out only when --weights is a run folder)")
+
+
+def _eval_data(
+    graph: Any,
+    saved: dict,
+    source: str,
+    data: str | None,
+    val_data: str | None,
+    val_split: float | None,
+    seed: int | None,
+    test_data: str | None,
+    task_kind: str,
+) -> Any:
+    """The data split to evaluate on: the flags, else what the run was trained with, with the
+    run's preprocessing (a fine-tuned run's resize, crop and normalization) applied."""
+    from netspec.train.data import load_data
+
+    run_settings = saved.get("settings") or {}
+    prep = Preprocessing.from_json(saved.get("preprocessing"))
+    split_data = load_data(
+        source,
+        graph.input.shape,
+        _classes(graph),
+        val_split=val_split if val_split is not None else run_settings.get("val_split", 0.2),
+        seed=seed if seed is not None else run_settings.get("seed", 0),
+        val_source=val_data if val_data is not None or data else run_settings.get("val_data"),
+        vocab=graph.input.vocab,
+        label_map=_label_map(graph),
+        task="classify" if task_kind == "dense" else task_kind,
+        test_source=test_data or (None if data else run_settings.get("test_data")),
+        resize=prep.resize_for(graph.input.shape) if prep is not None else None,
+    )
+    if prep is not None:  # the run fine-tuned weights that expect this normalization
+        split_data = prep.apply_split(split_data)
+    return split_data
+
+
+def _print_accuracy(
+    model: Any, task: Any, dataset: Any, runtime: Any, batch_size: int, title: str, wide: bool
+) -> None:
+    """A classifier's tables (per class, confusion matrix) and its accuracy line; a dense
+    output's pixel accuracy and IoU."""
+    from netspec.train.evaluate import evaluate
+    from netspec.train.metrics import TOP5_FROM, evaluate_task
+    from netspec.train.report import eval_tables
+
     result = evaluate(model.logits, dataset.x, dataset.y, dataset.class_names, runtime, batch_size)
     console = terminal.console(wide)
-    for table in eval_tables(result, f"{graph.name} on {source} ({split})", console):
+    for table in eval_tables(result, title, console):
         console.print(table)
     hits = int(result.confusion.diagonal().sum())
     line = f"accuracy: {result.accuracy:.2%} ({hits}/{result.count})"
