@@ -17,7 +17,7 @@ import csv
 import io
 import textwrap
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from netspec.errors import NetspecError
@@ -133,6 +133,58 @@ class Column:
     rank: int = 0  # descriptive columns give way lowest rank first (then leftmost first)
 
 
+@dataclass
+class _RowValues:
+    """The per-row values of the layer table, one list per column (column by column: a
+    graph may have 220,000 rows)."""
+
+    names: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    kernels: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    memory: list[int] = field(default_factory=list)
+    params: list[int] = field(default_factory=list)
+    macs: list[int] = field(default_factory=list)
+    ops: list[int] = field(default_factory=list)
+    groups: list[list[Node]] = field(default_factory=list)  # with a depth: each row's layers
+
+
+def _row_values(graph: Graph, depth: int | None, text: _RowText) -> _RowValues:
+    """One row per layer, or with `depth` one per scope collapsed below it (subtotals); the
+    side heads' rows are marked in their kind (they run in training only)."""
+    r = _RowValues()
+    if depth is None:
+        nodes = graph.nodes
+        cells = list(map(text, nodes))
+        r.kinds = [c[0] for c in cells]
+        r.kernels = [c[1] for c in cells]
+        r.names = [n.id for n in nodes]
+        r.outputs = [text.shape(n.shape) for n in nodes]
+        r.memory = [n.memory for n in nodes]
+        r.params = [n.params for n in nodes]
+        r.macs = [n.macs for n in nodes]
+        r.ops = [n.ops for n in nodes]
+    else:
+        for name, group in _rows(graph.nodes, depth):
+            last = group[-1]
+            kind, kernel = text(last) if name is None else (f"{len(group)} layers", "")
+            r.names.append(name or last.id)
+            r.kinds.append(kind)
+            r.kernels.append(kernel)
+            r.outputs.append(text.shape(last.shape))
+            r.memory.append(sum(n.memory for n in group))
+            r.params.append(sum(n.params for n in group))
+            r.macs.append(sum(n.macs for n in group))
+            r.ops.append(sum(n.ops for n in group))
+            r.groups.append(group)
+    if graph.heads:
+        for i, name in enumerate(r.names):
+            head = graph.head_of(name) or graph.head_of(name + ".")
+            if head is not None:
+                r.kinds[i] += f" (head {head})"
+    return r
+
+
 def layer_columns(
     graph: Graph,
     all_ops: bool = False,
@@ -149,47 +201,11 @@ def layer_columns(
     `frozen`: the ids of the layers `freeze` holds; a `trainable` column after the params."""
     t = graph.totals
     text = _RowText(graph)
-    names: list[str] = []
-    kinds: list[str] = []
-    kernels: list[str] = []
-    outputs: list[str] = []
-    memory: list[int] = []
-    params: list[int] = []
-    macs: list[int] = []
-    ops: list[int] = []
-    groups: list[list[Node]] = []
-    if depth is None:  # column by column: up to 220,000 rows
-        nodes = graph.nodes
-        cells = list(map(text, nodes))
-        kinds = [c[0] for c in cells]
-        kernels = [c[1] for c in cells]
-        names = [n.id for n in nodes]
-        outputs = [text.shape(n.shape) for n in nodes]
-        memory = [n.memory for n in nodes]
-        params = [n.params for n in nodes]
-        macs = [n.macs for n in nodes]
-        ops = [n.ops for n in nodes]
-    else:
-        for name, group in _rows(graph.nodes, depth):
-            last = group[-1]
-            if name is None:
-                kind, kernel = text(last)
-            else:
-                kind, kernel = f"{len(group)} layers", ""
-            names.append(name or last.id)
-            kinds.append(kind)
-            kernels.append(kernel)
-            outputs.append(text.shape(last.shape))
-            memory.append(sum(n.memory for n in group))
-            params.append(sum(n.params for n in group))
-            macs.append(sum(n.macs for n in group))
-            ops.append(sum(n.ops for n in group))
-            groups.append(group)
-    if graph.heads:  # mark the side heads' rows: they run in training only
-        for i, name in enumerate(names):
-            head = graph.head_of(name) or graph.head_of(name + ".")
-            if head is not None:
-                kinds[i] += f" (head {head})"
+    r = _row_values(graph, depth, text)
+    names, kinds, kernels, memory, params, macs = (
+        r.names, r.kinds, r.kernels, r.memory, r.params, r.macs
+    )  # fmt: skip
+    outputs, ops, groups = r.outputs, r.ops, r.groups
     columns = [
         Column("layer", "layer", False, names, names),
         Column("kind", "kind", False, kinds, kinds, descriptive=True),
