@@ -31,6 +31,7 @@ class Reader:
     consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
     where: str = ""
     skip: set[str] = field(default_factory=set)  # node names a handler merged into another
+    input_name: str = ""  # the network input's value
     last: set[str] = field(default_factory=set)  # values held channels-last (after a Transpose)
 
     def src(self, value: str) -> str:

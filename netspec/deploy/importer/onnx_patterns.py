@@ -56,7 +56,7 @@ PER_POSITION = {
     "Identity",
     "Dropout",
 }
-FOLDABLE = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Add", "Sub", "Mul", "Div", "Cast"}
+FOLDABLE = {"Shape", "Slice", "Gather", "Unsqueeze", "Squeeze", "Concat", "Add", "Sub", "Mul", "Div", "Cast"}
 
 
 def _name(node: onnx.NodeProto) -> str:
@@ -96,6 +96,13 @@ def fold_values(
         for axis in sorted(x % (out.ndim + len(axes)) for x in axes):
             out = np.expand_dims(out, axis)
         return out
+    if op == "Slice":
+        index = [slice(None)] * v[0].ndim
+        axes = v[3] if len(v) > 3 else range(len(v[1]))
+        steps = v[4] if len(v) > 4 else [1] * len(v[1])
+        for start, stop, axis, step in zip(v[1], v[2], axes, steps, strict=True):
+            index[int(axis)] = slice(int(start), int(stop), int(step))
+        return v[0][tuple(index)]
     if op == "Concat":
         return np.concatenate([np.atleast_1d(x) for x in v], axis=int(a.get("axis", 0)))
     if op == "Cast":
@@ -390,3 +397,66 @@ def _gather(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
 
 
 assert HANDLERS["Reshape"] is _reshape and HANDLERS["Flatten"] is _flatten
+
+
+RESIZE_MODES = {  # (mode, coordinate transformation) -> (netspec mode, align_corners)
+    ("nearest", "asymmetric"): ("nearest", False),
+    ("linear", "half_pixel"): ("bilinear", False),
+    ("linear", "pytorch_half_pixel"): ("bilinear", False),
+    ("linear", "align_corners"): ("bilinear", True),
+    ("cubic", "half_pixel"): ("bicubic", False),
+    ("cubic", "pytorch_half_pixel"): ("bicubic", False),
+    ("cubic", "align_corners"): ("bicubic", True),
+}
+
+
+@handles("Resize", "Upsample")
+def _resize(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
+    """Resize by constant scales or to a constant size: UPSAMPLE (`like=input` when the size is
+    the network input's, as a segmentation head's last resize)."""
+    shape = r.shapes.get(node.input[0])
+    out = r.shapes.get(node.output[0])
+    mode = str(a.get("mode", "nearest"))
+    transform = str(a.get("coordinate_transformation_mode", "half_pixel"))
+    if node.op_type == "Upsample":
+        transform = "asymmetric"
+    picked = RESIZE_MODES.get((mode, transform))
+    if mode == "nearest" and a.get("nearest_mode", "round_prefer_floor") != "floor":
+        picked = None
+    if mode == "cubic" and not np.isclose(a.get("cubic_coeff_a", -0.75), -0.75):
+        picked = None
+    if picked is None or a.get("antialias", 0) or a.get("exclude_outside", 0):
+        raise r.fail(
+            node,
+            f"a resize (mode={mode}, coordinate_transformation_mode={transform}) that PyTorch's "
+            "interpolate does not make",
+            "netspec's UPSAMPLE is nearest (floor, asymmetric), bilinear or bicubic (-0.75)",
+        )
+    if shape is None or out is None or out[0] != shape[0]:
+        raise r.fail(node, "a resize whose shapes are not known, or that changes the channels")
+    scales = r.const(node, 1 if node.op_type == "Upsample" else 2)
+    sizes = r.const(node, 3) if node.op_type == "Resize" else None
+    args: list[tuple[str, Value]] = []
+    if sizes is not None and sizes.size:
+        whole = r.shapes.get(r.input_name)
+        if whole is not None and tuple(out[1:]) == tuple(whole[1:]):
+            args.append(("like", "input"))
+        else:
+            args.append(("size", _one(out[1:])))
+    elif scales is not None and scales.size and float(scales[0]) == 1 == float(scales[1]):
+        factors = tuple(_num(float(s)) for s in scales[2:])
+        args.append(("scale", factors[0] if len(set(factors)) == 1 else factors))  # type: ignore[arg-type]
+    else:
+        raise r.fail(node, "a resize by scales or sizes that are not constants")
+    args.append(("mode", picked[0]))
+    if picked[1]:
+        args.append(("align_corners", True))
+    r.emit(node, "UPSAMPLE", args)
+
+
+def _one(values: tuple[int, ...]) -> int | tuple[int, ...]:
+    return values[0] if len(set(values)) == 1 else tuple(values)
+
+
+def _num(value: float) -> int | float:
+    return int(value) if value.is_integer() else value

@@ -182,7 +182,7 @@ def read_onnx(
         _fix_input(model, input_name, shape)
     graph = model.graph
     consts = {t.name: _array(t) for t in graph.initializer}
-    r = Reader(consts, _shapes(model))
+    r = Reader(consts, _shapes(model), input_name=input_name)
     r.alias[input_name] = INPUT
     for node in graph.node:
         for x in dict.fromkeys(node.input):  # a node reading a value twice counted once
