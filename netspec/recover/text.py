@@ -100,6 +100,8 @@ DEFAULTS: dict[str, dict[str, Value]] = {
     "LEAKYRELU": {"slope": 0.01},
     "ELU": {"alpha": 1.0},
     "GELU": {"approximate": "none"},
+    "UPSAMPLE": {"mode": "nearest", "align_corners": False},
+    "CHANNELSHUFFLE": {"groups": 2},
 }
 
 

@@ -155,6 +155,9 @@ def _conv(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
     dims = w.ndim - 2
     groups = int(a.get("group", 1))
     bias = len(node.input) > 2 and bool(node.input[2])
+    b = r.const(node, 2)
+    if bias and node.input[2].startswith("val_") and b is not None and not b.any():
+        bias = False  # a zero bias torch.export's graph made up for a conv without one
     c_in = w.shape[1] * groups
     args: list[tuple[str, Value]] = []
     depthwise = groups > 1 and groups == w.shape[0] == c_in

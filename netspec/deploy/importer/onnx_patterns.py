@@ -56,7 +56,20 @@ PER_POSITION = {
     "Identity",
     "Dropout",
 }
-FOLDABLE = {"Shape", "Slice", "Gather", "Unsqueeze", "Squeeze", "Concat", "Add", "Sub", "Mul", "Div", "Cast"}
+FOLDABLE = {
+    "Shape",
+    "Slice",
+    "Reshape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Cast",
+}
 
 
 def _name(node: onnx.NodeProto) -> str:
@@ -79,7 +92,11 @@ def fold_values(
         return None
     if node.op_type == "Shape":
         shape = shapes.get(node.input[0])
-        return None if shape is None else np.array([1, *shape], dtype=np.int64)
+        if shape is None:
+            return None
+        a = attrs_of(node)
+        full = np.array([1, *shape], dtype=np.int64)
+        return full[int(a.get("start", 0)) : a.get("end")]
     ins = [x for x in node.input if x]
     if not ins or any(x not in consts for x in ins):
         return None
@@ -96,11 +113,14 @@ def fold_values(
         for axis in sorted(x % (out.ndim + len(axes)) for x in axes):
             out = np.expand_dims(out, axis)
         return out
+    if op == "Reshape":
+        target = [int(t) for t in v[1]]
+        return v[0].reshape([v[0].shape[i] if t == 0 else t for i, t in enumerate(target)])
     if op == "Slice":
         index = [slice(None)] * v[0].ndim
-        axes = v[3] if len(v) > 3 else range(len(v[1]))
+        dims = [int(x) for x in (v[3] if len(v) > 3 else range(len(v[1])))]
         steps = v[4] if len(v) > 4 else [1] * len(v[1])
-        for start, stop, axis, step in zip(v[1], v[2], axes, steps, strict=True):
+        for start, stop, axis, step in zip(v[1], v[2], dims, steps, strict=True):
             index[int(axis)] = slice(int(start), int(stop), int(step))
         return v[0][tuple(index)]
     if op == "Concat":
@@ -445,7 +465,13 @@ def _resize(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
             args.append(("size", _one(out[1:])))
     elif scales is not None and scales.size and float(scales[0]) == 1 == float(scales[1]):
         factors = tuple(_num(float(s)) for s in scales[2:])
-        args.append(("scale", factors[0] if len(set(factors)) == 1 else factors))  # type: ignore[arg-type]
+        ratios = [o / i for o, i in zip(out[1:], shape[1:], strict=True)]
+        if all(isinstance(f, int) for f in factors):
+            args.append(("scale", factors[0] if len(set(factors)) == 1 else factors))  # type: ignore[arg-type]
+        elif np.allclose(ratios, [float(f) for f in factors], rtol=1e-6):  # a size, as a scale
+            args.append(("size", _one(out[1:])))
+        else:
+            args.append(("scale", factors[0] if len(set(factors)) == 1 else factors))  # type: ignore[arg-type]
     else:
         raise r.fail(node, "a resize by scales or sizes that are not constants")
     args.append(("mode", picked[0]))
