@@ -188,7 +188,9 @@ def test_a_factory_that_raises_is_refused_and_nothing_written(
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "t.ns"
     capsys.readouterr()
-    assert main(["import", "module:tiny_nets:broken", "--input-shape", "1x8x8", "-o", str(out)]) == 2
+    assert (
+        main(["import", "module:tiny_nets:broken", "--input-shape", "1x8x8", "-o", str(out)]) == 2
+    )
     err = capsys.readouterr().err
     assert "the factory `tiny_nets:broken` raised RuntimeError: no such layer" in err
     assert "Traceback" not in err and not out.exists()
