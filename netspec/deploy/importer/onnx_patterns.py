@@ -279,6 +279,11 @@ def _gelu_parts(r: Reader, node: onnx.NodeProto) -> tuple[str, list[onnx.NodePro
     if mul is None:
         return None
     other = next(i for i in mul.input if i != one.output[0])
+    if other in r.consts and r.scalar(mul, 0.5):  # torch.export: x * (0.5 * (1 + erf))
+        last = r.only(mul.output[0], "Mul")
+        if last is None or set(last.input) != {x, mul.output[0]}:
+            return None
+        return last.output[0], [erf, one, mul, last]
     if other == x:  # torch: (x * (1 + erf)) * 0.5
         half = r.only(mul.output[0], "Mul")
         if half is None or not r.scalar(half, 0.5):

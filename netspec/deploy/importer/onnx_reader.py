@@ -189,6 +189,9 @@ def read_onnx(
             r.consumers.setdefault(x, []).append(node)
         if node.op_type == "Constant" and (value := constant_value(node)) is not None:
             consts[node.output[0]] = value  # known before the nodes that precede it (patterns)
+    for node in graph.node:  # shape arithmetic known before the patterns that read it
+        if (value := fold(r, node)) is not None:
+            consts[node.output[0]] = value
     total = len(graph.node)
     for i, node in enumerate(graph.node):
         r.where = f"node {i + 1} of {total}"
