@@ -151,6 +151,18 @@ TINY_NETS = (
     "        return x if x.sum() > 0 else -x\n"
     "def branchy():\n"
     "    return Branchy()\n"
+    "class Shuffled(nn.Module):\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.conv = nn.Conv2d(1, 8, 3, padding=1)\n"
+    "        self.branch = nn.Conv2d(4, 4, 1)\n"
+    "    def forward(self, x):\n"
+    "        x1, x2 = self.conv(x).chunk(2, dim=1)\n"
+    "        x = torch.cat((x1, nn.functional.gelu(self.branch(x2))), dim=1)\n"
+    "        b, c, h, w = x.shape\n"
+    "        return x.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, -1, h, w)\n"
+    "def shuffled():\n"
+    "    return Shuffled()\n"
 )
 
 
@@ -174,6 +186,11 @@ def test_a_module_factory_is_imported_by_torch_export_and_checked_against_torch(
         "flatten",
         "fc",
     ]
+    out.unlink()
+    # torch.export's own spellings: a chunk, GELU's erf, a shuffle whose view follows shape math
+    assert main(["import", "module:tiny_nets:shuffled", *args]) == 0
+    kinds = [n.kind for n in compile_spec(out).nodes]
+    assert {"slice", "gelu", "channel_shuffle"} <= set(kinds)
     out.unlink()
     # A data-dependent branch: torch.export refuses it (tracing would bake one branch in).
     assert main(["import", "module:tiny_nets:branchy", *args]) == 2
