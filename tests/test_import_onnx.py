@@ -138,21 +138,45 @@ def test_control_flow_is_refused(tmp_path: Path, capsys) -> None:
     assert "control flow" in refused(tmp_path, m, capsys)
 
 
-def test_a_module_factory_is_imported_and_checked_against_torch(
-    tmp_path: Path, monkeypatch
+TINY_NETS = (
+    "import torch\n"
+    "import torch.nn as nn\n"
+    "def net():\n"
+    "    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),\n"
+    "                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10))\n"
+    "def broken():\n"
+    "    raise RuntimeError('no such layer')\n"
+    "class Branchy(nn.Module):\n"
+    "    def forward(self, x):\n"
+    "        return x if x.sum() > 0 else -x\n"
+    "def branchy():\n"
+    "    return Branchy()\n"
+    "class Shuffled(nn.Module):\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.conv = nn.Conv2d(1, 8, 3, padding=1)\n"
+    "        self.branch = nn.Conv2d(4, 4, 1)\n"
+    "    def forward(self, x):\n"
+    "        x1, x2 = self.conv(x).chunk(2, dim=1)\n"
+    "        x = torch.cat((x1, nn.functional.gelu(self.branch(x2))), dim=1)\n"
+    "        b, c, h, w = x.shape\n"
+    "        return x.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, -1, h, w)\n"
+    "def shuffled():\n"
+    "    return Shuffled()\n"
+)
+
+
+@pytest.mark.slow  # torch.export and its ONNX translation: ~5 s of CPU the first time
+def test_a_module_factory_is_imported_by_torch_export_and_checked_against_torch(
+    tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    (tmp_path / "tiny_nets.py").write_text(
-        "import torch.nn as nn\n"
-        "def net():\n"
-        "    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),\n"
-        "                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10))\n"
-        "def broken():\n"
-        "    raise RuntimeError('no such layer')\n"
-    )
+    (tmp_path / "tiny_nets.py").write_text(TINY_NETS)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "t.ns"
     args = ["--input-shape", "1x8x8", "-o", str(out)]
+    capsys.readouterr()
     assert main(["import", "module:tiny_nets:net", *args]) == 0
+    assert "ok   module   702 params + buffers in the module" in capsys.readouterr().err
     graph = compile_spec(out)
     assert [n.kind for n in graph.nodes if n.kind != "input"] == [
         "conv",
@@ -163,8 +187,30 @@ def test_a_module_factory_is_imported_and_checked_against_torch(
         "fc",
     ]
     out.unlink()
-    assert main(["import", "module:tiny_nets:broken", *args]) == 2
+    # torch.export's own spellings: a chunk, GELU's erf, a shuffle whose view follows shape math
+    assert main(["import", "module:tiny_nets:shuffled", *args]) == 0
+    kinds = [n.kind for n in compile_spec(out).nodes]
+    assert {"slice", "gelu", "channel_shuffle"} <= set(kinds)
+    out.unlink()
+    # A data-dependent branch: torch.export refuses it (tracing would bake one branch in).
+    assert main(["import", "module:tiny_nets:branchy", *args]) == 2
+    assert "torch.export cannot capture `module:tiny_nets:branchy`" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_factory_that_raises_is_refused_and_nothing_written(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    (tmp_path / "tiny_nets.py").write_text(TINY_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "t.ns"
+    capsys.readouterr()
+    assert (
+        main(["import", "module:tiny_nets:broken", "--input-shape", "1x8x8", "-o", str(out)]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "the factory `tiny_nets:broken` raised RuntimeError: no such layer" in err
+    assert "Traceback" not in err and not out.exists()
 
 
 def torchvision_models():

@@ -31,7 +31,14 @@ TAILS = frozenset(
         "PRELU",
     ]
 )
-PARAM_NAMES = {"channels": "c", "units": "n", "stride": "s", "kernel": "k", "padding": "p"}
+PARAM_NAMES = {
+    "channels": "c",
+    "units": "n",
+    "stride": "s",
+    "kernel": "k",
+    "padding": "p",
+    "stop": "c",
+}
 MAX_WINDOW = 12  # the longest repeated window looked for
 WIDTH = 96
 
@@ -176,7 +183,28 @@ def _parameters(
             derived = base if counts[base] == 1 else f"{base}{counts[base]}"
             params.append((derived, vec))
         exprs[slot] = derived
-    return params, exprs
+    return _smallest(params, exprs), exprs
+
+
+def _smallest(
+    params: list[tuple[str, list[Value]]], exprs: dict[tuple[int, str], str]
+) -> list[tuple[str, list[Value]]]:
+    """A parameter whose only derived use is `p // r` rebased on that smaller value: `c` and
+    `4 * c` rather than `c // 4` and `c` (ConvNeXt's block: a depthwise conv, then 4c, then c)."""
+    out = []
+    for name, vec in params:
+        uses = {e for e in exprs.values() if e == name or e.startswith(f"{name} //")}
+        divided = [e for e in uses if e != name]
+        if len(divided) == 1 and not any(e.endswith(f"* {name}") for e in exprs.values()):
+            r = int(divided[0].split("//")[1])
+            for slot, e in exprs.items():
+                if e == name:
+                    exprs[slot] = f"{r} * {name}"
+                elif e == divided[0]:
+                    exprs[slot] = name
+            vec = [v // r for v in vec]  # type: ignore[operator]
+        out.append((name, vec))
+    return out
 
 
 def make_block(

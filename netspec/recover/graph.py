@@ -5,7 +5,7 @@ value and joins at one `add`, `concat` or `mul`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from netspec.errors import NetspecError
 
@@ -198,5 +198,69 @@ def nest_concats(ops: list[Op]) -> list[Op]:
                     )
                     break
             seen.setdefault(tuple(ins), op.id)
+        out.append(op)
+    return out
+
+
+def group_concats(ops: list[Op], output: str) -> list[Op]:
+    """A concatenation of several branches' values split into nested ones, one per split point:
+    torch.onnx flattens `cat([a, cat([b1, b2]), c])` into one Concat of a, b1, b2, c, where b1
+    and b2 split from a value below the concat's own split (Inception-v3's E modules). The
+    nested `concat(a, concat(b1, b2), c)` has the same values and is a tree."""
+    ops = live_ops(ops, output)
+    pos = _positions(ops)
+    idom = _dominators(ops, pos)
+    by_id = {op.id: op for op in ops}
+    out: list[Op] = []
+
+    def top(x: str, fork: str) -> str:
+        while idom[x] != fork:
+            x = idom[x]
+        return x
+
+    def common(xs: list[str]) -> str:
+        d = xs[0]
+        for other in xs[1:]:
+            a, b = d, other
+            while a != b:
+                a, b = (idom[a], b) if pos[a] > pos[b] else (a, idom[b])
+            d = a
+        return d
+
+    def grouped(op: Op, ins: tuple[str, ...], fork: str) -> tuple[str, ...]:
+        groups: list[list[str]] = []
+        for x in ins:
+            if (
+                x != fork
+                and groups
+                and groups[-1][-1] != fork
+                and top(x, fork) == top(groups[-1][-1], fork)
+            ):
+                groups[-1].append(x)
+            else:
+                groups.append([x])
+        if len(groups) in (1, len(ins)):
+            return ins
+        new = []
+        for k, group in enumerate(groups):
+            if len(group) == 1:
+                new.append(group[0])
+                continue
+            inner = grouped(op, tuple(group), common(group))
+            shapes = [by_id[x].shape for x in group if x in by_id]
+            shape = None
+            if len(shapes) == len(group) and all(shapes):
+                shape = (sum(s[0] for s in shapes if s), *shapes[0][1:])  # type: ignore[index]
+            nested = Op(f"{op.id}#{k}", "concat", op.args, inner, (), "", op.where, shape)
+            idom[nested.id], pos[nested.id] = common(list(inner)), pos[op.id] - 0.5  # type: ignore[assignment]
+            out.append(nested)
+            new.append(nested.id)
+        return tuple(new)
+
+    for op in ops:
+        if op.spelling == "concat" and len(op.inputs) > 2:
+            ins = grouped(op, op.inputs, idom[op.id])
+            if ins != op.inputs:
+                op = replace(op, inputs=ins)
         out.append(op)
     return out

@@ -21,6 +21,11 @@ POSITIONAL = {
     "LRN": ("size",),
     "ADAPTIVEAVGPOOL": ("size",),
     "UPSAMPLE": ("scale",),
+    "LAYERNORM": ("eps",),
+    "CHANNELSHUFFLE": ("groups",),
+    "SLICE": ("start", "stop"),
+    "LAYERSCALE": ("init",),
+    "EMBEDDING": ("dim",),
 }
 WIDTH = 96  # the longest line the writer makes when it can break
 
@@ -95,6 +100,8 @@ DEFAULTS: dict[str, dict[str, Value]] = {
     "LEAKYRELU": {"slope": 0.01},
     "ELU": {"alpha": 1.0},
     "GELU": {"approximate": "none"},
+    "UPSAMPLE": {"mode": "nearest", "align_corners": False},
+    "CHANNELSHUFFLE": {"groups": 2},
 }
 
 
@@ -134,7 +141,9 @@ def _omitted(op: Op, name: str, value: Value) -> bool:
         return own[name] == value
     if DEFAULTS.get(op.spelling, {}).get(name, ...) == value and type(value) is not float:
         return True
-    if name == "eps" and value == 1e-5:
+    if name == "eps" and value == (1e-6 if op.spelling == "LAYERNORM" else 1e-5):
+        return True
+    if op.spelling == "EMBEDDING" and name == "vocab":  # the input's `tokens(vocab=...)`
         return True
     if op.spelling in ("MAXPOOL", "AVGPOOL") and name == "stride":
         return value == op.arg("kernel")

@@ -53,6 +53,14 @@ def _classifier(items: list[Item]) -> tuple[list[Item], int | None]:
     return [*items[:i], fc, *items[i + 1 :]], classes
 
 
+def _input_line(items: list[Item], shape: tuple[int, ...]) -> str:
+    """`input [C, H, W]`, or `input tokens(length=L, vocab=V)` read by an embedding."""
+    first = walk(items)[:1]
+    if first and first[0].spelling == "EMBEDDING" and len(shape) == 1:
+        return f"input tokens(length={shape[0]}, vocab={first[0].arg('vocab')})"
+    return f"input [{', '.join(map(str, shape))}]"
+
+
 def _notes(items: list[Item]) -> list[str]:
     counts = Counter(op.note for op in walk(items) if op.note)
     return [f"# {n} x {note}" for note, n in sorted(counts.items())]
@@ -77,7 +85,7 @@ def write_spec(
     items, classes = _classifier(items)
     lines = [f"# Imported from {source} by `netspec import`."]
     lines += _notes(items)
-    lines += [f"network {spec_name(name)}", f"input [{', '.join(map(str, input_shape))}]"]
+    lines += [f"network {spec_name(name)}", _input_line(items, input_shape)]
     if classes is not None:
         lines.append(f"classes {classes}")
     entries = spec_defaults(walk(items))

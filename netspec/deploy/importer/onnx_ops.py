@@ -31,6 +31,8 @@ class Reader:
     consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
     where: str = ""
     skip: set[str] = field(default_factory=set)  # node names a handler merged into another
+    input_name: str = ""  # the network input's value
+    last: set[str] = field(default_factory=set)  # values held channels-last (after a Transpose)
 
     def src(self, value: str) -> str:
         return self.alias.get(value, value)
@@ -52,9 +54,12 @@ class Reader:
         inputs: list[str] | None = None,
         note: str = "",
         out: str | None = None,
+        op_id: str | None = None,
     ) -> None:
-        op_id = node.name or node.output[0]
+        op_id = op_id or node.name or node.output[0]
         ins = inputs if inputs is not None else self.data_inputs(node)
+        if any(x in self.last for x in node.input):  # a per-position op on a channels-last view
+            self.mark_last(out or node.output[0])
         shape = self.shapes.get(out or node.output[0])
         first = next((x for x in node.input if x and x not in self.consts), None)
         in_shape = self.shapes.get(first) if first else None
@@ -72,6 +77,29 @@ class Reader:
             )
         )
         self.alias[out or node.output[0]] = op_id
+
+    def mark_last(self, value: str) -> None:
+        """`value` is a channels-last view: its shape kept channels-first, as netspec's."""
+        if value not in self.last:
+            self.last.add(value)
+            shape = self.shapes.get(value)
+            if shape is not None:
+                self.shapes[value] = (shape[-1], *shape[:-1])
+
+    def only(self, value: str, op_type: str) -> onnx.NodeProto | None:
+        """The one node reading `value`, when it is one and of `op_type`."""
+        readers = self.consumers.get(value, [])
+        return readers[0] if len(readers) == 1 and readers[0].op_type == op_type else None
+
+    def scalar(self, node: onnx.NodeProto | None, value: float) -> bool:
+        """Whether `node` has a constant operand equal to `value` (one element)."""
+        if node is None:
+            return False
+        for x in node.input:
+            c = self.consts.get(x)
+            if c is not None and c.size == 1 and np.isclose(float(c.reshape(())), value):
+                return True
+        return False
 
     def fail(self, node: onnx.NodeProto, why: str, hint: str | None = None) -> ImportError_:
         return ImportError_(
@@ -127,6 +155,9 @@ def _conv(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
     dims = w.ndim - 2
     groups = int(a.get("group", 1))
     bias = len(node.input) > 2 and bool(node.input[2])
+    b = r.const(node, 2)
+    if bias and node.input[2].startswith("val_") and b is not None and not b.any():
+        bias = False  # a zero bias torch.export's graph made up for a conv without one
     c_in = w.shape[1] * groups
     args: list[tuple[str, Value]] = []
     depthwise = groups > 1 and groups == w.shape[0] == c_in
@@ -337,9 +368,12 @@ def _gemm(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
 
 @handles("MatMul")
 def _matmul(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
+    """x @ W (+ b): an FC; on a channels-last map (ConvNeXt's per-position Linear between
+    permutes) a 1x1 CONV, the same weights and multiply-adds."""
     w = r.const(node, 1)
     if w is None or w.ndim != 2:
         raise r.fail(node, "only a product with a constant 2-D matrix is a netspec FC")
+    on_map = node.input[0] in r.last and len(r.shapes.get(node.output[0], ())) > 1
     after = r.consumers.get(node.output[0], [])
     bias, out = None, node.output[0]
     if len(after) == 1 and after[0].op_type == "Add":
@@ -348,10 +382,14 @@ def _matmul(r: Reader, node: onnx.NodeProto, a: dict[str, Any]) -> None:
             bias, out = other[0], after[0].output[0]
             r.skip.add(after[0].name or after[0].output[0])
     weights = [f"{node.input[1]}#T"] + ([bias] if bias else [])
+    args: list[tuple[str, Value]] = [("units", int(w.shape[1])), ("bias", bias is not None)]
+    if on_map:
+        args = [("channels", int(w.shape[1])), ("kernel", 1), ("stride", 1), ("padding", 0)]
+        args += [("dilation", 1), ("groups", 1), ("bias", bias is not None)]
     r.emit(
         node,
-        "FC",
-        [("units", int(w.shape[1])), ("bias", bias is not None)],
+        "CONV" if on_map else "FC",
+        args,
         weights,
         note="MatMul+Add merged" if bias else "",
         out=out,

@@ -22,6 +22,7 @@ from netspec.deploy.importer.onnx_ops import (
     attrs_of,
     constant_value,
 )
+from netspec.deploy.importer.onnx_patterns import fails_last, fold, fold_graph
 from netspec.errors import NetspecError
 from netspec.io import read_input
 from netspec.recover.graph import INPUT, ImportError_, Op
@@ -142,8 +143,20 @@ def _light(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Each value's shape without the batch, by onnx's shape inference; again after folding
+    shape arithmetic (a `Shape` -> `Gather` -> `Div` chain giving a slice's bounds) that the
+    inference left dynamic."""
+    light = _light(model)
+    for _ in range(4):
+        out = _inferred(light)
+        if not fold_graph(light.graph, out):
+            break
+    return out
+
+
+def _inferred(light: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     try:
-        inferred = onnx.shape_inference.infer_shapes(_light(model), strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False)
     except Exception as e:  # noqa: BLE001 (onnx raises several kinds on a malformed graph)
         raise NetspecError(f"onnx shape inference failed: {e}") from None
     out = {}
@@ -169,11 +182,16 @@ def read_onnx(
         _fix_input(model, input_name, shape)
     graph = model.graph
     consts = {t.name: _array(t) for t in graph.initializer}
-    r = Reader(consts, _shapes(model))
+    r = Reader(consts, _shapes(model), input_name=input_name)
     r.alias[input_name] = INPUT
     for node in graph.node:
-        for x in node.input:
+        for x in dict.fromkeys(node.input):  # a node reading a value twice counted once
             r.consumers.setdefault(x, []).append(node)
+        if node.op_type == "Constant" and (value := constant_value(node)) is not None:
+            consts[node.output[0]] = value  # known before the nodes that precede it (patterns)
+    for node in graph.node:  # shape arithmetic known before the patterns that read it
+        if (value := fold(r, node)) is not None:
+            consts[node.output[0]] = value
     total = len(graph.node)
     for i, node in enumerate(graph.node):
         r.where = f"node {i + 1} of {total}"
@@ -194,13 +212,28 @@ def read_onnx(
         if node.op_type == "Identity" and node.input[0] in consts:
             consts[node.output[0]] = consts[node.input[0]]
             continue
+        value = fold(r, node)
+        if value is not None:  # shape arithmetic on constants
+            consts[node.output[0]] = value
+            continue
         handler = HANDLERS.get(node.op_type)
         if handler is None:
             raise r.fail(node, "no netspec layer kind for this op", _hint(node.op_type))
+        if fails_last(r, node):
+            raise r.fail(
+                node,
+                "reads a channels-last view (after a Transpose); netspec's layers are "
+                "channels-first",
+                "only per-position ops (LayerNormalization, MatMul, activations) may run there",
+            )
         handler(r, node, attrs_of(node))
+        if node.op_type in ("Identity", "Dropout") and node.input[0] in r.last:
+            r.mark_last(node.output[0])
     outputs = [o.name for o in graph.output]
     if len(outputs) != 1:
         raise NetspecError(f"the model has {len(outputs)} outputs; netspec networks have one")
+    if outputs[0] in r.last:
+        raise ImportError_("the model's output is channels-last (a Transpose not undone)")
     output = r.src(outputs[0])
     if output == INPUT:
         raise ImportError_("the model's output is its input: no layers")

@@ -18,7 +18,7 @@ from netspec.deploy.importer.keras import KerasModel
 from netspec.deploy.importer.onnx_reader import OnnxModel, read_onnx, source_macs, source_params
 from netspec.errors import NetspecError
 from netspec.ir.graph import Graph
-from netspec.recover.graph import INPUT, Item, Op, nest_concats, to_tree, walk
+from netspec.recover.graph import INPUT, Item, Op, group_concats, nest_concats, to_tree, walk
 from netspec.recover.write import Written, write_spec
 
 GENERIC_NAMES = {"main_graph", "torch_jit", "torch-jit-export", "tf2onnx", ""}
@@ -44,7 +44,7 @@ class Imported:
 
 def recover(ops: list[Op], output: str) -> list[Item]:
     """The tree of a flat graph (a dense block's growing concatenations nested first)."""
-    return to_tree(nest_concats(ops), output)
+    return to_tree(group_concats(nest_concats(ops), output), output)
 
 
 def compile_written(text: str) -> Graph:
@@ -147,7 +147,13 @@ def verify_outputs(imported: Imported, run_source: Any, batch: int = 2, seed: in
         )
     module.eval()
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, *graph.input.shape)).astype(np.float32)
+    shape = (batch, *graph.input.shape)
+    vocab = graph.input.vocab
+    x = (
+        rng.integers(0, vocab, shape, dtype=np.int64)
+        if vocab
+        else rng.standard_normal(shape).astype(np.float32)
+    )
     with torch.no_grad():
         mine = module(torch.from_numpy(x)).numpy()
     theirs = np.asarray(run_source(x), dtype=np.float32)

@@ -89,36 +89,17 @@ def load_factory(source: str) -> Any:
 
 
 def import_module(source: str, input_shape: tuple[int, ...] | None, flat: bool) -> Imported:
-    """Import a PyTorch module: traced once on a zero input by torch.onnx's TorchScript
-    exporter (constant folding off, so batch norms stay batch norms), then read as ONNX and
+    """Import a PyTorch module: captured by `torch.export` (torch.onnx's dynamo exporter, which
+    exports the ExportedProgram's ATen graph; batch norms stay batch norms), read as ONNX, then
     held to the module itself (its parameter count and its outputs)."""
-    import warnings
-
-    import torch
-
     if input_shape is None:
         raise NetspecError(
             "a PyTorch module needs --input-shape (without the batch), e.g. --input-shape 3x224x224"
         )
     net = load_factory(source)
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                net,
-                (torch.zeros(1, *input_shape),),
-                buffer,  # type: ignore[arg-type]
-                dynamo=False,
-                opset_version=17,
-                do_constant_folding=False,
-                input_names=["input"],
-                dynamic_axes={"input": {0: "batch"}},
-            )
-    except Exception as e:  # noqa: BLE001 (tracing runs the module's forward)
-        raise NetspecError(f"cannot trace `{source}`: {type(e).__name__}: {str(e)[:300]}") from None
+    data = export_program(net, input_shape, source)
     name = source.rsplit(":", 1)[-1]
-    model = read_onnx(buffer.getvalue(), input_shape, name=name)
+    model = read_onnx(data, input_shape, name=name)
     imported = from_model(model, source, flat)
     count = sum(p.numel() for p in net.parameters())
     count += sum(b.numel() for n, b in net.named_buffers() if not n.endswith("num_batches_tracked"))
@@ -127,8 +108,57 @@ def import_module(source: str, input_shape: tuple[int, ...] | None, flat: bool) 
     )
 
     def run(x: np.ndarray) -> np.ndarray:
+        import torch
+
         with torch.no_grad():
             return net(torch.from_numpy(x)).numpy()
 
     verify_outputs(imported, run)
     return imported
+
+
+def export_program(net: Any, input_shape: tuple[int, ...], source: str) -> bytes:
+    """The module's graph as ONNX bytes, by `torch.export` (a dynamic batch): no Python control
+    flow is baked in silently, as TorchScript tracing would; a forward torch.export cannot
+    capture (data-dependent branches, unsupported Python) is an error naming the reason."""
+    import contextlib
+    import logging
+    import warnings
+
+    import torch
+
+    batch = torch.export.Dim("batch", min=1)
+    quiet = io.StringIO()
+    level = logging.root.manager.disable
+    try:
+        logging.disable(logging.WARNING)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                net,
+                (torch.zeros(2, *input_shape),),
+                dynamo=True,
+                opset_version=18,
+                optimize=False,
+                input_names=["input"],
+                dynamic_shapes=({0: batch},),
+                verbose=False,
+            )
+    except Exception as e:  # noqa: BLE001 (capturing runs the module's forward)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise NetspecError(
+            f"torch.export cannot capture `{source}`: {type(e).__name__}: {first[:300]}",
+            hint="the forward must be traceable by torch.export (no data-dependent Python "
+            "branches); or export the module to ONNX yourself and import the file",
+        ) from None
+    finally:
+        logging.disable(level)
+    assert program is not None
+    # Constants folded, dead nodes dropped; not onnxscript's whole optimizer, whose rewrites
+    # fold batch norms away (the spec keeps what the module has).
+    from onnxscript.optimizer import fold_constants, remove_unused_nodes
+
+    model = program.model_proto
+    fold_constants(model)
+    remove_unused_nodes(model)
+    return model.SerializeToString()
