@@ -202,7 +202,7 @@ def _prepare(
     and only rank 0 writes (`write`)."""
     from netspec.train.device import pick_runtime
     from netspec.train.tasks import fit_statistics, resolve_task
-    from netspec.train.trainer import Job, cpu_threads, frozen_layers
+    from netspec.train.trainer import Job, cpu_threads
     from netspec.train.validate import validate
 
     flags = {k: options[k] for k in KEYS if k in given}
@@ -215,36 +215,15 @@ def _prepare(
         options = {**options, "sync_bn": bool(read_settings(out).get("sync_bn", False))}
         preprocessing = _saved_preprocessing(out)
     else:
-        if spec is None:
-            raise click.UsageError("missing SPEC (or --resume RUN_DIR)")
-        graph = load_graph(spec, sets, extra)
-        settings = resolve_settings(graph.train, flags, spans=graph.train_spans)
-        init, preprocessing = options["init"], None
-        if (options["init_min"] is not None or options["init_partial"]) and init is None:
-            raise NetspecError("--init-min and --init-partial go with --init SOURCE")
-        # refused before any data is read: an --init that does not fit (or loads too little),
-        # a --freeze matching nothing, batch norm on batches of one
-        if init is not None:
-            preprocessing = _check_init(graph, init, options, console)
-        frozen_layers(graph, settings.freeze)
+        graph, settings, preprocessing = _new_run(spec, sets, extra, flags, options, console)
+        init, threads = options["init"], options["threads"]
         out = _new_run_folder(options["out"], graph.name) if group is None else Path()
-        threads = options["threads"]
     validate(graph, settings, nproc=nproc)
     task = resolve_task(graph, settings.task, settings.loss)  # refused before any data is read
     local = group.local_rank if group is not None else nproc - 1
     runtime = pick_runtime(options["device"], rank=local)  # refused now if bad
     threads = cpu_threads(threads, 1 if group is not None else nproc)  # recorded: sways sums
-    resize = preprocessing.resize_for(graph.input.shape) if preprocessing is not None else None
-    data = _load(graph, settings, task.kind, resize)
-    if preprocessing is not None:  # the weights' own normalization, applied to every image
-        data = preprocessing.apply_split(data)
-        console.print(
-            f"preprocessing (from the weights): {preprocessing.describe()}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    for note in data.notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    data = _prepared_data(graph, settings, task.kind, preprocessing, console)
     validate(graph, settings, nproc=nproc, examples=len(data.train))
     task = fit_statistics(task, data.train)
     job = Job(
@@ -266,6 +245,51 @@ def _prepare(
         task=task,
     )
     return job, runtime.device.type
+
+
+def _new_run(
+    spec: str | None,
+    sets: tuple[str, ...],
+    extra: tuple[str, ...],
+    flags: dict[str, Any],
+    options: dict[str, Any],
+    console: Any,
+) -> tuple[Any, TrainSettings, Any]:
+    """A new run's graph, settings and the --init weights' preprocessing (None without
+    one), refused before any data is read: an --init that does not fit (or loads too
+    little), a --freeze matching nothing."""
+    from netspec.train.freeze import frozen_layers
+
+    if spec is None:
+        raise click.UsageError("missing SPEC (or --resume RUN_DIR)")
+    graph = load_graph(spec, sets, extra)
+    settings = resolve_settings(graph.train, flags, spans=graph.train_spans)
+    init, preprocessing = options["init"], None
+    if (options["init_min"] is not None or options["init_partial"]) and init is None:
+        raise NetspecError("--init-min and --init-partial go with --init SOURCE")
+    if init is not None:
+        preprocessing = _check_init(graph, init, options, console)
+    frozen_layers(graph, settings.freeze)
+    return graph, settings, preprocessing
+
+
+def _prepared_data(
+    graph: Any, settings: TrainSettings, task_kind: str, preprocessing: Any, console: Any
+) -> Any:
+    """The training data, with the --init weights' resize, crop and normalization applied
+    (said), and the loader's notes printed."""
+    resize = preprocessing.resize_for(graph.input.shape) if preprocessing is not None else None
+    data = _load(graph, settings, task_kind, resize)
+    if preprocessing is not None:  # the weights' own normalization, applied to every image
+        data = preprocessing.apply_split(data)
+        console.print(
+            f"preprocessing (from the weights): {preprocessing.describe()}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for note in data.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    return data
 
 
 def _run(job: Any, console: Any) -> Any:
@@ -651,14 +675,7 @@ def eval_cmd(
     if spec is not None and spec.lower().endswith(".onnx"):
         from netspec.commands.deploy import eval_onnx
 
-        if weights is not None or sets or extra:
-            raise NetspecError(
-                f"{spec} holds its weights and sizes: --weights and NAME=VALUE are for a spec"
-            )
-        if given("device"):
-            raise NetspecError(
-                f"--device is for a checkpoint; {spec} runs in onnxruntime", hint="use --provider"
-            )
+        _refuse_for_onnx(spec, weights, sets, extra)
         eval_onnx(
             spec, data, val_data, val_split, seed, split, batch_size, provider, test_data, wide
         )
@@ -710,6 +727,20 @@ def eval_cmd(
         print_task_eval(model.logits, task, dataset, runtime, title)
         return
     _print_accuracy(model, task, dataset, runtime, batch_size, title, wide)
+
+
+def _refuse_for_onnx(
+    spec: str, weights: str | None, sets: tuple[str, ...], extra: tuple[str, ...]
+) -> None:
+    """What an ONNX model cannot take: weights and sizes (it holds its own), --device."""
+    if weights is not None or sets or extra:
+        raise NetspecError(
+            f"{spec} holds its weights and sizes: --weights and NAME=VALUE are for a spec"
+        )
+    if given("device"):
+        raise NetspecError(
+            f"--device is for a checkpoint; {spec} runs in onnxruntime", hint="use --provider"
+        )
 
 
 def _eval_graph(
