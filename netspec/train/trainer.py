@@ -362,8 +362,6 @@ class _Run:
     """One process's share of a run: the model, its optimizer and schedule, epoch by epoch."""
 
     def __init__(self, job: Job, rank: int, world: int, console: Console) -> None:
-        from netspec.backends.lower_torch import build
-
         s, graph = job.settings, job.graph
         if world > 1 and s.batch_size % world:
             raise NetspecError(f"batch_size {s.batch_size} does not divide among {world} processes")
@@ -381,29 +379,7 @@ class _Run:
             write_task(self.out, self.task)  # what `eval` needs: the task, its statistics
         if self.show and self.runtime.notice:
             console.print(f"note: {self.runtime.notice}", highlight=False, soft_wrap=True)
-        model = build(training_graph(graph, self.task), seed=s.seed)
-        if world > 1 and job.sync_bn:  # before anything holds its batch norm layers
-            from netspec.train.sync_bn import synchronise_batch_norm
-
-            synchronise_batch_norm(model, cuda=self.runtime.device.type == "cuda")
-        if job.init and not job.resume:
-            mapping = load_init(graph, job.init, partial=job.init_partial)
-            mapping.apply(model)
-            if self.show and not job.init_shown:
-                console.print("\n".join(summary_lines(mapping)), highlight=False)
-        frozen = freeze(model, graph, s.freeze)
-        if self.show and frozen:
-            console.print(f"frozen: {', '.join(frozen)}", highlight=False, soft_wrap=True)
-        self.frozen_bn = [  # frozen batch norm keeps its running statistics too
-            m
-            for layer in frozen
-            for m in model.get_submodule(layer).modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        ]
-        model.to(self.runtime.device)
-        if self.runtime.channels_last:
-            # torch's stubs lack Module.to(memory_format=...), which torch has
-            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model, frozen = self._model(job)
         self.model = model
         self.penalty = Penalty.build(graph, model, s.l1, s.l2)
         self.stages = Stages(graph, model, s, frozen)  # two-stage fine-tuning, when set
@@ -432,6 +408,37 @@ class _Run:
         self.started = time.perf_counter()
         self.plot_seconds, self.plotted = 0.0, 0  # time spent drawing curves.png; its epoch
         self.ranks_max_diff: float | None = None  # data-parallel: measured at the end
+
+    def _model(self, job: Job) -> tuple[NetspecModule, list[str]]:
+        """The model on its device: built, its batch norm synchronised (data-parallel with
+        sync_bn), --init loaded (said), --freeze applied (said); and the frozen layers."""
+        from netspec.backends.lower_torch import build
+
+        s, graph, world, console = job.settings, job.graph, self.world, self.console
+        model = build(training_graph(graph, self.task), seed=s.seed)
+        if world > 1 and job.sync_bn:  # before anything holds its batch norm layers
+            from netspec.train.sync_bn import synchronise_batch_norm
+
+            synchronise_batch_norm(model, cuda=self.runtime.device.type == "cuda")
+        if job.init and not job.resume:
+            mapping = load_init(graph, job.init, partial=job.init_partial)
+            mapping.apply(model)
+            if self.show and not job.init_shown:
+                console.print("\n".join(summary_lines(mapping)), highlight=False)
+        frozen = freeze(model, graph, s.freeze)
+        if self.show and frozen:
+            console.print(f"frozen: {', '.join(frozen)}", highlight=False, soft_wrap=True)
+        self.frozen_bn = [  # frozen batch norm keeps its running statistics too
+            m
+            for layer in frozen
+            for m in model.get_submodule(layer).modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
+        model.to(self.runtime.device)
+        if self.runtime.channels_last:
+            # torch's stubs lack Module.to(memory_format=...), which torch has
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return model, frozen
 
     def loop(self) -> RunResult:
         s, state = self.s, self.state
