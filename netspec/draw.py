@@ -197,15 +197,7 @@ def build(
         if box.kind == "group":
             n = len(box.nodes)
             box.detail = f"{n} layer{'s' if n != 1 else ''}"
-    edges: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
-    for node in graph.nodes:
-        for src in node.inputs:
-            edge = (owner[src], owner[node.id])
-            if edge[0] != edge[1] and edge not in seen:
-                seen.add(edge)
-                edges.append(edge)
-    diagram = Diagram(graph, boxes, edges, color)
+    diagram = Diagram(graph, boxes, _edges(graph, owner), color)
     if color:
         _shade(diagram, color)
     return diagram
@@ -296,6 +288,19 @@ def _label(box: Box, diagram: Diagram) -> str:
     return "<" + "<BR/>".join(rows) + ">"
 
 
+def _edges(graph: Graph, owner: dict[str, str]) -> list[tuple[str, str]]:
+    """The arrows between boxes (`owner`: node id -> its box), each once, in graph order."""
+    edges: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for node in graph.nodes:
+        for src in node.inputs:
+            edge = (owner[src], owner[node.id])
+            if edge[0] != edge[1] and edge not in seen:
+                seen.add(edge)
+                edges.append(edge)
+    return edges
+
+
 def to_dot(diagram: Diagram) -> str:
     """The DOT source of a diagram: clusters for the scopes still open, one node per box."""
     import graphviz  # type: ignore[import-untyped]
@@ -323,28 +328,9 @@ def to_dot(diagram: Diagram) -> str:
                 kids.append(scope)
             scope = parent
 
-    def node_attrs(box: Box) -> dict[str, str]:
-        attrs = {"label": _label(box, diagram), "id": "box:" + box.key}
-        if box.kind == "input":
-            attrs["shape"] = "box"
-            attrs["style"] = "filled"
-            attrs["fillcolor"] = "#eeeeee"
-        elif box.kind in ("group", "repeat"):
-            attrs["style"] = "rounded,filled,bold"
-            attrs["peripheries"] = "2"
-        if box.implicit:
-            attrs["style"] = "rounded,filled,dashed"
-            attrs["color"] = "#888888"
-        if diagram.color and box.kind != "input":
-            level = diagram.levels[box.key]
-            attrs["fillcolor"] = f"/{SCHEMES[diagram.color]}/{level}"
-            if level >= 7:
-                attrs["fontcolor"] = "white"
-        return attrs
-
     def fill(target: Any, scope: str) -> None:
         for box in members.get(scope, []):
-            target.node(box.key, **node_attrs(box))
+            target.node(box.key, **_node_attrs(box, diagram))
         for child in children.get(scope, []):
             with target.subgraph(name="cluster_" + child) as sub:
                 sub.attr(
@@ -362,6 +348,27 @@ def to_dot(diagram: Diagram) -> str:
     if diagram.color:
         g.node("__legend__", label=_legend(diagram), shape="plaintext", style="")
     return g.source
+
+
+def _node_attrs(box: Box, diagram: Diagram) -> dict[str, str]:
+    """A box's DOT attributes: its label, its look by kind, its colour by the metric."""
+    attrs = {"label": _label(box, diagram), "id": "box:" + box.key}
+    if box.kind == "input":
+        attrs["shape"] = "box"
+        attrs["style"] = "filled"
+        attrs["fillcolor"] = "#eeeeee"
+    elif box.kind in ("group", "repeat"):
+        attrs["style"] = "rounded,filled,bold"
+        attrs["peripheries"] = "2"
+    if box.implicit:
+        attrs["style"] = "rounded,filled,dashed"
+        attrs["color"] = "#888888"
+    if diagram.color and box.kind != "input":
+        level = diagram.levels[box.key]
+        attrs["fillcolor"] = f"/{SCHEMES[diagram.color]}/{level}"
+        if level >= 7:
+            attrs["fontcolor"] = "white"
+    return attrs
 
 
 def _legend(diagram: Diagram) -> str:
