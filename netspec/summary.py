@@ -310,8 +310,6 @@ def totals_rows(
 ) -> list[tuple[str, str, str]]:
     """(figure, value, note) rows: totals, weights, training memory, output and budgets.
     `frozen`: the ids of the layers `freeze` holds, whose params are not trainable."""
-    from netspec.memory import training_memory
-
     t = graph.totals
     eb = DTYPE_BYTES[graph.dtype]
     held = sum(n.params for n in graph.nodes if n.id in frozen) if frozen else 0
@@ -345,12 +343,18 @@ def totals_rows(
             f"bytes ({fmt_bytes(t.params * eb)}): params x {eb}",
         ),
     ]
+    return rows + _training_rows(graph, batch) + _tail(graph)
+
+
+def _training_rows(graph: Graph, batch: int | None) -> list[tuple[str, str, str]]:
+    """The training memory estimate, part by part (or why it was not estimated)."""
+    from netspec.memory import training_memory
+
     try:
         m = training_memory(graph, batch)
     except NetspecError as e:  # a bad train section: `check` reports it as an error
-        rows.append(("training", "-", f"not estimated: {e.message.split(' (')[0]}"))
-        return rows + _tail(graph)
-    rows += [
+        return [("training", "-", f"not estimated: {e.message.split(' (')[0]}")]
+    rows = [
         (f"training, batch {m.batch}", fmt_bytes(m.total), f"{m.optimizer}, estimated:"),
         ("  weights", f"{m.weights:,}", f"bytes ({fmt_bytes(m.weights)})"),
     ]
@@ -370,7 +374,7 @@ def totals_rows(
         ),
         ("  total", f"{m.total:,}", f"bytes ({fmt_bytes(m.total)})"),
     ]
-    return rows + _tail(graph)
+    return rows
 
 
 def _tail(graph: Graph) -> list[tuple[str, str, str]]:
