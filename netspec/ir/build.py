@@ -36,6 +36,7 @@ from netspec.ir.bindings import (
     setting_value,
 )
 from netspec.ir.checks import assertion_error, budget_checks
+from netspec.ir.counter import Counts, Recount, count_calls
 from netspec.ir.estimate import SizeEstimate, names_of
 from netspec.ir.expand import Expansion, OverCap
 from netspec.ir.expr import Symbol, eval_int, free_names
@@ -81,19 +82,38 @@ class Spec(ParsedSpec):
         With `light=True` the graph has totals and budgets but no nodes: the same rules and
         checks, several times faster, for exploring design spaces.
         """
-        builder = Builder(self, dict(bindings or {}), light=light)
-        try:
-            with paused_gc():
-                graph = builder.build()
-        except NetspecError as e:
-            if collect:
-                return None, builder.errors + [e]
-            raise SpecErrors(builder.errors + [e]) from None
+        counts: Counts | None = None
+        for attempt in range(2):
+            builder = Builder(self, dict(bindings or {}), light=light, counts=counts)
+            try:
+                with paused_gc():
+                    graph = builder.build()
+                break
+            except Recount as r:  # a block's calls counted before differ from those made
+                counts = r.counts
+                if attempt == 1:
+                    e = self._count_error(r.changed)
+                    if collect:
+                        return None, [e]
+                    raise SpecErrors([e]) from None
+            except NetspecError as e:
+                if collect:
+                    return None, builder.errors + [e]
+                raise SpecErrors(builder.errors + [e]) from None
         if collect:
             return graph, builder.errors
         if builder.errors:
             raise SpecErrors(builder.errors)
         return graph
+
+    def _count_error(self, name: str) -> NetspecError:
+        """The calls of a counted block change with its own total: no total is right."""
+        return NetspecError(
+            f"the number of calls of `{name}` depends on `{name}.count` itself",
+            self.count_spans.get(name),
+            hint=f"`{name}.count` is the number of calls in the whole network: a call of "
+            f"`{name}` made or not depending on it has no consistent total",
+        )
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -112,8 +132,18 @@ def compile_spec(path: str | Path, bindings: Mapping[str, Scalar] | None = None)
 class Builder(Expansion):
     """Expands one instance of a spec into IR nodes."""
 
-    def __init__(self, spec: ParsedSpec, bindings: dict[str, Scalar], light: bool = False) -> None:
+    def __init__(
+        self,
+        spec: ParsedSpec,
+        bindings: dict[str, Scalar],
+        light: bool = False,
+        counts: Counts | None = None,
+    ) -> None:
         self.spec = spec
+        # The running counter: the totals `name.count` reads (None: counted from the text
+        # first) and the calls made so far (netspec.ir.counter).
+        self.counts = counts
+        self.calls: dict[str, int] = {}
         self.bindings = {k: coerce_binding(v) for k, v in bindings.items()}
         self.light = light
         self.errors: list[NetspecError] = []
@@ -162,6 +192,9 @@ class Builder(Expansion):
         spec = self.spec
         env = global_env(self.spec, self.bindings)
         self.globals = env
+        if spec.count_spans:
+            counts = self.counts if self.counts is not None else count_calls(spec, env)
+            env.update({name + ".count": n for name, n in counts.items()})
         self.estimate = SizeEstimate(spec.blocks, env, spec.primary_names)
         self.classes = eval_int(spec.classes.value, env, "classes", 1) if spec.classes else None
         if isinstance(env.get("classes"), int) and "classes" in self.bindings:
@@ -206,6 +239,9 @@ class Builder(Expansion):
             self._check_output(out, elements[-1])
         main_sums = list(self.sums)
         heads = [self._head(h, env) for h in spec.heads]
+        for name in sorted(spec.count_spans):
+            if self.calls.get(name, 0) != env[name + ".count"]:
+                raise Recount({n: self.calls.get(n, 0) for n in spec.count_spans}, name)
         p, b, m, o, mem = self.sums[:5]
         totals = make_totals(p, b, m, o, mem, dtype)
         main_totals = None
@@ -401,14 +437,19 @@ class Builder(Expansion):
             names = tuple(sorted(self._names_used(el, set())))
             self.spec.element_names[id(el)] = names
         key = (id(el), cur.shape, self.classes, *(env.get(n, _MISSING) for n in names))
+        counted = sorted(self.spec.counted)
+        if counted:  # the counters go on from where they are: part of what an element does
+            key += tuple(self.calls.get(b, 0) for b in counted)
         hit = self.spec.element_cache.get(key)
         if hit is not None:
             if isinstance(hit, NetspecError):
                 raise hit
-            shape, deltas, errors, used = hit
+            shape, deltas, errors, used, calls = hit
             sums = self.sums
             for i, d in enumerate(deltas):
                 sums[i] += d
+            for b, d in zip(counted, calls, strict=True):
+                self.calls[b] = self.calls.get(b, 0) + d
             serial = self.serial
             for mark in used:  # its distinct layers, as a full build would count them
                 if mark[0] != serial:
@@ -421,6 +462,7 @@ class Builder(Expansion):
             self.errors.extend(errors)
             return Value("", shape)
         before = list(self.sums)
+        calls_before = [self.calls.get(b, 0) for b in counted]
         nerr = len(self.errors)
         self._used.append({})
         try:
@@ -435,7 +477,8 @@ class Builder(Expansion):
                 self._used[-1].update(used)
         deltas = tuple(a - b for a, b in zip(self.sums, before, strict=True))
         errors = tuple(self.errors[nerr:])
-        self.spec.element_cache[key] = (out.shape, deltas, errors, tuple(used.values()))
+        calls = tuple(self.calls.get(b, 0) - n for b, n in zip(counted, calls_before, strict=True))
+        self.spec.element_cache[key] = (out.shape, deltas, errors, tuple(used.values()), calls)
         return out
 
     def _names_used(self, node: Any, seen_blocks: set[str]) -> set[str]:

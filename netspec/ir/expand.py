@@ -20,7 +20,14 @@ if TYPE_CHECKING:
     from netspec.ir.spec import ParsedSpec
 
 
-from netspec.ir.estimate import SATURATED, SizeEstimate, enter
+from netspec.ir.estimate import (
+    SATURATED,
+    SizeEstimate,
+    TooDeep,
+    TooDeepRecursion,
+    enter,
+    recursion_error,
+)
 from netspec.ir.limits import MAX_WORK, WORK_NEW
 from netspec.ir.shapes import Propagation
 
@@ -41,6 +48,7 @@ class Expansion(Propagation):
     spec: ParsedSpec
     globals: dict[str, Any]
     block_stack: list[str]
+    calls: dict[str, int]  # calls made so far of each block whose counter the spec reads
     estimate: SizeEstimate  # the size estimate, made once the globals are known
     _call_sizes: dict[tuple, int]  # a block call's estimate by block, input shape, arguments
     _open_repetitions: list[ast.Element]  # being expanded, outermost first
@@ -64,15 +72,6 @@ class Expansion(Propagation):
         """Expand a block call: its arguments bound (positional, named, defaults, each error
         named), its size checked against the cap, its body in a scope of its own. Just over 60
         lines: five argument errors, each with its hint, written out."""
-        if block.name in self.block_stack:
-            cycle = " -> ".join(
-                self.block_stack[self.block_stack.index(block.name) :] + [block.name]
-            )
-            raise NetspecError(
-                f"block `{block.name}` calls itself ({cycle})",
-                call.span,
-                hint="a block cannot contain itself; use a repetition [...]*N instead",
-            )
         params = [p.name for p in block.params]
         bound: dict[str, Any] = {}
         positional = [a for a in call.args if a.name is None]
@@ -97,6 +96,7 @@ class Expansion(Propagation):
             bound[a.name] = evaluate(a.value, env, symbols=True)
         body_env = dict(self.globals)
         body_env.update(input_names(cur.shape))
+        self._count_call(block.name, body_env)
         for param in block.params:
             if param.name in bound:
                 body_env[param.name] = bound[param.name]
@@ -111,11 +111,24 @@ class Expansion(Propagation):
         self._check_call(block, call, body_env, cur.shape)
         self._add_step(call.span)
         inner = scope.child(label or scope.next_name(block.name))
+        recursive = block.name in self.block_stack
         self.block_stack.append(block.name)
         try:
             return self.chain(block.body, cur, body_env, inner)
+        except TooDeep as e:
+            if recursive and not isinstance(e, TooDeepRecursion):
+                raise recursion_error(block, call) from None
+            raise
         finally:
             self.block_stack.pop()
+
+    def _count_call(self, name: str, body_env: dict[str, Any]) -> None:
+        """The running counter: this call's position among the calls of its block over the
+        whole network (`name.index`, from 0), where the spec reads it."""
+        if name in self.spec.counted:
+            n = self.calls.get(name, 0)
+            self.calls[name] = n + 1
+            body_env[name + ".index"] = n
 
     def branches(
         self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
