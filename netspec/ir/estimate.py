@@ -12,7 +12,7 @@ from typing import Any
 from netspec.errors import NetspecError
 from netspec.frontend import ast
 from netspec.ir.expr import eval_int, evaluate, free_names
-from netspec.ir.limits import MAX_DEPTH, MAX_WORK
+from netspec.ir.limits import MAX_DEPTH, MAX_NAME, MAX_WORK
 from netspec.ir.naming import switch_name
 
 SATURATED = 10**18  # estimates stop counting here
@@ -176,11 +176,17 @@ class TooDeepRecursion(TooDeep):
     """A block calling itself past MAX_DEPTH: no base case reached."""
 
 
-def recursion_error(block: ast.BlockDef, call: ast.Call) -> TooDeepRecursion:
-    """A recursive block that never reaches its base case (or not within MAX_DEPTH levels)."""
+def recursion_error(block: ast.BlockDef, call: ast.Call, names: bool = False) -> TooDeepRecursion:
+    """A recursive block that never reaches its base case (or not within MAX_DEPTH levels, or
+    before its layers' dotted names pass MAX_NAME characters: `names`)."""
+    how = (
+        f"until its layers' dotted names pass netspec's limit of {MAX_NAME} characters"
+        if names
+        else f"deeper than netspec expands ({MAX_DEPTH} blocks and brackets nested)"
+    )
     return TooDeepRecursion(
-        f"block `{block.name}` calls itself deeper than netspec expands ({MAX_DEPTH} blocks "
-        "and brackets nested): its recursion does not reach its base case by then",
+        f"block `{block.name}` calls itself {how}: its recursion does not reach its base "
+        "case by then",
         call.span,
         hint=f"end the recursion with a condition on the call, e.g. "
         f"`{block.name}(..., depth - 1)?(depth > 0)`, and pass it an argument that counts down",

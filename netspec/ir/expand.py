@@ -29,7 +29,7 @@ from netspec.ir.estimate import (
     recursion_error,
 )
 from netspec.ir.limits import MAX_WORK, WORK_NEW
-from netspec.ir.shapes import Propagation
+from netspec.ir.shapes import LongName, Propagation
 
 _LIMITS_HINT = (
     "a network this large is almost certainly a typo in a count; netspec bounds its work "
@@ -115,9 +115,9 @@ class Expansion(Propagation):
         self.block_stack.append(block.name)
         try:
             return self.chain(block.body, cur, body_env, inner)
-        except TooDeep as e:
+        except (TooDeep, LongName) as e:
             if recursive and not isinstance(e, TooDeepRecursion):
-                raise recursion_error(block, call) from None
+                raise recursion_error(block, call, isinstance(e, LongName)) from None
             raise
         finally:
             self.block_stack.pop()

@@ -241,8 +241,12 @@ def referenced_names(spec: Any) -> set[str]:
     return names
 
 
+class LongName(NetspecError):
+    """A layer's dotted name past MAX_NAME characters (scopes nested too deep)."""
+
+
 def _long_name(node_id: str, span: Span | None) -> NetspecError:
-    return NetspecError(
+    return LongName(
         f"the layer's dotted name is {len(node_id):,} characters long, over netspec's "
         f"limit of {MAX_NAME}: {node_id[:60]}...",
         span,
