@@ -186,57 +186,15 @@ class Builder(Expansion):
 
     # ---- entry
     def build(self) -> Graph:
-        """The whole instance: globals, dtype, defaults, the input, the main chain, the heads,
-        then the graph with its budgets and train section checked. Over 60 lines as the one
-        place that reads top to bottom in the order of the spec's stages."""
+        """The whole instance, in the order of the spec's stages: the names (globals and block
+        counts), the header (classes, dtype, defaults), the input, the main chain, the heads,
+        then the graph with its budgets and train section checked."""
         spec = self.spec
-        env = global_env(self.spec, self.bindings)
-        self.globals = env
-        if spec.count_spans:
-            counts = self.counts if self.counts is not None else count_calls(spec, env)
-            env.update({name + ".count": n for name, n in counts.items()})
-        self.estimate = SizeEstimate(spec.blocks, env, spec.primary_names)
-        self.classes = eval_int(spec.classes.value, env, "classes", 1) if spec.classes else None
-        if isinstance(env.get("classes"), int) and "classes" in self.bindings:
-            self.classes = env["classes"]  # `--set classes=N` replaces the declared count
-        self.per_pixel = spec.classes is not None and spec.classes.per_pixel
-        if env.get("classes") is DEFERRED:
-            env["classes"] = self.classes
-        dtype = spec.dtype.dtype.lower() if spec.dtype else "fp32"
-        if dtype not in DTYPE_BYTES:
-            raise NetspecError(
-                f"unknown dtype `{dtype}`",
-                spec.dtype.span if spec.dtype else None,
-                hint=did_you_mean(dtype, DTYPE_BYTES) or "one of " + ", ".join(DTYPE_BYTES),
-            )
-        self._read_defaults(env)
+        env = self._names()
+        dtype = self._header(env)
         inp = self._input(env)
         self.input_shape = inp.shape
-        chain = spec.chain
-        assert chain is not None  # Spec refuses a spec without its main chain
-        elements = chain.elements
-        start = 0
-        first = elements[0] if elements else None
-        if (
-            first is not None
-            and isinstance(first.primary, ast.Call)
-            and first.primary.name.upper() == "INPUT"
-        ):
-            if first.primary.args or first.repeat or first.optional or first.label:
-                raise NetspecError(
-                    "INPUT takes no arguments; declare the input with `input [C, H, W]`", first.span
-                )
-            start = 1
-            if first.assertion:
-                self._assert(first, inp, env)
-        self.final_softmax = elements[-1] if elements and _is_softmax(elements[-1]) else None
-        self._bound_main(elements[start:], env)
-        scope = Scope("")
-        out = inp
-        for el in elements[start:]:
-            out = self.element(el, out, env, scope)
-        if self.classes is not None and self.spec.input is not None:
-            self._check_output(out, elements[-1])
+        out = self._main(inp, env)
         main_sums = list(self.sums)
         heads = [self._head(h, env) for h in spec.heads]
         for name in sorted(spec.count_spans):
@@ -274,6 +232,67 @@ class Builder(Expansion):
             graph.keep_train_spans({s.name: s.name_span for s in self.spec.train.settings})
             self._check_train(graph)
         return graph
+
+    def _names(self) -> dict[str, Any]:
+        """The global names: bound free parameters, constants, the blocks' call counts (read
+        as `name.count`); the size estimate reads them."""
+        spec = self.spec
+        env = global_env(spec, self.bindings)
+        self.globals = env
+        if spec.count_spans:
+            counts = self.counts if self.counts is not None else count_calls(spec, env)
+            env.update({name + ".count": n for name, n in counts.items()})
+        self.estimate = SizeEstimate(spec.blocks, env, spec.primary_names)
+        return env
+
+    def _header(self, env: dict[str, Any]) -> str:
+        """The class count, the dtype (returned) and the layer defaults."""
+        spec = self.spec
+        self.classes = eval_int(spec.classes.value, env, "classes", 1) if spec.classes else None
+        if isinstance(env.get("classes"), int) and "classes" in self.bindings:
+            self.classes = env["classes"]  # `--set classes=N` replaces the declared count
+        self.per_pixel = spec.classes is not None and spec.classes.per_pixel
+        if env.get("classes") is DEFERRED:
+            env["classes"] = self.classes
+        dtype = spec.dtype.dtype.lower() if spec.dtype else "fp32"
+        if dtype not in DTYPE_BYTES:
+            raise NetspecError(
+                f"unknown dtype `{dtype}`",
+                spec.dtype.span if spec.dtype else None,
+                hint=did_you_mean(dtype, DTYPE_BYTES) or "one of " + ", ".join(DTYPE_BYTES),
+            )
+        self._read_defaults(env)
+        return dtype
+
+    def _main(self, inp: Value, env: dict[str, Any]) -> Value:
+        """The main chain from the input (a leading `INPUT` is the input itself), its size
+        bounded before it is expanded, and its output checked against the classes."""
+        chain = self.spec.chain
+        assert chain is not None  # Spec refuses a spec without its main chain
+        elements = chain.elements
+        start = 0
+        first = elements[0] if elements else None
+        if (
+            first is not None
+            and isinstance(first.primary, ast.Call)
+            and first.primary.name.upper() == "INPUT"
+        ):
+            if first.primary.args or first.repeat or first.optional or first.label:
+                raise NetspecError(
+                    "INPUT takes no arguments; declare the input with `input [C, H, W]`", first.span
+                )
+            start = 1
+            if first.assertion:
+                self._assert(first, inp, env)
+        self.final_softmax = elements[-1] if elements and _is_softmax(elements[-1]) else None
+        self._bound_main(elements[start:], env)
+        scope = Scope("")
+        out = inp
+        for el in elements[start:]:
+            out = self.element(el, out, env, scope)
+        if self.classes is not None and self.spec.input is not None:
+            self._check_output(out, elements[-1])
+        return out
 
     def _head(self, head: ast.HeadDecl, env: dict[str, Any]) -> Head:
         """Build a side head: its chain from the tapped output, in a scope named after it."""

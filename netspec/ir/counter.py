@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from netspec.errors import NetspecError
 from netspec.frontend import ast
-from netspec.ir.estimate import names_of, switched_on
-from netspec.ir.expr import eval_int, evaluate
+from netspec.ir.estimate import call_env, names_of, switched_on
+from netspec.ir.expr import eval_int
 from netspec.ir.limits import MAX_DEPTH, MAX_WORK
 
 if TYPE_CHECKING:
@@ -106,17 +106,8 @@ class CallCounter:
         return total
 
     def block(self, block: ast.BlockDef, call: ast.Call, env: Mapping[str, Any]) -> Counts:
+        _, body_env = call_env(block, call, env, self.globals)
         params = [q.name for q in block.params]
-        positional = [a for a in call.args if a.name is None]
-        named = [(a.name, a) for a in call.args if a.name is not None]
-        body_env = dict(self.globals)
-        for name, arg in [*zip(params, positional, strict=False), *named]:
-            with contextlib.suppress(NetspecError):
-                body_env[name] = evaluate(arg.value, env, symbols=True)
-        for q in block.params:
-            if q.name not in body_env and q.default is not None:
-                with contextlib.suppress(NetspecError):
-                    body_env[q.name] = evaluate(q.default, body_env, symbols=True)
         key: tuple | None = (block.name, *(body_env.get(q) for q in params))
         try:
             hit = self.memo.get(key)  # type: ignore[arg-type]

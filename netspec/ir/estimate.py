@@ -121,21 +121,7 @@ class SizeEstimate:
         return min(extra + sum(self.chain(c, env) for c in p.chains), SATURATED)
 
     def _block(self, block: ast.BlockDef, call: ast.Call, env: Mapping[str, Any]) -> int:
-        bound: dict[str, Any] = {}
-        params = [q.name for q in block.params]
-        positional = [a for a in call.args if a.name is None]
-        for name, arg in [*zip(params, positional, strict=False)] + [
-            (a.name, a) for a in call.args if a.name is not None
-        ]:
-            with contextlib.suppress(NetspecError):
-                bound[name] = evaluate(arg.value, env, symbols=True)
-        body_env = dict(self.globals)
-        for q in block.params:
-            if q.name in bound:
-                body_env[q.name] = bound[q.name]
-            elif q.default is not None:
-                with contextlib.suppress(NetspecError):
-                    body_env[q.name] = evaluate(q.default, body_env, symbols=True)
+        bound, body_env = call_env(block, call, env, self.globals)
         key: tuple | None = (block.name, *sorted(bound.items(), key=lambda kv: kv[0]))
         try:
             hit = self.estimates.get(key)  # type: ignore[arg-type]
@@ -166,6 +152,29 @@ class SizeEstimate:
                 hint="netspec bounds the expansion before doing it; "
                 "use fewer nested loops whose bodies depend on their index",
             )
+
+
+def call_env(
+    block: ast.BlockDef, call: ast.Call, env: Mapping[str, Any], globals: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A block call's arguments as far as they evaluate before the build (no `in.c` yet), and
+    the names its body sees: (the arguments given, the body's names). An argument that does not
+    evaluate is left out: the build reports it."""
+    bound: dict[str, Any] = {}
+    params = [q.name for q in block.params]
+    positional = [a for a in call.args if a.name is None]
+    named = [(a.name, a) for a in call.args if a.name is not None]
+    for name, arg in [*zip(params, positional, strict=False), *named]:
+        with contextlib.suppress(NetspecError):
+            bound[name] = evaluate(arg.value, env, symbols=True)
+    body_env = dict(globals)
+    for q in block.params:
+        if q.name in bound:
+            body_env[q.name] = bound[q.name]
+        elif q.default is not None:
+            with contextlib.suppress(NetspecError):
+                body_env[q.name] = evaluate(q.default, body_env, symbols=True)
+    return bound, body_env
 
 
 class TooDeep(NetspecError):

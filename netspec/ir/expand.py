@@ -69,9 +69,29 @@ class Expansion(Propagation):
         scope: Scope,
         label: str | None,
     ) -> Value:
-        """Expand a block call: its arguments bound (positional, named, defaults, each error
-        named), its size checked against the cap, its body in a scope of its own. Just over 60
-        lines: five argument errors, each with its hint, written out."""
+        """Expand a block call: its arguments bound, its size checked against the cap, its body
+        in a scope of its own. A block may call itself: a recursion that does not end within
+        the nesting or name limits is refused at the recursive call."""
+        body_env = self._call_env(block, call, cur, env)
+        self._check_call(block, call, body_env, cur.shape)
+        self._add_step(call.span)
+        inner = scope.child(label or scope.next_name(block.name))
+        recursive = block.name in self.block_stack
+        self.block_stack.append(block.name)
+        try:
+            return self.chain(block.body, cur, body_env, inner)
+        except (TooDeep, LongName) as e:
+            if recursive and not isinstance(e, TooDeepRecursion):
+                raise recursion_error(block, call, isinstance(e, LongName)) from None
+            raise
+        finally:
+            self.block_stack.pop()
+
+    def _call_env(
+        self, block: ast.BlockDef, call: ast.Call, cur: Value, env: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The names a block call's body sees: the globals, its input's shape (`in.c`), its
+        counter, and its arguments (positional, named, defaults), each mistake named."""
         params = [p.name for p in block.params]
         bound: dict[str, Any] = {}
         positional = [a for a in call.args if a.name is None]
@@ -108,19 +128,7 @@ class Expansion(Propagation):
                     call.span,
                     hint=f"call it as {block.name}({', '.join(params)})",
                 )
-        self._check_call(block, call, body_env, cur.shape)
-        self._add_step(call.span)
-        inner = scope.child(label or scope.next_name(block.name))
-        recursive = block.name in self.block_stack
-        self.block_stack.append(block.name)
-        try:
-            return self.chain(block.body, cur, body_env, inner)
-        except (TooDeep, LongName) as e:
-            if recursive and not isinstance(e, TooDeepRecursion):
-                raise recursion_error(block, call, isinstance(e, LongName)) from None
-            raise
-        finally:
-            self.block_stack.pop()
+        return body_env
 
     def _count_call(self, name: str, body_env: dict[str, Any]) -> None:
         """The running counter: this call's position among the calls of its block over the
