@@ -239,3 +239,18 @@ def test_explore_and_the_playground_see_an_optional_call() -> None:
     unbound = compile_text(OPTIONAL_CALL.format(bind=""), "", diagram=False)
     assert not unbound["ok"]
     assert unbound["errors"][0]["message"] == "free parameters are not bound: `g` (on|off)"
+
+
+@pytest.mark.parametrize("light", [False, True])
+def test_recursion_to_the_nesting_limit_with_deep_expressions_keeps_the_stack(light: bool) -> None:
+    # 100 levels of the block (the most netspec nests), each with an expression 200 operators
+    # deep: built, in full and light, without exhausting Python's stack; one more is refused.
+    deep = "-" * 198 + "2"
+    text = "input [4, 8, 8]\nblock f(d) = FC({}) -> f(d - 1)?(d > 0) as x\nINPUT -> f({}) as x\n"
+    with cpu_limit(10):
+        g = load_spec_text(text.format(deep, 99)).instantiate(light=light)
+        assert g.totals.params == (4 * 8 * 8 * 2 + 2) + 99 * (
+            2 * 2 + 2
+        )  # FC(2) on the map, then on [2]
+        with pytest.raises(SpecErrors, match="calls itself deeper than netspec expands"):
+            load_spec_text(text.format(deep, 100)).instantiate(light=light)
