@@ -285,3 +285,16 @@ def test_random_recursions_build_or_fail_located() -> None:
                 load_spec_text(text).instantiate()
             except SpecErrors as e:
                 assert all(err.span is not None for err in e.errors), text
+
+
+def test_more_calls_than_the_text_tells_are_counted_by_building() -> None:
+    # The repetition count reads the input's width: the text counts 1 call of `b` per `s`,
+    # the build makes 4, then 2; with the walk's total the first rates would pass 1.
+    g = netspec.compile_spec(
+        "input [3, 8, 8]\n"
+        "block b(c) = CONV(c) -> DROPPATH(0.5 * b.index / b.count)\n"
+        "block s(c) = b(c)*(in.w // 2) -> POOL\n"
+        "INPUT -> s(4) -> s(8)"
+    )
+    rates = [n.args["p"] for n in g.nodes if n.kind == "drop_path"]
+    assert rates == pytest.approx([0.5 * k / 6 for k in range(6)])

@@ -6,7 +6,10 @@ EfficientNet's stochastic depth, `DROPPATH(0.1 * cnblock.index / (cnblock.count 
 The total is needed before the first call is expanded, so it is counted first by a walk over
 the text that evaluates repetition counts, conditions and block arguments but no shapes. The
 build then counts the calls it really makes; where the two differ (a condition that reads
-`in.c`), `Spec.instantiate` builds once more with the real totals (`Recount`)."""
+`in.c`), `Spec.instantiate` builds once more with the real totals (`Recount`). A build that
+makes more calls than the walk counted stops at the first one too many; the calls are then
+counted by a light build in which every total is `UNCOUNTED` (an index over it is a fraction
+near 0, valid wherever a rate is), and the spec is built with those."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from netspec.ir.limits import MAX_DEPTH, MAX_WORK
 if TYPE_CHECKING:
     from netspec.ir.spec import ParsedSpec
 
+UNCOUNTED = 10**9  # the totals of a counting build (more calls than any build makes)
 _MAX_STEPS = 4 * MAX_WORK  # elements visited by one count (past it, the build corrects it)
 
 Counts = dict[str, int]
@@ -31,9 +35,9 @@ Counts = dict[str, int]
 class Recount(Exception):  # noqa: N818 (a signal to build again, not an error for the user)
     """The build made another number of calls of a counted block than the walk counted."""
 
-    def __init__(self, counts: Counts, changed: str) -> None:
+    def __init__(self, counts: Counts | None, changed: str) -> None:
         super().__init__(counts)
-        self.counts = counts  # the calls the build made, by block
+        self.counts = counts  # the calls the build made, by block (None: it stopped early)
         self.changed = changed  # a block whose calls differ from its total used
 
 

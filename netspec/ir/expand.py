@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from netspec.ir.spec import ParsedSpec
 
 
+from netspec.ir.counter import Recount
 from netspec.ir.estimate import (
     SATURATED,
     SizeEstimate,
@@ -135,6 +136,11 @@ class Expansion(Propagation):
         whole network (`name.index`, from 0), where the spec reads it."""
         if name in self.spec.counted:
             n = self.calls.get(name, 0)
+            total = self.globals.get(name + ".count")
+            if isinstance(total, int) and n >= total:
+                # More calls than the total counted from the text (a repetition count that
+                # reads a shape): the values read so far are wrong; count again by building.
+                raise Recount(None, name)
             self.calls[name] = n + 1
             body_env[name + ".index"] = n
 
