@@ -298,3 +298,10 @@ def test_more_calls_than_the_text_tells_are_counted_by_building() -> None:
     )
     rates = [n.args["p"] for n in g.nodes if n.kind == "drop_path"]
     assert rates == pytest.approx([0.5 * k / 6 for k in range(6)])
+
+
+def test_a_dotted_node_name_given_to_like_is_the_node_not_a_counter() -> None:
+    g = netspec.compile_spec(
+        "input [3, 16, 16]\nINPUT -> [CONV(4) -> RELU] as stem -> POOL -> UPSAMPLE(like=stem.conv1)"
+    )
+    assert g.nodes[-1].shape == (4, 16, 16)

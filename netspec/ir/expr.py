@@ -45,7 +45,9 @@ def evaluate(e: ast.Expr, env: Mapping[str, Any], symbols: bool = False) -> Any:
     if isinstance(e, ast.Name):
         if e.id in env:
             return env[e.id]
-        if "." in e.id:  # `in.c`, `cnblock.index`: never a symbolic word
+        if e.id.startswith("in.") or (
+            "." in e.id and (not symbols or e.id.endswith((".index", ".count")))
+        ):  # `in.c`, `cnblock.index`: never a symbolic word (`like=layer1.conv2` is)
             raise undefined(e, env)
         low = e.id.lower()
         if low in BOOL_WORDS:

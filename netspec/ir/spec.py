@@ -17,7 +17,7 @@ from netspec.frontend import ast
 from netspec.ir.expr import Symbol, eval_int, evaluate, walk
 from netspec.ir.graph import BUDGET_METRICS, Scalar
 from netspec.ir.naming import switch_name
-from netspec.layers import SPELLINGS, Layer
+from netspec.layers import KINDS, SPELLINGS, Layer
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,9 +218,19 @@ class ParsedSpec:
                 self.free[name] = Domain(name, (True, False), span, switch=True)
 
     def _counters(self, errors: list[NetspecError]) -> None:
-        """`B.index` and `B.count` name a block of the spec and one of its two counters."""
+        """`B.index` and `B.count` name a block of the spec and one of its two counters (a
+        dotted name given to an argument that names a node, `UPSAMPLE(like=layer1.conv2)`, is
+        that node's)."""
+        refers = {cls.refers for cls in KINDS.values() if cls.refers}
+        nodes = {
+            id(n.value)
+            for n in walk(self.module.statements)
+            if isinstance(n, ast.Arg) and n.name in refers
+        }
         for node in walk(self.module.statements):
             if not isinstance(node, ast.Name) or "." not in node.id or node.id.startswith("in."):
+                continue
+            if id(node) in nodes:
                 continue
             block, attr = node.id.split(".", 1)
             if block not in self.blocks:
