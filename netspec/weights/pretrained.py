@@ -4,8 +4,8 @@ Every entry was read from torchvision 0.28's `torchvision.models.*_Weights` meta
 the accuracy it publishes, and the preprocessing of `weights.transforms()` (resize, crop,
 mean, std; bilinear interpolation for all of them but efficientnet_b0's, which torchvision
 resizes bicubically: netspec's image reader resizes bilinearly). torchvision publishes no
-full SHA-256: its file names embed the first 8 hex digits of the file's SHA-256 (`resnet50-11ad3fa6.pth`), and
-`torch.hub` checks exactly that prefix; netspec checks the same prefix of the file it reads.
+full SHA-256: its file names embed the first 8 hex digits of the file's SHA-256
+(`resnet50-11ad3fa6.pth`), and `torch.hub` checks exactly that prefix; netspec checks the same prefix of the file it reads.
 
 GoogLeNet's and Inception v3's published weights come from TensorFlow and expect inputs scaled
 to [-1, 1]: torchvision turns them on with `transform_input=True`, which rescales
