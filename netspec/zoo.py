@@ -61,6 +61,7 @@ PUBLISHED: dict[str, Published] = {
     "resnext50_32x4d": Published(25_028_904, "4.23", "torchvision resnext50_32x4d"),
     "wide_resnet50_2": Published(68_883_240, "11.398", "torchvision wide_resnet50_2"),
     "convnext_tiny": Published(28_589_128, "4.456", "torchvision convnext_tiny"),
+    "efficientnet_b0": Published(5_288_548, "0.386", "torchvision efficientnet_b0"),
     "mobilenet_v3_large": Published(5_483_032, "0.217", "torchvision mobilenet_v3_large"),
     # 0.057 to two significant digits (the paper: 56M): held exactly to the reference's
     # 56,510,400 in tests/test_zoo_modern.py.

@@ -135,8 +135,8 @@ def test_unet_contracting_path_and_up_convolution() -> None:
     # pixel per output (size kept) and halves the jump.
     g = netspec.compile_spec("zoo:unet")
     f = fields(g)
-    levels = ["enc1", "enc2", "enc3", "enc4", "bottleneck"]
-    ends = [next(i for i in f if i.endswith(f"{level}.relu2")) for level in levels]
+    # One recursive block: each level's encoder `enc`, a level deeper under `down`.
+    ends = [f"unet.{'branch2.down.' * depth}enc.relu2" for depth in range(5)]
     assert [f[e].size[0] for e in ends] == [5, 14, 32, 68, 140]
     assert [f[e].jump[0] for e in ends] == [1, 2, 4, 8, 16]
     up = [n for n in g.nodes if n.kind == "conv_transpose"][0].id

@@ -193,9 +193,10 @@ def main() -> None:
 # The largest specs `check` takes (issues "Hostile input", "Never silently different"): the
 # 100,000-layer MLP (200,003 nodes) and, at the cap on work (netspec.ir.limits), each shape of
 # network that costs `check` the most per unit of work: a plain chain, a map chain, a block call
-# per layer, blocks nested 30 deep, branches, an indexed loop, a distinct layer per node. Each is
-# written with the largest count the cap takes (found by trying), so the rows show the time and
-# memory of the most work `check` will ever do for any spec of that shape.
+# per layer, blocks nested 30 deep, a block calling itself 50 deep, branches, an indexed loop, a
+# distinct layer per node. Each is written with the largest count the cap takes (found by
+# trying), so the rows show the time and memory of the most work `check` will ever do for any
+# spec of that shape.
 _MLP = "input [64]\nclasses 10\n"
 _MAP = "input [8, 4, 4]\nclasses 10\n"
 _NEST = "".join(f"block n{i}(w) = n{i - 1}(w)\n" for i in range(1, 31))
@@ -213,6 +214,11 @@ LARGE_SPECS: dict[str, tuple[int, str]] = {  # name: (units of work a time round
     "blocks nested 30 deep": (
         33,
         _MLP + "block n0(w) = FC(w) -> RELU\n" + _NEST + "INPUT -> [n30(64)]*{n} -> FC(10)\n",
+    ),
+    "recursive block 50 deep": (
+        150,
+        _MAP + "block t(d) = CONV(8, 3, padding=1) -> RELU -> t(d - 1)?(d > 0)\n"
+        "INPUT -> [t(49)]*{n} -> GAP -> FC(10) -> SOFTMAX\n",
     ),
     "concat of 2 branches": (
         5,

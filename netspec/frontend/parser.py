@@ -531,6 +531,12 @@ class _ToAst(Transformer_NonRecursive):
         # `in.c`: one name, which only a block body defines (netspec.ir.expand.block).
         return ast.Name(self._s(meta), f"in.{items[0]}")
 
+    def block_attr(self, meta, items):
+        # `cnblock.index`, `cnblock.count`: one name each, which the builder defines (the
+        # running counter of a block's calls; netspec.ir.counter). ParsedSpec checks the
+        # block and the attribute exist.
+        return ast.Name(self._s(meta), f"{items[0]}.{items[1]}")
+
     def tuple(self, meta, items):
         return ast.TupleExpr(self._s(meta), [i for i in items if i is not None])
 

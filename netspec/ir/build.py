@@ -36,6 +36,7 @@ from netspec.ir.bindings import (
     setting_value,
 )
 from netspec.ir.checks import assertion_error, budget_checks
+from netspec.ir.counter import UNCOUNTED, Counts, Recount, count_calls
 from netspec.ir.estimate import SizeEstimate, names_of
 from netspec.ir.expand import Expansion, OverCap
 from netspec.ir.expr import Symbol, eval_int, free_names
@@ -81,19 +82,55 @@ class Spec(ParsedSpec):
         With `light=True` the graph has totals and budgets but no nodes: the same rules and
         checks, several times faster, for exploring design spaces.
         """
-        builder = Builder(self, dict(bindings or {}), light=light)
-        try:
-            with paused_gc():
-                graph = builder.build()
-        except NetspecError as e:
-            if collect:
-                return None, builder.errors + [e]
-            raise SpecErrors(builder.errors + [e]) from None
+        counts: Counts | None = None
+        for attempt in range(3):
+            builder = Builder(self, dict(bindings or {}), light=light, counts=counts)
+            try:
+                with paused_gc():
+                    graph = builder.build()
+                break
+            except Recount as r:  # a block's calls counted before differ from those made
+                found = r.counts if r.counts is not None else self._counted(bindings)
+                if attempt == 2 or isinstance(found, NetspecError):
+                    e = found if isinstance(found, NetspecError) else self._count_error(r.changed)
+                    if collect:
+                        return None, [e]
+                    raise SpecErrors([e]) from None
+                counts = found
+            except NetspecError as e:
+                if collect:
+                    return None, builder.errors + [e]
+                raise SpecErrors(builder.errors + [e]) from None
         if collect:
             return graph, builder.errors
         if builder.errors:
             raise SpecErrors(builder.errors)
         return graph
+
+    def _counted(self, bindings: Mapping[str, Scalar] | None) -> Counts | NetspecError:
+        """The calls of each counted block, made by a light build whose totals are all
+        UNCOUNTED (or the error that stopped that build)."""
+        big = dict.fromkeys(self.count_spans, UNCOUNTED)
+        try:
+            with paused_gc():
+                Builder(self, dict(bindings or {}), light=True, counts=big).build()
+        except Recount as r:
+            if r.counts is not None:
+                return r.counts
+        except NetspecError as e:
+            return e
+        return NetspecError(  # pragma: no cover - UNCOUNTED calls are far over the cap
+            f"cannot count the calls of `{min(big)}`", self.count_spans.get(min(big))
+        )
+
+    def _count_error(self, name: str) -> NetspecError:
+        """The calls of a counted block change with its own total: no total is right."""
+        return NetspecError(
+            f"the number of calls of `{name}` depends on `{name}.count` itself",
+            self.count_spans.get(name),
+            hint=f"`{name}.count` is the number of calls in the whole network: a call of "
+            f"`{name}` made or not depending on it has no consistent total",
+        )
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -112,8 +149,18 @@ def compile_spec(path: str | Path, bindings: Mapping[str, Scalar] | None = None)
 class Builder(Expansion):
     """Expands one instance of a spec into IR nodes."""
 
-    def __init__(self, spec: ParsedSpec, bindings: dict[str, Scalar], light: bool = False) -> None:
+    def __init__(
+        self,
+        spec: ParsedSpec,
+        bindings: dict[str, Scalar],
+        light: bool = False,
+        counts: Counts | None = None,
+    ) -> None:
         self.spec = spec
+        # The running counter: the totals `name.count` reads (None: counted from the text
+        # first) and the calls made so far (netspec.ir.counter).
+        self.counts = counts
+        self.calls: dict[str, int] = {}
         self.bindings = {k: coerce_binding(v) for k, v in bindings.items()}
         self.light = light
         self.errors: list[NetspecError] = []
@@ -156,56 +203,20 @@ class Builder(Expansion):
 
     # ---- entry
     def build(self) -> Graph:
-        """The whole instance: globals, dtype, defaults, the input, the main chain, the heads,
-        then the graph with its budgets and train section checked. Over 60 lines as the one
-        place that reads top to bottom in the order of the spec's stages."""
+        """The whole instance, in the order of the spec's stages: the names (globals and block
+        counts), the header (classes, dtype, defaults), the input, the main chain, the heads,
+        then the graph with its budgets and train section checked."""
         spec = self.spec
-        env = global_env(self.spec, self.bindings)
-        self.globals = env
-        self.estimate = SizeEstimate(spec.blocks, env, spec.primary_names)
-        self.classes = eval_int(spec.classes.value, env, "classes", 1) if spec.classes else None
-        if isinstance(env.get("classes"), int) and "classes" in self.bindings:
-            self.classes = env["classes"]  # `--set classes=N` replaces the declared count
-        self.per_pixel = spec.classes is not None and spec.classes.per_pixel
-        if env.get("classes") is DEFERRED:
-            env["classes"] = self.classes
-        dtype = spec.dtype.dtype.lower() if spec.dtype else "fp32"
-        if dtype not in DTYPE_BYTES:
-            raise NetspecError(
-                f"unknown dtype `{dtype}`",
-                spec.dtype.span if spec.dtype else None,
-                hint=did_you_mean(dtype, DTYPE_BYTES) or "one of " + ", ".join(DTYPE_BYTES),
-            )
-        self._read_defaults(env)
+        env = self._names()
+        dtype = self._header(env)
         inp = self._input(env)
         self.input_shape = inp.shape
-        chain = spec.chain
-        assert chain is not None  # Spec refuses a spec without its main chain
-        elements = chain.elements
-        start = 0
-        first = elements[0] if elements else None
-        if (
-            first is not None
-            and isinstance(first.primary, ast.Call)
-            and first.primary.name.upper() == "INPUT"
-        ):
-            if first.primary.args or first.repeat or first.optional or first.label:
-                raise NetspecError(
-                    "INPUT takes no arguments; declare the input with `input [C, H, W]`", first.span
-                )
-            start = 1
-            if first.assertion:
-                self._assert(first, inp, env)
-        self.final_softmax = elements[-1] if elements and _is_softmax(elements[-1]) else None
-        self._bound_main(elements[start:], env)
-        scope = Scope("")
-        out = inp
-        for el in elements[start:]:
-            out = self.element(el, out, env, scope)
-        if self.classes is not None and self.spec.input is not None:
-            self._check_output(out, elements[-1])
+        out = self._main(inp, env)
         main_sums = list(self.sums)
         heads = [self._head(h, env) for h in spec.heads]
+        for name in sorted(spec.count_spans):
+            if self.calls.get(name, 0) != env[name + ".count"]:
+                raise Recount({n: self.calls.get(n, 0) for n in spec.count_spans}, name)
         p, b, m, o, mem = self.sums[:5]
         totals = make_totals(p, b, m, o, mem, dtype)
         main_totals = None
@@ -238,6 +249,67 @@ class Builder(Expansion):
             graph.keep_train_spans({s.name: s.name_span for s in self.spec.train.settings})
             self._check_train(graph)
         return graph
+
+    def _names(self) -> dict[str, Any]:
+        """The global names: bound free parameters, constants, the blocks' call counts (read
+        as `name.count`); the size estimate reads them."""
+        spec = self.spec
+        env = global_env(spec, self.bindings)
+        self.globals = env
+        if spec.count_spans:
+            counts = self.counts if self.counts is not None else count_calls(spec, env)
+            env.update({name + ".count": n for name, n in counts.items()})
+        self.estimate = SizeEstimate(spec.blocks, env, spec.primary_names)
+        return env
+
+    def _header(self, env: dict[str, Any]) -> str:
+        """The class count, the dtype (returned) and the layer defaults."""
+        spec = self.spec
+        self.classes = eval_int(spec.classes.value, env, "classes", 1) if spec.classes else None
+        if isinstance(env.get("classes"), int) and "classes" in self.bindings:
+            self.classes = env["classes"]  # `--set classes=N` replaces the declared count
+        self.per_pixel = spec.classes is not None and spec.classes.per_pixel
+        if env.get("classes") is DEFERRED:
+            env["classes"] = self.classes
+        dtype = spec.dtype.dtype.lower() if spec.dtype else "fp32"
+        if dtype not in DTYPE_BYTES:
+            raise NetspecError(
+                f"unknown dtype `{dtype}`",
+                spec.dtype.span if spec.dtype else None,
+                hint=did_you_mean(dtype, DTYPE_BYTES) or "one of " + ", ".join(DTYPE_BYTES),
+            )
+        self._read_defaults(env)
+        return dtype
+
+    def _main(self, inp: Value, env: dict[str, Any]) -> Value:
+        """The main chain from the input (a leading `INPUT` is the input itself), its size
+        bounded before it is expanded, and its output checked against the classes."""
+        chain = self.spec.chain
+        assert chain is not None  # Spec refuses a spec without its main chain
+        elements = chain.elements
+        start = 0
+        first = elements[0] if elements else None
+        if (
+            first is not None
+            and isinstance(first.primary, ast.Call)
+            and first.primary.name.upper() == "INPUT"
+        ):
+            if first.primary.args or first.repeat or first.optional or first.label:
+                raise NetspecError(
+                    "INPUT takes no arguments; declare the input with `input [C, H, W]`", first.span
+                )
+            start = 1
+            if first.assertion:
+                self._assert(first, inp, env)
+        self.final_softmax = elements[-1] if elements and _is_softmax(elements[-1]) else None
+        self._bound_main(elements[start:], env)
+        scope = Scope("")
+        out = inp
+        for el in elements[start:]:
+            out = self.element(el, out, env, scope)
+        if self.classes is not None and self.spec.input is not None:
+            self._check_output(out, elements[-1])
+        return out
 
     def _head(self, head: ast.HeadDecl, env: dict[str, Any]) -> Head:
         """Build a side head: its chain from the tapped output, in a scope named after it."""
@@ -401,14 +473,19 @@ class Builder(Expansion):
             names = tuple(sorted(self._names_used(el, set())))
             self.spec.element_names[id(el)] = names
         key = (id(el), cur.shape, self.classes, *(env.get(n, _MISSING) for n in names))
+        counted = sorted(self.spec.counted)
+        if counted:  # the counters go on from where they are: part of what an element does
+            key += tuple(self.calls.get(b, 0) for b in counted)
         hit = self.spec.element_cache.get(key)
         if hit is not None:
             if isinstance(hit, NetspecError):
                 raise hit
-            shape, deltas, errors, used = hit
+            shape, deltas, errors, used, calls = hit
             sums = self.sums
             for i, d in enumerate(deltas):
                 sums[i] += d
+            for b, d in zip(counted, calls, strict=True):
+                self.calls[b] = self.calls.get(b, 0) + d
             serial = self.serial
             for mark in used:  # its distinct layers, as a full build would count them
                 if mark[0] != serial:
@@ -421,6 +498,7 @@ class Builder(Expansion):
             self.errors.extend(errors)
             return Value("", shape)
         before = list(self.sums)
+        calls_before = [self.calls.get(b, 0) for b in counted]
         nerr = len(self.errors)
         self._used.append({})
         try:
@@ -435,7 +513,8 @@ class Builder(Expansion):
                 self._used[-1].update(used)
         deltas = tuple(a - b for a, b in zip(self.sums, before, strict=True))
         errors = tuple(self.errors[nerr:])
-        self.spec.element_cache[key] = (out.shape, deltas, errors, tuple(used.values()))
+        calls = tuple(self.calls.get(b, 0) - n for b, n in zip(counted, calls_before, strict=True))
+        self.spec.element_cache[key] = (out.shape, deltas, errors, tuple(used.values()), calls)
         return out
 
     def _names_used(self, node: Any, seen_blocks: set[str]) -> set[str]:

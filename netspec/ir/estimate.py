@@ -12,7 +12,8 @@ from typing import Any
 from netspec.errors import NetspecError
 from netspec.frontend import ast
 from netspec.ir.expr import eval_int, evaluate, free_names
-from netspec.ir.limits import MAX_DEPTH, MAX_WORK
+from netspec.ir.limits import MAX_DEPTH, MAX_NAME, MAX_WORK
+from netspec.ir.naming import switch_name
 
 SATURATED = 10**18  # estimates stop counting here
 _MAX_STEPS = 4 * MAX_WORK  # elements visited by one estimate (linear in the text)
@@ -33,7 +34,7 @@ class SizeEstimate:
         self.globals = globals
         self.primary_names = primary_names
         self.estimates: dict[tuple, int] = {}  # a block's size by its argument values
-        self.estimating: set[str] = set()  # blocks being estimated (a cycle counts 1)
+        self.estimating: list[str] = []  # blocks being estimated, outermost first
         self.indexed = 0  # loops with an index the body reads, open in the estimate
         self.steps = 0  # elements visited by this estimate
         self.depth = 0  # chains open, in the build and in this estimate
@@ -67,6 +68,19 @@ class SizeEstimate:
         """The nodes and steps an element expands to; `count` is its repetition's, when the
         caller evaluated it already."""
         self._step(el)
+        if el.optional:
+            on = switched_on(el, env)
+            if on is False:
+                return 0
+            if on is None:  # a condition the estimate cannot evaluate (`?(in.h > 8)`)
+                try:
+                    return self._sized(el, env, count)
+                except TooDeep:
+                    # A recursion its condition may end: the build meters it as it goes.
+                    return 1
+        return self._sized(el, env, count)
+
+    def _sized(self, el: ast.Element, env: Mapping[str, Any], count: int | None) -> int:
         p = el.primary
         if el.repeat is None:
             return self._primary(p, env)
@@ -99,8 +113,6 @@ class SizeEstimate:
             block = self.blocks.get(p.name)
             if block is None:
                 return 1
-            if block.name in self.estimating:
-                return 1  # a block calling itself: the expansion refuses it
             return self._block(block, p, env)
         if isinstance(p, ast.Group):
             return self.chain(p.chain, env)
@@ -109,21 +121,7 @@ class SizeEstimate:
         return min(extra + sum(self.chain(c, env) for c in p.chains), SATURATED)
 
     def _block(self, block: ast.BlockDef, call: ast.Call, env: Mapping[str, Any]) -> int:
-        bound: dict[str, Any] = {}
-        params = [q.name for q in block.params]
-        positional = [a for a in call.args if a.name is None]
-        for name, arg in [*zip(params, positional, strict=False)] + [
-            (a.name, a) for a in call.args if a.name is not None
-        ]:
-            with contextlib.suppress(NetspecError):
-                bound[name] = evaluate(arg.value, env, symbols=True)
-        body_env = dict(self.globals)
-        for q in block.params:
-            if q.name in bound:
-                body_env[q.name] = bound[q.name]
-            elif q.default is not None:
-                with contextlib.suppress(NetspecError):
-                    body_env[q.name] = evaluate(q.default, body_env, symbols=True)
+        bound, body_env = call_env(block, call, env, self.globals)
         key: tuple | None = (block.name, *sorted(bound.items(), key=lambda kv: kv[0]))
         try:
             hit = self.estimates.get(key)  # type: ignore[arg-type]
@@ -131,11 +129,16 @@ class SizeEstimate:
             key, hit = None, None
         if hit is not None:
             return hit
-        self.estimating.add(block.name)
+        recursive = block.name in self.estimating
+        self.estimating.append(block.name)
         try:
             size = min(1 + self.chain(block.body, body_env), SATURATED)  # + its scope
+        except TooDeep as e:
+            if recursive and not isinstance(e, TooDeepRecursion):
+                raise recursion_error(block, call) from None
+            raise
         finally:
-            self.estimating.discard(block.name)
+            self.estimating.pop()
         if key is not None:
             self.estimates[key] = size
         return size
@@ -151,11 +154,72 @@ class SizeEstimate:
             )
 
 
+def call_env(
+    block: ast.BlockDef, call: ast.Call, env: Mapping[str, Any], globals: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A block call's arguments as far as they evaluate before the build (no `in.c` yet), and
+    the names its body sees: (the arguments given, the body's names). An argument that does not
+    evaluate is left out: the build reports it."""
+    bound: dict[str, Any] = {}
+    params = [q.name for q in block.params]
+    positional = [a for a in call.args if a.name is None]
+    named = [(a.name, a) for a in call.args if a.name is not None]
+    for name, arg in [*zip(params, positional, strict=False), *named]:
+        with contextlib.suppress(NetspecError):
+            bound[name] = evaluate(arg.value, env, symbols=True)
+    body_env = dict(globals)
+    for q in block.params:
+        if q.name in bound:
+            body_env[q.name] = bound[q.name]
+        elif q.default is not None:
+            with contextlib.suppress(NetspecError):
+                body_env[q.name] = evaluate(q.default, body_env, symbols=True)
+    return bound, body_env
+
+
+class TooDeep(NetspecError):
+    """Chains nested past MAX_DEPTH (brackets, branches, blocks calling blocks)."""
+
+
+class TooDeepRecursion(TooDeep):
+    """A block calling itself past MAX_DEPTH: no base case reached."""
+
+
+def recursion_error(block: ast.BlockDef, call: ast.Call, names: bool = False) -> TooDeepRecursion:
+    """A recursive block that never reaches its base case (or not within MAX_DEPTH levels, or
+    before its layers' dotted names pass MAX_NAME characters: `names`)."""
+    how = (
+        f"until its layers' dotted names pass netspec's limit of {MAX_NAME} characters"
+        if names
+        else f"deeper than netspec expands ({MAX_DEPTH} blocks and brackets nested)"
+    )
+    return TooDeepRecursion(
+        f"block `{block.name}` calls itself {how}: its recursion does not reach its base "
+        "case by then",
+        call.span,
+        hint=f"end the recursion with a condition on the call, e.g. "
+        f"`{block.name}(..., depth - 1)?(depth > 0)`, and pass it an argument that counts down",
+    )
+
+
+def switched_on(el: ast.Element, env: Mapping[str, Any]) -> bool | None:
+    """Whether an optional element is on, as far as the names known tell: None when its
+    condition or switch cannot be evaluated yet."""
+    if el.condition is None:
+        value = env.get(switch_name(el) or "")
+        return value if isinstance(value, bool) else None
+    try:
+        value = evaluate(el.condition, env)
+    except NetspecError:
+        return None
+    return value if isinstance(value, bool) else None
+
+
 def enter(depth: int, span: Any) -> int:
     """One more chain nested in `depth` ones being expanded (or estimated): the new depth, or
     an error past MAX_DEPTH."""
     if depth >= MAX_DEPTH:
-        raise NetspecError(
+        raise TooDeep(
             f"blocks and brackets nest more than {MAX_DEPTH} deep here",
             span,
             hint="a block calling a block calling a block... or brackets in brackets: "

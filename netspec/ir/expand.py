@@ -20,9 +20,17 @@ if TYPE_CHECKING:
     from netspec.ir.spec import ParsedSpec
 
 
-from netspec.ir.estimate import SATURATED, SizeEstimate, enter
+from netspec.ir.counter import Recount
+from netspec.ir.estimate import (
+    SATURATED,
+    SizeEstimate,
+    TooDeep,
+    TooDeepRecursion,
+    enter,
+    recursion_error,
+)
 from netspec.ir.limits import MAX_WORK, WORK_NEW
-from netspec.ir.shapes import Propagation
+from netspec.ir.shapes import LongName, Propagation
 
 _LIMITS_HINT = (
     "a network this large is almost certainly a typo in a count; netspec bounds its work "
@@ -41,6 +49,7 @@ class Expansion(Propagation):
     spec: ParsedSpec
     globals: dict[str, Any]
     block_stack: list[str]
+    calls: dict[str, int]  # calls made so far of each block whose counter the spec reads
     estimate: SizeEstimate  # the size estimate, made once the globals are known
     _call_sizes: dict[tuple, int]  # a block call's estimate by block, input shape, arguments
     _open_repetitions: list[ast.Element]  # being expanded, outermost first
@@ -61,18 +70,29 @@ class Expansion(Propagation):
         scope: Scope,
         label: str | None,
     ) -> Value:
-        """Expand a block call: its arguments bound (positional, named, defaults, each error
-        named), its size checked against the cap, its body in a scope of its own. Just over 60
-        lines: five argument errors, each with its hint, written out."""
-        if block.name in self.block_stack:
-            cycle = " -> ".join(
-                self.block_stack[self.block_stack.index(block.name) :] + [block.name]
-            )
-            raise NetspecError(
-                f"block `{block.name}` calls itself ({cycle})",
-                call.span,
-                hint="a block cannot contain itself; use a repetition [...]*N instead",
-            )
+        """Expand a block call: its arguments bound, its size checked against the cap, its body
+        in a scope of its own. A block may call itself: a recursion that does not end within
+        the nesting or name limits is refused at the recursive call."""
+        body_env = self._call_env(block, call, cur, env)
+        self._check_call(block, call, body_env, cur.shape)
+        self._add_step(call.span)
+        inner = scope.child(label or scope.next_name(block.name))
+        recursive = block.name in self.block_stack
+        self.block_stack.append(block.name)
+        try:
+            return self.chain(block.body, cur, body_env, inner)
+        except (TooDeep, LongName) as e:
+            if recursive and not isinstance(e, TooDeepRecursion):
+                raise recursion_error(block, call, isinstance(e, LongName)) from None
+            raise
+        finally:
+            self.block_stack.pop()
+
+    def _call_env(
+        self, block: ast.BlockDef, call: ast.Call, cur: Value, env: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The names a block call's body sees: the globals, its input's shape (`in.c`), its
+        counter, and its arguments (positional, named, defaults), each mistake named."""
         params = [p.name for p in block.params]
         bound: dict[str, Any] = {}
         positional = [a for a in call.args if a.name is None]
@@ -97,6 +117,7 @@ class Expansion(Propagation):
             bound[a.name] = evaluate(a.value, env, symbols=True)
         body_env = dict(self.globals)
         body_env.update(input_names(cur.shape))
+        self._count_call(block.name, body_env)
         for param in block.params:
             if param.name in bound:
                 body_env[param.name] = bound[param.name]
@@ -108,14 +129,20 @@ class Expansion(Propagation):
                     call.span,
                     hint=f"call it as {block.name}({', '.join(params)})",
                 )
-        self._check_call(block, call, body_env, cur.shape)
-        self._add_step(call.span)
-        inner = scope.child(label or scope.next_name(block.name))
-        self.block_stack.append(block.name)
-        try:
-            return self.chain(block.body, cur, body_env, inner)
-        finally:
-            self.block_stack.pop()
+        return body_env
+
+    def _count_call(self, name: str, body_env: dict[str, Any]) -> None:
+        """The running counter: this call's position among the calls of its block over the
+        whole network (`name.index`, from 0), where the spec reads it."""
+        if name in self.spec.counted:
+            n = self.calls.get(name, 0)
+            total = self.globals.get(name + ".count")
+            if isinstance(total, int) and n >= total:
+                # More calls than the total counted from the text (a repetition count that
+                # reads a shape): the values read so far are wrong; count again by building.
+                raise Recount(None, name)
+            self.calls[name] = n + 1
+            body_env[name + ".index"] = n
 
     def branches(
         self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None

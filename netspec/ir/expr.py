@@ -45,7 +45,9 @@ def evaluate(e: ast.Expr, env: Mapping[str, Any], symbols: bool = False) -> Any:
     if isinstance(e, ast.Name):
         if e.id in env:
             return env[e.id]
-        if e.id.startswith("in."):
+        if e.id.startswith("in.") or (
+            "." in e.id and (not symbols or e.id.endswith((".index", ".count")))
+        ):  # `in.c`, `cnblock.index`: never a symbolic word (`like=layer1.conv2` is)
             raise undefined(e, env)
         low = e.id.lower()
         if low in BOOL_WORDS:
@@ -130,6 +132,16 @@ def undefined(e: ast.Name, env: Mapping[str, Any]) -> NetspecError:
             e.span,
             hint="`in.c`, `in.h`, `in.w` name the shape of a block's input, inside its body "
             "(`block dw(k=3) = CONV(in.c, k, groups=in.c)`)",
+        )
+    if "." in e.id:  # `cnblock.index` outside a call of cnblock (ParsedSpec checked the rest)
+        block, attr = e.id.split(".", 1)
+        return NetspecError(
+            f"`{e.id}` is read outside a call of `{block}`",
+            e.span,
+            hint=f"`{block}.index` is the position of a call of `{block}`: read it in "
+            f"`{block}`'s body or its parameters' defaults"
+            if attr == "index"
+            else f"`{block}.count` is known in the chains, not in constants",
         )
     return NetspecError(
         f"undefined name `{e.id}`",

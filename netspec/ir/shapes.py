@@ -200,9 +200,14 @@ class Propagation:
     def _check_scope(self, scope: Scope, span: Span | None) -> None:
         """A node id is a module path in PyTorch and a name in ONNX: no name may be both a
         layer and a scope (checked once per scope, on its first layer)."""
-        parts = scope.prefix.rstrip(".").split(".") if scope.prefix else []
-        for i in range(1, len(parts) + 1):
-            prefix = ".".join(parts[:i])
+        # The prefixes not met before, innermost first: a prefix met before had its own
+        # prefixes checked then (a deep recursion opens many scopes, each checked in one walk).
+        fresh: list[str] = []
+        prefix = scope.prefix[:-1]
+        while prefix and prefix not in self.scopes:
+            fresh.append(prefix)
+            prefix = prefix[: max(prefix.rfind("."), 0)]
+        for prefix in reversed(fresh):
             if prefix in self.ids:
                 raise _layer_and_group(prefix, span)
             self.scopes.add(prefix)
@@ -241,8 +246,12 @@ def referenced_names(spec: Any) -> set[str]:
     return names
 
 
+class LongName(NetspecError):
+    """A layer's dotted name past MAX_NAME characters (scopes nested too deep)."""
+
+
 def _long_name(node_id: str, span: Span | None) -> NetspecError:
-    return NetspecError(
+    return LongName(
         f"the layer's dotted name is {len(node_id):,} characters long, over netspec's "
         f"limit of {MAX_NAME}: {node_id[:60]}...",
         span,

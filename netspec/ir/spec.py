@@ -14,10 +14,10 @@ from typing import Any
 
 from netspec.errors import NetspecError, Span, SpecErrors, did_you_mean
 from netspec.frontend import ast
-from netspec.ir.expr import Symbol, eval_int, evaluate
+from netspec.ir.expr import Symbol, eval_int, evaluate, walk
 from netspec.ir.graph import BUDGET_METRICS, Scalar
 from netspec.ir.naming import switch_name
-from netspec.layers import SPELLINGS, Layer
+from netspec.layers import KINDS, SPELLINGS, Layer
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,12 @@ class ParsedSpec:
         self.source_hash = (
             hashlib.sha256(self.text.encode()).hexdigest()[:16] if self.text else None
         )
+        # The running counter (`cnblock.index`, `cnblock.count`): the blocks whose counter the
+        # spec reads, and where it first reads each total.
+        self.counted: set[str] = set()
+        self.count_spans: dict[str, Span] = {}
+        if not errors:
+            self._counters(errors)
         if not errors:
             self._domains(errors)
         if errors:
@@ -95,6 +101,8 @@ class ParsedSpec:
         _repeated_names(self.module.statements, errors)
         seen: dict[str, ast.Statement] = {}
         names: dict[str, Span] = {}
+        blocks: dict[str, Span] = {}
+        clashes: list[tuple[str, Span, Span]] = []  # a block and a constant of one name
         for stmt in self.module.statements:
             key = _ONCE.get(type(stmt))
             if isinstance(stmt, ast.HeadDecl):
@@ -110,8 +118,23 @@ class ParsedSpec:
                     )
                 )
             if isinstance(stmt, ast.ConstDef | ast.FreeParam | ast.BlockDef):
-                _define(names, stmt.name, stmt.span, errors)
+                # A block and a constant (or free parameter) of one name clash unless the name
+                # is the switch of an optional call of the block (`se?` with `se = on`):
+                # decided once every statement is read.
+                mine, other = (blocks, names) if isinstance(stmt, ast.BlockDef) else (names, blocks)
+                if stmt.name in other and stmt.name not in mine:
+                    clashes.append((stmt.name, stmt.span, other[stmt.name]))
+                _define(mine, stmt.name, stmt.span, errors)
             self._read(stmt, errors)
+        if clashes:
+            switches = {name for name, _ in self._switches([])}
+            for name, span, first in clashes:
+                if name not in switches:
+                    errors.append(
+                        NetspecError(
+                            f"`{name}` is defined twice", span, notes=[f"first defined at {first}"]
+                        )
+                    )
         end = Span(file=self.path, line=1, col=1, end_line=1, end_col=2)
         if self.input is None and not errors:
             errors.append(
@@ -191,8 +214,48 @@ class ParsedSpec:
                 errors.append(e)
         const_names = {c.name for c in self.consts}
         for name, span in self._switches(errors):
-            if name not in self.free and name not in const_names and name not in self.blocks:
+            if name not in self.free and name not in const_names:
                 self.free[name] = Domain(name, (True, False), span, switch=True)
+
+    def _counters(self, errors: list[NetspecError]) -> None:
+        """`B.index` and `B.count` name a block of the spec and one of its two counters (a
+        dotted name given to an argument that names a node, `UPSAMPLE(like=layer1.conv2)`, is
+        that node's)."""
+        refers = {cls.refers for cls in KINDS.values() if cls.refers}
+        nodes = {
+            id(n.value)
+            for n in walk(self.module.statements)
+            if isinstance(n, ast.Arg) and n.name in refers
+        }
+        for node in walk(self.module.statements):
+            if not isinstance(node, ast.Name) or "." not in node.id or node.id.startswith("in."):
+                continue
+            if id(node) in nodes:
+                continue
+            block, attr = node.id.split(".", 1)
+            if block not in self.blocks:
+                errors.append(
+                    NetspecError(
+                        f"`{node.id}`: `{block}` is not a block of this spec",
+                        node.span,
+                        hint=did_you_mean(block, self.blocks)
+                        or "`name.index` and `name.count` count the calls of a block `name`",
+                    )
+                )
+            elif attr not in ("index", "count"):
+                errors.append(
+                    NetspecError(
+                        f"a block has no `.{attr}`",
+                        node.span,
+                        hint=did_you_mean(attr, ["index", "count"])
+                        or f"`{block}.index` (this call's position, from 0) and `{block}.count` "
+                        "(the calls in the whole network)",
+                    )
+                )
+            else:
+                self.counted.add(block)
+                if attr == "count":
+                    self.count_spans.setdefault(block, node.span)
 
     def elements(self) -> Iterator[ast.Element]:
         """Every chain element of the spec, in the main chain and in blocks, at any depth."""

@@ -2,9 +2,10 @@
 
 Every entry was read from torchvision 0.28's `torchvision.models.*_Weights` metadata: the URL,
 the accuracy it publishes, and the preprocessing of `weights.transforms()` (resize, crop,
-mean, std; bilinear interpolation for all of them). torchvision publishes no full SHA-256: its
-file names embed the first 8 hex digits of the file's SHA-256 (`resnet50-11ad3fa6.pth`), and
-`torch.hub` checks exactly that prefix; netspec checks the same prefix of the file it reads.
+mean, std; bilinear interpolation for all of them but efficientnet_b0's, which torchvision
+resizes bicubically: netspec's image reader resizes bilinearly). torchvision publishes no
+full SHA-256: its file names embed the first 8 hex digits of the file's SHA-256
+(`resnet50-11ad3fa6.pth`), and `torch.hub` checks exactly that prefix; netspec checks the same prefix of the file it reads.
 
 GoogLeNet's and Inception v3's published weights come from TensorFlow and expect inputs scaled
 to [-1, 1]: torchvision turns them on with `transform_input=True`, which rescales
@@ -241,6 +242,15 @@ WEIGHTS: tuple[Weights, ...] = (
         67.668,
         True,
     ),  # fmt: skip
+    _w(
+        "efficientnet_b0",
+        "IMAGENET1K_V1",
+        _URL + "efficientnet_b0_rwightman-7f5810bc.pth",
+        256,
+        224,
+        77.692,
+        True,
+    ),  # fmt: skip
 )
 
 # zoo spec -> its torchvision twin (same layers, order and shapes; tests/test_weights_parity.py
@@ -262,6 +272,7 @@ TWINS: dict[str, str] = {
     "convnext_tiny": "convnext_tiny",
     "mobilenet_v3_large": "mobilenet_v3_large",
     "mobilenet_v3_small": "mobilenet_v3_small",
+    "efficientnet_b0": "efficientnet_b0",
 }
 
 # Source layers a twin's published file holds that the zoo spec leaves out on purpose:
