@@ -1,13 +1,17 @@
 """Modules stay small: a netspec module over `LIMIT` lines fails unless `ALLOWED` lists it with
 a reason. The list only shrinks: an entry whose module is gone or back under the limit fails
-too, so it is taken off as soon as the module is split."""
+too, so it is taken off as soon as the module is split. Functions stay short: one whose body
+(its docstring left out) runs over `FUNCTION_LIMIT` lines says why in its docstring."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 500
+FUNCTION_LIMIT = 60
+REASON = "over 60 lines"  # the docstring's words that give a long function's reason
 
 # Today's offenders (issue 20), each with why it is still one module. Split, then delete the line.
 ALLOWED = {
@@ -54,3 +58,44 @@ def test_every_listed_module_is_still_over_the_limit() -> None:
 
 def test_every_reason_says_something() -> None:
     assert all(len(reason.split()) >= 5 for reason in ALLOWED.values())
+
+
+def long_functions(root: Path = ROOT) -> list[tuple[str, str, int, bool]]:
+    """(module, function, body lines, whether its docstring gives the reason) for every
+    function or method of `root`/netspec whose body is over the limit."""
+    found = []
+    for path in sorted((root / "netspec").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            doc = ast.get_docstring(node)
+            first = node.body[1] if doc is not None and len(node.body) > 1 else node.body[0]
+            lines = (node.end_lineno or node.lineno) - first.lineno + 1
+            if lines > FUNCTION_LIMIT:
+                reason = doc is not None and REASON in " ".join(doc.lower().split())
+                found.append((str(path.relative_to(root)), node.name, lines, reason))
+    return found
+
+
+def test_no_function_over_the_limit_without_a_reason() -> None:
+    unexplained = [(p, f, n) for p, f, n, reason in long_functions() if not reason]
+    assert unexplained == [], (
+        f"functions over {FUNCTION_LIMIT} lines: split them, or say why in the docstring "
+        f"('{REASON.capitalize()} because ...')"
+    )
+
+
+def test_the_function_walk_counts_bodies_and_reads_reasons(tmp_path: Path) -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(FUNCTION_LIMIT))
+    (tmp_path / "netspec").mkdir()
+    (tmp_path / "netspec" / "m.py").write_text(
+        f'def at_limit():\n    """Docstring lines do not count."""\n{body}\n\n'
+        f"def over():\n{body}    return 0\n\n\n"
+        f'class C:\n    def over_with_reason(self):\n        """Over 60 lines because of\n'
+        f'        a test."""\n{body.replace("    ", "        ")}        return 0\n'
+    )
+    assert long_functions(tmp_path) == [
+        ("netspec/m.py", "over", FUNCTION_LIMIT + 1, False),
+        ("netspec/m.py", "over_with_reason", FUNCTION_LIMIT + 1, True),
+    ]

@@ -197,38 +197,7 @@ def read_onnx(
         r.where = f"node {i + 1} of {total}"
         if (node.name or node.output[0]) in r.skip:
             continue
-        if node.op_type in CONTROL_FLOW:
-            raise r.fail(
-                node, "control flow has no netspec form", "export the model traced, unrolled"
-            )
-        if node.domain not in ("", "ai.onnx"):
-            raise r.fail(node, f"an op of domain `{node.domain}` has no netspec kind")
-        if node.op_type == "Constant":
-            value = constant_value(node)
-            if value is None:
-                raise r.fail(node, "a constant netspec cannot read")
-            consts[node.output[0]] = value
-            continue
-        if node.op_type == "Identity" and node.input[0] in consts:
-            consts[node.output[0]] = consts[node.input[0]]
-            continue
-        value = fold(r, node)
-        if value is not None:  # shape arithmetic on constants
-            consts[node.output[0]] = value
-            continue
-        handler = HANDLERS.get(node.op_type)
-        if handler is None:
-            raise r.fail(node, "no netspec layer kind for this op", _hint(node.op_type))
-        if fails_last(r, node):
-            raise r.fail(
-                node,
-                "reads a channels-last view (after a Transpose); netspec's layers are "
-                "channels-first",
-                "only per-position ops (LayerNormalization, MatMul, activations) may run there",
-            )
-        handler(r, node, attrs_of(node))
-        if node.op_type in ("Identity", "Dropout") and node.input[0] in r.last:
-            r.mark_last(node.output[0])
+        _read_node(r, node, consts)
     outputs = [o.name for o in graph.output]
     if len(outputs) != 1:
         raise NetspecError(f"the model has {len(outputs)} outputs; netspec networks have one")
@@ -240,6 +209,40 @@ def read_onnx(
     weights = _weights(r.ops, consts)
     title = name or graph.name or (Path(path).stem if not isinstance(path, bytes) else "")
     return OnnxModel(title, input_name, shape, r.ops, output, weights, model, total)
+
+
+def _read_node(r: Reader, node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> None:
+    """One ONNX node: a constant or shape arithmetic kept as a value, else its layer(s) by
+    its op's handler; refused with the node named where netspec has no form for it."""
+    if node.op_type in CONTROL_FLOW:
+        raise r.fail(node, "control flow has no netspec form", "export the model traced, unrolled")
+    if node.domain not in ("", "ai.onnx"):
+        raise r.fail(node, f"an op of domain `{node.domain}` has no netspec kind")
+    if node.op_type == "Constant":
+        value = constant_value(node)
+        if value is None:
+            raise r.fail(node, "a constant netspec cannot read")
+        consts[node.output[0]] = value
+        return
+    if node.op_type == "Identity" and node.input[0] in consts:
+        consts[node.output[0]] = consts[node.input[0]]
+        return
+    value = fold(r, node)
+    if value is not None:  # shape arithmetic on constants
+        consts[node.output[0]] = value
+        return
+    handler = HANDLERS.get(node.op_type)
+    if handler is None:
+        raise r.fail(node, "no netspec layer kind for this op", _hint(node.op_type))
+    if fails_last(r, node):
+        raise r.fail(
+            node,
+            "reads a channels-last view (after a Transpose); netspec's layers are channels-first",
+            "only per-position ops (LayerNormalization, MatMul, activations) may run there",
+        )
+    handler(r, node, attrs_of(node))
+    if node.op_type in ("Identity", "Dropout") and node.input[0] in r.last:
+        r.mark_last(node.output[0])
 
 
 def _hint(op_type: str) -> str:
