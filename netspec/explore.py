@@ -26,10 +26,12 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from netspec.errors import NetspecError, Span, SpecErrors, did_you_mean
+from netspec.explore_fast import FastEvaluator
 from netspec.frontend import ast
 from netspec.io import atomic_write, parse_bool
 from netspec.ir.build import Builder, Domain, Spec, load_spec_text
@@ -460,12 +462,17 @@ def _evaluate_all(
     seed: int,
     step: Callable[[], None] = _go_on,
     shard: tuple[int, int] | None = None,
+    fast: bool = True,
 ) -> list[Member]:
+    """Every selected member, light. `fast` evaluates them through `FastEvaluator` (members
+    sharing cached work, the same results); False builds each one (the benchmark's baseline)."""
     names = space.names
     values = [d.values for d in space.domains]
     strides = space.strides()
     members = []
-    instantiate = spec.instantiate
+    instantiate = (
+        FastEvaluator(spec) if fast else partial(spec.instantiate, collect=True, light=True)
+    )
     k, n = shard or (1, 1)
     for idx in space.indices(sample, seed):
         number = 1 + sum(i * s for i, s in zip(idx, strides, strict=True))
@@ -473,7 +480,7 @@ def _evaluate_all(
             continue
         step()
         bindings = {n: v[i] for n, v, i in zip(names, values, idx, strict=True)}
-        graph, errors = instantiate(bindings, collect=True, light=True)
+        graph, errors = instantiate(bindings)
         m = Member(number, bindings)
         _read(m, graph, errors)
         members.append(m)

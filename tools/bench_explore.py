@@ -10,6 +10,9 @@ Prints, measured in one run:
   2. scaling with depth: the same pattern with M up to 3, 5, 8 and N up to 3, 5.
   3. whole-process wall time of `netspec explore specs/cs231n_family.ns` beside bare start-ups.
      Target: well under a second.
+  With --baseline, rows and columns for the path before the fast one (a light build per
+  member, `_evaluate_all(fast=False)`) are measured in the same rounds, and every member's
+  verdict is compared between both.
   4. with --profile: where a cold evaluation of the card family spends its time (cProfile),
      by module and by function: what a faster exploration has to share between members.
      The issue's goal (issue 26) is 50,000 members/s cold.
@@ -59,24 +62,35 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.w0, time.process_time() - self.c0
 
 
-def evaluate_rate(make_spec, repeat: int) -> dict[str, float]:
+def evaluate_rate(make_spec, repeat: int, baseline: bool = False) -> dict[str, float]:
     """Seconds (wall, cpu) to evaluate every member: cold (a new Spec), warm (the same Spec
-    again), the whole explore() on a new Spec, and full instantiation for scale."""
+    again), the whole explore() on a new Spec, and full instantiation for scale. With
+    `baseline`, cold and warm again through plain light builds (`base_cold`, `base_warm`: the
+    path before the fast one), in the same rounds, and every member's verdict compared."""
     from netspec import explore as ex
 
     runs: dict[str, list[tuple[float, float]]] = {"cold": [], "warm": [], "explore": [], "full": []}
+    if baseline:
+        runs.update(base_cold=[], base_warm=[])
     members: list = []
     for _ in range(repeat):
-        spec = make_spec()
-        space = ex.Space.of(spec)
-        with Clock() as cold:
-            members = ex._evaluate_all(spec, space, None, 0)
-        with Clock() as warm:
-            ex._evaluate_all(spec, space, None, 0)
+        timed = []
+        for fast, prefix in ((True, ""), (False, "base_"))[: 2 if baseline else 1]:
+            spec = make_spec()
+            space = ex.Space.of(spec)
+            with Clock() as cold:
+                got = ex._evaluate_all(spec, space, None, 0, fast=fast)
+            with Clock() as warm:
+                ex._evaluate_all(spec, space, None, 0, fast=fast)
+            timed += [(prefix + "cold", cold), (prefix + "warm", warm)]
+            if fast:
+                members = got
+            elif [_verdict(m) for m in got] != [_verdict(m) for m in members]:
+                raise SystemExit("the fast path and plain light builds disagree on a member")
         spec = make_spec()
         with Clock() as whole:
             ex.explore(spec)
-        for key, c in (("cold", cold), ("warm", warm), ("explore", whole)):
+        for key, c in (*timed, ("explore", whole)):
             runs[key].append((c.wall, c.cpu))
     n = len(members)
     valid = [m for m in members if m.valid]
@@ -93,6 +107,12 @@ def evaluate_rate(make_spec, repeat: int) -> dict[str, float]:
         out[key] = statistics.median(w for w, _ in pairs)
         out[key + "_cpu"] = statistics.median(c for _, c in pairs)
     return out
+
+
+def _verdict(m) -> tuple:
+    e = m.error
+    where = None if e is None else (e.message, e.span)
+    return (m.number, m.valid, m.over, m.params, m.macs, m.memory, where)
 
 
 def wall(cmd: list[str], repeat: int) -> tuple[float, float]:
@@ -166,11 +186,16 @@ def main() -> None:
     ap.add_argument(
         "--profile", type=int, default=0, metavar="ROWS", help="print a cold run's profile"
     )
+    ap.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also time plain light builds per member (the path before the fast one), side by side",
+    )
     args = ap.parse_args()
     console = Console(width=120)
     from netspec.ir.build import load_spec, load_spec_text
 
-    r = evaluate_rate(lambda: load_spec(FAMILY), args.repeat)
+    r = evaluate_rate(lambda: load_spec(FAMILY), args.repeat, args.baseline)
     n = r["members"]
     t = Table(
         title=f"card family {FAMILY.relative_to(ROOT)}: {n} members ({r['valid']} valid), 32x32x3, median of {args.repeat}"
@@ -186,8 +211,16 @@ def main() -> None:
     ):
         t.add_column(col, justify="left" if col == "measure" else "right")
     rows = [
-        ("light, cold caches (fresh Spec)", "cold"),
-        ("light, warm caches (same Spec)", "warm"),
+        ("light, cold caches (fresh Spec), fast path", "cold"),
+        ("light, warm caches (same Spec), fast path", "warm"),
+        *(
+            [
+                ("baseline: light, cold, a build per member", "base_cold"),
+                ("baseline: light, warm, a build per member", "base_warm"),
+            ]
+            if args.baseline
+            else []
+        ),
         ("explore(): cold + front + full checks + reasons", "explore"),
         ("full instantiation (light=False), for scale", "full"),
     ]
@@ -217,6 +250,7 @@ def main() -> None:
         "avg layers",
         "cold members/s",
         "warm members/s",
+        *(("baseline cold /s", "baseline warm /s") if args.baseline else ()),
         "us/member warm",
         "us/layer warm",
         "explore() ms",
@@ -224,7 +258,9 @@ def main() -> None:
         s.add_column(col, justify="right")
     for nmax, mmax in ((3, 3), (3, 5), (3, 8), (5, 3), (5, 5), (5, 8)):
         text = PATTERN.format(n=nmax, m=mmax)
-        q = evaluate_rate(lambda text=text: load_spec_text(text, "<bench>"), args.repeat)
+        q = evaluate_rate(
+            lambda text=text: load_spec_text(text, "<bench>"), args.repeat, args.baseline
+        )
         us = q["warm_cpu"] / q["members"] * 1e6
         s.add_row(
             f"1..{nmax}",
@@ -234,6 +270,11 @@ def main() -> None:
             f"{q['layers']:.0f}",
             rate(q["members"], q["cold_cpu"]),
             rate(q["members"], q["warm_cpu"]),
+            *(
+                (rate(q["members"], q["base_cold_cpu"]), rate(q["members"], q["base_warm_cpu"]))
+                if args.baseline
+                else ()
+            ),
             f"{us:.0f}",
             f"{us / max(q['layers'], 1):.2f}",
             f"{q['explore_cpu'] * 1e3:.0f}",
