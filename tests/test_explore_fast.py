@@ -32,6 +32,29 @@ def _both(text: str, sample: int | None = None, shard: tuple[int, int] | None = 
             assert a == b, f"member #{a[0]}: plain {a}, fast {b}"
 
 
+def _outcome(graph, errors) -> tuple:
+    """What a light build returns, as plain values: totals, budget checks, errors."""
+    errs = [(e.message, e.span, e.hint, list(e.notes or ())) for e in errors]
+    if graph is None:
+        return (None, None, errs)
+    t = graph.totals
+    totals = (t.params, t.trainable_params, t.buffers, t.macs, t.flops, t.ops, t.memory_bytes)
+    budgets = [(b.metric, b.op, b.limit, b.value, b.ok, b.span) for b in graph.budgets]
+    return (totals, budgets, errs)
+
+
+def _same_as_builds(text: str) -> None:
+    """FastEvaluator returns what Spec.instantiate(light=True) returns, member by member."""
+    plain_spec, fast_spec = load_spec_text(text, "<family>"), load_spec_text(text, "<family>")
+    evaluator = FastEvaluator(fast_spec)
+    space = ex.Space.of(plain_spec)
+    for _ in "cold", "warm":
+        for idx in space.indices():
+            bindings = {d.name: d.values[i] for d, i in zip(space.domains, idx, strict=True)}
+            want = _outcome(*plain_spec.instantiate(bindings, collect=True, light=True))
+            assert _outcome(*evaluator(bindings)) == want, bindings
+
+
 ZOO = zoo_families()
 
 
@@ -42,6 +65,28 @@ def test_the_zoo_has_families() -> None:
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_zoo_family_fast_equals_plain(name: str) -> None:
     _both(ZOO[name])
+
+
+def test_the_evaluator_returns_what_a_light_build_returns() -> None:
+    """Totals, budget checks (passed and failed) and every error with its hint and notes."""
+    _same_as_builds(ZOO["cs231n_family"])
+    for _, text in fuzz_families(10, 500):
+        _same_as_builds(text)
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [
+        "budget params <= 100K, macs <= -1",  # one fails, then a limit that is wrong
+        "budget memory <= 1MB, params <= nope",  # a limit that does not evaluate
+        "budget params <= 300K, macs <= 20M, memory <= 512KB",
+    ],
+)
+def test_budgets_fast_equal_plain(budget: str) -> None:
+    text = ZOO["cs231n_family"].replace("budget params <= 2M, macs <= 200M, memory <= 4MB", budget)
+    assert budget in text
+    _same_as_builds(text)
+    _both(text)
 
 
 def test_sampled_and_sharded_members_fast_equal_plain() -> None:
@@ -104,5 +149,6 @@ def test_many_fuzzed_families_fast_equal_plain() -> None:
     for seed, text in fuzz_families(1200, 20_000):
         try:
             _both(text)
+            _same_as_builds(text)
         except AssertionError as e:
             raise AssertionError(f"fuzzed family (seed {seed}):\n{text}\n{e}") from None
