@@ -190,21 +190,8 @@ class FastEvaluator:
             if names is None:  # no build has read this element yet
                 return None
             keys.append(tuple(env.get(n, _MISSING) for n in names))
-        # The size estimate of the main chain, before any of it is expanded (_bound_main).
-        built = 1
-        sizes = self.sizes
-        for el, values in zip(elements, keys, strict=True):
-            skey = (id(el), *values)
-            size = sizes.get(skey)
-            if size is None:
-                try:
-                    size = SizeEstimate(spec.blocks, env, spec.primary_names).of_element(el, env, 0)
-                except NetspecError:
-                    return None
-                sizes[skey] = size
-            if built + size > MAX_WORK:
-                return None
-            built += size
+        if not self._bounded(keys, env):
+            return None
         # The main chain: each element's cached effect, in order.
         classes = base.classes
         shape = base.shape
@@ -241,6 +228,26 @@ class FastEvaluator:
                 return None
         self.fast += 1
         return _LightGraph(totals, checks), errors
+
+    def _bounded(self, keys: list[tuple], env: dict[str, Any]) -> bool:
+        """The size estimate of the main chain before any of it is expanded, as
+        `_bound_main` checks it: False where the build would refuse it (it says why)."""
+        spec = self.spec
+        built = 1
+        sizes = self.sizes
+        for el, values in zip(self.elements, keys, strict=True):
+            skey = (id(el), *values)
+            size = sizes.get(skey)
+            if size is None:
+                try:
+                    size = SizeEstimate(spec.blocks, env, spec.primary_names).of_element(el, env, 0)
+                except NetspecError:
+                    return False
+                sizes[skey] = size
+            if built + size > MAX_WORK:
+                return False
+            built += size
+        return True
 
     def _resume(self, bindings: dict[str, Scalar], hits: list[tuple]) -> Any:
         """A light build from the first element no build has made for these values: the
