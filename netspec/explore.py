@@ -471,7 +471,7 @@ def _evaluate_all(
     strides = space.strides()
     members = []
     instantiate = (
-        FastEvaluator(spec) if fast else partial(spec.instantiate, collect=True, light=True)
+        FastEvaluator.of(spec) if fast else partial(spec.instantiate, collect=True, light=True)
     )
     k, n = shard or (1, 1)
     for idx in space.indices(sample, seed):

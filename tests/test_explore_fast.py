@@ -111,6 +111,8 @@ def test_most_card_members_take_the_fast_path() -> None:
     for bindings in every:
         evaluator(bindings)
     assert (evaluator.fast, evaluator.plain) == (len(every), 0)
+    # explore() keeps one evaluator per parsed spec: a second exploration finds it warm
+    assert FastEvaluator.of(spec) is FastEvaluator.of(spec)
 
 
 def test_explore_output_is_the_same_through_either_path(monkeypatch) -> None:
