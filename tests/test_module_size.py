@@ -21,8 +21,6 @@ ALLOWED = {
     "written member spec in one module; to split (sampling / report)",
     "netspec/backends/lower_torch.py": "one small lowering per layer kind plus the module class: "
     "a table like the ONNX side's; to split per family of kinds",
-    "netspec/ir/build.py": "the builder's walk over the chain; being split into stages "
-    "(issue 20, builder as plain stages)",
     "netspec/train/trainer.py": "the training loop; tasks and pretrained weights are being "
     "added to it now (issues 21, 23): split after they land",
     "netspec/commands/train.py": "train and eval commands; their library logic is moving into "

@@ -4,13 +4,17 @@ it is expanded."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from netspec.errors import NetspecError, did_you_mean
 from netspec.frontend import ast
+from netspec.ir.counter import Recount
+from netspec.ir.estimate import SizeEstimate, TooDeep, TooDeepRecursion, recursion_error
 from netspec.ir.expr import evaluate
+from netspec.ir.meter import Meter
 from netspec.ir.naming import Scope, Value, switch_name
+from netspec.ir.shapes import LongName, Propagation
 from netspec.layers import fmt_shape
 from netspec.layers.conv import Conv
 from netspec.layers.norm import BatchNorm
@@ -19,47 +23,48 @@ from netspec.layers.structure import Add, Concat, Mul
 if TYPE_CHECKING:
     from netspec.ir.spec import ParsedSpec
 
-
-from netspec.ir.counter import Recount
-from netspec.ir.estimate import (
-    SATURATED,
-    SizeEstimate,
-    TooDeep,
-    TooDeepRecursion,
-    enter,
-    recursion_error,
-)
-from netspec.ir.limits import MAX_WORK, WORK_NEW
-from netspec.ir.shapes import LongName, Propagation
-
-_LIMITS_HINT = (
-    "a network this large is almost certainly a typo in a count; netspec bounds its work "
-    "before doing it (see `Limits` in the README)"
-)
+# A chain expanded from its input: the walk's own (netspec.ir.walk.Builder.chain).
+ChainFn = Callable[[ast.Chain, Value, Mapping[str, Any], Scope], Value]
 
 
-class OverCap(NetspecError):
-    """The network passes a cap on the build's work: it depends on everything expanded before,
-    so a design-space build never keeps it as the error of one element."""
+class Expansion:
+    """The builder's stage that expands blocks, branches and residuals into chains of calls.
 
+    Reads: the spec (its blocks and counted blocks), the global names, the size estimate, the
+    build's `Meter` (it meters block calls and branches and refuses what would pass the cap),
+    the `Propagation` stage (it adds the merge, shortcut and projection nodes) and, passed to
+    each call, the walk's `chain` (a block body, a branch; passed, not kept, so that a build
+    leaves no reference cycle for the collector). Owns and writes: the blocks being expanded
+    (`block_stack`), the calls made so far of each block whose counter the spec reads
+    (`calls`), and a block call's estimate by block, input shape and arguments."""
 
-class Expansion(Propagation):
-    """The builder's stage that expands blocks, branches and residuals into chains of calls."""
+    __slots__ = (
+        "spec",
+        "globals",
+        "estimate",
+        "meter",
+        "nodes",
+        "block_stack",
+        "calls",
+        "_call_sizes",
+    )
 
-    spec: ParsedSpec
-    globals: dict[str, Any]
-    block_stack: list[str]
-    calls: dict[str, int]  # calls made so far of each block whose counter the spec reads
-    estimate: SizeEstimate  # the size estimate, made once the globals are known
-    _call_sizes: dict[tuple, int]  # a block call's estimate by block, input shape, arguments
-    _open_repetitions: list[ast.Element]  # being expanded, outermost first
-    _depth: int  # chains open in the build
-
-    if TYPE_CHECKING:  # the builder's own (netspec.ir.build.Builder)
-
-        def chain(
-            self, ch: ast.Chain, cur: Value, env: Mapping[str, Any], scope: Scope
-        ) -> Value: ...
+    def __init__(
+        self,
+        spec: ParsedSpec,
+        globals_: dict[str, Any],
+        estimate: SizeEstimate,
+        meter: Meter,
+        nodes: Propagation,
+    ) -> None:
+        self.spec = spec
+        self.globals = globals_
+        self.estimate = estimate
+        self.meter = meter
+        self.nodes = nodes
+        self.block_stack: list[str] = []
+        self.calls: dict[str, int] = {}
+        self._call_sizes: dict[tuple, int] = {}
 
     def block(
         self,
@@ -69,18 +74,19 @@ class Expansion(Propagation):
         env: Mapping[str, Any],
         scope: Scope,
         label: str | None,
+        chain: ChainFn,
     ) -> Value:
         """Expand a block call: its arguments bound, its size checked against the cap, its body
         in a scope of its own. A block may call itself: a recursion that does not end within
         the nesting or name limits is refused at the recursive call."""
         body_env = self._call_env(block, call, cur, env)
         self._check_call(block, call, body_env, cur.shape)
-        self._add_step(call.span)
+        self.meter.add_step(call.span)
         inner = scope.child(label or scope.next_name(block.name))
         recursive = block.name in self.block_stack
         self.block_stack.append(block.name)
         try:
-            return self.chain(block.body, cur, body_env, inner)
+            return chain(block.body, cur, body_env, inner)
         except (TooDeep, LongName) as e:
             if recursive and not isinstance(e, TooDeepRecursion):
                 raise recursion_error(block, call, isinstance(e, LongName)) from None
@@ -145,10 +151,16 @@ class Expansion(Propagation):
             body_env[name + ".index"] = n
 
     def branches(
-        self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
+        self,
+        br: ast.Branches,
+        cur: Value,
+        env: Mapping[str, Any],
+        scope: Scope,
+        label: str | None,
+        chain: ChainFn,
     ) -> Value:
         if br.op == "residual":
-            return self.residual(br, cur, env, scope, label)
+            return self.residual(br, cur, env, scope, label, chain)
         for kw in br.kwargs:
             raise NetspecError(f"{br.op}(...) takes no argument `{kw.name}`", kw.span)
         if len(br.chains) < 2:
@@ -160,13 +172,19 @@ class Expansion(Propagation):
         # Branch scopes number on within the scope: a second concat gets branch3, branch4...
         outs = []
         for ch in br.chains:
-            self._add_step(ch.span)
-            outs.append(self.chain(ch, cur, env, scope.child(scope.next_name("branch"))))
+            self.meter.add_step(ch.span)
+            outs.append(chain(ch, cur, env, scope.child(scope.next_name("branch"))))
         layer = {"concat": Concat, "add": Add, "mul": Mul}[br.op]()
-        return self.add_node(layer, outs, br.span, scope, label=label)
+        return self.nodes.add_node(layer, outs, br.span, scope, label=label)
 
     def residual(
-        self, br: ast.Branches, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
+        self,
+        br: ast.Branches,
+        cur: Value,
+        env: Mapping[str, Any],
+        scope: Scope,
+        label: str | None,
+        chain: ChainFn,
     ) -> Value:
         project, when = _residual_options(br, env)
         if len(br.chains) != 1:
@@ -174,7 +192,7 @@ class Expansion(Propagation):
                 "residual(...) takes one chain (the residual branch); use add(a, b) for two",
                 br.span,
             )
-        main = self.chain(br.chains[0], cur, env, scope)
+        main = chain(br.chains[0], cur, env, scope)
         if not when:  # the skip exists only when the condition holds: here, the body alone
             return main
         shortcut = cur
@@ -185,7 +203,7 @@ class Expansion(Propagation):
                 f"carries its input [{fmt_shape(cur.shape)}]; they must be equal to add",
                 br.span,
                 hint="residual(..., project=auto) adds a 1x1 conv + BN shortcut when the shapes differ",
-                notes=self._trace([cur]),
+                notes=self.nodes.trace([cur]),
             )
         if project is True or (project == "auto" and main.shape != cur.shape):
             n = scope.counters.get("shortcut", 0) + 1
@@ -193,7 +211,7 @@ class Expansion(Propagation):
             shortcut = self._projection(
                 cur, main, br, scope.child("shortcut" if n == 1 else f"shortcut{n}")
             )
-        return self.add_node(Add(), [main, shortcut], br.span, scope, label=label)
+        return self.nodes.add_node(Add(), [main, shortcut], br.span, scope, label=label)
 
     def _projection(self, cur: Value, main: Value, br: ast.Branches, scope: Scope) -> Value:
         """1x1 conv (no bias) + BN from cur's shape to main's, as torchvision's downsample: the
@@ -216,25 +234,15 @@ class Expansion(Propagation):
             strides.append(s)
         stride = strides[0] if len(set(strides)) == 1 else tuple(strides)
         conv = Conv(channels=main.shape[0], kernel=1, stride=stride, padding=0, bias=False)
-        out = self.add_node(conv, [cur], br.span, scope)
-        return self.add_node(BatchNorm(), [out], br.span, scope)
+        out = self.nodes.add_node(conv, [cur], br.span, scope)
+        return self.nodes.add_node(BatchNorm(), [out], br.span, scope)
 
-    # ---- helpers
-    def _switch_on(self, el: ast.Element, env: Mapping[str, Any]) -> bool:
-        if el.condition is not None:
-            return _condition(evaluate(el.condition, env), el.condition, "the condition of `?`")
-        name = switch_name(el) or ""
-        value = env.get(name)
-        if not isinstance(value, bool):
-            raise NetspecError(f"switch `{name}` must be on or off; received {value!r}", el.span)
-        return value
-
-    def _check_size(self, el: ast.Element, count: int, env: Mapping[str, Any]) -> None:
+    def check_size(self, el: ast.Element, count: int, env: Mapping[str, Any]) -> None:
         """A repetition about to expand: refused when it would take the network over the cap."""
         if count <= 0:
             return
-        size = self.estimate.of_element(el, env, self._depth, count)
-        self._refuse_over(size, el.repeat.span if el.repeat else el.span, "this repetition")
+        size = self.estimate.of_element(el, env, self.meter.depth, count)
+        self.meter.refuse_over(size, el.repeat.span if el.repeat else el.span, "this repetition")
 
     def _check_call(
         self,
@@ -251,63 +259,33 @@ class Expansion(Propagation):
         except TypeError:  # an argument value that does not hash
             key, size = None, None
         if size is None:
-            size = self.estimate.of_chain(block.body, env, self._depth)
+            size = self.estimate.of_chain(block.body, env, self.meter.depth)
             if key is not None and len(self._call_sizes) < 10_000:
                 self._call_sizes[key] = size
-        self._refuse_over(size, call.span, f"this call of `{block.name}`")
+        self.meter.refuse_over(size, call.span, f"this call of `{block.name}`")
 
-    def _bound_main(self, elements: list[ast.Element], env: Mapping[str, Any]) -> None:
+    def bound_main(self, elements: list[ast.Element], env: Mapping[str, Any]) -> None:
         """The whole main chain's size, estimated before any of it is expanded."""
         built = 1  # the input
+        of_element = self.estimate.of_element
+        refuse_over = self.meter.refuse_over
+        depth = self.meter.depth
         for el in elements:
-            size = self.estimate.of_element(el, env, self._depth)
+            size = of_element(el, env, depth)
             what = "this repetition" if el.repeat is not None else "this element"
-            self._refuse_over(size, el.repeat.span if el.repeat else el.span, what, built)
+            refuse_over(size, el.repeat.span if el.repeat else el.span, what, built)
             built += size
 
-    @property
-    def work(self) -> int:
-        """The units of work done so far (see MAX_WORK)."""
-        return self.sums[5] + self.sums[6] + WORK_NEW * self.fresh
 
-    def _refuse_over(self, size: int, span: Any, what: str, built: int | None = None) -> None:
-        if built is None:
-            built = self.work
-        if built + size > MAX_WORK:
-            raise OverCap(
-                f"{what} expands to {_at_least(size)} "
-                f"{'node or step' if size == 1 else 'nodes and steps'}: the network would "
-                f"take {_at_least(built + size)} units of work, over netspec's limit of "
-                f"{MAX_WORK:,}",
-                span,
-                hint=_LIMITS_HINT,
-            )
-
-    def _add_step(self, span: Any) -> None:
-        """A step of work that is not a node: a block call, a branch, a time round a loop that
-        reads its index."""
-        self.sums[6] += 1
-        if self.work > MAX_WORK:
-            self._over_work(span)
-
-    def _over_work(self, span: Any) -> NoReturn:
-        """The work metered so far passed the cap: refused at the outermost repetition being
-        expanded (the count to look at), else where the work was."""
-        sums = self.sums
-        rep = self._open_repetitions[0] if self._open_repetitions else None
-        raise OverCap(
-            f"{'this repetition takes' if rep is not None else 'here'} the network "
-            f"{'' if rep is not None else 'goes '}over netspec's limit of {MAX_WORK:,} units of "
-            f"work: {sums[5]:,} nodes, {sums[6]:,} other steps (block calls, branches, times "
-            f"round a loop reading its index) and {self.fresh:,} distinct layers (1 unit each; "
-            f"a distinct layer {WORK_NEW} more)",
-            rep.repeat.span if rep is not None and rep.repeat is not None else span,
-            hint=_LIMITS_HINT,
-        )
-
-    def _enter(self, span: Any) -> None:
-        """One more chain nested in the ones being expanded."""
-        self._depth = enter(self._depth, span)
+def switch_on(el: ast.Element, env: Mapping[str, Any]) -> bool:
+    """Whether an optional element (`X?`, `X? if (cond)`) is built."""
+    if el.condition is not None:
+        return _condition(evaluate(el.condition, env), el.condition, "the condition of `?`")
+    name = switch_name(el) or ""
+    value = env.get(name)
+    if not isinstance(value, bool):
+        raise NetspecError(f"switch `{name}` must be on or off; received {value!r}", el.span)
+    return value
 
 
 def _residual_options(br: ast.Branches, env: Mapping[str, Any]) -> tuple[bool | str, bool]:
@@ -380,7 +358,3 @@ def input_names(shape: tuple[int, ...]) -> dict[str, Any]:
     elif len(shape) == 2:
         names["in.l"] = shape[1]
     return names
-
-
-def _at_least(n: int) -> str:
-    return f"over {SATURATED:,}" if n >= SATURATED else f"{n:,}"

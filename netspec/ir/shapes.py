@@ -5,44 +5,72 @@ its figures to the sums)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from netspec.errors import NetspecError, Span, did_you_mean
 from netspec.frontend import ast
 from netspec.ir.expr import walk
 from netspec.ir.graph import Node
 from netspec.ir.limits import MAX_NAME, MAX_WORK, WORK_NEW
+from netspec.ir.meter import Meter
 from netspec.ir.naming import RESERVED_NAMES, Scope, Value
 from netspec.layers import KINDS, Layer, ShapeError, fmt_shape, numel
 from netspec.layers.base import Shape
 
-if TYPE_CHECKING:
-    from typing import NoReturn
-
 
 class Propagation:
-    """The builder's stage that turns a validated layer and its inputs into a node."""
+    """The builder's stage that turns a validated layer and its inputs into a node.
 
-    light: bool
-    serial: int
-    fresh: int
-    _used: list[dict[int, list[int]]]
-    memo: dict[tuple, tuple]
-    dumps: dict[Layer, dict[str, Any]]
-    nodes: list[Node]
-    ids: dict[str, Node | None]
-    scopes: set[str]
-    sums: list[int]
-    tap_names: set[str]
-    taps: dict[str, Value]
-    # The last node that is not the identity at inference (the classifier check reads it),
-    # and the first node that flattened a map (a per-pixel output's error names it).
-    tail: tuple[Layer, str, Span | None] | None
-    flattened: tuple[str, Span | None, Shape] | None
+    Reads: the build's `Meter` (it sums the node's figures and meters the work), whether the
+    build is light, the spec's caches of figures (`memo`) and of serialized arguments
+    (`dumps`), the names whose outputs the build keeps (`tap_names`). Owns and writes: the
+    nodes made, their ids, the scopes met, the kept outputs (`taps`), the last node that is not
+    the identity at inference (`tail`, the classifier check reads it), the first node that
+    flattened a map (`flattened`, a per-pixel output's error names it), and in a light build
+    the figures cache entries each element being expanded used (`used`, see
+    netspec.ir.family)."""
 
-    if TYPE_CHECKING:  # the expansion's (netspec.ir.expand.Expansion)
+    __slots__ = (
+        "meter",
+        "sums",
+        "serial",
+        "light",
+        "memo",
+        "dumps",
+        "tap_names",
+        "nodes",
+        "ids",
+        "scopes",
+        "taps",
+        "tail",
+        "flattened",
+        "used",
+        "input_shape",
+    )
 
-        def _over_work(self, span: Span | None) -> NoReturn: ...
+    def __init__(
+        self,
+        meter: Meter,
+        light: bool,
+        memo: dict[tuple, tuple],
+        dumps: dict[Layer, dict[str, Any]],
+        tap_names: set[str],
+    ) -> None:
+        self.meter = meter
+        self.sums = meter.sums  # the same list: the hot path reads it without a hop
+        self.serial = meter.serial
+        self.light = light
+        self.memo = memo
+        self.dumps = dumps
+        self.tap_names = tap_names
+        self.nodes: list[Node] = []
+        self.ids: dict[str, Node | None] = {}
+        self.scopes: set[str] = set()
+        self.taps: dict[str, Value] = {}
+        self.tail: tuple[Layer, str, Span | None] | None = None
+        self.flattened: tuple[str, Span | None, Shape] | None = None
+        self.used: list[dict[int, list[int]]] = []
+        self.input_shape: tuple[int, ...] = ()
 
     def add_node(
         self,
@@ -67,13 +95,14 @@ class Propagation:
         out, params, buffers, macs, ops, memory, args, private, flattens, used = result
         sums = self.sums
         sums[5] += 1
+        meter = self.meter
         if used[0] != self.serial:
             used[0] = self.serial
-            self.fresh += 1
-        if self._used:
-            self._used[-1][id(used)] = used
-        if sums[5] + sums[6] + WORK_NEW * self.fresh > MAX_WORK:
-            self._over_work(span)
+            meter.fresh += 1
+        if self.used:
+            self.used[-1][id(used)] = used
+        if sums[5] + sums[6] + WORK_NEW * meter.fresh > MAX_WORK:
+            meter.over_work(span)
         name = label or scope.next_name(layer.short)
         node_id = scope.prefix + name
         if len(node_id) > MAX_NAME:
@@ -177,8 +206,8 @@ class Propagation:
             err = NetspecError(
                 f"at `{node_id}`: {e.message}" if node_id else e.message,
                 span,
-                hint=_channels_last_hint(getattr(self, "input_shape", ()), e.hint),
-                notes=self._trace(inputs),
+                hint=_channels_last_hint(self.input_shape, e.hint),
+                notes=self.trace(inputs),
             )
             err.node = node_id
             raise err from None
@@ -188,7 +217,7 @@ class Propagation:
         # The node's private part, shared by its nodes (see `Node.of`), and whether it
         # flattens a map.
         flattens = len(out) == 1 and any(len(s) > 1 for s in shapes)
-        # ... and the serial number of the build that last used it (see Builder.fresh).
+        # ... and the serial number of the build that last used it (see Meter.fresh).
         return figures + (
             0 if layer.inplace else numel(out),
             args,
@@ -213,7 +242,7 @@ class Propagation:
             self.scopes.add(prefix)
         scope.checked = True
 
-    def _trace(self, inputs: list[Value]) -> list[str]:
+    def trace(self, inputs: list[Value]) -> list[str]:
         """How the spatial size got here: `32x32 (input) -> 14x14 (pool1) -> ...`."""
         if not inputs or len(inputs[0].shape) < 2:
             return []
