@@ -494,3 +494,14 @@ def test_a_job_without_curves_writes_its_results_but_no_plot(tmp_path: Path) -> 
     drawn = _job(tmp_path / "drawn", n=64, epochs=1)
     train(drawn)
     assert (drawn.out / "curves.png").exists()
+    # a run that diverges (in epoch 2, with epoch 1 to plot) writes its result on the way
+    # out: without the plot too
+    diverging = _job(
+        tmp_path / "diverging", n=64, epochs=3, optimizer="sgd", nesterov=False,
+        schedule="step", step_size=1, gamma=1e32,
+    )  # fmt: skip
+    diverging = dataclasses.replace(diverging, curves=False)
+    with pytest.raises(NetspecError, match="loss became .* in epoch 2"):
+        train(diverging)
+    assert json.loads((diverging.out / "result.json").read_text())["stopped"] == "diverged"
+    assert not (diverging.out / "curves.png").exists()

@@ -792,6 +792,7 @@ def _diverged(
             console,
             show,
             written=False,
+            curves=job.curves,
         )
     kept = (
         f"the last good checkpoint is kept: {out / ckpt.WEIGHTS} (epoch {state.epoch})"
@@ -805,9 +806,9 @@ def _diverged(
     )
 
 
-def _write_results(result: RunResult, name: str) -> None:
-    """The learning curves and result.json, each written atomically."""
-    if result.history:
+def _write_results(result: RunResult, name: str, curves: bool = True) -> None:
+    """The learning curves (unless not `curves`) and result.json, each written atomically."""
+    if curves and result.history:
         plot_curves(result.out / CURVES, result.history, f"{name}: learning curves")
     ckpt.write_text(result.out / RESULT, json.dumps(result.to_json(), indent=2) + "\n")
 
@@ -819,11 +820,13 @@ def _finish(
     show: bool,
     written: bool = True,
     loss_note: str | None = None,
+    curves: bool = True,
 ) -> None:
-    """The end of a run: the learning curves and result.json (unless `written` already), and
-    on a terminal the per-epoch table (elsewhere each epoch was printed once, as a line)."""
+    """The end of a run: the learning curves (as `Job.curves` says) and result.json (unless
+    `written` already), and on a terminal the per-epoch table (elsewhere each epoch was
+    printed once, as a line)."""
     if not written:
-        _write_results(result, name)
+        _write_results(result, name, curves)
     if show and result.history and console.is_terminal:
         title = f"{name}: {result.stopped}"
         console.print(epoch_table(result.history, result.best_epoch, title, loss_note))
