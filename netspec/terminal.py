@@ -34,6 +34,14 @@ def natural_width(con: Console, renderable: Any) -> int:
     return Measurement.get(con, con.options.update(width=WIDE), renderable).maximum
 
 
+def print_whole(con: Console, table: Any) -> None:
+    """Print a table uncut: into a pipe or a file (not a terminal, though `COLUMNS` may be
+    set), widen the console to the table's natural width, so no figure is cut short."""
+    if not con.is_terminal:
+        con.width = max(con.width, natural_width(con, table))
+    con.print(table)
+
+
 def _column_width(con: Console, column: Column) -> int:
     cells = [column.header, *column.cells]
     return max((natural_width(con, c) for c in cells), default=0)

@@ -84,3 +84,15 @@ def test_eval_numbers_the_matrix_columns_when_names_do_not_fit() -> None:
     for table in eval_tables(result, "t", wide):
         wide.print(table)
     assert "automobile │" in wide.export_text()
+
+
+def test_explore_front_prints_whole_into_a_pipe_however_narrow() -> None:
+    # CliRunner's output is not a terminal: with COLUMNS set narrow, the front (figures only)
+    # is widened to its natural width rather than cut (terminal.print_whole)
+    result = CliRunner().invoke(cli, ["explore", "zoo:cs231n_family"], env={"COLUMNS": "30"})
+    assert result.exit_code in (0, 2), result.output
+    out = result.output
+    front = _lines(out[out.index("Pareto front") : out.index("write one as a spec")])
+    wide = _run("explore", "zoo:cs231n_family", "--wide")
+    assert front == _lines(wide[wide.index("Pareto front") : wide.index("write one as a spec")])
+    assert max(map(len, front)) > 30

@@ -63,7 +63,7 @@ def score_table(r, proxy: str, data: str, batch: int, limit: int | None, wide: b
             f"{m.macs:,}",
             "*" if m.number in front else "",
         )
-    print_wide(console, table)
+    terminal.print_whole(console, table)
     return scores
 
 
@@ -183,6 +183,8 @@ def _members(console, ex, r, rows, sort_by: str, show_all: bool, limit: int | No
     from rich.markup import escape
     from rich.table import Table
 
+    from netspec import terminal
+
     if show_all:
         title = (
             "members that fit the budgets"
@@ -223,17 +225,6 @@ def _members(console, ex, r, rows, sort_by: str, show_all: bool, limit: int | No
         if show_all:
             cells.append("*" if m.on_front else "")
         table.add_row(*cells, style="bold" if show_all and m.on_front else None)
-    print_wide(console, table)
+    terminal.print_whole(console, table)
     if len(shown) < len(rows):
         console.print(f"  ... {len(rows) - len(shown)} more (drop --limit to see them)")
-
-
-def print_wide(console, table) -> None:
-    """Print a table uncut: into a pipe or a file, widen the console to the table's natural
-    width (rich assumes 80 columns there and would cut numbers short)."""
-    if not console.is_terminal:
-        from rich.measure import Measurement
-
-        need = Measurement.get(console, console.options.update_width(1000), table).maximum
-        console.width = max(console.width, need)
-    console.print(table)

@@ -165,7 +165,7 @@ def measured_table(console: Any, r: Any, rows: list[Any], front: set[int], note:
     from rich.table import Table
 
     from netspec import explore as ex
-    from netspec.commands.explore_report import print_wide
+    from netspec import terminal
 
     rows = sorted(rows, key=lambda m: (-(m.measured.get("accuracy") or -1.0), m.number))
     table = Table(
@@ -202,4 +202,4 @@ def measured_table(console: Any, r: Any, rows: list[Any], front: set[int], note:
             "-" if lat is None else f"{lat:.3f}",
             "*" if m.number in front else "",
         )
-    print_wide(console, table)
+    terminal.print_whole(console, table)
