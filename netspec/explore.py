@@ -26,7 +26,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from netspec.frontend import ast
 from netspec.io import atomic_write, parse_bool
 from netspec.ir.build import Builder, Domain, Spec, load_spec_text
 from netspec.ir.graph import Graph, Scalar
+from netspec.ir.spec import paused_gc
 from netspec.units import plain
 
 CAP = 1_000_000  # members; a larger space needs --sample
@@ -470,20 +470,23 @@ def _evaluate_all(
     values = [d.values for d in space.domains]
     strides = space.strides()
     members = []
-    instantiate = (
-        FastEvaluator.of(spec) if fast else partial(spec.instantiate, collect=True, light=True)
+    instantiate: Callable[[tuple[int, ...], dict[str, Scalar]], Any] = (
+        FastEvaluator.of(spec).evaluate
+        if fast
+        else lambda _idx, bindings: spec.instantiate(bindings, collect=True, light=True)
     )
     k, n = shard or (1, 1)
-    for idx in space.indices(sample, seed):
-        number = 1 + sum(i * s for i, s in zip(idx, strides, strict=True))
-        if (number - 1) % n != k - 1:  # shard K/N keeps the members numbered K, K+N, K+2N, ...
-            continue
-        step()
-        bindings = {n: v[i] for n, v, i in zip(names, values, idx, strict=True)}
-        graph, errors = instantiate(bindings)
-        m = Member(number, bindings)
-        _read(m, graph, errors)
-        members.append(m)
+    with paused_gc():  # members leave no garbage cycles (see paused_gc)
+        for idx in space.indices(sample, seed):
+            number = 1 + sum(i * s for i, s in zip(idx, strides, strict=True))
+            if (number - 1) % n != k - 1:  # shard K/N keeps the members numbered K, K+N, K+2N, ...
+                continue
+            step()
+            bindings = {n: v[i] for n, v, i in zip(names, values, idx, strict=True)}
+            graph, errors = instantiate(idx, bindings)
+            m = Member(number, bindings)
+            _read(m, graph, errors)
+            members.append(m)
     return members
 
 

@@ -1,49 +1,61 @@
-"""The fast path of `netspec explore`: a member evaluated from the light build's caches alone.
+"""The fast path of `netspec explore`: members evaluated from what other members built.
 
-A light build (`Spec.instantiate(light=True)`) caches each element's whole effect (output
+A light build (`Spec.instantiate(light=True)`) keeps each element's whole effect (output
 shape, figures, soft errors, distinct layers) by its input shape and the values of the names
-it reads (`Spec.element_cache`). Once a family's first members have filled that cache, most
-members need no element built: their verdict and figures are a fold over cached entries. What
-remains of a build per member is fixed work (a `Builder`, the size estimate, the header, a
-`Graph`), which this module shares instead of repeating:
+it reads (`Spec.element_cache`), and each time round a repetition the same way, so that the
+member with `M` stages replays the `M - 1` a smaller member built. This module shares the
+rest of a member's work with the members that read the same values so far, in a tree of chain
+states (netspec.explore_tree): a root per values of the header's names (the header and input
+of a real build), then a level per main-chain element. Most members are a lookup per level
+and a leaf that holds their totals and budget checks.
 
-- the header and the input (classes, dtype, the input node) by the values of the names they
-  read, taken from a real builder's first stages;
-- the size estimate of each main-chain element by the values of the names the element reads;
-- the main chain as a fold over `Spec.element_cache` entries, with the build's work limit;
-- the budgets checked against totals as the build checks them (`budget_checks`).
-
-A member with an element not cached yet is built from that element on (`_resume`: the
-header and input built, the elements before applied from the cache as `Builder.element`
-applies a hit, the rest through `Builder.element`). A member that a shared piece would decide
-differently (over the work limit, an output that is not the classes, a budget limit that is
-wrong) takes a whole light build, its size estimates shared (`_SharedBuilder`). Either way the
-result is exactly what the light build returns, member by member (tests/test_explore_fast.py
-compares both on the zoo's families and fuzzed ones). A spec whose light build keeps state
-beyond these pieces (side heads, layers referring to other layers, block counters, per-pixel
-outputs, token inputs, `classes` bound as a parameter) always takes the plain path.
+A state not in the tree yet is made from the element's cached effect; where none is cached,
+a builder of the root's expands that one element from the state's sums and distinct layers
+(`Builder.carry_on`), and keeps its effect. The final classifier reads the nodes built before
+it, so a member missing that one is built from there on (`_resume`: the header and input
+built, the elements before replayed). The size estimates are the build's (`bound_main`,
+shared in `Spec.size_cache`). A member that a shared piece would decide differently (over
+the work limit, an output that is not the classes, a budget limit that is wrong) takes a
+whole light build. Either way the result is exactly what the light build returns, member by
+member (tests/test_explore_fast.py compares both on the zoo's families and 1,200 fuzzed ones).
+A spec whose light build keeps state beyond these pieces (side heads, layers referring to
+other layers, block counters, per-pixel outputs, token inputs, `classes` bound as a
+parameter) always takes the plain path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from netspec.errors import NetspecError
+from netspec.explore_tree import (
+    MAX_STATES,
+    Budgets,
+    LightGraph,
+    LightTotals,
+    State,
+    Walk,
+    depends,
+    getter,
+    reader,
+)
 from netspec.frontend import ast
-from netspec.ir.bindings import DEFERRED, coerce_binding, global_env
-from netspec.ir.build import _MISSING, Builder, Spec, _is_softmax
-from netspec.ir.checks import _CMP, _limit_error, budget_checks
+from netspec.ir.bindings import coerce_binding, global_env
+from netspec.ir.build import Builder, Spec
+from netspec.ir.checks import budget_checks
 from netspec.ir.counter import Recount
 from netspec.ir.estimate import SizeEstimate
-from netspec.ir.expr import evaluate, free_names
-from netspec.ir.graph import Scalar, Totals, make_totals
+from netspec.ir.expand import estimate_names, size_key
+from netspec.ir.expr import free_names
+from netspec.ir.family import Failed, names_used
+from netspec.ir.graph import Scalar
 from netspec.ir.limits import MAX_WORK, WORK_NEW
+from netspec.ir.meter import OverCap
 from netspec.ir.naming import Scope, Value
+from netspec.ir.resolve import MISSING
 from netspec.ir.shapes import referenced_names
-from netspec.ir.spec import paused_gc
-from netspec.units import limit_text
+from netspec.ir.walk import is_softmax
 
 _PLAIN = object()  # a header the fast path does not share: its members take the plain path
 
@@ -60,25 +72,7 @@ class _Base:
     marks: tuple[list[int], ...]  # the input node's distinct-layer mark
 
 
-@dataclass(frozen=True, slots=True)
-class _Check:
-    """A budget that passed, as `BudgetCheck` has it (without a pydantic model per member)."""
-
-    metric: str
-    op: str
-    limit: Any
-    value: Any
-    ok: bool
-    span: Any
-
-
-@dataclass(slots=True)
-class _LightGraph:
-    """The part of a light `Graph` a member's verdict reads (`netspec.explore._read`)."""
-
-    totals: Totals
-    budgets: list[Any]  # BudgetCheck or _Check
-    nodes: tuple = ()  # a light graph has no nodes (a failed budget names no holders)
+_BUILD = object()  # a state the caches cannot make: the member is built from there on
 
 
 class FastEvaluator:
@@ -87,16 +81,33 @@ class FastEvaluator:
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
-        self.bases: dict[tuple, _Base | object] = {}
-        self.sizes: dict[tuple, int] = {}
-        self.limits: dict[tuple, Any] = {}
-        self.budget_names = [(b, tuple(sorted(free_names(b.limit)))) for b in spec.budgets]
+        self.budgets = Budgets(spec)
         self.fast = 0  # members evaluated from the caches
         self.plain = 0  # members handed to the light build
         self.resumed = 0  # members built from their first element not cached
         self.elements: list[ast.Element] = []
         self.header_names: tuple[str, ...] = ()
+        self.final: ast.Element | None = None  # the final softmax, which the classifier adds
         self.eligible = self._eligible()
+        # The tree of chain states: a root per values of the names the header reads, then a
+        # level per element (see `State`); each level's key is the indices of the free
+        # parameters its names depend on (through constants and the class count too).
+        self.roots: dict[Any, State | None] = {}
+        self.kept = 0  # states, results and verdicts on constants kept in the tree
+        self.mark_of: dict[int, list[int]] = {}  # the figures cache entries the states met
+        self.env_ok: dict[Any, bool] = {}
+        if self.eligible:
+            self.header_key = getter(depends(spec, self.header_names))
+            self.level_keys = [getter(depends(spec, self._names(el))) for el in self.elements]
+            # Each element's values and its size estimate's key, read off a member's indices
+            # where its names are free parameters (or unbound): no global names needed.
+            self.readers = [reader(spec, self._names(el)) for el in self.elements]
+            self.size_readers = [reader(spec, estimate_names(spec, el)) for el in self.elements]
+            self.budget_key = getter(
+                depends(spec, tuple(n for _, names in self.budgets.names for n in names))
+            )
+            consts = tuple(c.name for c in spec.consts)
+            self.consts_key = getter(depends(spec, consts)) if consts else None
 
     @classmethod
     def of(cls, spec: Spec) -> FastEvaluator:
@@ -139,6 +150,7 @@ class FastEvaluator:
         if not elements:
             return False
         self.elements = elements
+        self.final = elements[-1] if is_softmax(elements[-1]) else None
         read: set[str] = {"classes"}
         for part in (spec.classes, spec.dtype, spec.defaults, spec.input):
             if part is not None:
@@ -147,258 +159,309 @@ class FastEvaluator:
         return True
 
     def __call__(self, bindings: dict[str, Scalar]) -> tuple[Any, list[NetspecError]]:
-        if self.eligible:
-            got = self._fast(bindings)
+        idx = self._indices(bindings) if self.eligible else None
+        return self.evaluate(idx, bindings)
+
+    def evaluate(
+        self, idx: tuple[int, ...] | None, bindings: dict[str, Scalar]
+    ) -> tuple[Any, list[NetspecError]]:
+        """The member whose free parameters take the values at `idx` (their indices in each
+        domain, in the spec's order; `bindings` names the same values): what `__call__`
+        returns, without finding the indices again (explore knows them)."""
+        if idx is not None and self.eligible:
+            got = self._walk(idx, bindings)
             if got is not None:
                 return got
         self.plain += 1
-        if not self.eligible:
-            return self.spec.instantiate(bindings, collect=True, light=True)
-        # Spec.instantiate's light build (no block counters here, so no recount), its size
-        # estimate shared.
-        builder = _SharedBuilder(self.spec, dict(bindings), light=True)
-        builder.sizes = self.sizes
-        try:
-            with paused_gc():
-                graph = builder.build()
-        except NetspecError as e:
-            return None, builder.errors + [e]
-        except Recount:  # pragma: no cover - a spec with block counters is not eligible
-            return self.spec.instantiate(bindings, collect=True, light=True)
-        return graph, builder.errors
+        return self.spec.instantiate(bindings, collect=True, light=True)
 
-    def _fast(self, bindings: dict[str, Scalar]) -> tuple[Any, list[NetspecError]] | None:
-        """The member from the caches, or None where a build must decide."""
-        spec = self.spec
-        try:
-            env = global_env(spec, {k: coerce_binding(v) for k, v in bindings.items()})
-        except NetspecError:
+    def _indices(self, bindings: dict[str, Scalar]) -> tuple[int, ...] | None:
+        """Each free parameter's index in its domain, or None where a binding is not one of
+        its values (the build says why)."""
+        domains = self.spec.free
+        if bindings.keys() != domains.keys():
             return None
-        hkey = tuple(env.get(n, _MISSING) for n in self.header_names)
-        base = self.bases.get(hkey)
-        if base is None:
-            base = self.bases[hkey] = self._base(bindings)
-        if not isinstance(base, _Base):
-            return None
-        if env.get("classes") is DEFERRED:  # as the build's header sets it
-            env["classes"] = base.classes
-        cache, names_of = spec.element_cache, spec.element_names
-        elements = self.elements
-        keys = []
-        for el in elements:
-            names = names_of.get(id(el))
-            if names is None:  # no build has read this element yet
-                return None
-            keys.append(tuple(env.get(n, _MISSING) for n in names))
-        if not self._bounded(keys, env):
-            return None
-        # The main chain: each element's cached effect, in order.
-        classes = base.classes
-        shape = base.shape
-        sums = list(base.sums)
-        marks = {id(m): m for m in base.marks}
-        errors: list[NetspecError] = []
-        hits: list[tuple] = []
-        for el, values in zip(elements, keys, strict=True):
-            hit = cache.get((id(el), shape, classes, *values))
-            if hit is None:  # built from here on, the elements before as the build reads them
-                return self._resume(bindings, hits)
-            if isinstance(hit, NetspecError):
-                self.fast += 1
-                return None, errors + [hit]
-            hits.append(hit)
-            shape, deltas, errs, used, _calls = hit
-            for i, d in enumerate(deltas):
-                sums[i] += d
-            for m in used:
-                marks[id(m)] = m
-            if sums[5] + sums[6] + WORK_NEW * len(marks) > MAX_WORK:
-                return None
-            errors.extend(errs)
-        if classes is not None and shape != (classes,):
-            return None  # the build says why the output is not the classes
-        p, b, m, o, mem = sums[:5]
-        totals = make_totals(p, b, m, o, mem, base.dtype)
-        checks = self._budgets(totals, env, errors)
-        if checks is None:  # a limit that is wrong: checked as the build does
-            graph = _LightGraph(totals, [])
+        out = []
+        for name, domain in domains.items():
+            value = coerce_binding(bindings[name])
             try:
-                checks = budget_checks(spec.budgets, graph, env, errors)  # type: ignore[arg-type]
+                i = domain.values.index(value)  # a range's index is arithmetic
+            except ValueError:
+                return None
+            if type(domain.values[i]) is not type(value):  # 1 and True are equal
+                return None
+            out.append(i)
+        return tuple(out)
+
+    def _walk(self, idx: tuple[int, ...], bindings: dict[str, Scalar]) -> Any:
+        """The member down the tree of chain states (see `State`), or None where a build
+        must decide. Most members are a dictionary lookup per element; a state not in the tree
+        yet is made from the element's cached effect, or the member is built from there on."""
+        keep = self.kept < MAX_STATES  # past it, the tree stops growing: members cost more
+        k = self.header_key(idx)
+        root: Any = self.roots.get(k, MISSING)
+        if root is MISSING:
+            root = self._root(bindings)
+            if keep:
+                self.roots[k] = root
+                self.kept += 1
+        if root is None:
+            return None
+        if self.consts_key is not None:
+            k = self.consts_key(idx)
+            ok = self.env_ok.get(k)
+            if ok is None:
+                ok = self._env_ok(bindings)
+                if keep:
+                    self.env_ok[k] = ok
+                    self.kept += 1
+            if not ok:
+                return None
+        state = root
+        member = Walk(self.spec, idx, bindings, root)
+        for level, key in enumerate(self.level_keys):
+            k = key(idx)
+            child: Any = state.children.get(k, MISSING)
+            if child is MISSING:
+                child = self._next(state, level, member)
+                if child is _BUILD:  # an element no build has made with these values
+                    return self._resume(bindings, state.path())
+                if keep:
+                    state.children[k] = child
+                    self.kept += 1
+            if child is None:
+                return None
+            state = child
+        k = self.budget_key(idx)
+        result: Any = state.results.get(k, MISSING)
+        if result is MISSING:
+            result = self._result(state, member)
+            if keep:
+                state.results[k] = result
+                self.kept += 1
+        if result is None:
+            return None
+        self.fast += 1
+        graph, errors = result
+        return graph, list(errors)
+
+    def _next(self, state: State, level: int, member: Walk) -> State | None | object:
+        """The state after element `level` from `state`: None where a build must decide (the
+        work or the size estimate over the cap), `_BUILD` where the element's effect is not
+        cached."""
+        el = self.elements[level]
+        size = self._size(level, member)
+        if size is None:
+            return None
+        bound = state.bound + size
+        if bound > MAX_WORK:
+            return None
+        if state.error is not None:  # the build stopped before: only the bound goes on
+            child = State(state.shape, state.sums, state.marks, state.errors, bound, state, None)
+            child.error = state.error
+            return child
+        read = self.readers[level]
+        if read is not None:
+            values = read(member.idx)
+        else:
+            env = member.env()
+            if env is None:
+                return None
+            values = tuple(env.get(n, MISSING) for n in self._names(el))
+        key = (id(el), state.shape, member.root.classes, *values)
+        hit = self.spec.element_cache.get(key)
+        if hit is None:
+            if self._build_rest(level, member, bound) is None:
+                return None
+            if el is self.final:  # the classifier reads the nodes before: a build decides
+                return _BUILD
+            if not self._expand(el, state, member):
+                return None
+            hit = self.spec.element_cache[key]
+        if isinstance(hit, Failed):
+            errors = state.errors + hit.errors
+            child = State(state.shape, state.sums, state.marks, errors, bound, state, None)
+            child.error = hit.error
+            return child
+        shape, deltas, errs, used, _calls = hit
+        sums = tuple(a + d for a, d in zip(state.sums, deltas, strict=True))
+        marks = state.marks
+        if used:
+            mark_of = self.mark_of
+            for m in used:
+                mark_of[id(m)] = m
+            marks = marks.union(map(id, used))
+        if sums[5] + sums[6] + WORK_NEW * len(marks) > MAX_WORK:
+            return None
+        child = State(shape, sums, marks, state.errors + errs, bound, state, hit)
+        return child
+
+    def _build_rest(self, level: int, member: Walk, bound: int) -> object | None:
+        """`_BUILD` where the main chain's size estimate, from element `level` on, passes the
+        cap as the build checks it first (`_bound_main`); None where it does not."""
+        for later in range(level + 1, len(self.elements)):
+            size = self._size(later, member)
+            if size is None:
+                return None
+            bound += size
+            if bound > MAX_WORK:
+                return None
+        return _BUILD
+
+    def _expand(self, el: ast.Element, state: State, member: Walk) -> bool:
+        """Expand one element from `state` with a builder of the member's, its meter where the
+        state has it (the work so far and its distinct layers, which the build's caps read),
+        which keeps the element's effect, or its error, in the spec's cache; False where the
+        build must decide (the work over the cap). No element but the final classifier reads
+        the nodes built before it (`_next` keeps that one for a build)."""
+        root = member.root
+        builder = root.builder
+        env = member.env()
+        assert env is not None  # `_next` read the element's values from it
+        if builder is None:  # one per root: the header and its defaults are the same
+            builder = root.builder = Builder(self.spec, dict(member.bindings), light=True)
+            builder.names(env)
+            builder.header(env)
+            builder.nodes.input_shape = root.shape
+        elif root.member is not member:  # the same build for this member's global names
+            builder.bindings = dict(member.bindings)
+            builder.names(env)
+        root.member = member
+        mark_of = self.mark_of
+        builder.carry_on(state.sums, [mark_of[i] for i in state.marks])
+        cur = Value("input" if state is member.root else "", state.shape)
+        try:
+            builder.element(el, cur, env, Scope(""))
+        except OverCap:
+            return False
+        except NetspecError:  # kept in the cache as the element's effect
+            pass
+        return True
+
+    def _result(self, state: State, member: Walk) -> tuple | None:
+        """What the build returns at the end of the chain: the error an element raised, or
+        the totals with the budgets checked; None where the build must decide (an output that
+        is not the classes, a budget limit that is wrong)."""
+        if state.error is not None:
+            return None, (*state.errors, state.error)
+        root = member.root
+        if root.classes is not None and state.shape != (root.classes,):
+            return None  # the build says why the output is not the classes
+        totals = LightTotals.of(state.sums, root.dtype)
+        errors = list(state.errors)
+        checks = self.budgets.check(totals, member.env, errors)
+        if checks is None:  # a limit that is wrong: checked as the build does
+            env = member.env()
+            if env is None:
+                return None
+            graph = LightGraph(totals, [])
+            try:
+                checks = budget_checks(self.spec.budgets, graph, env, errors)  # type: ignore[arg-type]
             except NetspecError:  # a limit that does not evaluate: the build reports it
                 return None
-        self.fast += 1
-        return _LightGraph(totals, checks), errors
+        return LightGraph(totals, checks), tuple(errors)
 
-    def _bounded(self, keys: list[tuple], env: dict[str, Any]) -> bool:
-        """The size estimate of the main chain before any of it is expanded, as
-        `_bound_main` checks it: False where the build would refuse it (it says why)."""
-        spec = self.spec
-        built = 1
-        sizes = self.sizes
-        for el, values in zip(self.elements, keys, strict=True):
-            skey = (id(el), *values)
-            size = sizes.get(skey)
-            if size is None:
-                try:
-                    size = SizeEstimate(spec.blocks, env, spec.primary_names).of_element(el, env, 0)
-                except NetspecError:
-                    return False
-                sizes[skey] = size
-            if built + size > MAX_WORK:
-                return False
-            built += size
+    def _size(self, level: int, member: Walk) -> int | None:
+        """A main-chain element's size estimate, as the build's `bound_main` has it (shared
+        in the spec's cache), or None where it does not evaluate (the build says why)."""
+        el = self.elements[level]
+        read = self.size_readers[level]
+        env = None
+        if read is not None:
+            key = (id(el), 0, None, *read(member.idx))
+        else:
+            env = member.env()
+            if env is None:
+                return None
+            key = size_key(self.spec, el, env, 0, None)
+        size = self.spec.size_cache.get(key)
+        if size is None:
+            env = env or member.env()
+            if env is None:
+                return None
+            try:
+                size = SizeEstimate(self.spec.blocks, env, self.spec.primary_names).of_element(
+                    el, env, 0
+                )
+            except NetspecError:
+                return None
+            self.spec.size_cache[key] = size
+        return size
+
+    def _names(self, el: ast.Element) -> tuple[str, ...]:
+        names_of = self.spec.element_names
+        names = names_of.get(id(el))
+        if names is None:  # as Builder.element computes them
+            names = names_of[id(el)] = tuple(sorted(names_used(self.spec, el, set())))
+        return names
+
+    def _env_ok(self, bindings: dict[str, Scalar]) -> bool:
+        """Whether the global names evaluate (a constant may fail for some values)."""
+        try:
+            global_env(self.spec, {k: coerce_binding(v) for k, v in bindings.items()})
+        except NetspecError:
+            return False
         return True
+
+    def _root(self, bindings: dict[str, Scalar]) -> State | None:
+        """The state after the header and input, or None where they do not build plainly."""
+        base = self._base(bindings)
+        if not isinstance(base, _Base):
+            return None
+        for m in base.marks:
+            self.mark_of[id(m)] = m
+        root = State(base.shape, base.sums, frozenset(map(id, base.marks)), (), 1, None, None)
+        root.classes, root.dtype = base.classes, base.dtype
+        return root
 
     def _resume(self, bindings: dict[str, Scalar], hits: list[tuple]) -> Any:
         """A light build from the first element no build has made for these values: the
-        header and input built, the elements before applied from the cache as
-        `Builder.element` applies a hit, then `Builder.build`'s remaining steps (no heads, no
-        counters here); the size estimate of the main chain passed already (`_fast`)."""
+        header and input built, the elements before replayed from the cache, then the rest as
+        `Builder.build` makes them (no heads, no counters here); the size estimate of the main
+        chain passed already (`_next`)."""
         spec = self.spec
-        builder = _SharedBuilder(spec, dict(bindings), light=True)
-        builder.sizes = self.sizes
+        builder = Builder(spec, dict(bindings), light=True)
         self.resumed += 1
         try:
-            with paused_gc():
-                env = builder._names()
-                dtype = builder._header(env)
-                cur = inp = builder._input(env)
-                builder.input_shape = inp.shape
-                last = self.elements[-1]
-                builder.final_softmax = last if _is_softmax(last) else None
-                sums, serial = builder.sums, builder.serial
-                for el, (shape, deltas, errs, used, _calls) in zip(
-                    self.elements, hits, strict=False
-                ):
-                    for i, d in enumerate(deltas):
-                        sums[i] += d
-                    for mark in used:
-                        if mark[0] != serial:
-                            mark[0] = serial
-                            builder.fresh += 1
-                    if builder.work > MAX_WORK:
-                        builder._over_work(el.span)
-                    builder.errors.extend(errs)
-                    cur = Value("", shape)
-                scope = Scope("")
-                for el in self.elements[len(hits) :]:
-                    cur = builder.element(el, cur, env, scope)
-                if builder.classes is not None:
-                    builder._check_output(cur, last)
-                p, b, m, o, mem = sums[:5]
-                totals = make_totals(p, b, m, o, mem, dtype)
-                checks = self._budgets(totals, env, builder.errors)
-                if checks is None:
-                    graph = _LightGraph(totals, [])
-                    checks = budget_checks(spec.budgets, graph, env, builder.errors)  # type: ignore[arg-type]
+            env = builder.names()
+            dtype = builder.header(env)
+            cur = builder.input(env)
+            last = self.elements[-1]
+            builder.final_softmax = last if is_softmax(last) else None
+            for el, hit in zip(self.elements, hits, strict=False):
+                cur = builder.replay(hit, el.span)
+            scope = Scope("")
+            for el in self.elements[len(hits) :]:
+                cur = builder.element(el, cur, env, scope)
+            if builder.classes is not None:
+                builder.check_output(cur, last)
+            totals = LightTotals.of(tuple(builder.sums), dtype)
+            checks = self.budgets.check(totals, lambda: env, builder.errors)
+            if checks is None:
+                graph = LightGraph(totals, [])
+                checks = budget_checks(spec.budgets, graph, env, builder.errors)  # type: ignore[arg-type]
         except NetspecError as e:
             return None, builder.errors + [e]
         except Recount:  # pragma: no cover - a spec with block counters is not eligible
             return spec.instantiate(bindings, collect=True, light=True)
-        return _LightGraph(totals, checks), builder.errors
-
-    def _budgets(
-        self, totals: Totals, env: dict[str, Any], errors: list[NetspecError]
-    ) -> list[Any] | None:
-        """The budget checks as `budget_checks` makes them in a light build (a failed one adds
-        its error to `errors`), each limit evaluated once per values of the names it reads;
-        None where a limit is wrong (the build says why)."""
-        values = {
-            "params": totals.params,
-            "trainable": totals.trainable_params,
-            "macs": totals.macs,
-            "flops": totals.flops,
-            "memory": totals.memory_bytes,
-        }
-        checks, failed = [], []
-        for item, names in self.budget_names:
-            lkey = (id(item), *(env.get(n, _MISSING) for n in names))
-            limit = self.limits.get(lkey, _MISSING)
-            if limit is _MISSING:
-                try:
-                    limit = evaluate(item.limit, env)
-                except NetspecError:
-                    limit = None
-                if limit is not None and _limit_error(item, limit) is not None:
-                    limit = None
-                self.limits[lkey] = limit
-            if limit is None:
-                return None
-            value = values[item.metric]
-            ok = _CMP[item.op](value, limit)
-            checks.append(_Check(item.metric, item.op, limit, value, ok, item.span))
-            if not ok:  # budget_checks' error; a light graph has no nodes to hold the most
-                unit = " bytes" if item.metric == "memory" else ""
-                failed.append(
-                    NetspecError(
-                        f"budget exceeded: {item.metric} = {value:,}{unit}, over the limit "
-                        f"{item.op} {limit_text(item.metric, limit)}",
-                        item.span,
-                        hint=f"over by {value / limit - 1:.1%}" if limit else None,
-                        notes=[],
-                    )
-                )
-        errors.extend(failed)
-        return checks
+        return LightGraph(totals, checks), builder.errors
 
     def _base(self, bindings: dict[str, Scalar]) -> _Base | object:
         """The header and input stages of a real build, kept for the members reading the same
         values there."""
         builder = Builder(self.spec, dict(bindings), light=True)
+        used: dict[int, list[int]] = {}
         try:
-            env = builder._names()
-            dtype = builder._header(env)
-            builder._used.append({})
-            inp = builder._input(env)
+            env = builder.names()
+            dtype = builder.header(env)
+            builder.nodes.used.append(used)  # the input node's figures cache entry
+            inp = builder.input(env)
         except NetspecError:
             return _PLAIN
         if builder.errors:
             return _PLAIN
-        marks = tuple(builder._used.pop().values())
+        marks = tuple(used.values())
         return _Base(builder.classes, dtype, inp.shape, tuple(builder.sums), marks)
-
-
-class _SharedBuilder(Builder):
-    """A light build whose size estimates are shared between members: each element's, at the
-    top of the main chain and before each repetition is expanded, by the values of the names
-    it reads (the element cache's key), its depth and its count."""
-
-    sizes: dict[tuple, int]
-
-    def _element_names(self, el: ast.Element) -> tuple[str, ...]:
-        names_of = self.spec.element_names
-        names = names_of.get(id(el))
-        if names is None:  # as Builder.element computes them
-            names = names_of[id(el)] = tuple(sorted(self._names_used(el, set())))
-        return names
-
-    def _check_size(self, el: ast.Element, count: int, env: Mapping[str, Any]) -> None:
-        if count <= 0:
-            return
-        depth = self._depth
-        key = (
-            "repeat",
-            id(el),
-            depth,
-            count,
-            *(env.get(n, _MISSING) for n in self._element_names(el)),
-        )
-        size = self.sizes.get(key)
-        if size is None:
-            size = self.sizes[key] = self.estimate.of_element(el, env, depth, count)
-        self._refuse_over(size, el.repeat.span if el.repeat else el.span, "this repetition")
-
-    def _bound_main(self, elements: list[ast.Element], env: Mapping[str, Any]) -> None:
-        built = 1
-        for el in elements:
-            key = (id(el), *(env.get(n, _MISSING) for n in self._element_names(el)))
-            size = self.sizes.get(key)
-            if size is None:
-                size = self.estimate.of_element(el, env, self._depth)
-                self.sizes[key] = size
-            if built + size > MAX_WORK:  # the build's own check says it, at the same element
-                return super()._bound_main(elements, env)
-            built += size
 
 
 __all__ = ["FastEvaluator"]

@@ -154,3 +154,20 @@ def test_many_fuzzed_families_fast_equal_plain() -> None:
             _same_as_builds(text)
         except AssertionError as e:
             raise AssertionError(f"fuzzed family (seed {seed}):\n{text}\n{e}") from None
+
+
+def test_the_tree_stops_growing_at_its_cap_and_the_results_stay_the_same(monkeypatch) -> None:
+    """Past MAX_STATES the evaluator keeps nothing more (a million-member exploration must not
+    hold a tree of a gigabyte); members are still evaluated exactly."""
+    import netspec.explore_fast as fast
+
+    monkeypatch.setattr(fast, "MAX_STATES", 40)
+    text = ZOO["cs231n_family"]
+    _both(text)
+    spec = load_spec_text(text, "<family>")
+    evaluator = FastEvaluator.of(spec)
+    ex._evaluate_all(spec, ex.Space.of(spec), None, 0)
+    # a member decides once whether to keep what it makes: at most a root, a state per
+    # element and a result past the cap
+    assert 40 <= evaluator.kept < 40 + len(evaluator.elements) + 2
+    assert evaluator.fast > 0

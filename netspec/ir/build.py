@@ -34,10 +34,8 @@ from netspec.ir.counter import UNCOUNTED, Counts, Recount
 from netspec.ir.graph import Graph, Scalar
 from netspec.ir.limits import MAX_WORK
 from netspec.ir.resolve import CALL_CACHE
-from netspec.ir.resolve import MISSING as _MISSING  # noqa: F401 (the key sentinel, as explore_fast reads it)
 from netspec.ir.spec import Domain, ParsedSpec, paused_gc
 from netspec.ir.walk import Builder
-from netspec.ir.walk import _is_softmax as _is_softmax  # explore_fast reads it here
 
 _CALL_CACHE = CALL_CACHE  # layers a build keeps by call (read at each build: tests set it)
 

@@ -12,8 +12,10 @@ from netspec.frontend import ast
 from netspec.ir.counter import Recount
 from netspec.ir.estimate import SizeEstimate, TooDeep, TooDeepRecursion, recursion_error
 from netspec.ir.expr import evaluate
+from netspec.ir.family import size_names
 from netspec.ir.meter import Meter
 from netspec.ir.naming import Scope, Value, switch_name
+from netspec.ir.resolve import MISSING
 from netspec.ir.shapes import LongName, Propagation
 from netspec.layers import fmt_shape
 from netspec.layers.conv import Conv
@@ -237,11 +239,24 @@ class Expansion:
         out = self.nodes.add_node(conv, [cur], br.span, scope)
         return self.nodes.add_node(BatchNorm(), [out], br.span, scope)
 
+    def size_of(self, el: ast.Element, env: Mapping[str, Any], count: int | None = None) -> int:
+        """An element's size estimate at the depth being expanded (`count`: its repetition's,
+        evaluated already). A light build keeps it in the spec's cache by the values of the
+        names the element reads, the depth and the count: a family's members share it."""
+        depth = self.meter.depth
+        if not self.nodes.light:
+            return self.estimate.of_element(el, env, depth, count)
+        key = size_key(self.spec, el, env, depth, count)
+        size = self.spec.size_cache.get(key)
+        if size is None:
+            size = self.spec.size_cache[key] = self.estimate.of_element(el, env, depth, count)
+        return size
+
     def check_size(self, el: ast.Element, count: int, env: Mapping[str, Any]) -> None:
         """A repetition about to expand: refused when it would take the network over the cap."""
         if count <= 0:
             return
-        size = self.estimate.of_element(el, env, self.meter.depth, count)
+        size = self.size_of(el, env, count)
         self.meter.refuse_over(size, el.repeat.span if el.repeat else el.span, "this repetition")
 
     def _check_call(
@@ -267,14 +282,28 @@ class Expansion:
     def bound_main(self, elements: list[ast.Element], env: Mapping[str, Any]) -> None:
         """The whole main chain's size, estimated before any of it is expanded."""
         built = 1  # the input
-        of_element = self.estimate.of_element
         refuse_over = self.meter.refuse_over
-        depth = self.meter.depth
         for el in elements:
-            size = of_element(el, env, depth)
+            size = self.size_of(el, env)
             what = "this repetition" if el.repeat is not None else "this element"
             refuse_over(size, el.repeat.span if el.repeat else el.span, what, built)
             built += size
+
+
+def size_key(
+    spec: ParsedSpec, el: ast.Element, env: Mapping[str, Any], depth: int, count: int | None
+) -> tuple:
+    """An element's size estimate's key in `spec.size_cache`: the element, the depth, the
+    count given, the values of the names the estimate reads (`estimate_names`)."""
+    return (id(el), depth, count, *(env.get(n, MISSING) for n in estimate_names(spec, el)))
+
+
+def estimate_names(spec: ParsedSpec, el: ast.Element) -> tuple[str, ...]:
+    """The names an element's size estimate reads (`family.size_names`), kept per element."""
+    names = spec.size_names.get(id(el))
+    if names is None:
+        names = spec.size_names[id(el)] = tuple(sorted(size_names(spec, el)))
+    return names
 
 
 def switch_on(el: ast.Element, env: Mapping[str, Any]) -> bool:

@@ -7,7 +7,7 @@ explore)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from netspec.errors import NetspecError
 from netspec.frontend import ast
@@ -16,8 +16,16 @@ from netspec.ir.naming import Value, switch_name
 from netspec.ir.spec import ParsedSpec
 
 # An element's effect: (output shape, sums deltas, errors, figures cache entries used, calls
-# of each counted block), or the error it raised.
+# of each counted block), or a `Failed`.
 Effect = tuple[tuple[int, ...], tuple[int, ...], tuple, tuple, tuple[int, ...]]
+
+
+class Failed(NamedTuple):
+    """An element that raised: the soft errors it reported before (a shape assertion, say),
+    then the error, so that a member replaying it reports what the first one did."""
+
+    errors: tuple[NetspecError, ...]
+    error: NetspecError
 
 
 def effect(
@@ -60,4 +68,33 @@ def names_used(spec: ParsedSpec, node: Any, seen_blocks: set[str]) -> set[str]:
                     if p.default is not None:
                         inner |= free_names(p.default)
                 names |= inner - {p.name for p in block.params}
+    return names
+
+
+def size_names(spec: ParsedSpec, node: Any) -> set[str]:
+    """The names an element's size estimate may read (netspec.ir.estimate): its counts,
+    switches and conditions, and everything a block call reads; not the arguments of a layer
+    call, which is one node whatever they are. A family's members that differ only in widths
+    share their estimates."""
+    names: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, ast.Element):
+            stack.append(item.primary)
+            if item.repeat is not None:
+                names |= free_names(item.repeat)
+            if item.optional:
+                if item.condition is None:
+                    names.add(switch_name(item) or "")
+                else:
+                    names |= free_names(item.condition)
+        elif isinstance(item, ast.Group):
+            stack.extend(item.chain.elements)
+        elif isinstance(item, ast.Branches):
+            names |= free_names(item.kwargs)
+            for ch in item.chains:
+                stack.extend(ch.elements)
+        elif isinstance(item, ast.Call) and item.name in spec.blocks:
+            names |= names_used(spec, item, set())
     return names

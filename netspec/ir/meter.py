@@ -13,7 +13,7 @@ from netspec.frontend import ast
 from netspec.ir.estimate import SATURATED, enter
 from netspec.ir.limits import MAX_WORK, WORK_NEW
 
-_BUILDS = itertools.count(1)  # each build's serial number (see Meter.fresh)
+BUILDS = itertools.count(1)  # each build's serial number (see Meter.fresh)
 
 LIMITS_HINT = (
     "a network this large is almost certainly a typo in a count; netspec bounds its work "
@@ -40,7 +40,7 @@ class Meter:
     def __init__(self) -> None:
         self.sums = [0, 0, 0, 0, 0, 0, 0]
         self.fresh = 0
-        self.serial = next(_BUILDS)
+        self.serial = next(BUILDS)
         self.open_repetitions: list[ast.Element] = []
         self.depth = 0
 

@@ -129,6 +129,8 @@ class Propagation:
         sums[4] += memory
         if self.light:
             return Value(node_id, out)
+        if args is None:  # figures a light build made: the arguments serialized now
+            args = self._args(layer)
         node = Node.of(
             private,
             {
@@ -187,7 +189,8 @@ class Propagation:
     ) -> tuple:
         """A layer's figures on input shapes it has not met in this spec: (output shape,
         params, buffers, MACs, ops, memory, serialized args, the node's private part, whether
-        it flattens a map, [serial of the build that last used it]). A shape rule's refusal
+        it flattens a map, [serial of the build that last used it]); the arguments are
+        None when a light build met the layer first. A shape rule's refusal
         becomes an error at the node's name, with the spatial sizes so far."""
         try:
             out = layer.output_shape(shapes)
@@ -211,9 +214,8 @@ class Propagation:
             )
             err.node = node_id
             raise err from None
-        args = self.dumps.get(layer)
-        if args is None:
-            args = self.dumps[layer] = layer.model_dump(mode="json")
+        # A light build makes no node: the serialized arguments wait for a full one.
+        args = None if self.light else self._args(layer)
         # The node's private part, shared by its nodes (see `Node.of`), and whether it
         # flattens a map.
         flattens = len(out) == 1 and any(len(s) > 1 for s in shapes)
@@ -225,6 +227,13 @@ class Propagation:
             flattens,
             [0],
         )
+
+    def _args(self, layer: Layer) -> dict[str, Any]:
+        """A layer's arguments serialized for its nodes (once per layer in a spec)."""
+        args = self.dumps.get(layer)
+        if args is None:
+            args = self.dumps[layer] = layer.model_dump(mode="json")
+        return args
 
     def _check_scope(self, scope: Scope, span: Span | None) -> None:
         """A node id is a module path in PyTorch and a name in ONNX: no name may be both a

@@ -77,6 +77,8 @@ class ParsedSpec:
         self.figure_cache: dict[tuple, tuple] = {}
         self.element_cache: dict[tuple, Any] = {}  # light mode: an element's whole effect
         self.element_names: dict[int, tuple[str, ...]] = {}
+        self.size_cache: dict[tuple, int] = {}  # light mode: an element's size estimate
+        self.size_names: dict[int, tuple[str, ...]] = {}  # the names each estimate reads
         self.primary_names: dict[int, set[str]] = {}  # the size estimate's, per primary
         self.source_hash = (
             hashlib.sha256(self.text.encode()).hexdigest()[:16] if self.text else None

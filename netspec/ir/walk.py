@@ -12,8 +12,8 @@ it decides: the bindings, the class count, the final softmax, the soft errors.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from netspec.errors import NetspecError, did_you_mean
 from netspec.frontend import ast
@@ -26,7 +26,7 @@ from netspec.ir.expand import Expansion, switch_on
 from netspec.ir.expr import eval_int
 from netspec.ir.graph import DTYPE_BYTES, Graph, Head, InputSpec, Scalar, make_totals
 from netspec.ir.limits import MAX_WORK
-from netspec.ir.meter import Meter, OverCap
+from netspec.ir.meter import BUILDS, Meter, OverCap
 from netspec.ir.naming import RESERVED_NAMES, Scope, Value
 from netspec.ir.resolve import CALL_CACHE, MISSING, Resolver
 from netspec.ir.shapes import Propagation, referenced_names
@@ -63,6 +63,7 @@ class Builder:
         self.nodes = Propagation(self.meter, light, spec.figure_cache, {}, tap_names)
         self.expansion: Expansion | None = None  # made once the global names are known
         self.calls: dict[str, int] = {}
+        self.counted = sorted(spec.counted)  # the blocks whose calls the spec counts
 
     # The meter's figures, as tests and tools read them off a builder.
     @property
@@ -73,63 +74,15 @@ class Builder:
     def fresh(self) -> int:
         return self.meter.fresh
 
-    @fresh.setter
-    def fresh(self, value: int) -> None:
-        self.meter.fresh = value
-
     @property
     def work(self) -> int:
         return self.meter.work
 
-    # The stages' state under the names a build's subclass or a caller running some stages
-    # by hand (netspec.explore_fast) reads: each a view of the stage that owns it.
-    @property
-    def _used(self) -> list[dict[int, list[int]]]:
-        return self.nodes.used
-
-    @property
-    def estimate(self) -> SizeEstimate:
-        return self._expansion.estimate
-
-    @property
-    def _depth(self) -> int:
-        return self.meter.depth
-
-    def _names_used(self, node: Any, seen_blocks: set[str]) -> set[str]:
-        return family.names_used(self.spec, node, seen_blocks)
-
-    @property
-    def serial(self) -> int:
-        return self.meter.serial
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.nodes.input_shape
-
-    @input_shape.setter
-    def input_shape(self, shape: tuple[int, ...]) -> None:
-        self.nodes.input_shape = shape
-
-    def _over_work(self, span: Any) -> NoReturn:
-        self.meter.over_work(span)
-
-    def _refuse_over(self, size: int, span: Any, what: str, built: int | None = None) -> None:
-        self.meter.refuse_over(size, span, what, built)
-
-    def _check_output(self, out: Value, last: ast.Element) -> None:
+    def check_output(self, out: Value, last: ast.Element) -> None:
         """The output against the classes: a soft error where it is not them."""
         err = outputs.output_error(self.nodes, out, last, self.classes, self.per_pixel)
         if err is not None:
             self.errors.append(err)
-
-    # Hooks a subclass may override to share the size estimates between builds.
-    def _bound_main(self, elements: list[ast.Element], env: Mapping[str, Any]) -> None:
-        """The whole main chain's size, estimated before any of it is expanded."""
-        self._expansion.bound_main(elements, env)
-
-    def _check_size(self, el: ast.Element, count: int, env: Mapping[str, Any]) -> None:
-        """A repetition about to expand: refused when it would take the network over the cap."""
-        self._expansion.check_size(el, count, env)
 
     # ---- entry
     def build(self) -> Graph:
@@ -137,10 +90,9 @@ class Builder:
         counts), the header (classes, dtype, defaults), the input, the main chain, the heads,
         then the graph with its budgets and train section checked."""
         spec = self.spec
-        env = self._names()
-        dtype = self._header(env)
-        inp = self._input(env)
-        self.input_shape = inp.shape
+        env = self.names()
+        dtype = self.header(env)
+        inp = self.input(env)
         out = self._main(inp, env)
         main_sums = list(self.meter.sums)
         heads = [self._head(h, env) for h in spec.heads]
@@ -188,11 +140,13 @@ class Builder:
         assert self.expansion is not None  # made by `_names`, first thing in `build`
         return self.expansion
 
-    def _names(self) -> dict[str, Any]:
+    def names(self, env: dict[str, Any] | None = None) -> dict[str, Any]:
         """The global names: bound free parameters, constants, the blocks' call counts (read
-        as `name.count`); the size estimate reads them, the expansion stage starts from them."""
+        as `name.count`); the size estimate reads them, the expansion stage starts from them.
+        `env`: the global names of the bindings, computed already (`global_env`)."""
         spec = self.spec
-        env = global_env(spec, self.bindings)
+        if env is None:
+            env = global_env(spec, self.bindings)
         self.resolver.globals = env
         if spec.count_spans:
             counts = self.counts if self.counts is not None else count_calls(spec, env)
@@ -204,7 +158,7 @@ class Builder:
         self.calls = self.expansion.calls
         return env
 
-    def _header(self, env: dict[str, Any]) -> str:
+    def header(self, env: dict[str, Any]) -> str:
         """The class count, the dtype (returned) and the layer defaults."""
         spec = self.spec
         self.classes = eval_int(spec.classes.value, env, "classes", 1) if spec.classes else None
@@ -243,14 +197,14 @@ class Builder:
             start = 1
             if first.assertion:
                 self._assert(first, inp, env)
-        self.final_softmax = elements[-1] if elements and _is_softmax(elements[-1]) else None
-        self._bound_main(elements[start:], env)
+        self.final_softmax = elements[-1] if elements and is_softmax(elements[-1]) else None
+        self._expansion.bound_main(elements[start:], env)
         scope = Scope("")
         out = inp
         for el in elements[start:]:
             out = self.element(el, out, env, scope)
         if self.classes is not None and self.spec.input is not None:
-            self._check_output(out, elements[-1])
+            self.check_output(out, elements[-1])
         return out
 
     def _head(self, head: ast.HeadDecl, env: dict[str, Any]) -> Head:
@@ -283,14 +237,29 @@ class Builder:
             raise NetspecError(f"head `{head.name}` has no layers", head.span)
         return Head(name=head.name, at=tap.node, output=out.node, span=head.span)
 
-    def _input(self, env: dict[str, Any]) -> Value:
+    def input(self, env: dict[str, Any]) -> Value:
         """The input node: a shape `[C, H, W]` (never with a batch dimension) or token ids."""
         decl = self.spec.input
         assert decl is not None  # Spec refuses a spec without its input
         layer = header.input_layer(self.spec, decl, env, self.resolver.layers)
         if layer.vocab is not None:  # token ids: the embedding's vocabulary by default
             self.resolver.context["vocab"] = layer.vocab
-        return self.nodes.add_node(layer, [], decl.span, Scope(""), label="input")
+        out = self.nodes.add_node(layer, [], decl.span, Scope(""), label="input")
+        self.nodes.input_shape = out.shape
+        return out
+
+    def carry_on(self, sums: tuple[int, ...], marks: Iterable[list[int]]) -> None:
+        """Go on from where a build of this member had got to, the elements before replayed
+        from the family's cache (netspec.explore_fast): its sums and the distinct layers met
+        so far (the figures cache entries, which the cap on work counts), no soft errors."""
+        meter = self.meter
+        meter.serial = self.nodes.serial = next(BUILDS)  # earlier marks count again
+        meter.sums[:] = sums
+        meter.fresh = 0
+        for mark in marks:
+            mark[0] = meter.serial
+            meter.fresh += 1
+        del self.errors[:]
 
     # ---- the chain
     def chain(self, ch: ast.Chain, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
@@ -306,23 +275,40 @@ class Builder:
     def element(self, el: ast.Element, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
         """An element; in a light build without taps (a cached element would hide the layers
         it taps), replayed from the family's cache when a member met it with the same values
-        (netspec.ir.family: the key and the replay are inline here, the hot path of explore)."""
-        if not self.light or self.nodes.tap_names:
+        (netspec.ir.family: the key and the replay are inline here, the hot path of explore).
+        What comes out of the cache is nameless (`Value("", shape)`), whether built now or
+        replayed, so that what a member reports never depends on which member came first."""
+        if (
+            not self.light
+            or self.nodes.tap_names
+            or (el.repeat is None and self.meter.depth)
+            or "vocab" in self.resolver.context  # token ids: EMBEDDING reads the input node
+        ):
+            # Inside a chain, only a repetition is kept on its own: the time round it belongs
+            # to is kept whole (`_body`), and an entry per layer would cost more than it saves.
             return self._element(el, cur, env, scope)
         spec = self.spec
         names = spec.element_names.get(id(el))
         if names is None:
-            names = spec.element_names[id(el)] = tuple(sorted(self._names_used(el, set())))
+            names = spec.element_names[id(el)] = tuple(sorted(family.names_used(spec, el, set())))
         key = (id(el), cur.shape, self.classes, *(env.get(n, MISSING) for n in names))
-        counted = sorted(spec.counted)
+        counted = self.counted
         calls = self.calls
         if counted:  # the counters go on from where they are: part of what an element does
             key += tuple(calls.get(b, 0) for b in counted)
         hit = spec.element_cache.get(key)
         if hit is None:
-            return self._record(el, cur, env, scope, key, counted)
-        if isinstance(hit, NetspecError):
-            raise hit
+            out = self._record(lambda: self._element(el, cur, env, scope), key, counted)
+            return Value("", out.shape)  # nameless, as when it is replayed
+        return self.replay(hit, el.span, counted)
+
+    def replay(self, hit: Any, span: Any, counted: Sequence[str] = ()) -> Value:
+        """A cached effect (netspec.ir.family) applied as the build would have made it (or its
+        error raised), its output returned; `span`: where work over the cap is reported."""
+        if isinstance(hit, family.Failed):
+            self.errors.extend(hit.errors)
+            raise hit.error
+        calls = self.calls
         shape, deltas, errors, used, ncalls = hit
         meter = self.meter
         sums = meter.sums
@@ -339,22 +325,14 @@ class Builder:
         if used_stack:
             used_stack[-1].update((id(m), m) for m in used)
         if meter.work > MAX_WORK:
-            meter.over_work(el.span)
+            meter.over_work(span)
         self.errors.extend(errors)
         return Value("", shape)
 
-    def _record(
-        self,
-        el: ast.Element,
-        cur: Value,
-        env: Mapping[str, Any],
-        scope: Scope,
-        key: tuple,
-        counted: list[str],
-    ) -> Value:
-        """An element no member met with these values: expanded, its effect kept for the
-        family's other members (or the error it raised, but for the cap on work, which
-        depends on what came before)."""
+    def _record(self, expand: Callable[[], Value], key: tuple, counted: list[str]) -> Value:
+        """An element (or a time round a repetition) no member met with these values:
+        expanded, its effect kept for the family's other members (or the error it raised, but
+        for the cap on work, which depends on what came before)."""
         spec = self.spec
         calls = self.calls
         before = list(self.meter.sums)
@@ -363,10 +341,10 @@ class Builder:
         used_stack = self.nodes.used
         used_stack.append({})
         try:
-            out = self._element(el, cur, env, scope)
+            out = expand()
         except NetspecError as e:
             if not isinstance(e, OverCap):
-                spec.element_cache[key] = e
+                spec.element_cache[key] = family.Failed(tuple(self.errors[nerr:]), e)
             raise
         finally:
             used = used_stack.pop()
@@ -401,22 +379,51 @@ class Builder:
         """`[...]*N for i`: its size checked against the cap, then its body N times."""
         assert el.repeat is not None
         count = eval_int(el.repeat, env, "a repetition count")
-        self._check_size(el, count, env)
+        self._expansion.check_size(el, count, env)
         inner = scope.child(el.label) if el.label else scope
         meter = self.meter
         meter.open_repetitions.append(el)
         # A loop whose body reads its index evaluates it afresh each time round: a step of
         # work each (see netspec.ir.limits).
         indexed = el.index_var is not None and el.index_var in names_of(self.spec.primary_names, p)
+        # A light build shares each time round between members as it shares elements: a
+        # body's effect depends on its input shape and the values it reads (its index among
+        # them), so the member with M stages replays the M - 1 that a smaller one built.
+        shared = self.light and not self.nodes.tap_names and "vocab" not in self.resolver.context
         try:
             for i in range(count):
                 body_env = {**env, el.index_var: i} if el.index_var else env
                 if indexed:
                     meter.add_step(el.span)
-                cur = self.primary(p, cur, body_env, inner, None)
+                if shared:
+                    cur = self._body(p, cur, body_env, inner)
+                else:
+                    cur = self.primary(p, cur, body_env, inner, None)
         finally:
             meter.open_repetitions.pop()
         return cur
+
+    def _body(self, p: ast.Primary, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
+        """One time round a repetition in a light build, replayed from the family's cache
+        when a member (or an earlier time round) met it with the same values."""
+        spec = self.spec
+        names = spec.element_names.get(id(p))
+        if names is None:
+            names = spec.element_names[id(p)] = tuple(sorted(family.names_used(spec, p, set())))
+        key = (
+            id(p),
+            cur.shape,
+            self.classes,
+            *(env.get(n, MISSING) for n in names),
+        )
+        counted = self.counted
+        if counted:
+            key += tuple(self.calls.get(b, 0) for b in counted)
+        hit = spec.element_cache.get(key)
+        if hit is None:
+            out = self._record(lambda: self.primary(p, cur, env, scope, None), key, counted)
+            return Value("", out.shape)  # nameless, as when it is replayed
+        return self.replay(hit, p.span, counted)
 
     def primary(
         self, p: ast.Primary, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
@@ -477,7 +484,7 @@ class Builder:
             self.errors.append(err)
 
 
-def _is_softmax(el: ast.Element) -> bool:
+def is_softmax(el: ast.Element) -> bool:
     return (
         isinstance(el.primary, ast.Call)
         and (entry := SPELLINGS.get(el.primary.name.upper())) is not None

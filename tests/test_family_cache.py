@@ -1,0 +1,103 @@
+"""What a light build shares between a family's members (netspec.ir.family, issue 26): each
+time round a repetition kept by its input shape and the values it reads, size estimates kept
+by the names that decide a size, and results that never depend on which member came first.
+Counted, not timed."""
+
+from __future__ import annotations
+
+from netspec.ir.build import load_spec_text
+from netspec.ir.family import Failed
+from netspec.ir.shapes import Propagation
+
+STAGES = """\
+input [3, 32, 32]
+classes 10
+M in 1..4
+width in {8, 16}
+INPUT -> [CONV(width * 2**i) -> RELU -> POOL]*M for i -> SOFTMAX
+"""
+
+
+def _light(spec, **bindings):
+    graph, errors = spec.instantiate(bindings, collect=True, light=True)
+    return graph, errors
+
+
+def test_a_member_with_one_more_stage_builds_only_that_stage(monkeypatch) -> None:
+    """The member with M stages replays the M - 1 the smaller member built: it makes the
+    nodes of one new time round (and the classifier on its new output), and its totals are
+    a full build's."""
+    spec = load_spec_text(STAGES, "<stages>")
+    made = []
+    add_node = Propagation.add_node
+
+    def counted(self, *args, **kwargs):
+        made[-1] += 1
+        return add_node(self, *args, **kwargs)
+
+    monkeypatch.setattr(Propagation, "add_node", counted)
+    light = []
+    for m in range(1, 5):
+        made.append(0)
+        graph, errors = _light(spec, M=m, width=8)
+        assert errors == []
+        light.append(graph.totals)
+    monkeypatch.setattr(Propagation, "add_node", add_node)
+    assert light == [spec.instantiate({"M": m, "width": 8}).totals for m in range(1, 5)]
+    # each member: its input, its last stage (conv, relu, pool) and the classifier on the new
+    # output (flatten, FC, softmax); built whole, member M would make 1 + 3 * M + 3
+    assert made == [7, 7, 7, 7]
+
+
+def test_estimates_are_shared_by_members_that_differ_only_in_widths() -> None:
+    spec = load_spec_text(STAGES, "<stages>")
+    for width in (8, 16):
+        for m in range(1, 5):
+            _light(spec, M=m, width=width)
+    with_m = len(spec.size_cache)
+    assert with_m > 0
+    # the second width read no estimate the first had not made: widths are layer arguments
+    fresh = load_spec_text(STAGES, "<stages>")
+    for m in range(1, 5):
+        _light(fresh, M=m, width=8)
+    assert len(fresh.size_cache) == with_m
+
+
+def test_a_failing_element_reports_the_same_errors_to_every_member() -> None:
+    """The soft errors an element reported before it raised are kept with the error: a member
+    replaying it reports what the first one did."""
+    text = """\
+input [3, 8, 8]
+classes 10
+K in 1..2
+INPUT -> [CONV(8) : [9, 8, 8] -> POOL]*4 -> FC(K) -> SOFTMAX
+"""
+    spec = load_spec_text(text, "<fails>")
+    first = _light(spec, K=1)
+    second = _light(spec, K=2)
+    assert first[0] is None and second[0] is None
+    messages = [[e.message for e in errs] for _, errs in (first, second)]
+    assert messages[0] == messages[1]
+    *soft, fatal = messages[0]
+    assert soft and all(m.startswith("shape assertion failed") for m in soft)
+    assert "spatial size collapses" in fatal
+    assert any(isinstance(v, Failed) and v.errors for v in spec.element_cache.values())
+
+
+def test_what_a_member_reports_does_not_depend_on_which_member_came_first() -> None:
+    """An assertion on an element whose input came from the cache names no node, whether
+    that element was built in this member or replayed."""
+    text = """\
+input [4, 8, 8]
+classes 4
+A in 0..1
+B in 0..1
+INPUT -> [RELU]*A -> [DROPOUT(0.1)]*B : [3] -> GAP -> FC(4) -> SOFTMAX
+"""
+    got = {}
+    for order in ((0, 1), (1, 0)):
+        spec = load_spec_text(text, "<order>")
+        for a in order:
+            _, errors = _light(spec, A=a, B=0)
+            got.setdefault(a, set()).add(tuple(e.message for e in errors))
+    assert all(len(seen) == 1 for seen in got.values()), got
