@@ -44,11 +44,10 @@ from netspec.frontend import ast
 from netspec.ir.bindings import coerce_binding, global_env
 from netspec.ir.build import Builder, Spec
 from netspec.ir.checks import budget_checks
-from netspec.ir.counter import Recount
 from netspec.ir.estimate import SizeEstimate
 from netspec.ir.expand import estimate_names, size_key
 from netspec.ir.expr import free_names
-from netspec.ir.family import Failed, names_used
+from netspec.ir.family import Failed, names_used, reads_last
 from netspec.ir.graph import Scalar
 from netspec.ir.limits import MAX_WORK, WORK_NEW
 from netspec.ir.meter import OverCap
@@ -70,9 +69,8 @@ class _Base:
     shape: tuple[int, ...]
     sums: tuple[int, ...]
     marks: tuple[list[int], ...]  # the input node's distinct-layer mark
-
-
-_BUILD = object()  # a state the caches cannot make: the member is built from there on
+    tail: Any  # the input node, the last that is not the identity (`Propagation.tail`)
+    last: Any  # the input node, the last made (`Propagation.last`)
 
 
 class FastEvaluator:
@@ -84,7 +82,6 @@ class FastEvaluator:
         self.budgets = Budgets(spec)
         self.fast = 0  # members evaluated from the caches
         self.plain = 0  # members handed to the light build
-        self.resumed = 0  # members built from their first element not cached
         self.elements: list[ast.Element] = []
         self.header_names: tuple[str, ...] = ()
         self.final: ast.Element | None = None  # the final softmax, which the classifier adds
@@ -196,7 +193,8 @@ class FastEvaluator:
     def _walk(self, idx: tuple[int, ...], bindings: dict[str, Scalar]) -> Any:
         """The member down the tree of chain states (see `State`), or None where a build
         must decide. Most members are a dictionary lookup per element; a state not in the tree
-        yet is made from the element's cached effect, or the member is built from there on."""
+        yet is made from the element's cached effect, which the root's builder makes where no
+        member has (`_expand`)."""
         keep = self.kept < MAX_STATES  # past it, the tree stops growing: members cost more
         k = self.header_key(idx)
         root: Any = self.roots.get(k, MISSING)
@@ -224,8 +222,6 @@ class FastEvaluator:
             child: Any = state.children.get(k, MISSING)
             if child is MISSING:
                 child = self._next(state, level, member)
-                if child is _BUILD:  # an element no build has made with these values
-                    return self._resume(bindings, state.path())
                 if keep:
                     state.children[k] = child
                     self.kept += 1
@@ -245,10 +241,9 @@ class FastEvaluator:
         graph, errors = result
         return graph, list(errors)
 
-    def _next(self, state: State, level: int, member: Walk) -> State | None | object:
-        """The state after element `level` from `state`: None where a build must decide (the
-        work or the size estimate over the cap), `_BUILD` where the element's effect is not
-        cached."""
+    def _next(self, state: State, level: int, member: Walk) -> State | None:
+        """The state after element `level` from `state`, or None where a build must decide
+        (the work or the size estimate over the cap)."""
         el = self.elements[level]
         size = self._size(level, member)
         if size is None:
@@ -269,13 +264,13 @@ class FastEvaluator:
                 return None
             values = tuple(env.get(n, MISSING) for n in self._names(el))
         key = (id(el), state.shape, member.root.classes, *values)
+        if el is self.final:  # the classifier checks the last node before it (as the build)
+            key += (state.tail,)
+        if reads_last(self.spec, el):
+            key += (state.last,)
         hit = self.spec.element_cache.get(key)
         if hit is None:
-            if self._build_rest(level, member, bound) is None:
-                return None
-            if el is self.final:  # the classifier reads the nodes before: a build decides
-                return _BUILD
-            if not self._expand(el, state, member):
+            if not self._bounded(level, member, bound) or not self._expand(el, state, member):
                 return None
             hit = self.spec.element_cache[key]
         if isinstance(hit, Failed):
@@ -283,7 +278,7 @@ class FastEvaluator:
             child = State(state.shape, state.sums, state.marks, errors, bound, state, None)
             child.error = hit.error
             return child
-        shape, deltas, errs, used, _calls = hit
+        shape, deltas, errs, used, _calls, tail, last = hit
         sums = tuple(a + d for a, d in zip(state.sums, deltas, strict=True))
         marks = state.marks
         if used:
@@ -294,41 +289,47 @@ class FastEvaluator:
         if sums[5] + sums[6] + WORK_NEW * len(marks) > MAX_WORK:
             return None
         child = State(shape, sums, marks, state.errors + errs, bound, state, hit)
+        child.tail = state.tail if tail is None else tail
+        child.last = state.last if last is None else last
         return child
 
-    def _build_rest(self, level: int, member: Walk, bound: int) -> object | None:
-        """`_BUILD` where the main chain's size estimate, from element `level` on, passes the
-        cap as the build checks it first (`_bound_main`); None where it does not."""
+    def _bounded(self, level: int, member: Walk, bound: int) -> bool:
+        """Whether the main chain's size estimate, from element `level` on, stays under the cap
+        as the build checks it before expanding anything (`bound_main`)."""
         for later in range(level + 1, len(self.elements)):
             size = self._size(later, member)
             if size is None:
-                return None
+                return False
             bound += size
             if bound > MAX_WORK:
-                return None
-        return _BUILD
+                return False
+        return True
 
     def _expand(self, el: ast.Element, state: State, member: Walk) -> bool:
         """Expand one element from `state` with a builder of the member's, its meter where the
         state has it (the work so far and its distinct layers, which the build's caps read),
         which keeps the element's effect, or its error, in the spec's cache; False where the
-        build must decide (the work over the cap). No element but the final classifier reads
-        the nodes built before it (`_next` keeps that one for a build)."""
+        build must decide (the work over the cap). What an element reads of the nodes built
+        before it is the last one that is not the identity (the final classifier checks it):
+        the state has it."""
         root = member.root
         builder = root.builder
         env = member.env()
-        assert env is not None  # `_next` read the element's values from it
+        if env is None:
+            return False
         if builder is None:  # one per root: the header and its defaults are the same
             builder = root.builder = Builder(self.spec, dict(member.bindings), light=True)
             builder.names(env)
             builder.header(env)
             builder.nodes.input_shape = root.shape
+            builder.final_softmax = self.final
         elif root.member is not member:  # the same build for this member's global names
             builder.bindings = dict(member.bindings)
             builder.names(env)
         root.member = member
         mark_of = self.mark_of
         builder.carry_on(state.sums, [mark_of[i] for i in state.marks])
+        builder.nodes.tail, builder.nodes.last = state.tail, state.last
         cur = Value("input" if state is member.root else "", state.shape)
         try:
             builder.element(el, cur, env, Scope(""))
@@ -412,39 +413,8 @@ class FastEvaluator:
             self.mark_of[id(m)] = m
         root = State(base.shape, base.sums, frozenset(map(id, base.marks)), (), 1, None, None)
         root.classes, root.dtype = base.classes, base.dtype
+        root.tail, root.last = base.tail, base.last
         return root
-
-    def _resume(self, bindings: dict[str, Scalar], hits: list[tuple]) -> Any:
-        """A light build from the first element no build has made for these values: the
-        header and input built, the elements before replayed from the cache, then the rest as
-        `Builder.build` makes them (no heads, no counters here); the size estimate of the main
-        chain passed already (`_next`)."""
-        spec = self.spec
-        builder = Builder(spec, dict(bindings), light=True)
-        self.resumed += 1
-        try:
-            env = builder.names()
-            dtype = builder.header(env)
-            cur = builder.input(env)
-            last = self.elements[-1]
-            builder.final_softmax = last if is_softmax(last) else None
-            for el, hit in zip(self.elements, hits, strict=False):
-                cur = builder.replay(hit, el.span)
-            scope = Scope("")
-            for el in self.elements[len(hits) :]:
-                cur = builder.element(el, cur, env, scope)
-            if builder.classes is not None:
-                builder.check_output(cur, last)
-            totals = LightTotals.of(tuple(builder.sums), dtype)
-            checks = self.budgets.check(totals, lambda: env, builder.errors)
-            if checks is None:
-                graph = LightGraph(totals, [])
-                checks = budget_checks(spec.budgets, graph, env, builder.errors)  # type: ignore[arg-type]
-        except NetspecError as e:
-            return None, builder.errors + [e]
-        except Recount:  # pragma: no cover - a spec with block counters is not eligible
-            return spec.instantiate(bindings, collect=True, light=True)
-        return LightGraph(totals, checks), builder.errors
 
     def _base(self, bindings: dict[str, Scalar]) -> _Base | object:
         """The header and input stages of a real build, kept for the members reading the same
@@ -461,7 +431,10 @@ class FastEvaluator:
         if builder.errors:
             return _PLAIN
         marks = tuple(used.values())
-        return _Base(builder.classes, dtype, inp.shape, tuple(builder.sums), marks)
+        nodes = builder.nodes
+        return _Base(
+            builder.classes, dtype, inp.shape, tuple(builder.sums), marks, nodes.tail, nodes.last
+        )
 
 
 __all__ = ["FastEvaluator"]

@@ -59,6 +59,8 @@ class State:
         "dtype",
         "builder",
         "member",
+        "tail",
+        "last",
     )
 
     def __init__(
@@ -87,15 +89,10 @@ class State:
         # and the member whose global names it has.
         self.builder: Builder | None = None
         self.member: Walk | None = None
-
-    def path(self) -> list[tuple]:
-        """The cached effects of the elements from the root to here, in order."""
-        hits = []
-        state: State | None = self
-        while state is not None and state.hit is not None:
-            hits.append(state.hit)
-            state = state.parent
-        return hits[::-1]
+        # The last node that is not the identity (`Propagation.tail`): the final classifier
+        # checks it.
+        self.tail: Any = None
+        self.last: Any = None  # the last node made (`Propagation.last`): a softmax reads it
 
 
 class Walk:

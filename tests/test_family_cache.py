@@ -5,6 +5,10 @@ Counted, not timed."""
 
 from __future__ import annotations
 
+import pytest
+from helpers.families import fuzz_families
+
+from netspec import explore as ex
 from netspec.ir.build import load_spec_text
 from netspec.ir.family import Failed
 from netspec.ir.shapes import Propagation
@@ -101,3 +105,69 @@ INPUT -> [RELU]*A -> [DROPOUT(0.1)]*B : [3] -> GAP -> FC(4) -> SOFTMAX
             _, errors = _light(spec, A=a, B=0)
             got.setdefault(a, set()).add(tuple(e.message for e in errors))
     assert all(len(seen) == 1 for seen in got.values()), got
+
+
+def test_the_final_classifier_checks_the_layer_before_it_whichever_member_came_first() -> None:
+    """`FC(16) -> SOFTMAX` with 10 classes is the spec's own classifier and wrong; `RELU ->
+    SOFTMAX` gets an FC added. Both reach SOFTMAX with the same shape: a member must not
+    replay the other's verdict (it did: a member with a wrong classifier explored as valid)."""
+    text = """\
+input [16]
+classes 10
+X in {on, off}
+Y in {on, off}
+INPUT -> FC(16)?(X) -> RELU?(Y) -> SOFTMAX
+"""
+    for order in (((True, False), (False, True)), ((False, True), (True, False))):
+        spec = load_spec_text(text, "<tail>")
+        for x, y in order:
+            graph, errors = _light(spec, X=x, Y=y)
+            full, full_errors = spec.instantiate({"X": x, "Y": y}, collect=True)
+            assert (graph is None) == (full is None), (order, x, y)
+            assert [e.message for e in errors] == [e.message for e in full_errors]
+            if graph is not None:
+                assert graph.totals == full.totals
+
+
+def test_a_softmax_of_probabilities_is_refused_in_a_light_build_as_in_a_full_one() -> None:
+    """A light build keeps no nodes: it refused nothing here and explored the member as
+    valid. The last node made now travels with the cached effects."""
+    text = """\
+input [16]
+classes 10
+X in {on, off}
+INPUT -> FC(10) -> SOFTMAX?(X) -> SOFTMAX
+"""
+    for order in ((True, False), (False, True)):
+        spec = load_spec_text(text, "<probabilities>")
+        for x in order:
+            graph, errors = _light(spec, X=x)
+            full, full_errors = spec.instantiate({"X": x}, collect=True)
+            assert (graph is None) == (full is None) == x
+            assert [e.message for e in errors] == [e.message for e in full_errors]
+
+
+def _light_as_full(count: int, seed: int) -> None:
+    """Every member of fuzzed families, light (sharing the family's cache, in order) and in
+    full: the same verdict and, where valid, the same totals. A light build's messages name
+    no node (`at `conv1`: ...`) where a full build does; nothing else differs."""
+    for family_seed, text in fuzz_families(count, seed):
+        spec = load_spec_text(text, "<fuzz>")
+        space = ex.Space.of(spec)
+        for idx in space.indices():
+            b = {d.name: d.values[i] for d, i in zip(space.domains, idx, strict=True)}
+            light, _ = spec.instantiate(b, collect=True, light=True)
+            full, _ = spec.instantiate(b, collect=True)
+            where = f"fuzzed family (seed {family_seed}) {b}:\n{text}"
+            assert (light is None) == (full is None), where
+            if light is not None:
+                assert light.totals == full.totals, where
+
+
+def test_light_builds_of_a_family_agree_with_full_builds() -> None:
+    _light_as_full(40, 0)
+
+
+@pytest.mark.slow
+def test_light_builds_of_many_families_agree_with_full_builds() -> None:
+    _light_as_full(600, 5000)

@@ -115,11 +115,17 @@ def _check_own_classifier(tail: tuple, cur: Value, classes: int) -> None:
 
 
 def check_not_probabilities(nodes: Propagation, cur: Value, call: ast.Call) -> None:
-    """`SOFTMAX -> SOFTMAX`: probabilities normalised again are wrong, never meant."""
-    last = nodes.nodes[-1] if nodes.nodes else None
-    if last is not None and last.id == cur.node and last.layer.probabilities:
+    """`SOFTMAX -> SOFTMAX`: probabilities normalised again are wrong, never meant. A light
+    build keeps no nodes: the last one made (`nodes.last`) is what a nameless input (out of
+    the family's cache, netspec.ir.walk) comes from."""
+    last = nodes.last
+    if (
+        last is not None
+        and last[0].probabilities
+        and (last[1] == cur.node or (nodes.light and not cur.node))
+    ):
         raise NetspecError(
-            f"{call.name.upper()} takes the output of `{last.id}`, which is already probabilities",
+            f"{call.name.upper()} takes the output of `{last[1]}`, which is already probabilities",
             call.span,
             hint="remove one of them: a softmax of probabilities flattens them toward uniform",
         )

@@ -43,6 +43,7 @@ class Propagation:
         "scopes",
         "taps",
         "tail",
+        "last",
         "flattened",
         "used",
         "input_shape",
@@ -68,6 +69,7 @@ class Propagation:
         self.scopes: set[str] = set()
         self.taps: dict[str, Value] = {}
         self.tail: tuple[Layer, str, Span | None] | None = None
+        self.last: tuple[Layer, str] | None = None  # the last node made: a softmax reads it
         self.flattened: tuple[str, Span | None, Shape] | None = None
         self.used: list[dict[int, list[int]]] = []
         self.input_shape: tuple[int, ...] = ()
@@ -111,6 +113,7 @@ class Propagation:
             self.taps[node_id] = Value(node_id, out)
         if not layer.transparent:
             self.tail = (layer, node_id, span)
+        self.last = (layer, node_id)
         if flattens and self.flattened is None:
             self.flattened = (node_id, span, out)
         if not self.light:

@@ -79,6 +79,7 @@ class ParsedSpec:
         self.element_names: dict[int, tuple[str, ...]] = {}
         self.size_cache: dict[tuple, int] = {}  # light mode: an element's size estimate
         self.size_names: dict[int, tuple[str, ...]] = {}  # the names each estimate reads
+        self.reads_last: dict[int, bool] = {}  # elements whose effect reads the last node
         self.primary_names: dict[int, set[str]] = {}  # the size estimate's, per primary
         self.source_hash = (
             hashlib.sha256(self.text.encode()).hexdigest()[:16] if self.text else None

@@ -12,7 +12,7 @@ it decides: the bindings, the class count, the final softmax, the soft errors.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from netspec.errors import NetspecError, did_you_mean
@@ -25,8 +25,7 @@ from netspec.ir.estimate import SizeEstimate, names_of
 from netspec.ir.expand import Expansion, switch_on
 from netspec.ir.expr import eval_int
 from netspec.ir.graph import DTYPE_BYTES, Graph, Head, InputSpec, Scalar, make_totals
-from netspec.ir.limits import MAX_WORK
-from netspec.ir.meter import BUILDS, Meter, OverCap
+from netspec.ir.meter import BUILDS, Meter
 from netspec.ir.naming import RESERVED_NAMES, Scope, Value
 from netspec.ir.resolve import CALL_CACHE, MISSING, Resolver
 from netspec.ir.shapes import Propagation, referenced_names
@@ -296,64 +295,15 @@ class Builder:
         calls = self.calls
         if counted:  # the counters go on from where they are: part of what an element does
             key += tuple(calls.get(b, 0) for b in counted)
+        if el is self.final_softmax:  # the classifier checks the last node before it
+            key += (self.nodes.tail,)
+        if family.reads_last(spec, el):
+            key += (self.nodes.last,)
         hit = spec.element_cache.get(key)
         if hit is None:
-            out = self._record(lambda: self._element(el, cur, env, scope), key, counted)
+            out = family.record(self, lambda: self._element(el, cur, env, scope), key)
             return Value("", out.shape)  # nameless, as when it is replayed
-        return self.replay(hit, el.span, counted)
-
-    def replay(self, hit: Any, span: Any, counted: Sequence[str] = ()) -> Value:
-        """A cached effect (netspec.ir.family) applied as the build would have made it (or its
-        error raised), its output returned; `span`: where work over the cap is reported."""
-        if isinstance(hit, family.Failed):
-            self.errors.extend(hit.errors)
-            raise hit.error
-        calls = self.calls
-        shape, deltas, errors, used, ncalls = hit
-        meter = self.meter
-        sums = meter.sums
-        for i, d in enumerate(deltas):
-            sums[i] += d
-        for b, d in zip(counted, ncalls, strict=True):
-            calls[b] = calls.get(b, 0) + d
-        serial = meter.serial
-        for mark in used:  # its distinct layers, as a full build would count them
-            if mark[0] != serial:
-                mark[0] = serial
-                meter.fresh += 1
-        used_stack = self.nodes.used
-        if used_stack:
-            used_stack[-1].update((id(m), m) for m in used)
-        if meter.work > MAX_WORK:
-            meter.over_work(span)
-        self.errors.extend(errors)
-        return Value("", shape)
-
-    def _record(self, expand: Callable[[], Value], key: tuple, counted: list[str]) -> Value:
-        """An element (or a time round a repetition) no member met with these values:
-        expanded, its effect kept for the family's other members (or the error it raised, but
-        for the cap on work, which depends on what came before)."""
-        spec = self.spec
-        calls = self.calls
-        before = list(self.meter.sums)
-        calls_before = [calls.get(b, 0) for b in counted]
-        nerr = len(self.errors)
-        used_stack = self.nodes.used
-        used_stack.append({})
-        try:
-            out = expand()
-        except NetspecError as e:
-            if not isinstance(e, OverCap):
-                spec.element_cache[key] = family.Failed(tuple(self.errors[nerr:]), e)
-            raise
-        finally:
-            used = used_stack.pop()
-            if used_stack:
-                used_stack[-1].update(used)
-        spec.element_cache[key] = family.effect(
-            out, before, self.meter.sums, self.errors[nerr:], used, calls, counted, calls_before
-        )
-        return out
+        return family.replay(self, hit, el.span)
 
     def _element(self, el: ast.Element, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
         if el.optional and not switch_on(el, env):
@@ -419,11 +369,13 @@ class Builder:
         counted = self.counted
         if counted:
             key += tuple(self.calls.get(b, 0) for b in counted)
+        if family.reads_last(spec, p):
+            key += (self.nodes.last,)
         hit = spec.element_cache.get(key)
         if hit is None:
-            out = self._record(lambda: self.primary(p, cur, env, scope, None), key, counted)
+            out = family.record(self, lambda: self.primary(p, cur, env, scope, None), key)
             return Value("", out.shape)  # nameless, as when it is replayed
-        return self.replay(hit, p.span, counted)
+        return family.replay(self, hit, p.span)
 
     def primary(
         self, p: ast.Primary, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
