@@ -26,6 +26,7 @@ parameter) always takes the plain path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import add
 from typing import Any
 
 from netspec.errors import NetspecError
@@ -279,7 +280,7 @@ class FastEvaluator:
             child.error = hit.error
             return child
         shape, deltas, errs, used, _calls, tail, last = hit
-        sums = tuple(a + d for a, d in zip(state.sums, deltas, strict=True))
+        sums = tuple(map(add, state.sums, deltas))
         marks = state.marks
         if used:
             mark_of = self.mark_of
