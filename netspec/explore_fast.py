@@ -253,7 +253,7 @@ class FastEvaluator:
         if bound > MAX_WORK:
             return None
         if state.error is not None:  # the build stopped before: only the bound goes on
-            child = State(state.shape, state.sums, state.marks, state.errors, bound, state, None)
+            child = State(state.shape, state.sums, state.marks, state.errors, bound)
             child.error = state.error
             return child
         read = self.readers[level]
@@ -276,7 +276,7 @@ class FastEvaluator:
             hit = self.spec.element_cache[key]
         if isinstance(hit, Failed):
             errors = state.errors + hit.errors
-            child = State(state.shape, state.sums, state.marks, errors, bound, state, None)
+            child = State(state.shape, state.sums, state.marks, errors, bound)
             child.error = hit.error
             return child
         shape, deltas, errs, used, _calls, tail, last = hit
@@ -289,7 +289,7 @@ class FastEvaluator:
             marks = marks.union(map(id, used))
         if sums[5] + sums[6] + WORK_NEW * len(marks) > MAX_WORK:
             return None
-        child = State(shape, sums, marks, state.errors + errs, bound, state, hit)
+        child = State(shape, sums, marks, state.errors + errs, bound)
         child.tail = state.tail if tail is None else tail
         child.last = state.last if last is None else last
         return child
@@ -412,7 +412,7 @@ class FastEvaluator:
             return None
         for m in base.marks:
             self.mark_of[id(m)] = m
-        root = State(base.shape, base.sums, frozenset(map(id, base.marks)), (), 1, None, None)
+        root = State(base.shape, base.sums, frozenset(map(id, base.marks)), (), 1)
         root.classes, root.dtype = base.classes, base.dtype
         root.tail, root.last = base.tail, base.last
         return root

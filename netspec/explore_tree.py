@@ -37,7 +37,7 @@ class State:
     """The main chain folded up to one element, shared by every member whose values of the
     names read so far (the header's, then each element's) are the same: the output shape, the
     sums, the distinct layers met (their figures cache entries, by id), the soft errors, the
-    size estimate so far, the element's cached effect, and the states after the next element
+    size estimate so far, and the states after the next element
     by the values it reads (`children`). A state after an element that raised has `error`: the
     members under it are that error (the next elements only add to the size estimate, which the
     build checks before expanding anything). The root, after the header and input, carries the
@@ -50,8 +50,6 @@ class State:
         "marks",
         "errors",
         "bound",
-        "parent",
-        "hit",
         "children",
         "results",
         "error",
@@ -70,16 +68,12 @@ class State:
         marks: frozenset[int],
         errors: tuple,
         bound: int,
-        parent: State | None,
-        hit: tuple | None,
     ) -> None:
         self.shape = shape
         self.sums = sums
         self.marks = marks
         self.errors = errors
         self.bound = bound
-        self.parent = parent
-        self.hit = hit
         self.children: dict[Any, State | None] = {}
         self.results: dict[Any, tuple | None] = {}
         self.error: NetspecError | None = None
