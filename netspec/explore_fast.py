@@ -10,13 +10,12 @@ of a real build), then a level per main-chain element. Most members are a lookup
 and a leaf that holds their totals and budget checks.
 
 A state not in the tree yet is made from the element's cached effect; where none is cached,
-a builder of the root's expands that one element from the state's sums and distinct layers
-(`Builder.carry_on`), and keeps its effect. The final classifier reads the nodes built before
-it, so a member missing that one is built from there on (`_resume`: the header and input
-built, the elements before replayed). The size estimates are the build's (`bound_main`,
-shared in `Spec.size_cache`). A member that a shared piece would decide differently (over
-the work limit, an output that is not the classes, a budget limit that is wrong) takes a
-whole light build. Either way the result is exactly what the light build returns, member by
+a builder of the root's expands that one element from the state (`_expand`): its sums and
+distinct layers (`Builder.carry_on`, which the caps on work read) and the last nodes made
+before it (which a softmax and the final classifier check). The size estimates are the
+build's (`bound_main`, shared in `Spec.size_cache`). A member that a shared piece would
+decide differently (over the work limit, an output that is not the classes, a budget limit
+that is wrong) takes a whole light build. Either way the result is exactly what the light build returns, member by
 member (tests/test_explore_fast.py compares both on the zoo's families and 1,200 fuzzed ones).
 A spec whose light build keeps state beyond these pieces (side heads, layers referring to
 other layers, block counters, per-pixel outputs, token inputs, `classes` bound as a
