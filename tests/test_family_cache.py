@@ -107,16 +107,21 @@ INPUT -> [RELU]*A -> [DROPOUT(0.1)]*B : [3] -> GAP -> FC(4) -> SOFTMAX
     assert all(len(seen) == 1 for seen in got.values()), got
 
 
-def test_the_final_classifier_checks_the_layer_before_it_whichever_member_came_first() -> None:
+@pytest.mark.parametrize("between", ["", "-> DROPOUT(0.1) "])
+def test_the_final_classifier_checks_the_layer_before_it_whichever_member_came_first(
+    between: str,
+) -> None:
     """`FC(16) -> SOFTMAX` with 10 classes is the spec's own classifier and wrong; `RELU ->
     SOFTMAX` gets an FC added. Both reach SOFTMAX with the same shape: a member must not
-    replay the other's verdict (it did: a member with a wrong classifier explored as valid)."""
-    text = """\
+    replay the other's verdict (it did: a member with a wrong classifier explored as valid).
+    With a DROPOUT between (the identity at inference), the last node made is the same in
+    both: the classifier still looks past it."""
+    text = f"""\
 input [16]
 classes 10
-X in {on, off}
-Y in {on, off}
-INPUT -> FC(16)?(X) -> RELU?(Y) -> SOFTMAX
+X in {{on, off}}
+Y in {{on, off}}
+INPUT -> FC(16)?(X) -> RELU?(Y) {between}-> SOFTMAX
 """
     for order in (((True, False), (False, True)), ((False, True), (True, False))):
         spec = load_spec_text(text, "<tail>")
