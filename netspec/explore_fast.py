@@ -24,7 +24,6 @@ parameter) always takes the plain path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from operator import add
 from typing import Any
 
@@ -47,7 +46,7 @@ from netspec.ir.checks import budget_checks
 from netspec.ir.estimate import SizeEstimate
 from netspec.ir.expand import estimate_names, size_key
 from netspec.ir.expr import free_names
-from netspec.ir.family import Failed, names_used, reads_last
+from netspec.ir.family import Failed, cache_key, element_names
 from netspec.ir.graph import Scalar
 from netspec.ir.limits import MAX_WORK, WORK_NEW
 from netspec.ir.meter import OverCap
@@ -55,22 +54,6 @@ from netspec.ir.naming import Scope, Value
 from netspec.ir.resolve import MISSING
 from netspec.ir.shapes import referenced_names
 from netspec.ir.walk import is_softmax
-
-_PLAIN = object()  # a header the fast path does not share: its members take the plain path
-
-
-@dataclass(frozen=True, slots=True)
-class _Base:
-    """What a build holds after its header and input: the same for every member whose header
-    and input read the same values."""
-
-    classes: int | None
-    dtype: str
-    shape: tuple[int, ...]
-    sums: tuple[int, ...]
-    marks: tuple[list[int], ...]  # the input node's distinct-layer mark
-    tail: Any  # the input node, the last that is not the identity (`Propagation.tail`)
-    last: Any  # the input node, the last made (`Propagation.last`)
 
 
 class FastEvaluator:
@@ -95,10 +78,12 @@ class FastEvaluator:
         self.env_ok: dict[Any, bool] = {}
         if self.eligible:
             self.header_key = getter(depends(spec, self.header_names))
-            self.level_keys = [getter(depends(spec, self._names(el))) for el in self.elements]
+            self.level_keys = [
+                getter(depends(spec, element_names(self.spec, el))) for el in self.elements
+            ]
             # Each element's values and its size estimate's key, read off a member's indices
             # where its names are free parameters (or unbound): no global names needed.
-            self.readers = [reader(spec, self._names(el)) for el in self.elements]
+            self.readers = [reader(spec, element_names(self.spec, el)) for el in self.elements]
             self.size_readers = [reader(spec, estimate_names(spec, el)) for el in self.elements]
             self.budget_key = getter(
                 depends(spec, tuple(n for _, names in self.budgets.names for n in names))
@@ -262,12 +247,18 @@ class FastEvaluator:
             env = member.env()
             if env is None:
                 return None
-            values = tuple(env.get(n, MISSING) for n in self._names(el))
-        key = (id(el), state.shape, member.root.classes, *values)
-        if el is self.final:  # the classifier checks the last node before it (as the build)
-            key += (state.tail,)
-        if reads_last(self.spec, el):
-            key += (state.last,)
+            values = tuple(env.get(n, MISSING) for n in element_names(self.spec, el))
+        key = cache_key(
+            self.spec,
+            el,
+            state.shape,
+            member.root.classes,
+            values,
+            (),  # no counted blocks here
+            state.tail,
+            state.last,
+            el is self.final,
+        )
         hit = self.spec.element_cache.get(key)
         if hit is None:
             if not self._bounded(level, member, bound) or not self._expand(el, state, member):
@@ -306,27 +297,20 @@ class FastEvaluator:
         return True
 
     def _expand(self, el: ast.Element, state: State, member: Walk) -> bool:
-        """Expand one element from `state` with a builder of the member's, its meter where the
-        state has it (the work so far and its distinct layers, which the build's caps read),
-        which keeps the element's effect, or its error, in the spec's cache; False where the
-        build must decide (the work over the cap). What an element reads of the nodes built
-        before it is the last one that is not the identity (the final classifier checks it):
-        the state has it."""
+        """Expand one element from `state` with the root's build, given the member's global
+        names and what the build's checks read of the chain so far: the work and its distinct
+        layers (the caps), the last layer that is not the identity (the final classifier), the
+        last node (a softmax). The element's effect, or its error, goes into the spec's cache;
+        False where the build must decide (the work over the cap)."""
         root = member.root
         builder = root.builder
         env = member.env()
-        if env is None:
+        if env is None or builder is None:
             return False
-        if builder is None:  # one per root: the header and its defaults are the same
-            builder = root.builder = Builder(self.spec, dict(member.bindings), light=True)
-            builder.names(env)
-            builder.header(env)
-            builder.nodes.input_shape = root.shape
-            builder.final_softmax = self.final
-        elif root.member is not member:  # the same build for this member's global names
+        if root.member is not member:  # the same build for this member's global names
             builder.bindings = dict(member.bindings)
             builder.names(env)
-        root.member = member
+            root.member = member
         mark_of = self.mark_of
         builder.carry_on(state.sums, [mark_of[i] for i in state.marks])
         builder.nodes.tail, builder.nodes.last = state.tail, state.last
@@ -389,13 +373,6 @@ class FastEvaluator:
             self.spec.size_cache[key] = size
         return size
 
-    def _names(self, el: ast.Element) -> tuple[str, ...]:
-        names_of = self.spec.element_names
-        names = names_of.get(id(el))
-        if names is None:  # as Builder.element computes them
-            names = names_of[id(el)] = tuple(sorted(names_used(self.spec, el, set())))
-        return names
-
     def _env_ok(self, bindings: dict[str, Scalar]) -> bool:
         """Whether the global names evaluate (a constant may fail for some values)."""
         try:
@@ -405,20 +382,9 @@ class FastEvaluator:
         return True
 
     def _root(self, bindings: dict[str, Scalar]) -> State | None:
-        """The state after the header and input, or None where they do not build plainly."""
-        base = self._base(bindings)
-        if not isinstance(base, _Base):
-            return None
-        for m in base.marks:
-            self.mark_of[id(m)] = m
-        root = State(base.shape, base.sums, frozenset(map(id, base.marks)), (), 1)
-        root.classes, root.dtype = base.classes, base.dtype
-        root.tail, root.last = base.tail, base.last
-        return root
-
-    def _base(self, bindings: dict[str, Scalar]) -> _Base | object:
-        """The header and input stages of a real build, kept for the members reading the same
-        values there."""
+        """The state after the header and input stages of a real build, kept for the members
+        reading the same values there, or None where they do not build plainly. The build is
+        kept too: it expands the elements no member has met yet (`_expand`)."""
         builder = Builder(self.spec, dict(bindings), light=True)
         used: dict[int, list[int]] = {}
         try:
@@ -427,14 +393,18 @@ class FastEvaluator:
             builder.nodes.used.append(used)  # the input node's figures cache entry
             inp = builder.input(env)
         except NetspecError:
-            return _PLAIN
+            return None
         if builder.errors:
-            return _PLAIN
-        marks = tuple(used.values())
-        nodes = builder.nodes
-        return _Base(
-            builder.classes, dtype, inp.shape, tuple(builder.sums), marks, nodes.tail, nodes.last
-        )
+            return None
+        builder.nodes.used.pop()
+        builder.final_softmax = self.final
+        for m in used.values():
+            self.mark_of[id(m)] = m
+        root = State(inp.shape, tuple(builder.sums), frozenset(used), (), 1)
+        root.classes, root.dtype = builder.classes, dtype
+        root.tail, root.last = builder.nodes.tail, builder.nodes.last
+        root.builder = builder
+        return root
 
 
 __all__ = ["FastEvaluator"]

@@ -2,9 +2,10 @@
 (output shape, figures, soft errors, the figures cache entries it used, the calls it made of
 counted blocks, the last nodes a later softmax or classifier reads) depends only on its input
 shape and the values of the names it reads, so it is computed once (`record`) and replayed for
-every member with the same values (`replay`; `ParsedSpec.element_cache`). The keys are made in
-`netspec.ir.walk.Builder.element` and `Builder._body` (each time round a repetition), the hot
-path of explore; a size estimate is kept by the names that decide a size (`size_names`)."""
+every member with the same values (`replay`; `ParsedSpec.element_cache`, keyed by
+`cache_key`). The build shares elements and each time round a repetition
+(`netspec.ir.walk.Builder._shared`, the hot path of explore); a size estimate is kept by the
+names that decide a size (`size_names`)."""
 
 from __future__ import annotations
 
@@ -114,6 +115,39 @@ def replay(b: Building, hit: Effect | Failed, span: Any) -> Value:
         meter.over_work(span)
     b.errors.extend(errors)
     return Value("", shape)
+
+
+def element_names(spec: ParsedSpec, node: Any) -> tuple[str, ...]:
+    """The names an element (or a repetition's body) reads, sorted, kept per node: the values
+    its effect is kept by (`cache_key`)."""
+    names = spec.element_names.get(id(node))
+    if names is None:
+        names = spec.element_names[id(node)] = tuple(sorted(names_used(spec, node, set())))
+    return names
+
+
+def cache_key(
+    spec: ParsedSpec,
+    node: Any,
+    shape: tuple[int, ...],
+    classes: int | None,
+    values: tuple,
+    calls: tuple[int, ...],
+    tail: Any,
+    last: Any,
+    final: bool,
+) -> tuple:
+    """Where an element's (or a time round's) effect is kept: the node, its input shape, the
+    class count, the values of its names (`element_names`), the calls of the counted blocks
+    so far; the final classifier's, the last layer that is not the identity before it (`tail`);
+    one that calls a softmax, the last node made before it (`last`, see `reads_last`). The
+    build and netspec.explore_fast both key by it: what one keeps, the other finds."""
+    key = (id(node), shape, classes, *values, *calls)
+    if final:
+        key += (tail,)
+    if reads_last(spec, node):
+        key += (last,)
+    return key
 
 
 def reads_last(spec: ParsedSpec, node: Any) -> bool:

@@ -12,7 +12,8 @@ it decides: the bindings, the class count, the final softmax, the soft errors.""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from netspec.errors import NetspecError, did_you_mean
@@ -272,38 +273,48 @@ class Builder:
             meter.leave()
 
     def element(self, el: ast.Element, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
-        """An element; in a light build without taps (a cached element would hide the layers
-        it taps), replayed from the family's cache when a member met it with the same values
-        (netspec.ir.family: the key and the replay are inline here, the hot path of explore).
-        What comes out of the cache is nameless (`Value("", shape)`), whether built now or
-        replayed, so that what a member reports never depends on which member came first."""
-        if (
-            not self.light
-            or self.nodes.tap_names
-            or (el.repeat is None and self.meter.depth)
-            or "vocab" in self.resolver.context  # token ids: EMBEDDING reads the input node
-        ):
-            # Inside a chain, only a repetition is kept on its own: the time round it belongs
-            # to is kept whole (`_body`), and an entry per layer would cost more than it saves.
+        """An element; in a light build that shares (`_sharing`), replayed from the family's
+        cache when a member met it with the same values (netspec.ir.family). Inside a chain,
+        only a repetition is kept on its own: the time round it belongs to is kept whole
+        (`_repeat`), and an entry per layer would cost more than it saves."""
+        if not self._sharing() or (el.repeat is None and self.meter.depth):
             return self._element(el, cur, env, scope)
-        spec = self.spec
-        names = spec.element_names.get(id(el))
-        if names is None:
-            names = spec.element_names[id(el)] = tuple(sorted(family.names_used(spec, el, set())))
-        key = (id(el), cur.shape, self.classes, *(env.get(n, MISSING) for n in names))
-        counted = self.counted
-        calls = self.calls
-        if counted:  # the counters go on from where they are: part of what an element does
-            key += tuple(calls.get(b, 0) for b in counted)
-        if el is self.final_softmax:  # the classifier checks the last node before it
-            key += (self.nodes.tail,)
-        if family.reads_last(spec, el):
-            key += (self.nodes.last,)
+        return self._shared(el, cur, env, el.span, lambda: self._element(el, cur, env, scope))
+
+    def _sharing(self) -> bool:
+        """Whether this build shares elements with a family's other members: a light build,
+        without taps (a cached element would hide the layers it taps) or token ids (EMBEDDING
+        reads the input node itself)."""
+        return self.light and not self.nodes.tap_names and "vocab" not in self.resolver.context
+
+    def _shared(
+        self,
+        node: ast.Element | ast.Primary,
+        cur: Value,
+        env: Mapping[str, Any],
+        span: Any,
+        expand: Callable[[], Value],
+    ) -> Value:
+        """An element or a time round a repetition (`node`), replayed from the family's cache
+        or expanded and kept there. What comes out is nameless (`Value("", shape)`), whether
+        built now or replayed, so that what a member reports never depends on which member
+        came first."""
+        spec, nodes = self.spec, self.nodes
+        key = family.cache_key(
+            spec,
+            node,
+            cur.shape,
+            self.classes,
+            tuple(env.get(n, MISSING) for n in family.element_names(spec, node)),
+            tuple(self.calls.get(b, 0) for b in self.counted),
+            nodes.tail,
+            nodes.last,
+            node is self.final_softmax,
+        )
         hit = spec.element_cache.get(key)
         if hit is None:
-            out = family.record(self, lambda: self._element(el, cur, env, scope), key)
-            return Value("", out.shape)  # nameless, as when it is replayed
-        return family.replay(self, hit, el.span)
+            return Value("", family.record(self, expand, key).shape)
+        return family.replay(self, hit, span)
 
     def _element(self, el: ast.Element, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
         if el.optional and not switch_on(el, env):
@@ -339,43 +350,25 @@ class Builder:
         # A light build shares each time round between members as it shares elements: a
         # body's effect depends on its input shape and the values it reads (its index among
         # them), so the member with M stages replays the M - 1 that a smaller one built.
-        shared = self.light and not self.nodes.tap_names and "vocab" not in self.resolver.context
+        shared = self._sharing()
         try:
             for i in range(count):
                 body_env = {**env, el.index_var: i} if el.index_var else env
                 if indexed:
                     meter.add_step(el.span)
                 if shared:
-                    cur = self._body(p, cur, body_env, inner)
+                    cur = self._shared(
+                        p,
+                        cur,
+                        body_env,
+                        p.span,
+                        partial(self.primary, p, cur, body_env, inner, None),
+                    )
                 else:
                     cur = self.primary(p, cur, body_env, inner, None)
         finally:
             meter.open_repetitions.pop()
         return cur
-
-    def _body(self, p: ast.Primary, cur: Value, env: Mapping[str, Any], scope: Scope) -> Value:
-        """One time round a repetition in a light build, replayed from the family's cache
-        when a member (or an earlier time round) met it with the same values."""
-        spec = self.spec
-        names = spec.element_names.get(id(p))
-        if names is None:
-            names = spec.element_names[id(p)] = tuple(sorted(family.names_used(spec, p, set())))
-        key = (
-            id(p),
-            cur.shape,
-            self.classes,
-            *(env.get(n, MISSING) for n in names),
-        )
-        counted = self.counted
-        if counted:
-            key += tuple(self.calls.get(b, 0) for b in counted)
-        if family.reads_last(spec, p):
-            key += (self.nodes.last,)
-        hit = spec.element_cache.get(key)
-        if hit is None:
-            out = family.record(self, lambda: self.primary(p, cur, env, scope, None), key)
-            return Value("", out.shape)  # nameless, as when it is replayed
-        return family.replay(self, hit, p.span)
 
     def primary(
         self, p: ast.Primary, cur: Value, env: Mapping[str, Any], scope: Scope, label: str | None
