@@ -44,7 +44,7 @@ from netspec.ir.bindings import coerce_binding, global_env
 from netspec.ir.build import Builder, Spec
 from netspec.ir.checks import budget_checks
 from netspec.ir.estimate import SizeEstimate
-from netspec.ir.expand import estimate_names, size_key
+from netspec.ir.expand import estimate_names, size_key, size_key_of
 from netspec.ir.expr import free_names
 from netspec.ir.family import Failed, cache_key, element_names
 from netspec.ir.graph import Scalar
@@ -353,7 +353,7 @@ class FastEvaluator:
         read = self.size_readers[level]
         env = None
         if read is not None:
-            key = (id(el), 0, None, *read(member.idx))
+            key = size_key_of(el, 0, None, read(member.idx))
         else:
             env = member.env()
             if env is None:

@@ -293,9 +293,16 @@ class Expansion:
 def size_key(
     spec: ParsedSpec, el: ast.Element, env: Mapping[str, Any], depth: int, count: int | None
 ) -> tuple:
-    """An element's size estimate's key in `spec.size_cache`: the element, the depth, the
-    count given, the values of the names the estimate reads (`estimate_names`)."""
-    return (id(el), depth, count, *(env.get(n, MISSING) for n in estimate_names(spec, el)))
+    """An element's size estimate's key in `spec.size_cache` (`size_key_of`), its values read
+    from the global names."""
+    values = tuple(env.get(n, MISSING) for n in estimate_names(spec, el))
+    return size_key_of(el, depth, count, values)
+
+
+def size_key_of(el: ast.Element, depth: int, count: int | None, values: tuple) -> tuple:
+    """An element's size estimate's key: the element, the depth, the count given, the values
+    of the names the estimate reads (`estimate_names`, in their order)."""
+    return (id(el), depth, count, *values)
 
 
 def estimate_names(spec: ParsedSpec, el: ast.Element) -> tuple[str, ...]:
